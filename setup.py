@@ -1,0 +1,69 @@
+"""ament_python package vla_rl_ros: colcon builds it on a ROS 2 install, pip installs it in a venv."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+PACKAGE = "vla_rl_ros"
+
+# One console entry point per node: `ros2 run vla_rl_ros <name>` and the launch files' `exec:`.
+NODES = {
+    "interface_echo": "vla_rl_ros.nodes.interface_echo",
+}
+
+
+def tree(folder: str) -> list[tuple[str, list[str]]]:
+    """data_files entries installing `folder` under share/<package>/, keeping subfolders."""
+    entries: dict[str, list[str]] = {}
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            entries.setdefault(f"share/{PACKAGE}/{path.parent}", []).append(str(path))
+    return sorted(entries.items())
+
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    include_package_data=True,
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        *tree("launch"),
+        *tree("config"),
+        *tree("sim"),
+    ],
+    python_requires=">=3.10",
+    # torch is a range the pinned CPU build (2.13.0) satisfies; see requirements/torch.txt.
+    install_requires=[
+        "setuptools",
+        "numpy>=1.24",
+        "pyyaml>=6",
+        "torch>=2.2",
+        "transformers>=4.46",
+        "peft>=0.13",
+        "safetensors>=0.4",
+        "mujoco>=3.2",
+        "pyarrow>=15",
+        "av>=12",
+        "rosbags>=0.10",
+        "matplotlib>=3.8",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "ruff>=0.6",
+                 "colcon-common-extensions>=0.3"],
+    },
+    zip_safe=False,
+    maintainer="vla_rl_ros maintainers",
+    maintainer_email="maintainers@vla-rl-ros.dev",
+    description="GRPO fine-tuning of vision-language-action policies as a ROS 2 graph.",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "vla-rl = vla_rl_ros.cli:main",
+            *(f"{name} = {module}:main" for name, module in NODES.items()),
+        ],
+    },
+)
