@@ -7,9 +7,7 @@ from setuptools import find_packages, setup
 PACKAGE = "vla_rl_ros"
 
 # One console entry point per node: `ros2 run vla_rl_ros <name>` and the launch files' `exec:`.
-NODES = {
-    "interface_echo": "vla_rl_ros.nodes.interface_echo",
-}
+NODES: dict[str, str] = {}
 
 
 def tree(folder: str) -> list[tuple[str, list[str]]]:
