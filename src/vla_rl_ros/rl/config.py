@@ -1,0 +1,125 @@
+"""GRPO settings: one dataclass, each field with its help text and where its value comes from.
+
+SimpleVLA-RL (Li et al. 2025, arXiv:2509.09674) trains OpenVLA-OFT with veRL's GRPO; its LIBERO
+script (examples/run_openvla_oft_rl_libero.sh) sets the values quoted as "SimpleVLA-RL" below.
+Where our default differs it is because the policy here is a tiny model on two CPU cores
+(../shared/LEARNING_PROBE.md): one clipped step per update starved the learner there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+ADV_EPS = 1e-6  # veRL compute_grpo_outcome_advantage(epsilon=1e-6), used unchanged by SimpleVLA-RL
+MIN_GROUP_SIZE = 2  # a group-relative baseline needs at least two rollouts (unbiased std of one is NaN)
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    """All GRPO settings. Field groups: groups and sampling, loss, optimiser, update schedule, staleness."""
+
+    # --- groups and sampling -------------------------------------------------------------------
+    group_size: int = field(default=8, metadata={
+        "help": "G: rollouts of one task from one initial state per group (SimpleVLA-RL n_samples=8)"})
+    groups_per_update: int = field(default=8, metadata={
+        "help": "kept groups per update (SimpleVLA-RL train_batch_size=32 tasks on 8 GPUs; the probe "
+                "used 8 on 2 CPU cores)"})
+    temperature: float = field(default=1.6, metadata={
+        "help": "sampling temperature of rollouts; log-probs are computed from logits / temperature so "
+                "the ratio compares like with like, as veRL does (SimpleVLA-RL rollout.temperature=1.6)"})
+
+    # --- loss ----------------------------------------------------------------------------------
+    clip_low: float = field(default=0.2, metadata={
+        "help": "PPO ratio lower clip, ratio >= 1 - clip_low (SimpleVLA-RL clip_ratio_low=0.2)"})
+    clip_high: float = field(default=0.28, metadata={
+        "help": "PPO ratio upper clip, ratio <= 1 + clip_high; clip-higher from DAPO keeps rare "
+                "successful tokens growing (SimpleVLA-RL clip_ratio_high=0.28)"})
+    adv_eps: float = field(default=ADV_EPS, metadata={
+        "help": "added to the group std in (R - mean) / (std + eps) (veRL compute_grpo_outcome_advantage "
+                "epsilon=1e-6)"})
+    # No KL term and no entropy bonus (SimpleVLA-RL kl_coef=0.0, entropy_coeff=0.0): there are no
+    # fields for them, so they cannot be switched on by accident.
+
+    # --- optimiser -----------------------------------------------------------------------------
+    lr: float = field(default=2e-4, metadata={
+        "help": "AdamW learning rate (SimpleVLA-RL 5e-6 for a 7B model; the tiny-model probe gained with "
+                "2e-4 and lost ground with 1e-4 at one step per update)"})
+    betas: tuple[float, float] = field(default=(0.9, 0.999), metadata={
+        "help": "AdamW betas (veRL default (0.9, 0.999))"})
+    weight_decay: float = field(default=0.01, metadata={
+        "help": "AdamW weight decay (veRL default 1e-2)"})
+    grad_clip: float = field(default=1.0, metadata={
+        "help": "max global gradient norm per mini-batch step (SimpleVLA-RL grad_clip=1)"})
+
+    # --- update schedule -----------------------------------------------------------------------
+    epochs: int = field(default=2, metadata={
+        "help": "passes over the update's trajectories (SimpleVLA-RL ppo_epochs=1 with many more "
+                "trajectories per update; the probe needed 2 so the clip ever became active)"})
+    minibatch_size: int = field(default=16, metadata={
+        "help": "trajectories per clipped optimiser step; with 8 groups x 8 rollouts and 2 epochs "
+                "that is up to 8 steps per update (the probe's setting that learned)"})
+    forward_chunks: int = field(default=256, metadata={
+        "help": "most chunks (observations) in one policy forward pass; a mini-batch with more is "
+                "split into several passes with gradient accumulation (memory, not maths)"})
+
+    # --- staleness -----------------------------------------------------------------------------
+    max_policy_lag: int = field(default=1, metadata={
+        "help": "drop a trajectory whose policy version is more than this many versions behind the "
+                "learner's; 0 is strictly on-policy as in SimpleVLA-RL, 1 keeps episodes that were "
+                "running while the previous update was published"})
+
+    def __post_init__(self) -> None:
+        if self.group_size < MIN_GROUP_SIZE:
+            raise ValueError(f"group_size={self.group_size}: GRPO compares rollouts within a group; "
+                             f"use at least {MIN_GROUP_SIZE} (SimpleVLA-RL uses 8)")
+        for name in ("groups_per_update", "epochs", "minibatch_size", "forward_chunks"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}: must be at least 1")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature={self.temperature}: must be > 0 (1.6 for rollouts)")
+        if not 0 < self.clip_low < 1:
+            raise ValueError(f"clip_low={self.clip_low}: the ratio floor 1 - clip_low must lie in (0, 1); "
+                             "use e.g. 0.2")
+        if self.clip_high <= 0:
+            raise ValueError(f"clip_high={self.clip_high}: must be > 0; use e.g. 0.28")
+        if self.adv_eps <= 0:
+            raise ValueError(f"adv_eps={self.adv_eps}: must be > 0 so all-equal groups give 0, not NaN")
+        if self.lr <= 0 or self.grad_clip <= 0 or self.weight_decay < 0:
+            raise ValueError(f"lr={self.lr}, grad_clip={self.grad_clip}, weight_decay={self.weight_decay}: "
+                             "lr and grad_clip must be > 0 and weight_decay >= 0")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas={self.betas}: two numbers in [0, 1), e.g. (0.9, 0.999)")
+        if self.max_policy_lag < 0:
+            raise ValueError(f"max_policy_lag={self.max_policy_lag}: must be >= 0 (0 = strictly on-policy)")
+        if self.minibatch_size > self.groups_per_update * self.group_size:
+            raise ValueError(
+                f"minibatch_size={self.minibatch_size} exceeds the {self.groups_per_update * self.group_size} "
+                f"trajectories of an update (groups_per_update x group_size): each update would be one "
+                f"step; lower minibatch_size or raise groups_per_update")
+
+    @property
+    def trajectories_per_update(self) -> int:
+        """Most trajectories in one update (fewer when members of a group were dropped)."""
+        return self.groups_per_update * self.group_size
+
+    def to_dict(self) -> dict:
+        """Plain dict for JSON (tuples become lists)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> GRPOConfig:
+        """Inverse of to_dict; unknown keys are an error that names them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown GRPOConfig fields {unknown}; known: {sorted(names)}")
+        values = dict(values)
+        if "betas" in values:
+            values["betas"] = tuple(values["betas"])
+        return cls(**values)
+
+    @staticmethod
+    def help() -> dict[str, str]:
+        """Field name -> help text, for ROS parameter descriptors and `--help`."""
+        return {f.name: f.metadata["help"] for f in dataclasses.fields(GRPOConfig)}
