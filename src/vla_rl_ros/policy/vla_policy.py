@@ -1,0 +1,320 @@
+"""`VLAPolicy`: any transformers image-text-to-text model as an action-token policy.
+
+The OpenVLA-OFT / SimpleVLA-RL parallel decoding: the prompt is followed by C x A placeholder tokens,
+ONE forward pass gives logits at those positions, the logits are restricted to the last 256 token ids
+of the vocabulary (the action bins) and every token is sampled independently (temperature 1.6 for RL
+rollouts, SimpleVLA-RL's value) or taken greedily. The log-prob of a chunk is the sum over its tokens.
+
+A checkpoint directory holds a transformers model (safetensors), its processor or tokenizer, and
+`vla_policy.json` (chunk size, camera, prompt, placeholder ids, action bounds). Loading never runs
+pickle or remote code unless asked (`allow_pickle`, `trust_remote_code`)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import inspect
+import json
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from vla_rl_ros.policy import tiny_vla  # noqa: F401  registers model_type "tiny_vla" with the Auto classes
+from vla_rl_ros.policy.action_tokenizer import N_BINS, ActionTokenizer
+
+POLICY_FILE = "vla_policy.json"
+# OpenVLA's prompt (Kim et al. 2024); a Llava-style processor also needs its image token in front.
+DEFAULT_PROMPT = "What action should the robot take to {instruction}?"
+# SimpleVLA-RL samples rollouts at temperature 1.6.
+ROLLOUT_TEMPERATURE = 1.6
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# peft "all-linear": every linear layer except the output head, as SimpleVLA-RL's LoRA on OpenVLA.
+ALL_LINEAR = "all-linear"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory that cannot be loaded safely (pickle-only, corrupt, incomplete)."""
+
+
+@dataclass
+class PolicyConfig:
+    """How a model is used as a policy; stored as vla_policy.json next to the weights."""
+
+    chunk_size: int  # C: actions per chunk (one forward pass)
+    action_dim: int  # A: numbers per action, e.g. 4 for [dx, dy, dz, gripper]
+    action_bounds: dict  # ActionTokenizer.to_json(): per-dimension low/high from the demonstrations
+    placeholder_token_ids: list[int]  # C*A ids appended after the prompt (one per action token)
+    camera: str = "front"  # which camera image the policy sees
+    image_size: int = 64  # images are resized to image_size x image_size before the model
+    prompt: str = DEFAULT_PROMPT  # instruction prompt; must contain "{instruction}"
+    action_names: list[str] = field(default_factory=list)  # optional, for reports
+
+    def __post_init__(self) -> None:
+        if self.chunk_size < 1 or self.action_dim < 1:
+            raise ValueError(f"chunk_size and action_dim must be >= 1, got {self.chunk_size}, {self.action_dim}")
+        if len(self.placeholder_token_ids) != self.chunk_size * self.action_dim:
+            raise ValueError(f"placeholder_token_ids needs chunk_size * action_dim = "
+                             f"{self.chunk_size * self.action_dim} ids, got {len(self.placeholder_token_ids)}")
+        if "{instruction}" not in self.prompt:
+            raise ValueError(f"prompt must contain '{{instruction}}', got {self.prompt!r}")
+        if ActionTokenizer.from_json(self.action_bounds).action_dim != self.action_dim:
+            raise ValueError(f"action_bounds cover {len(self.action_bounds['low'])} dimensions, "
+                             f"action_dim is {self.action_dim}")
+
+    @classmethod
+    def load(cls, path: Path) -> PolicyConfig:
+        return cls(**json.loads(path.read_text()))
+
+
+@dataclass
+class FinetuneConfig:
+    """Which parameters train: all of them ("full") or LoRA adapters through peft ("lora")."""
+
+    mode: str = "full"  # "full" or "lora"
+    lora_rank: int = 8  # LoRA r
+    lora_alpha: int = 16  # LoRA scaling numerator (alpha / r)
+    lora_dropout: float = 0.0  # dropout on the LoRA input; 0 keeps the forward pass deterministic
+    target_modules: list[str] | str = ALL_LINEAR  # module names for LoRA, or "all-linear"
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("full", "lora"):
+            raise ValueError(f"mode must be 'full' or 'lora', got {self.mode!r}")
+        if self.lora_rank < 1:
+            raise ValueError(f"lora_rank must be >= 1, got {self.lora_rank}")
+
+
+@dataclass
+class ActOutput:
+    actions: np.ndarray  # (B, C, A) float32, robot units
+    token_ids: np.ndarray  # (B, C*A) int64 vocabulary ids of the action tokens
+    log_probs: np.ndarray  # (B,) float32 chunk log-prob (sum over tokens) at the given temperature
+    token_log_probs: np.ndarray  # (B, C*A) float32 per-token log-probs
+
+
+def checkpoint_digest(path: str | Path) -> str:
+    """sha256 over the weight files (*.safetensors) and vla_policy.json, in name order: what a
+    PolicyUpdate carries so a receiver can check it loaded what the learner wrote."""
+    root = Path(path)
+    files = [*sorted(root.glob("*.safetensors")), root / POLICY_FILE]
+    digest = hashlib.sha256()
+    for file in files:
+        if not file.is_file():
+            raise FileNotFoundError(f"{file} is missing; is {root} a policy checkpoint written by VLAPolicy.save?")
+        digest.update(file.name.encode() + b"\0")
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def check_checkpoint_dir(path: Path, *, allow_pickle: bool) -> None:
+    """Clear errors before transformers sees the directory: missing, pickle-only, corrupt."""
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint directory {path} does not exist (or is not a directory); "
+                                "pass the folder written by VLAPolicy.save or save_pretrained")
+    safetensors = sorted(path.glob("*.safetensors"))
+    pickles = [p for p in sorted(path.iterdir()) if p.suffix in PICKLE_SUFFIXES]
+    if not safetensors:
+        if pickles and not allow_pickle:
+            raise CheckpointError(
+                f"{path} holds only pickle weights ({', '.join(p.name for p in pickles)}), which can run "
+                "arbitrary code when loaded; convert them to safetensors (model.save_pretrained(dir, "
+                "safe_serialization=True)) or pass allow_pickle=True if you trust the source")
+        if not pickles:
+            raise CheckpointError(f"{path} has no weight files (*.safetensors); is the save incomplete?")
+    for file in safetensors:
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                handle.keys()
+        except SafetensorError as err:
+            raise CheckpointError(f"corrupt safetensors file {file}: {err}; re-save or re-copy the "
+                                  "checkpoint") from err
+
+
+class VLAPolicy:
+    """A model + its processor + the action tokenizer; batched `act` and differentiable log-probs."""
+
+    def __init__(self, model: torch.nn.Module, processor: Any, config: PolicyConfig) -> None:
+        self.model = model.eval()
+        self.processor = processor
+        self.config = config
+        self.action_tokenizer = ActionTokenizer.from_json(config.action_bounds)
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.tokenizer.padding_side = "left"  # placeholders sit at the same (last) positions in every row
+        self.vocab_size = int(self.base_model.get_output_embeddings().weight.shape[0])
+        self.action_token_offset = self.vocab_size - N_BINS  # bin b <-> token id offset + b
+        accepted = inspect.signature(self.base_model.forward).parameters
+        self._passes_state = "state" in accepted
+        self._passes_positions = "position_ids" in accepted
+        self._passes_keep = "logits_to_keep" in accepted
+        self._has_image_processor = hasattr(processor, "image_processor")
+
+    # --- shape and device facts ------------------------------------------------------------------
+    @property
+    def base_model(self) -> torch.nn.Module:
+        """The transformers model underneath a peft wrapper (or the model itself)."""
+        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+
+    @property
+    def chunk_size(self) -> int:
+        return self.config.chunk_size
+
+    @property
+    def action_dim(self) -> int:
+        return self.config.action_dim
+
+    @property
+    def tokens_per_chunk(self) -> int:
+        return self.config.chunk_size * self.config.action_dim
+
+    @property
+    def camera(self) -> str:
+        return self.config.camera
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # --- loading and saving -----------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path, *, device: str = "cpu", dtype: str = "float32",
+             trust_remote_code: bool = False, allow_pickle: bool = False,
+             policy_config: PolicyConfig | None = None) -> VLAPolicy:
+        """Load a checkpoint directory. `policy_config` wraps a plain transformers checkpoint that has
+        no vla_policy.json (e.g. a user's fine-tuned VLM)."""
+        path = Path(path)
+        check_checkpoint_dir(path, allow_pickle=allow_pickle)
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        if policy_config is None:
+            if not (path / POLICY_FILE).is_file():
+                raise CheckpointError(f"{path} has no {POLICY_FILE}; pass policy_config=PolicyConfig(...) to "
+                                      "wrap a plain transformers checkpoint")
+            policy_config = PolicyConfig.load(path / POLICY_FILE)
+        model = AutoModelForImageTextToText.from_pretrained(
+            path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code, use_safetensors=not allow_pickle)
+        processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+        return cls(model.to(device), processor, policy_config)
+
+    def save(self, path: str | Path) -> None:
+        """Write a self-contained checkpoint (LoRA adapters merged into a copy of the weights).
+        Written to a temporary sibling and renamed, so a reader never sees half a checkpoint."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model = self.model
+        if hasattr(model, "merge_and_unload"):
+            model = copy.deepcopy(model).merge_and_unload()
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            model.save_pretrained(tmp, safe_serialization=True)
+            self.processor.save_pretrained(tmp)
+            (tmp / POLICY_FILE).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+            if path.exists():
+                shutil.rmtree(path)
+            tmp.rename(path)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+
+    # --- fine-tuning --------------------------------------------------------------------------------
+    def configure_finetuning(self, finetune: FinetuneConfig) -> None:
+        """Full fine-tuning (every parameter trains) or LoRA adapters through peft."""
+        if finetune.mode == "full":
+            for parameter in self.model.parameters():
+                parameter.requires_grad_(True)
+            return
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(r=finetune.lora_rank, lora_alpha=finetune.lora_alpha,
+                          lora_dropout=finetune.lora_dropout, target_modules=finetune.target_modules)
+        self.model = get_peft_model(self.base_model, lora)
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    # --- the forward pass ---------------------------------------------------------------------------
+    def model_inputs(self, images: np.ndarray, state: np.ndarray | None, instructions: list[str]) -> dict:
+        """Batch of observations -> model kwargs with C*A placeholders after each prompt.
+        images (B, H, W, 3) uint8, state (B, P) float32."""
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError(f"images must be (B, H, W, 3) uint8, got {images.shape} {images.dtype}")
+        B = images.shape[0]
+        if len(instructions) != B:
+            raise ValueError(f"got {B} images but {len(instructions)} instructions")
+        prompts = [self.config.prompt.format(instruction=text) for text in instructions]
+        pixels = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float() / 255.0  # (B, 3, H, W)
+        if pixels.shape[-2:] != (self.image_size, self.image_size):
+            pixels = F.interpolate(pixels, size=(self.image_size,) * 2, mode="bilinear", antialias=True)
+        if self._has_image_processor:
+            frames = list((pixels * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy())
+            inputs = dict(self.processor(images=frames, text=prompts, return_tensors="pt", padding=True))
+        else:
+            inputs = dict(self.tokenizer(prompts, return_tensors="pt", padding=True))
+            inputs["pixel_values"] = pixels
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        placeholders = torch.tensor(self.config.placeholder_token_ids, device=self.device).expand(B, -1)
+        inputs["input_ids"] = torch.cat([inputs["input_ids"], placeholders], dim=1)  # (B, T)
+        mask = torch.cat([inputs["attention_mask"], torch.ones_like(placeholders)], dim=1)
+        inputs["attention_mask"] = mask
+        if self._passes_positions:  # left padding must not shift positions: batched == one by one
+            inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+        if self._passes_state:
+            if state is None:
+                raise ValueError("this model takes proprioception; pass state (B, P)")
+            inputs["state"] = torch.as_tensor(np.asarray(state, np.float32), device=self.device)
+        if self._passes_keep:
+            inputs["logits_to_keep"] = self.tokens_per_chunk
+        return inputs
+
+    def action_logits(self, images: np.ndarray, state: np.ndarray | None, instructions: list[str]) -> torch.Tensor:
+        """(B, C*A, 256) float32 logits over the action bins at the placeholder positions."""
+        logits = self.model(**self.model_inputs(images, state, instructions)).logits  # (B, T', V)
+        return logits[:, -self.tokens_per_chunk:, self.action_token_offset:].float()
+
+    def act(self, images: np.ndarray, state: np.ndarray | None, instructions: list[str], *, greedy: bool,
+            temperature: float = ROLLOUT_TEMPERATURE, generator: torch.Generator | None = None) -> ActOutput:
+        """One forward pass -> a chunk per observation. Log-probs are under logits / temperature
+        whether sampled or greedy (what the learner recomputes)."""
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0 (use greedy=True for argmax), got {temperature}")
+        with torch.inference_mode():
+            log_p = F.log_softmax(self.action_logits(images, state, instructions) / temperature, -1)
+            B = log_p.shape[0]
+            if greedy:
+                bins = log_p.argmax(-1)  # (B, C*A)
+            else:
+                bins = torch.multinomial(log_p.exp().reshape(-1, N_BINS), 1, generator=generator).reshape(B, -1)
+            token_lp = log_p.gather(-1, bins[..., None])[..., 0]  # (B, C*A)
+        bins_np = bins.cpu().numpy()
+        actions = self.action_tokenizer.decode(bins_np.reshape(B, self.chunk_size, self.action_dim))
+        token_lp_np = token_lp.cpu().numpy().astype(np.float32)
+        return ActOutput(actions=actions, token_ids=bins_np + self.action_token_offset,
+                         log_probs=token_lp_np.sum(-1), token_log_probs=token_lp_np)
+
+    def token_log_probs(self, images: np.ndarray, state: np.ndarray | None, instructions: list[str],
+                        token_ids: torch.Tensor | np.ndarray, *, temperature: float) -> torch.Tensor:
+        """(B, C*A) differentiable log-probs of given action tokens, logits divided by temperature
+        before the log-softmax (as veRL / SimpleVLA-RL do)."""
+        bins = torch.as_tensor(np.asarray(token_ids), device=self.device) - self.action_token_offset
+        if bins.shape[-1] != self.tokens_per_chunk or bins.min() < 0 or bins.max() >= N_BINS:
+            raise ValueError(f"token_ids must be (B, {self.tokens_per_chunk}) action-token ids in "
+                             f"[{self.action_token_offset}, {self.vocab_size}), got shape {tuple(bins.shape)}")
+        log_p = F.log_softmax(self.action_logits(images, state, instructions) / temperature, -1)
+        return log_p.gather(-1, bins[..., None].long())[..., 0]
+
+    def bins_to_token_ids(self, bins: np.ndarray) -> np.ndarray:
+        return np.asarray(bins, np.int64) + self.action_token_offset
