@@ -8,6 +8,7 @@ import sys
 
 # sub-command -> (module with `main(argv) -> int`, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "dataset": ("vla_rl_ros.data.cli", "inspect, merge, relabel and export episode datasets (LeRobot v3)"),
     "launch": ("vla_rl_ros.launcher.cli", "run a ROS 2 YAML launch file without a ROS 2 install"),
 }
 

@@ -182,11 +182,28 @@ class EpisodeDataset:
             "features": features,
             PROJECT_KEY: {"video": asdict(video)},
         }
+        return cls._initialise(root, info)
+
+    @classmethod
+    def create_like(cls, root: str | Path, template: EpisodeDataset) -> EpisodeDataset:
+        """A new empty dataset at `root` with the features, fps and video settings of `template`."""
+        root = Path(root)
+        if root.exists() and any(root.iterdir()):
+            raise DatasetError(f"{root} exists and is not empty; use EpisodeDataset.open({str(root)!r})")
+        info = json.loads(json.dumps(template.info))  # deep copy
+        for ft in info["features"].values():
+            ft.pop("info", None)  # video info is filled from this dataset's first episode
+        info |= {"total_episodes": 0, "total_frames": 0, "total_tasks": 0, "splits": {}}
+        info.setdefault(PROJECT_KEY, {"video": asdict(template.video_config)})
+        return cls._initialise(root, info)
+
+    @classmethod
+    def _initialise(cls, root: Path, info: dict) -> EpisodeDataset:
         ds = cls(root, info)
         with ds._writer_lock():
             ds._write_tasks()
             write_json(root / STATS_PATH, {})
-            write_json(root / INFO_PATH, info)
+            write_json(root / INFO_PATH, info)  # last: a root without info.json is not a dataset yet
         return ds
 
     @classmethod
@@ -372,11 +389,6 @@ class EpisodeDataset:
             index = len(self._rows)
             where = chunk_file(index)
             start = self._rows[-1]["dataset_to_index"] if self._rows else 0
-            if instruction not in self._tasks:
-                self._tasks[instruction] = len(self._tasks)
-                self._write_tasks()
-            table = self._data_table(arrays, index, start, self._tasks[instruction])
-            write_parquet(self.root / DATA_PATH.format(**where), table)
             row: dict = {
                 "episode_index": index,
                 "tasks": [instruction],
@@ -386,20 +398,33 @@ class EpisodeDataset:
                 "dataset_from_index": start,
                 "dataset_to_index": start + T,
             }
-            for camera in self.cameras:
-                key = f"{IMAGE_PREFIX}{camera}"
-                with writing(self.root / VIDEO_PATH.format(video_key=key, **where)) as tmp:
-                    write_video(camera, tmp)
+            try:
+                if instruction not in self._tasks:
+                    self._tasks[instruction] = len(self._tasks)
+                    self._write_tasks()
+                table = self._data_table(arrays, index, start, self._tasks[instruction])
+                write_parquet(self.root / DATA_PATH.format(**where), table)
+                for camera in self.cameras:
+                    key = f"{IMAGE_PREFIX}{camera}"
+                    with writing(self.root / VIDEO_PATH.format(video_key=key, **where)) as tmp:
+                        write_video(camera, tmp)
+                    row |= {
+                        f"videos/{key}/chunk_index": where["chunk_index"],
+                        f"videos/{key}/file_index": where["file_index"],
+                        f"videos/{key}/from_timestamp": 0.0,
+                        f"videos/{key}/to_timestamp": T / self.fps,
+                    }
                 row |= {
-                    f"videos/{key}/chunk_index": where["chunk_index"],
-                    f"videos/{key}/file_index": where["file_index"],
-                    f"videos/{key}/from_timestamp": 0.0,
-                    f"videos/{key}/to_timestamp": T / self.fps,
+                    "meta/episodes/chunk_index": where["chunk_index"],
+                    "meta/episodes/file_index": where["file_index"],
                 }
-            row |= {"meta/episodes/chunk_index": where["chunk_index"], "meta/episodes/file_index": where["file_index"]}
-            row |= labels | {"digest": digest}
-            row |= {f"stats/{key}/{stat}": stats[key][stat].tolist() for key in stats for stat in STAT_KEYS}
-            write_parquet(self.root / EPISODES_PATH.format(**where), self._row_table(row))  # the commit
+                row |= labels | {"digest": digest}
+                row |= {f"stats/{key}/{stat}": stats[key][stat].tolist() for key in stats for stat in STAT_KEYS}
+                write_parquet(self.root / EPISODES_PATH.format(**where), self._row_table(row))  # the commit
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    self._remove_uncommitted()  # all or nothing, and give the space back now
+                raise
             self._rows.append(row)
             self._write_derived()
             return index
@@ -524,8 +549,8 @@ class EpisodeDataset:
         n = len(self._rows)
         for folder in ("data", "videos", "meta"):
             for path in (self.root / folder).rglob("*"):
-                orphan = path.suffix in (".parquet", ".mp4") and folder != "meta" and file_episode_index(path) >= n
-                if path.is_file() and (is_tmp(path) or orphan):
+                numbered = path.name.startswith("file-") and path.suffix in (".parquet", ".mp4")
+                if path.is_file() and (is_tmp(path) or (numbered and file_episode_index(path) >= n)):
                     path.unlink()
 
     def _recover(self) -> None:

@@ -1,0 +1,108 @@
+"""Whole-dataset operations behind `vla-rl dataset`: summary, merge, export, verify."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from vla_rl_ros.data.atomic import DatasetError, writing
+from vla_rl_ros.data.dataset import EpisodeDataset
+
+
+def summary(ds: EpisodeDataset) -> dict:
+    """Episodes, frames, and per task: episodes, successes and success rate."""
+    per_task: dict[str, dict] = {}
+    for meta in ds.episodes_meta():
+        entry = per_task.setdefault(meta["task"], {"episodes": 0, "successes": 0, "instructions": set()})
+        entry["episodes"] += 1
+        entry["successes"] += int(meta["success"])
+        entry["instructions"].add(meta["instruction"])
+    return {
+        "root": str(ds.root),
+        "fps": ds.fps,
+        "cameras": {name: list(hw) for name, hw in ds.cameras.items()},
+        "episodes": len(ds),
+        "frames": ds.num_frames,
+        "instructions": len(ds.tasks),
+        "tasks": {
+            task: {
+                "episodes": e["episodes"],
+                "successes": e["successes"],
+                "success_rate": e["successes"] / e["episodes"],
+                "instructions": len(e["instructions"]),
+            }
+            for task, e in sorted(per_task.items())
+        },
+    }
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    added: int  # episodes copied into the destination
+    duplicates: int  # episodes skipped because the destination already held their content
+
+
+def merge(dest: str | Path, sources: Sequence[str | Path], *, progress: bool = False) -> MergeResult:
+    """Append every episode of `sources` to `dest` once: episodes whose content digest is already in
+    `dest` (or was met earlier in this merge) are skipped. `dest` is created like the first source if
+    it does not exist. Videos are copied, not re-encoded, so merged frames are bit-identical."""
+    if not sources:
+        raise ValueError("merge needs at least one source dataset")
+    opened = [EpisodeDataset.open(src) for src in sources]
+    dest = Path(dest)
+    out = EpisodeDataset.open(dest) if dest.exists() and any(dest.iterdir()) else None
+    out = out or EpisodeDataset.create_like(dest, opened[0])
+    seen = {meta["digest"] for meta in out.episodes_meta()}
+    added = duplicates = 0
+    total = sum(len(src) for src in opened)
+    with tqdm(total=total, desc="merge", unit="episode", disable=not progress) as bar:
+        for src in opened:
+            for index, meta in enumerate(src.episodes_meta()):
+                if meta["digest"] in seen:
+                    duplicates += 1
+                else:
+                    out.append_from(src, index)
+                    seen.add(meta["digest"])
+                    added += 1
+                bar.update()
+    return MergeResult(added=added, duplicates=duplicates)
+
+
+def export_npz(ds: EpisodeDataset, path: str | Path, *, images: bool = True, progress: bool = False) -> Path:
+    """Flatten the dataset into one .npz: per-frame arrays concatenated over episodes (N frames),
+    `episode_index` (N,) mapping frames to episodes, and per-episode label arrays `episode/<field>`."""
+    path = Path(path)
+    frames: dict[str, list[np.ndarray]] = {}
+    for index in tqdm(range(len(ds)), desc="export", unit="episode", disable=not progress):
+        episode = ds[index]
+        arrays = {"observation.state": episode.state, "action": episode.actions, **episode.extras}
+        if images:
+            arrays |= {f"observation.images.{cam}": value for cam, value in episode.images.items()}
+        arrays["episode_index"] = np.full(episode.length, index, dtype=np.int64)
+        for key, value in arrays.items():
+            frames.setdefault(key, []).append(value)
+    out = {key: np.concatenate(values) for key, values in frames.items()}
+    for field, values in _columns(ds.episodes_meta()).items():
+        out[f"episode/{field}"] = np.asarray(values)
+    with writing(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **out)
+    return path
+
+
+def verify(ds: EpisodeDataset, *, progress: bool = False) -> list[str]:
+    """Read every episode back; return one line per problem, each naming the file at fault."""
+    problems = []
+    for index in tqdm(range(len(ds)), desc="verify", unit="episode", disable=not progress):
+        try:
+            ds[index]
+        except DatasetError as exc:
+            problems.append(f"episode {index}: {exc}")
+    return problems
+
+
+def _columns(rows: list[dict]) -> dict[str, list]:
+    return {key: [row[key] for row in rows] for key in rows[0]} if rows else {}
