@@ -1,0 +1,387 @@
+"""The learner's episode buffer: joins trajectories and results, forms groups, filters, persists.
+
+Episodes arrive in two halves on two topics, in either order: the policy node's Trajectory and
+the episode manager's EpisodeResult. Every result ends in exactly one bucket, so a soak test can
+check `results == evaluation + aborted + stale + incomplete + filtered_all_same + used + pending`
+(`EpisodeBuffer.accounting`). A group of one (task, seed) is complete when all `group_size`
+results of its `group_id` have arrived (a discarded member counts as arrived) and every kept
+member has its trajectory.
+
+Persistence is a journal, not a snapshot: each half is written to its own file on arrival and
+removed once the episode is settled; `state.json` (groups, queue, counters) is rewritten after
+every change, each file via temp file + os.replace. Groups handed to an update stay on disk,
+tagged with the update number, until the learner's checkpoint covers that update (`commit`); after
+a crash `rollback` puts them back in the queue, so a restarted learner loses no episode.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+
+from vla_rl_ros.rl.config import GRPOConfig
+from vla_rl_ros.rl.loss import keep_group
+from vla_rl_ros.rl.records import (
+    DISCARD_REASONS,
+    ResultRecord,
+    TrajectoryRecord,
+    atomic_write_json,
+    load_result,
+    load_trajectory,
+    save_result,
+    save_trajectory,
+)
+
+STATE_FILE = "state.json"
+EPISODES_DIR = "episodes"
+STATE_FORMAT = 1
+# Ids of settled episodes remembered so that a late half (e.g. the trajectory of an evaluation
+# episode arriving after its result) is recognised and dropped; halves arrive seconds apart.
+SETTLED_MEMORY = 2000
+MIN_VALID_MEMBERS = 2  # fewer valid rollouts than this leave no group baseline
+
+# Terminal buckets of a result; `pending` is everything still held.
+BUCKETS = ("evaluation", "aborted", "stale", "incomplete", "filtered_all_same", "used")
+
+
+@dataclass
+class Episode:
+    """Both halves of one training episode."""
+
+    trajectory: TrajectoryRecord
+    result: ResultRecord
+
+
+@dataclass
+class Group:
+    """The kept rollouts of one task from one initial state."""
+
+    group_id: str
+    episodes: list[Episode]
+
+    @property
+    def rewards(self) -> np.ndarray:
+        """(G,) float32."""
+        return np.array([e.result.reward for e in self.episodes], dtype=np.float32)
+
+
+def _file_stem(episode_id: str) -> str:
+    """Episode ids may hold '/' (arm namespaces); percent-encode them into one file name."""
+    return quote(episode_id, safe="")
+
+
+class EpisodeBuffer:
+    """Joins, groups, filters and queues episodes; journals them under `directory` if given.
+
+    Not thread-safe: the learner node calls it from one callback group.
+    """
+
+    def __init__(self, config: GRPOConfig, directory: Path | str | None = None) -> None:
+        self.config = config
+        self.directory = Path(directory) if directory is not None else None
+        self.policy_version = 0
+        self.counters: Counter[str] = Counter()
+        self._trajectories: dict[str, TrajectoryRecord] = {}  # halves awaiting use
+        self._results: dict[str, ResultRecord] = {}  # training results awaiting use
+        self._groups: dict[str, dict] = {}  # open group id -> {"members": [eid], "seen": int}
+        self._ready: list[tuple[str, list[str]]] = []  # kept complete groups, oldest first
+        self._in_flight: list[dict] = []  # {"update": int, "groups": [(gid, [eid])]}
+        self._settled: list[str] = []  # recently settled episode ids, oldest first
+        self._tally: dict[str, Counter] = {"rollout": Counter(), "eval": Counter()}
+        if self.directory is not None:
+            (self.directory / EPISODES_DIR).mkdir(parents=True, exist_ok=True)
+            if (self.directory / STATE_FILE).exists():
+                self._load()
+
+    # --- input ---------------------------------------------------------------------------------
+
+    def add_trajectory(self, record: TrajectoryRecord) -> None:
+        """Take the policy node's half of an episode."""
+        eid = record.episode_id
+        self.counters["trajectories"] += 1
+        if eid in self._trajectories or eid in self._settled_set():
+            self.counters["trajectories_dropped"] += 1  # repeat, or its result already settled it
+            self._save_state()
+            return
+        self._trajectories[eid] = record
+        if self.directory is not None:
+            save_trajectory(self._path(eid, "traj.npz"), record)
+        if eid in self._results:
+            self._join(eid)
+        self._save_state()
+
+    def add_result(self, record: ResultRecord) -> None:
+        """Take the episode manager's half of an episode."""
+        eid = record.episode_id
+        if eid in self._results or eid in self._settled_set():
+            self.counters["duplicate_results"] += 1
+            self._save_state()
+            return
+        self.counters["results"] += 1
+        if (record.evaluation or record.end_reason in DISCARD_REASONS) and eid in self._trajectories:
+            self.counters["trajectories_dropped"] += 1
+        if record.evaluation:
+            self._tally_outcome("eval", record)
+            self._settle([eid], "evaluation")
+        elif record.end_reason in DISCARD_REASONS:
+            self.counters[f"aborted/{record.end_reason}"] += 1
+            self._group(record.group_id)["seen"] += 1
+            self._settle([eid], "aborted")
+            self._maybe_close(record.group_id)
+        else:
+            self._tally_outcome("rollout", record)
+            self._results[eid] = record
+            if self.directory is not None:
+                save_result(self._path(eid, "result.json"), record)
+            group = self._group(record.group_id)
+            group["seen"] += 1
+            group["members"].append(eid)
+            if eid in self._trajectories:
+                self._join(eid)
+        self._save_state()
+
+    def set_policy_version(self, version: int) -> None:
+        """The learner's policy moved on: drop members now more than max_policy_lag behind."""
+        self.policy_version = int(version)
+        for gid, eids in list(self._ready):
+            fresh = [e for e in eids if not self._is_stale(e)]
+            if len(fresh) != len(eids):
+                self._ready.remove((gid, eids))
+                self.counters["groups/kept"] -= 1  # classified again below
+                self._settle([e for e in eids if e not in fresh], "stale")
+                self._classify(gid, fresh)
+        for group in self._groups.values():
+            joined_stale = [e for e in group["members"] if e in self._trajectories and self._is_stale(e)]
+            for eid in joined_stale:
+                group["members"].remove(eid)
+            self._settle(joined_stale, "stale")
+        for gid in list(self._groups):
+            self._maybe_close(gid)
+        self._save_state()
+
+    # --- output --------------------------------------------------------------------------------
+
+    def ready_groups(self) -> int:
+        """Kept complete groups waiting for an update."""
+        return len(self._ready)
+
+    def pop_batch(self, update: int) -> list[Group] | None:
+        """The oldest `groups_per_update` kept groups for update number `update`, or None if fewer
+        are ready. They stay journalled until `commit(update)`."""
+        n = self.config.groups_per_update
+        if len(self._ready) < n:
+            return None
+        taken, self._ready = self._ready[:n], self._ready[n:]
+        self._in_flight.append({"update": int(update), "groups": taken})
+        self.counters["used"] += sum(len(eids) for _, eids in taken)
+        self._save_state()
+        return [Group(gid, [Episode(self._trajectories[e], self._results[e]) for e in eids])
+                for gid, eids in taken]
+
+    def commit(self, through_update: int) -> None:
+        """A checkpoint now covers every update <= through_update: forget their episodes."""
+        done = [f for f in self._in_flight if f["update"] <= through_update]
+        self._in_flight = [f for f in self._in_flight if f["update"] > through_update]
+        for flight in done:
+            for _, eids in flight["groups"]:
+                self._forget(eids)
+        self._save_state()
+
+    def rollback(self, after_update: int) -> int:
+        """The learner restarted from the checkpoint of update `after_update`: groups handed to later
+        updates were never learned from, so queue them again (first). Returns how many groups."""
+        lost = [f for f in self._in_flight if f["update"] > after_update]
+        self.commit(after_update)
+        requeue = [g for f in lost for g in f["groups"]]
+        self._in_flight = []
+        self._ready = requeue + self._ready
+        self.counters["used"] -= sum(len(eids) for _, eids in requeue)
+        self._save_state()
+        return len(requeue)
+
+    def drain_outcomes(self) -> dict[str, float]:
+        """Success rates of the training and evaluation results received since the last call:
+        rollout/success_rate, rollout/episodes, eval/success_rate, eval/episodes,
+        eval/policy_version (mean version of the evaluated policy), eval/success_rate/<task>."""
+        out: dict[str, float] = {}
+        for kind, tally in self._tally.items():
+            n = tally["episodes"]
+            if n == 0:
+                continue
+            out[f"{kind}/episodes"] = float(n)
+            out[f"{kind}/success_rate"] = tally["successes"] / n
+            if kind == "eval":
+                out["eval/policy_version"] = tally["version_sum"] / n
+                for key in tally:
+                    if key.startswith("task_n/"):
+                        task = key.removeprefix("task_n/")
+                        out[f"eval/success_rate/{task}"] = tally[f"task_s/{task}"] / tally[key]
+        self._tally = {"rollout": Counter(), "eval": Counter()}
+        self._save_state()
+        return out
+
+    def accounting(self) -> dict[str, int]:
+        """Where every episode went. Always: results == sum of BUCKETS + pending, and
+        trajectories == joined + trajectories_dropped + trajectories_waiting. `used` counts episodes
+        handed to updates, including those `in_flight` (not yet covered by a checkpoint)."""
+        in_flight = sum(len(e) for f in self._in_flight for _, e in f["groups"])
+        out = {"results": self.counters["results"], "pending": len(self._results) - in_flight}
+        out.update({b: self.counters[b] for b in BUCKETS})
+        out["in_flight"] = in_flight
+        out["ready"] = sum(len(e) for _, e in self._ready)
+        out["joined"] = self.counters["joined"]
+        out["trajectories"] = self.counters["trajectories"]
+        out["trajectories_dropped"] = self.counters["trajectories_dropped"]
+        out["trajectories_waiting"] = len(set(self._trajectories) - set(self._results))
+        out["duplicate_results"] = self.counters["duplicate_results"]
+        for key, value in self.counters.items():
+            if key.startswith("groups/"):
+                out[key] = value
+        for key, value in self.counters.items():
+            if key.startswith("aborted/"):
+                out[key] = value
+        return out
+
+    # --- internals -----------------------------------------------------------------------------
+
+    def _group(self, gid: str) -> dict:
+        return self._groups.setdefault(gid, {"members": [], "seen": 0})
+
+    def _join(self, eid: str) -> None:
+        """Both halves are here: drop the episode if stale, then see whether its group is complete."""
+        self.counters["joined"] += 1
+        gid = self._results[eid].group_id
+        if self._is_stale(eid):
+            self._groups[gid]["members"].remove(eid)
+            self._settle([eid], "stale")
+        self._maybe_close(gid)
+
+    def _is_stale(self, eid: str) -> bool:
+        lag = self.policy_version - self._trajectories[eid].policy_version
+        return lag > self.config.max_policy_lag
+
+    def _maybe_close(self, gid: str) -> None:
+        """Once all results of a group are in and every kept member is joined, classify it."""
+        group = self._groups.get(gid)
+        if group is None or group["seen"] < self.config.group_size:
+            return
+        if any(e not in self._trajectories for e in group["members"]):
+            return
+        del self._groups[gid]
+        self._classify(gid, group["members"])
+
+    def _classify(self, gid: str, eids: list[str]) -> None:
+        """Complete group -> queue (kept) or settled (too few valid members, or all rewards equal)."""
+        if len(eids) < MIN_VALID_MEMBERS:
+            self.counters["groups/incomplete"] += 1
+            self._settle(eids, "incomplete")
+        elif not keep_group([self._results[e].reward for e in eids]):
+            self.counters["groups/filtered_all_same"] += 1
+            self._settle(eids, "filtered_all_same")
+        else:
+            self.counters["groups/kept"] += 1
+            self._ready.append((gid, eids))
+
+    def _settle(self, eids: list[str], bucket: str) -> None:
+        self.counters[bucket] += len(eids)
+        self._forget(eids)
+
+    def _forget(self, eids: list[str]) -> None:
+        for eid in eids:
+            self._results.pop(eid, None)
+            if self._trajectories.pop(eid, None) is None:
+                self._settled.append(eid)  # its trajectory may still come: recognise it then
+            if self.directory is not None:
+                self._path(eid, "traj.npz").unlink(missing_ok=True)
+                self._path(eid, "result.json").unlink(missing_ok=True)
+        self._settled = self._settled[-SETTLED_MEMORY:]
+
+    def _settled_set(self) -> set[str]:
+        return set(self._settled)
+
+    def _tally_outcome(self, kind: str, record: ResultRecord) -> None:
+        tally = self._tally[kind]
+        tally["episodes"] += 1
+        tally["successes"] += int(record.success)
+        tally["version_sum"] += record.policy_version
+        tally[f"task_n/{record.task}"] += 1
+        tally[f"task_s/{record.task}"] += int(record.success)
+
+    def _path(self, eid: str, suffix: str) -> Path:
+        assert self.directory is not None
+        return self.directory / EPISODES_DIR / f"{_file_stem(eid)}.{suffix}"
+
+    def _save_state(self) -> None:
+        if self.directory is None:
+            return
+        atomic_write_json(self.directory / STATE_FILE, {
+            "format": STATE_FORMAT,
+            "config": self.config.to_dict(),
+            "policy_version": self.policy_version,
+            "counters": dict(self.counters),
+            "groups": self._groups,
+            "ready": self._ready,
+            "in_flight": self._in_flight,
+            "settled": self._settled,
+            "tally": {k: dict(v) for k, v in self._tally.items()},
+            "trajectories": sorted(self._trajectories),
+        })
+
+    def _load(self) -> None:
+        """Rebuild from the journal. Halves written but not yet in state.json (a crash between the
+        two writes) are taken in again as if they had just arrived."""
+        assert self.directory is not None
+        state = json.loads((self.directory / STATE_FILE).read_text())
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"{self.directory / STATE_FILE}: format {state.get('format')!r}, expected "
+                             f"{STATE_FORMAT}; start the buffer in an empty directory")
+        saved = GRPOConfig.from_dict(state["config"])
+        if (saved.group_size, saved.groups_per_update) != (self.config.group_size,
+                                                          self.config.groups_per_update):
+            raise ValueError(f"{self.directory}: buffer was built with group_size={saved.group_size}, "
+                             f"groups_per_update={saved.groups_per_update}; resume with the same values "
+                             "or start a new run directory")
+        self.policy_version = state["policy_version"]
+        self.counters = Counter(state["counters"])
+        self._groups = state["groups"]
+        self._ready = [(gid, list(eids)) for gid, eids in state["ready"]]
+        self._in_flight = [{"update": f["update"], "groups": [(g, list(e)) for g, e in f["groups"]]}
+                           for f in state["in_flight"]]
+        self._settled = list(state["settled"])
+        self._tally = {k: Counter(v) for k, v in state["tally"].items()}
+        known_trajectories = set(state["trajectories"])
+        held = {e for g in self._groups.values() for e in g["members"]}
+        held |= {e for _, eids in self._ready for e in eids}
+        held |= {e for f in self._in_flight for _, eids in f["groups"] for e in eids}
+        settled = set(self._settled)
+        late_results, late_trajectories = [], []
+        for path in sorted((self.directory / EPISODES_DIR).iterdir()):
+            if path.name.endswith(".result.json"):
+                record = load_result(path)
+                if record.episode_id in held:
+                    self._results[record.episode_id] = record
+                elif record.episode_id not in settled:
+                    late_results.append(record)
+                else:
+                    path.unlink()
+            elif path.name.endswith(".traj.npz"):
+                record = load_trajectory(path)
+                if record.episode_id in known_trajectories:
+                    self._trajectories[record.episode_id] = record
+                elif record.episode_id not in settled:
+                    late_trajectories.append(record)
+                else:
+                    path.unlink()
+        missing = [e for e in held if e not in self._results]
+        if missing:
+            raise ValueError(f"{self.directory}: state.json lists episodes {missing[:5]} whose result "
+                             "files are gone; the journal was edited by hand or the disk lost files")
+        for record in late_trajectories:
+            self.add_trajectory(record)
+        for record in late_results:
+            self.add_result(record)

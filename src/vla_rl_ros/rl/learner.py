@@ -1,0 +1,320 @@
+"""GRPOLearner: one GRPO update on a batch of kept groups, plus checkpoints that resume exactly.
+
+Written to read top to bottom like CleanRL's ppo.py: advantages per group, old log-probs
+recomputed by the learner (no grad) at the start of the update, then `epochs` passes of shuffled
+mini-batches of trajectories, each one clipped AdamW step. Tensors over the update's trajectories
+are prefixed b_, over a mini-batch mb_. Shapes: B trajectories, N chunks of a trajectory,
+C chunk size, A action dim, T = N*C*A tokens of a trajectory (padded to the longest).
+
+The policy is any object with
+    token_log_probs(images (n,H,W,3) uint8 ndarray, state (n,P) float32 ndarray, instructions
+        list[str] (n), token_ids (n, C*A) int64 tensor, *, temperature) -> (n, C*A) tensor
+    trainable_parameters() -> iterable of torch.nn.Parameter
+    save(path) -> None
+where n counts chunks: the chunks of several trajectories go through one forward pass.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch.nn.utils.rnn import pad_sequence
+
+from vla_rl_ros.rl.buffer import EpisodeBuffer, Group
+from vla_rl_ros.rl.config import GRPOConfig
+from vla_rl_ros.rl.loss import clipped_policy_loss, group_advantages
+from vla_rl_ros.rl.metrics import MetricsWriter
+from vla_rl_ros.rl.records import TrajectoryRecord, atomic_write_json
+
+CHECKPOINTS_DIR = "checkpoints"
+POLICIES_DIR = "policies"
+BUFFER_DIR = "buffer"
+LATEST_FILE = "latest"  # holds the name of the newest complete checkpoint
+POLICY_SUBDIR = "policy"
+TRAINABLE_FILE = "trainable.safetensors"
+OPTIMIZER_FILE = "optimizer.pt"
+LEARNER_FILE = "learner.json"
+KEEP_CHECKPOINTS = 3  # older ones are deleted; a policy node may still be loading the previous one
+
+
+class TokenPolicy(Protocol):
+    """What the learner needs of a policy (VLAPolicy satisfies it)."""
+
+    def token_log_probs(self, images: np.ndarray, state: np.ndarray, instructions: list[str],
+                        token_ids: torch.Tensor, *, temperature: float) -> torch.Tensor: ...
+
+    def trainable_parameters(self) -> Iterable[torch.nn.Parameter]: ...
+
+    def save(self, path: Path | str) -> None: ...
+
+
+class GRPOLearner:
+    """Owns the optimiser, the episode buffer (journalled under run_dir/buffer) and the metrics CSV.
+
+    Typical loop (the learner node does this from its callbacks):
+        learner.buffer.add_trajectory(...); learner.buffer.add_result(...)
+        metrics = learner.maybe_update()          # None until groups_per_update groups are ready
+        if metrics: path = learner.publish_policy()  # -> PolicyUpdate(version, path)
+        every K updates: learner.save_checkpoint()
+    """
+
+    def __init__(self, policy: TokenPolicy, config: GRPOConfig, run_dir: Path | str, *,
+                 seed: int = 0, tensorboard: bool = True) -> None:
+        self.policy = policy
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.params = [p for p in policy.trainable_parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("policy.trainable_parameters() has no parameter that requires grad; "
+                             "enable LoRA or full fine-tuning in the policy config")
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, betas=config.betas,
+                                           weight_decay=config.weight_decay)
+        self.generator = torch.Generator().manual_seed(seed)  # mini-batch shuffling
+        self.buffer = EpisodeBuffer(config, self.run_dir / BUFFER_DIR)
+        self.metrics = MetricsWriter(self.run_dir, tensorboard=tensorboard)
+        self.updates = 0  # completed updates
+        self.policy_version = 0  # the weights' version; +1 per update
+        self.optimizer_steps = 0
+        self.trajectories_trained = 0
+        self._last_mark = (time.monotonic(), 0, self.buffer.accounting()["results"], {})
+
+    # --- the update ----------------------------------------------------------------------------
+
+    def maybe_update(self) -> dict[str, float] | None:
+        """Run one update if the buffer holds groups_per_update kept groups; log and return its metrics."""
+        groups = self.buffer.pop_batch(self.updates + 1)
+        if groups is None:
+            return None
+        return self.update(groups)
+
+    def update(self, groups: Sequence[Group]) -> dict[str, float]:
+        """One GRPO update on these groups; bumps policy_version and logs a CSV row."""
+        start = time.perf_counter()
+        cfg = self.config
+        b_traj = [e.trajectory for g in groups for e in g.episodes]
+        B = len(b_traj)
+        b_adv = torch.cat([group_advantages(g.rewards, cfg.adv_eps) for g in groups])  # (B,)
+
+        # Old log-probs from the current weights (the policy node's are for reference only: another
+        # process, possibly another numeric path). The ratio starts at exactly 1.
+        with torch.no_grad():
+            b_logp_old = [lp for idx in self._forward_slices(range(B), b_traj)
+                          for lp in self._token_log_probs([b_traj[i] for i in idx])]  # B x (T_b,)
+
+        totals: dict[str, float] = {}
+        minimum, maximum = math.inf, -math.inf
+        losses, grad_norms = [], []
+        for _epoch in range(cfg.epochs):
+            b_inds = torch.randperm(B, generator=self.generator).tolist()
+            for mb_start in range(0, B, cfg.minibatch_size):
+                mb_inds = b_inds[mb_start:mb_start + cfg.minibatch_size]
+                self.optimizer.zero_grad(set_to_none=True)
+                mb_loss = 0.0
+                # Gradient accumulation over forward passes of at most forward_chunks chunks; the
+                # loss is a mean over trajectories, so each part weighs len(part) / len(mb_inds).
+                for part in self._forward_slices(mb_inds, b_traj):
+                    logp_new = self._token_log_probs([b_traj[i] for i in part])  # b x (T_b,)
+                    mb_logp_new, mask = _pad(logp_new)  # (b, T)
+                    mb_logp_old, _ = _pad([b_logp_old[i] for i in part])
+                    loss, stats = clipped_policy_loss(mb_logp_new, mb_logp_old, b_adv[part], mask,
+                                                      clip_low=cfg.clip_low, clip_high=cfg.clip_high)
+                    (loss * len(part) / len(mb_inds)).backward()
+                    mb_loss += loss.item() * len(part) / len(mb_inds)
+                    for key in ("clip_fraction", "clip_fraction_low", "clip_fraction_high",
+                                "ratio_mean", "approx_kl"):
+                        totals[key] = totals.get(key, 0.0) + stats[key] * stats["tokens"]
+                    totals["tokens"] = totals.get("tokens", 0.0) + stats["tokens"]
+                    minimum, maximum = min(minimum, stats["ratio_min"]), max(maximum, stats["ratio_max"])
+                grad_norms.append(float(torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)))
+                self.optimizer.step()
+                losses.append(mb_loss)
+                self.optimizer_steps += 1
+
+        self.updates += 1
+        self.policy_version += 1
+        self.trajectories_trained += B
+        self.buffer.set_policy_version(self.policy_version)
+        tokens = totals["tokens"]
+        b_tokens = torch.cat(b_logp_old)
+        metrics = {
+            "loss/policy": float(np.mean(losses)),
+            "grpo/clip_fraction": totals["clip_fraction"] / tokens,
+            "grpo/clip_fraction_low": totals["clip_fraction_low"] / tokens,
+            "grpo/clip_fraction_high": totals["clip_fraction_high"] / tokens,
+            "grpo/ratio_mean": totals["ratio_mean"] / tokens,
+            "grpo/ratio_min": minimum,
+            "grpo/ratio_max": maximum,
+            "grpo/approx_kl": totals["approx_kl"] / tokens,
+            "grpo/grad_norm": float(np.mean(grad_norms)),
+            "grpo/advantage_abs_mean": float(b_adv.abs().mean()),
+            "grpo/trajectories": float(B),
+            "grpo/groups": float(len(groups)),
+            "grpo/optimizer_steps": float(len(losses)),
+            # Monte-Carlo estimate from the sampled tokens: E[-log p] under the sampling policy,
+            # which is its entropy at the rollout temperature (nats per token).
+            "policy/entropy": float(-b_tokens.mean()),
+            "policy/version": float(self.policy_version),
+            "time/update_s": time.perf_counter() - start,
+        }
+        metrics.update(self._progress_metrics())
+        self.metrics.log(self.updates, metrics)
+        return metrics
+
+    def _progress_metrics(self) -> dict[str, float]:
+        """Rollout/eval success since the last update, kept-group fraction, episodes per second."""
+        now = time.monotonic()
+        account = self.buffer.accounting()
+        last_time, _, last_results, last_groups = self._last_mark
+        groups = {k: v for k, v in account.items() if k.startswith("groups/")}
+        delta = {k: v - last_groups.get(k, 0) for k, v in groups.items()}
+        completed = sum(delta.values())
+        out = self.buffer.drain_outcomes()
+        if completed:
+            out["grpo/kept_group_fraction"] = delta.get("groups/kept", 0) / completed
+        out["time/episodes_per_s"] = (account["results"] - last_results) / max(now - last_time, 1e-9)
+        for key in ("results", "used", "stale", "evaluation", "aborted", "filtered_all_same",
+                    "incomplete", "pending"):
+            out[f"buffer/{key}"] = float(account[key])
+        self._last_mark = (now, self.updates, account["results"], groups)
+        return out
+
+    def _forward_slices(self, indices: Iterable[int], trajectories: list[TrajectoryRecord]) -> list[list[int]]:
+        """Split trajectory indices into consecutive parts of at most forward_chunks chunks (a longer
+        trajectory goes alone)."""
+        parts: list[list[int]] = [[]]
+        chunks = 0
+        for i in indices:
+            n = trajectories[i].num_chunks
+            if parts[-1] and chunks + n > self.config.forward_chunks:
+                parts.append([])
+                chunks = 0
+            parts[-1].append(i)
+            chunks += n
+        return [p for p in parts if p]
+
+    def _token_log_probs(self, trajectories: list[TrajectoryRecord]) -> list[torch.Tensor]:
+        """All chunks of these trajectories in one forward pass -> per trajectory (T_b,) log-probs."""
+        images = np.concatenate([t.images for t in trajectories])  # (sum N, H, W, 3)
+        state = np.concatenate([t.state for t in trajectories])  # (sum N, P)
+        instructions = [t.instruction for t in trajectories for _ in range(t.num_chunks)]
+        token_ids = torch.from_numpy(np.concatenate([t.token_ids for t in trajectories]))  # (sum N, C*A)
+        logp = self.policy.token_log_probs(images, state, instructions, token_ids,
+                                           temperature=self.config.temperature)  # (sum N, C*A)
+        if logp.shape != token_ids.shape:
+            raise ValueError(f"policy.token_log_probs returned {tuple(logp.shape)}, expected "
+                             f"{tuple(token_ids.shape)} (one log-prob per sampled token)")
+        per_traj = torch.split(logp, [t.num_chunks for t in trajectories])  # b x (N_b, C*A)
+        return [lp.reshape(-1) for lp in per_traj]  # b x (T_b,)
+
+    # --- publishing and checkpoints ------------------------------------------------------------
+
+    def publish_policy(self) -> Path:
+        """Save the current weights for the policy nodes as run_dir/policies/v<version>; returns it.
+        Written under a temporary name and renamed, so a reader never sees half a checkpoint."""
+        path = self.run_dir / POLICIES_DIR / f"v{self.policy_version:06d}"
+        _atomic_dir(path, self.policy.save)
+        _prune(path.parent, "v", KEEP_CHECKPOINTS)
+        return path
+
+    def save_checkpoint(self) -> Path:
+        """Everything resume needs: policy weights (policy.save and the trainable tensors), optimiser
+        state, counters, RNG states; then the buffer forgets the episodes this checkpoint covers."""
+        root = self.run_dir / CHECKPOINTS_DIR
+        path = root / f"update_{self.updates:06d}"
+
+        def write(tmp: Path) -> None:
+            self.policy.save(tmp / POLICY_SUBDIR)
+            save_file({f"param_{i:05d}": p.detach().contiguous() for i, p in enumerate(self.params)},
+                      str(tmp / TRAINABLE_FILE))
+            torch.save({"optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+                        "generator": self.generator.get_state()}, tmp / OPTIMIZER_FILE)
+            atomic_write_json(tmp / LEARNER_FILE, {
+                "updates": self.updates, "policy_version": self.policy_version,
+                "optimizer_steps": self.optimizer_steps, "trajectories_trained": self.trajectories_trained,
+                "config": self.config.to_dict(), "buffer": self.buffer.accounting()})
+
+        _atomic_dir(path, write)
+        atomic_write_json(root / LATEST_FILE, {"checkpoint": path.name})
+        self.buffer.commit(self.updates)
+        _prune(root, "update_", KEEP_CHECKPOINTS)
+        return path
+
+    def resume(self, path: Path | str | None = None) -> Path:
+        """Restore weights, optimiser, counters and RNG from a checkpoint directory (default: the run's
+        latest) and put back in the queue the groups of updates the checkpoint does not cover."""
+        path = Path(path) if path is not None else latest_checkpoint(self.run_dir)
+        if path is None or not (path / LEARNER_FILE).exists():
+            raise FileNotFoundError(f"no learner checkpoint at {path or self.run_dir / CHECKPOINTS_DIR}; "
+                                    "pass a checkpoints/update_NNNNNN directory")
+        state = json.loads((path / LEARNER_FILE).read_text())
+        tensors = load_file(str(path / TRAINABLE_FILE))
+        if len(tensors) != len(self.params):
+            raise ValueError(f"{path}: checkpoint has {len(tensors)} trainable tensors, the policy has "
+                             f"{len(self.params)}; resume with the same policy config (LoRA rank, targets)")
+        with torch.no_grad():
+            for i, p in enumerate(self.params):
+                saved = tensors[f"param_{i:05d}"]
+                if saved.shape != p.shape:
+                    raise ValueError(f"{path}: trainable tensor {i} is {tuple(saved.shape)}, the policy's "
+                                     f"is {tuple(p.shape)}; resume with the same policy config")
+                p.copy_(saved)
+        extra = torch.load(path / OPTIMIZER_FILE, weights_only=True)  # no pickle execution
+        self.optimizer.load_state_dict(extra["optimizer"])
+        torch.set_rng_state(extra["torch_rng"])
+        self.generator.set_state(extra["generator"])
+        self.updates = state["updates"]
+        self.policy_version = state["policy_version"]
+        self.optimizer_steps = state["optimizer_steps"]
+        self.trajectories_trained = state["trajectories_trained"]
+        self.buffer.rollback(self.updates)
+        self.buffer.set_policy_version(self.policy_version)
+        self._last_mark = (time.monotonic(), self.updates, self.buffer.accounting()["results"], {})
+        return path
+
+
+def latest_checkpoint(run_dir: Path | str) -> Path | None:
+    """The newest complete checkpoint of a run, or None."""
+    latest = Path(run_dir) / CHECKPOINTS_DIR / LATEST_FILE
+    if not latest.exists():
+        return None
+    return latest.parent / json.loads(latest.read_text())["checkpoint"]
+
+
+def _pad(seqs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """b x (T_b,) -> values (b, T) zero-padded, mask (b, T) bool."""
+    values = pad_sequence(seqs, batch_first=True)
+    lengths = torch.tensor([len(s) for s in seqs])
+    mask = torch.arange(values.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)
+    return values, mask
+
+
+def _atomic_dir(path: Path, write) -> None:
+    """Fill a temporary sibling directory, then rename it to `path` (replacing an old one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        write(tmp)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _prune(folder: Path, prefix: str, keep: int) -> None:
+    for old in sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith(prefix))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)

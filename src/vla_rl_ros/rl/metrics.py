@@ -1,0 +1,61 @@
+"""Per-update metrics: a CSV in the run directory (always) and TensorBoard (when installed).
+
+Names are namespaced and stable (`loss/policy`, `grpo/clip_fraction`, `eval/success_rate`, ...) so
+`vla-rl plot` and dashboards read the same columns.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from vla_rl_ros.rl.records import atomic_write_bytes
+
+METRICS_FILE = "metrics.csv"
+STEP_COLUMN = "update"
+
+
+class MetricsWriter:
+    """Appends one row per call; a new metric name widens the CSV (rewritten once, atomically), so
+    rows logged before the name existed show an empty cell for it."""
+
+    def __init__(self, run_dir: Path | str, *, tensorboard: bool = True) -> None:
+        self.path = Path(run_dir) / METRICS_FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.columns: list[str] = []
+        if self.path.exists():
+            with self.path.open(newline="") as f:
+                self.columns = next(csv.reader(f), [])
+        self._tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional; the CSV is the record
+                pass
+            else:
+                self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        row = {STEP_COLUMN: step, **metrics}
+        new = [k for k in row if k not in self.columns]
+        if new:
+            rows = read_metrics(self.path) if self.path.exists() else []
+            self.columns = [STEP_COLUMN, *sorted((set(self.columns) | set(new)) - {STEP_COLUMN})]
+            text = io.StringIO()
+            writer = csv.DictWriter(text, fieldnames=self.columns)
+            writer.writeheader()
+            writer.writerows(rows)
+            atomic_write_bytes(self.path, text.getvalue().encode())
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.columns).writerow(row)
+        if self._tb is not None:
+            for key, value in metrics.items():
+                self._tb.add_scalar(key, value, step)
+            self._tb.flush()
+
+
+def read_metrics(path: Path | str) -> list[dict[str, str]]:
+    """Rows of a metrics CSV as dicts of strings (empty string where a metric was not logged)."""
+    with Path(path).open(newline="") as f:
+        return list(csv.DictReader(f))

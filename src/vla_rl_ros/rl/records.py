@@ -1,0 +1,145 @@
+"""What the learner receives, as plain dataclasses mirroring the ROS messages, and their files.
+
+`TrajectoryRecord` mirrors vla_rl_interfaces/msg/Trajectory (from the policy node: what it saw and
+sampled); `ResultRecord` mirrors msg/EpisodeResult (from the episode manager: how it ended). The
+learner node converts messages to these; everything below it is ROS-free.
+
+Shapes: N chunks in the episode, H W image, P proprioception, C chunk size, A action dim.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# EpisodeResult.END_* (msg/msg/EpisodeResult.msg)
+END_SUCCESS = "success"
+END_TIMEOUT = "timeout"
+END_ESTOP = "estop"
+END_ABORT = "abort"
+END_LOST_NODE = "lost_node"
+END_ERROR = "error"
+END_REASONS = (END_SUCCESS, END_TIMEOUT, END_ESTOP, END_ABORT, END_LOST_NODE, END_ERROR)
+# Episodes that ended for these reasons say nothing about the policy: never learn from them.
+DISCARD_REASONS = (END_ABORT, END_LOST_NODE, END_ESTOP, END_ERROR)
+
+
+@dataclass
+class TrajectoryRecord:
+    """What the policy saw and sampled in one episode (Trajectory.msg)."""
+
+    episode_id: str
+    arm: str
+    instruction: str
+    policy_version: int
+    images: np.ndarray  # (N, H, W, 3) uint8, the image each chunk was computed from
+    state: np.ndarray  # (N, P) float32 proprioception
+    token_ids: np.ndarray  # (N, C*A) int64 sampled action tokens
+    log_probs: np.ndarray  # (N,) float32 behaviour log-prob of each chunk (nats)
+    steps: np.ndarray  # (N,) int64 control step at which each chunk started
+
+    def __post_init__(self) -> None:
+        self.images = np.asarray(self.images, dtype=np.uint8)
+        self.state = np.asarray(self.state, dtype=np.float32)
+        self.token_ids = np.asarray(self.token_ids, dtype=np.int64)
+        self.log_probs = np.asarray(self.log_probs, dtype=np.float32)
+        self.steps = np.asarray(self.steps, dtype=np.int64)
+        n = self.images.shape[0] if self.images.ndim == 4 else -1
+        if n < 1 or self.images.shape[3] != 3:
+            raise ValueError(f"episode {self.episode_id!r}: images {self.images.shape} must be (N>=1, H, W, 3)")
+        checks = {"state": (self.state, 2), "token_ids": (self.token_ids, 2),
+                  "log_probs": (self.log_probs, 1), "steps": (self.steps, 1)}
+        for name, (array, ndim) in checks.items():
+            if array.ndim != ndim or array.shape[0] != n:
+                raise ValueError(f"episode {self.episode_id!r}: {name} {array.shape} must have {ndim} dims "
+                                 f"and N={n} rows, one per chunk like images")
+        if self.policy_version < 0:
+            raise ValueError(f"episode {self.episode_id!r}: policy_version={self.policy_version} < 0")
+
+    @property
+    def num_chunks(self) -> int:
+        """N."""
+        return int(self.images.shape[0])
+
+    @property
+    def num_tokens(self) -> int:
+        """N * C * A: every sampled token of the episode."""
+        return int(self.token_ids.size)
+
+
+@dataclass
+class ResultRecord:
+    """How one episode ended (EpisodeResult.msg)."""
+
+    episode_id: str
+    arm: str
+    group_id: str
+    task: str
+    seed: int
+    success: bool
+    reward: float
+    steps: int
+    policy_version: int
+    evaluation: bool
+    end_reason: str
+
+    def __post_init__(self) -> None:
+        if self.end_reason not in END_REASONS:
+            raise ValueError(f"episode {self.episode_id!r}: end_reason={self.end_reason!r}; "
+                             f"expected one of {END_REASONS} (EpisodeResult.END_*)")
+
+
+# --- files ------------------------------------------------------------------------------------
+
+TRAJECTORY_ARRAYS = ("images", "state", "token_ids", "log_probs", "steps")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temporary file in the same folder and os.replace, so a crash leaves the old file or
+    the new one, never half of one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, value: object) -> None:
+    atomic_write_bytes(path, json.dumps(value, indent=1, sort_keys=True).encode())
+
+
+def save_trajectory(path: Path, record: TrajectoryRecord) -> None:
+    """One .npz: the arrays plus the scalar fields as a JSON string (no pickle)."""
+    meta = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)
+            if f.name not in TRAJECTORY_ARRAYS}
+    buffer = io.BytesIO()
+    np.savez(buffer, meta=np.array(json.dumps(meta)),
+             **{name: getattr(record, name) for name in TRAJECTORY_ARRAYS})
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_trajectory(path: Path) -> TrajectoryRecord:
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        return TrajectoryRecord(**meta, **{name: z[name] for name in TRAJECTORY_ARRAYS})
+
+
+def save_result(path: Path, record: ResultRecord) -> None:
+    atomic_write_json(path, dataclasses.asdict(record))
+
+
+def load_result(path: Path) -> ResultRecord:
+    return ResultRecord(**json.loads(Path(path).read_text()))

@@ -1,0 +1,188 @@
+"""EpisodeBuffer: joining in either order, groups, filters, staleness, accounting, the disk journal."""
+
+import numpy as np
+import pytest
+
+from vla_rl_ros.rl import EpisodeBuffer, GRPOConfig, ResultRecord, TrajectoryRecord
+
+CFG = GRPOConfig(group_size=4, groups_per_update=2, minibatch_size=4, max_policy_lag=1)
+
+
+def traj(eid, version=0, n=2):
+    rng = np.random.default_rng(abs(hash(eid)) % 2**32)
+    return TrajectoryRecord(
+        episode_id=eid, arm="/arm0", instruction="reach the red disc", policy_version=version,
+        images=rng.integers(0, 255, (n, 4, 4, 3), dtype=np.uint8), state=rng.normal(size=(n, 3)),
+        token_ids=rng.integers(0, 256, (n, 8)), log_probs=rng.normal(size=n), steps=np.arange(n) * 2)
+
+
+def result(eid, gid, success, *, version=0, evaluation=False, reason=None, task="reach"):
+    return ResultRecord(episode_id=eid, arm="/arm0", group_id=gid, task=task, seed=7,
+                        success=success, reward=float(success), steps=10, policy_version=version,
+                        evaluation=evaluation, end_reason=reason or ("success" if success else "timeout"))
+
+
+def add_group(buf, gid, successes, *, traj_first=True, version=0):
+    for i, s in enumerate(successes):
+        eid = f"{gid}/{i}"
+        parts = [lambda e=eid: buf.add_trajectory(traj(e, version)),
+                 lambda e=eid, s=s: buf.add_result(result(e, gid, s, version=version))]
+        for part in parts if traj_first ^ (i % 2 == 1) else parts[::-1]:
+            part()
+
+
+def balanced(acc):
+    buckets = ("evaluation", "aborted", "stale", "incomplete", "filtered_all_same", "used", "pending")
+    return acc["results"] == sum(acc[b] for b in buckets) and acc["trajectories"] == (
+        acc["joined"] + acc["trajectories_dropped"] + acc["trajectories_waiting"])
+
+
+def test_joins_in_either_order_and_batches_kept_groups():
+    buf = EpisodeBuffer(CFG)
+    add_group(buf, "g1", [1, 0, 0, 0], traj_first=True)
+    assert buf.ready_groups() == 1 and buf.pop_batch(1) is None  # needs groups_per_update = 2
+    add_group(buf, "g2", [1, 1, 0, 1], traj_first=False)
+    batch = buf.pop_batch(1)
+    assert [g.group_id for g in batch] == ["g1", "g2"]
+    assert batch[1].rewards.tolist() == [1, 1, 0, 1]
+    assert all(e.trajectory.episode_id == e.result.episode_id for g in batch for e in g.episodes)
+    acc = buf.accounting()
+    assert (acc["results"], acc["used"], acc["joined"], acc["in_flight"]) == (8, 8, 8, 8)
+    assert balanced(acc)
+
+
+def test_a_group_waits_for_every_member():
+    buf = EpisodeBuffer(CFG)
+    for i, s in enumerate([1, 0, 0]):
+        buf.add_trajectory(traj(f"g/{i}"))
+        buf.add_result(result(f"g/{i}", "g", s))
+    buf.add_result(result("g/3", "g", 0))  # all results in, one trajectory missing
+    assert buf.ready_groups() == 0
+    buf.add_trajectory(traj("g/3"))
+    assert buf.ready_groups() == 1
+
+
+def test_dynamic_sampling_drops_all_same_groups():
+    buf = EpisodeBuffer(CFG)
+    add_group(buf, "all_fail", [0, 0, 0, 0])
+    add_group(buf, "all_win", [1, 1, 1, 1])
+    acc = buf.accounting()
+    assert buf.ready_groups() == 0
+    assert acc["filtered_all_same"] == 8 and acc["groups/filtered_all_same"] == 2 and balanced(acc)
+
+
+def test_evaluation_and_aborted_episodes_never_reach_learning():
+    buf = EpisodeBuffer(CFG)
+    buf.add_trajectory(traj("eval/0"))
+    buf.add_result(result("eval/0", "e", True, evaluation=True))
+    buf.add_result(result("eval/1", "e", False, evaluation=True))
+    buf.add_trajectory(traj("eval/1"))  # late half of a settled episode
+    # a training group where one member hit the e-stop and one lost its node: 2 valid members remain
+    add_group(buf, "g", [1, 0])
+    for i, reason in [(2, "estop"), (3, "lost_node")]:
+        buf.add_result(result(f"g/{i}", "g", False, reason=reason))
+        buf.add_trajectory(traj(f"g/{i}"))
+    acc = buf.accounting()
+    assert (acc["evaluation"], acc["aborted"], acc["aborted/estop"], acc["aborted/lost_node"]) == (2, 2, 1, 1)
+    assert buf.ready_groups() == 1 and len(buf.pop_batch(1) or []) == 0  # one group, batch needs two
+    assert acc["trajectories_dropped"] == 4 and balanced(acc)
+    outcomes = buf.drain_outcomes()
+    assert outcomes["eval/success_rate"] == 0.5 and outcomes["eval/success_rate/reach"] == 0.5
+    assert outcomes["rollout/episodes"] == 2
+    assert buf.drain_outcomes() == {}
+
+
+def test_a_group_with_one_valid_member_is_incomplete():
+    buf = EpisodeBuffer(CFG)
+    add_group(buf, "g", [1])
+    for i in (1, 2, 3):
+        buf.add_result(result(f"g/{i}", "g", False, reason="abort"))
+    acc = buf.accounting()
+    assert acc["incomplete"] == 1 and acc["aborted/abort"] == 3 and balanced(acc)
+
+
+def test_stale_trajectories_are_dropped_at_join_and_when_the_policy_moves():
+    buf = EpisodeBuffer(CFG)  # max_policy_lag 1
+    buf.set_policy_version(3)
+    add_group(buf, "old", [1, 0, 0, 0], version=1)  # 2 behind: stale on arrival, group incomplete
+    assert buf.accounting()["stale"] == 4
+    add_group(buf, "ok", [1, 0, 1, 0], version=2)
+    assert buf.ready_groups() == 1
+    buf.set_policy_version(4)  # now 2 behind
+    acc = buf.accounting()
+    assert buf.ready_groups() == 0 and acc["stale"] == 8 and acc["incomplete"] == 0 and balanced(acc)
+
+
+def test_duplicate_results_are_ignored():
+    buf = EpisodeBuffer(CFG)
+    buf.add_result(result("a", "g", True))
+    buf.add_result(result("a", "g", True))
+    acc = buf.accounting()
+    assert acc["results"] == 1 and acc["duplicate_results"] == 1 and acc["pending"] == 1
+
+
+def test_random_arrival_orders_account_for_every_episode():
+    rng = np.random.default_rng(0)
+    buf = EpisodeBuffer(CFG)
+    events = []
+    for g in range(30):
+        for i in range(CFG.group_size):
+            eid, kind = f"{g}/{i}", rng.choice(["train", "train", "train", "eval", "abort"])
+            r = result(eid, f"g{g}", bool(rng.random() < 0.4), evaluation=kind == "eval",
+                       reason="abort" if kind == "abort" else None)
+            events += [("t", traj(eid)), ("r", r)] if rng.random() < 0.9 else [("r", r)]
+    rng.shuffle(events)
+    update = 0
+    for kind, record in events:
+        (buf.add_trajectory if kind == "t" else buf.add_result)(record)
+        if buf.pop_batch(update + 1):
+            update += 1
+            buf.commit(update)
+        assert balanced(buf.accounting())
+    assert update > 0 and buf.accounting()["results"] == 30 * CFG.group_size
+
+
+def test_journal_survives_a_restart_without_losing_episodes(tmp_path):
+    buf = EpisodeBuffer(CFG, tmp_path)
+    add_group(buf, "g1", [1, 0, 0, 0])
+    add_group(buf, "g2", [0, 1, 0, 0])
+    assert buf.pop_batch(1) is not None  # handed to update 1, which never reaches a checkpoint
+    add_group(buf, "g3", [1, 1, 0, 0])
+    buf.add_trajectory(traj("g4/0"))  # half an episode
+    before = buf.accounting()
+    del buf
+
+    again = EpisodeBuffer(CFG, tmp_path)
+    assert again.accounting() == before
+    assert again.rollback(after_update=0) == 2  # update 1 was lost: its groups come back first
+    batch = again.pop_batch(1)
+    assert [g.group_id for g in batch] == ["g1", "g2"]
+    assert batch[0].episodes[1].trajectory.token_ids.dtype == np.int64
+    assert again.ready_groups() == 1
+    again.add_result(result("g4/0", "g4", True))
+    assert again.accounting()["pending"] == 4 + 1
+    again.commit(1)
+    files = {p.name for p in (tmp_path / "episodes").iterdir()}
+    assert not any(name.startswith("g1%2F") or name.startswith("g2%2F") for name in files)
+    assert "g3%2F0.traj.npz" in files and "g4%2F0.result.json" in files
+    assert balanced(again.accounting())
+
+
+def test_a_half_written_after_the_last_state_save_is_taken_in(tmp_path):
+    buf = EpisodeBuffer(CFG, tmp_path)
+    buf.add_result(result("x/0", "x", True))
+    state = (tmp_path / "state.json").read_text()
+    buf.add_trajectory(traj("x/0"))
+    (tmp_path / "state.json").write_text(state)  # crash between the trajectory file and state.json
+    again = EpisodeBuffer(CFG, tmp_path)
+    acc = again.accounting()
+    assert acc["joined"] == 1 and acc["trajectories"] == 1 and acc["pending"] == 1
+
+
+def test_records_reject_inconsistent_arrays():
+    with pytest.raises(ValueError, match="token_ids"):
+        TrajectoryRecord(episode_id="e", arm="", instruction="", policy_version=0,
+                         images=np.zeros((2, 4, 4, 3), np.uint8), state=np.zeros((2, 3)),
+                         token_ids=np.zeros((3, 8)), log_probs=np.zeros(2), steps=np.zeros(2))
+    with pytest.raises(ValueError, match="end_reason='crashed'"):
+        result("e", "g", False, reason="crashed")

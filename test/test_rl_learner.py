@@ -1,0 +1,220 @@
+"""GRPOLearner with a small real torch policy that meets the learner's contract."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from vla_rl_ros.rl import (
+    EpisodeBuffer,
+    GRPOConfig,
+    GRPOLearner,
+    ResultRecord,
+    TrajectoryRecord,
+    clipped_policy_loss,
+    group_advantages,
+    latest_checkpoint,
+    read_metrics,
+)
+
+P, TOKENS, VOCAB = 3, 6, 16  # state dim, tokens per chunk (C*A), action tokens
+
+
+class StatePolicy(torch.nn.Module):
+    """Logits over VOCAB tokens for each of TOKENS positions from a tiny MLP over state (images unused)."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.net = torch.nn.Sequential(torch.nn.Linear(P, 32), torch.nn.Tanh(), torch.nn.Linear(32, TOKENS * VOCAB))
+        self.forward_sizes = []  # chunks per forward pass, to check batching
+
+    def token_log_probs(self, images, state, instructions, token_ids, *, temperature):
+        assert images.shape[0] == state.shape[0] == len(instructions) == token_ids.shape[0]
+        self.forward_sizes.append(images.shape[0])
+        logits = self.net(torch.as_tensor(state)).reshape(-1, TOKENS, VOCAB) / temperature
+        return torch.log_softmax(logits, -1).gather(-1, torch.as_tensor(token_ids)[..., None])[..., 0]
+
+    def trainable_parameters(self):
+        return list(self.parameters())
+
+    def save(self, path):
+        Path(path).mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(Path(path) / "model.safetensors"))
+
+
+def episode(eid, gid, success, *, n=3, version=0, rng):
+    """Successful rollouts sample low tokens, failed ones high tokens, from the same states."""
+    low, high = (0, VOCAB // 2) if success else (VOCAB // 2, VOCAB)
+    t = TrajectoryRecord(episode_id=eid, arm="/arm0", instruction="reach", policy_version=version,
+                         images=np.zeros((n, 2, 2, 3), np.uint8),
+                         state=np.tile(np.linspace(-1, 1, P), (n, 1)) + 0.01 * rng.normal(size=(n, P)),
+                         token_ids=rng.integers(low, high, (n, TOKENS)), log_probs=np.zeros(n),
+                         steps=np.arange(n))
+    r = ResultRecord(episode_id=eid, arm="/arm0", group_id=gid, task="reach", seed=1, success=success,
+                     reward=float(success), steps=n, policy_version=version, evaluation=False,
+                     end_reason="success" if success else "timeout")
+    return t, r
+
+
+def fill(buffer, n_groups, cfg, *, seed=0, start=0, version=0):
+    rng = np.random.default_rng(seed)
+    for g in range(start, start + n_groups):
+        successes = [i < 1 + g % (cfg.group_size - 1) for i in range(cfg.group_size)]  # mixed groups
+        for i, s in enumerate(successes):
+            t, r = episode(f"g{g}/{i}", f"g{g}", s, n=2 + (i % 3), version=version, rng=rng)
+            buffer.add_trajectory(t)
+            buffer.add_result(r)
+
+
+CFG = GRPOConfig(group_size=4, groups_per_update=2, epochs=2, minibatch_size=4, lr=3e-3, forward_chunks=64)
+
+
+def sequence_logp(policy, groups):
+    """Per trajectory: sum of its tokens' log-probs, and whether its advantage is positive."""
+    out = []
+    with torch.no_grad():
+        for g in groups:
+            for e in g.episodes:
+                t = e.trajectory
+                lp = policy.token_log_probs(t.images, t.state, [t.instruction] * t.num_chunks,
+                                            torch.from_numpy(t.token_ids), temperature=1.6)
+                out.append((float(lp.sum()), e.result.success))
+    return out
+
+
+PAD = 1e9  # marks padding in token_logp
+
+
+def token_logp(policy, groups):
+    """(B, T) token log-probs of every trajectory, padded with PAD."""
+    rows = []
+    with torch.no_grad():
+        for g in groups:
+            for e in g.episodes:
+                t = e.trajectory
+                rows.append(policy.token_log_probs(t.images, t.state, [t.instruction] * t.num_chunks,
+                                                   torch.from_numpy(t.token_ids), temperature=1.6).flatten())
+    return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=PAD)
+
+
+def test_update_raises_advantaged_tokens_and_lowers_the_others(tmp_path):
+    policy = StatePolicy()
+    learner = GRPOLearner(policy, CFG, tmp_path, tensorboard=False)
+    fill(learner.buffer, 2, CFG)
+    groups = learner.buffer.pop_batch(1)
+    before = sequence_logp(policy, groups)
+    metrics = learner.update(groups)
+    after = sequence_logp(policy, groups)
+    for (b, success), (a, _) in zip(before, after, strict=True):
+        assert (a > b) if success else (a < b), (success, b, a)
+    # 8 trajectories, mini-batches of 4, 2 epochs -> 4 clipped steps; the first sees ratio 1 exactly
+    assert metrics["grpo/optimizer_steps"] == 4 and learner.optimizer_steps == 4
+    assert metrics["grpo/ratio_min"] <= 1.0 <= metrics["grpo/ratio_max"]
+    assert learner.policy_version == 1 and metrics["policy/version"] == 1
+    assert metrics["policy/entropy"] > 0 and math.isfinite(metrics["loss/policy"])
+
+
+def test_update_lowers_the_surrogate_loss_and_the_clip_engages(tmp_path):
+    policy = StatePolicy()
+    cfg = GRPOConfig(group_size=4, groups_per_update=2, epochs=4, minibatch_size=4, lr=1e-2)
+    learner = GRPOLearner(policy, cfg, tmp_path, tensorboard=False)
+    fill(learner.buffer, 2, cfg)
+    groups = learner.buffer.pop_batch(1)
+    old = token_logp(policy, groups)
+    adv = torch.cat([group_advantages(g.rewards) for g in groups])
+    mask = torch.ones_like(old, dtype=torch.bool)
+    mask[old == PAD] = False
+    # at ratio 1 the surrogate is -mean(A) = 0: advantages sum to zero within each group
+    start, _ = clipped_policy_loss(old, old, adv, mask, clip_low=0.2, clip_high=0.28)
+    metrics = learner.update(groups)
+    end, _ = clipped_policy_loss(token_logp(policy, groups), old, adv, mask, clip_low=0.2, clip_high=0.28)
+    assert start.item() == pytest.approx(0.0, abs=1e-6)
+    assert end.item() < -0.1
+    assert metrics["grpo/clip_fraction"] > 0 and metrics["grpo/approx_kl"] > 0
+    learner.update(learner.buffer.pop_batch(2) or groups)
+    rows = read_metrics(tmp_path / "metrics.csv")
+    assert [int(r["update"]) for r in rows] == [1, 2]
+    assert {"loss/policy", "grpo/clip_fraction", "grpo/approx_kl", "policy/entropy", "time/update_s"} <= set(rows[0])
+
+
+def test_split_forward_passes_give_the_same_update(tmp_path):
+    """Gradient accumulation over forward passes of at most forward_chunks chunks equals one pass."""
+    results = []
+    for forward_chunks in (64, 4):
+        policy = StatePolicy()
+        cfg = GRPOConfig(group_size=4, groups_per_update=2, epochs=2, minibatch_size=4, lr=3e-3,
+                         forward_chunks=forward_chunks)
+        learner = GRPOLearner(policy, cfg, tmp_path / str(forward_chunks), tensorboard=False)
+        fill(learner.buffer, 2, cfg)
+        learner.maybe_update()
+        results.append((torch.cat([p.detach().flatten() for p in policy.parameters()]), policy.forward_sizes))
+    (one, sizes_one), (split, sizes_split) = results
+    assert max(sizes_one) > 4 >= max(sizes_split)  # chunks of several trajectories batched vs split
+    torch.testing.assert_close(one, split, rtol=1e-5, atol=1e-6)
+
+
+def test_maybe_update_waits_for_enough_kept_groups_and_reports_progress(tmp_path):
+    learner = GRPOLearner(StatePolicy(), CFG, tmp_path, tensorboard=False)
+    fill(learner.buffer, 1, CFG)
+    assert learner.maybe_update() is None
+    rng = np.random.default_rng(1)
+    for i in range(CFG.group_size):  # an all-fail group: filtered by dynamic sampling
+        t, r = episode(f"fail/{i}", "fail", False, rng=rng)
+        learner.buffer.add_trajectory(t)
+        learner.buffer.add_result(r)
+    fill(learner.buffer, 1, CFG, start=1)
+    metrics = learner.maybe_update()
+    assert metrics["grpo/kept_group_fraction"] == pytest.approx(2 / 3)
+    assert metrics["rollout/episodes"] == 12 and metrics["buffer/used"] == 8
+    assert metrics["buffer/filtered_all_same"] == 4
+
+
+def test_checkpoint_and_resume_continue_exactly(tmp_path):
+    run = tmp_path / "run"
+    cfg = GRPOConfig(**{**CFG.to_dict(), "max_policy_lag": 5})  # nothing goes stale in this test
+    a = GRPOLearner(StatePolicy(), cfg, run, seed=3, tensorboard=False)
+    fill(a.buffer, 6, cfg, version=0)
+    a.maybe_update()
+    ckpt = a.save_checkpoint()
+    a.maybe_update()  # update 2: never checkpointed, its groups must come back after the "crash"
+    expected = {name: p.detach().clone() for name, p in a.policy.named_parameters()}
+    del a
+
+    b = GRPOLearner(StatePolicy(seed=99), cfg, run, seed=0, tensorboard=False)  # other init and seed
+    assert b.resume() == ckpt == latest_checkpoint(run)
+    assert (b.updates, b.policy_version, b.optimizer_steps) == (1, 1, 4)
+    assert b.buffer.ready_groups() == 4  # 2 rolled back + 2 never used
+    b.maybe_update()  # redo update 2 from the same weights, optimiser state and shuffling RNG
+    for name, p in b.policy.named_parameters():
+        torch.testing.assert_close(p.detach(), expected[name])
+    assert b.buffer.accounting()["used"] == 16
+
+
+def test_resume_refuses_a_different_policy_shape(tmp_path):
+    a = GRPOLearner(StatePolicy(), CFG, tmp_path, tensorboard=False)
+    a.save_checkpoint()
+    other = StatePolicy()
+    other.net[2] = torch.nn.Linear(32, 7)
+    with pytest.raises(ValueError, match="same policy config"):
+        GRPOLearner(other, CFG, tmp_path / "b", tensorboard=False).resume(latest_checkpoint(tmp_path))
+    with pytest.raises(FileNotFoundError, match="no learner checkpoint"):
+        GRPOLearner(StatePolicy(), CFG, tmp_path / "c", tensorboard=False).resume()
+
+
+def test_publish_policy_writes_versioned_weights(tmp_path):
+    learner = GRPOLearner(StatePolicy(), CFG, tmp_path, tensorboard=False)
+    fill(learner.buffer, 2, CFG)
+    learner.maybe_update()
+    path = learner.publish_policy()
+    assert path.name == "v000001" and (path / "model.safetensors").is_file()
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_buffer_of_a_learner_is_journalled_in_the_run(tmp_path):
+    learner = GRPOLearner(StatePolicy(), CFG, tmp_path, tensorboard=False)
+    fill(learner.buffer, 1, CFG)
+    assert EpisodeBuffer(CFG, tmp_path / "buffer").ready_groups() == 1
