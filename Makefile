@@ -1,0 +1,17 @@
+# The two commands of the README, each doing the whole set-up first (idempotent, seconds when done).
+.PHONY: setup train test lint bench
+
+setup:
+	@bash scripts/setup.sh
+
+# The main job: GRPO in simulation on the embedded default model. ARGS: launch arguments, name:=value.
+train: setup
+	.venv/bin/vla-rl launch train_sim $(ARGS)
+
+# The test suite (what CI runs). PYTEST_ARGS: extra pytest arguments.
+test: setup
+	.venv/bin/ruff check .
+	.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	.venv/bin/python benchmarks/run_all.py

@@ -1,0 +1,78 @@
+"""Node parameters: declared with descriptors, unknown names refused, ranges checked, config/ YAML in step."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import rclpy
+import yaml
+from rclpy.context import Context
+from rclpy.node import Node
+
+from vla_rl_ros.ros.params import ParameterError, declare, defaults, param
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclasses.dataclass
+class DemoParams:
+    rate_hz: float = param(10.0, "control rate", unit="Hz", low=1.0, high=100.0)
+    arms: list[str] = param(["arm0"], "arm namespaces served")
+    mode: str = param("ee_delta", "action mode", choices=("ee_delta", "joint_position"))
+    steps: int = param(5, "steps", low=1, high=10)
+
+
+def make_node(*overrides: str) -> tuple[Node, Context]:
+    context = Context()
+    rclpy.init(context=context, args=["--ros-args", *[a for o in overrides for a in ("-p", o)]],
+               domain_id=0)
+    return Node("demo", context=context), context
+
+
+def close(node: Node, context: Context) -> None:
+    node.destroy_node()
+    rclpy.shutdown(context=context)
+
+
+def test_declares_with_descriptions_and_reads_overrides() -> None:
+    node, context = make_node("rate_hz:=20", "mode:=joint_position")
+    try:
+        values = declare(node, DemoParams)
+        assert values == DemoParams(rate_hz=20.0, mode="joint_position")
+        described = node.describe_parameter("rate_hz")
+        assert described.description == "control rate [Hz]" and described.read_only
+        assert described.floating_point_range[0].to_value == 100.0
+        assert "one of: ee_delta, joint_position" in node.describe_parameter("mode").description
+    finally:
+        close(node, context)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("rate_hx:=20", "has no parameter(s) ['rate_hx']"),
+    ("mode:=cartesian", "mode='cartesian' is not one of"),
+    ("steps:=11", "steps=11 is outside [1, 10]"),
+])
+def test_bad_parameters_are_refused_by_name(override: str, message: str) -> None:
+    node, context = make_node(override)
+    try:
+        with pytest.raises(ParameterError) as err:
+            declare(node, DemoParams)
+        assert message in str(err.value)
+    finally:
+        close(node, context)
+
+
+def node_params_classes() -> dict[str, type]:
+    """Every node's Params class, by node name, from the nodes registry."""
+    from vla_rl_ros.nodes import node_params
+
+    return node_params()
+
+
+@pytest.mark.parametrize("node_name", sorted(node_params_classes()))
+def test_config_yaml_defaults_equal_the_code(node_name: str) -> None:
+    cls = node_params_classes()[node_name]
+    config = yaml.safe_load((REPO / "config" / f"{node_name}.yaml").read_text())
+    assert config == {f"/**/{node_name}": {"ros__parameters": defaults(cls)}}
