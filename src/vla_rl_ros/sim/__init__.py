@@ -1,0 +1,29 @@
+"""MuJoCo tabletop simulation core (no ROS): the Panda arm model, the task suite and the env.
+
+`make_env(task)` gives a `SimEnv`; `TASKS` lists the tasks; `ArmModel` is the arm's kinematics
+alone (for the executor node). Rendering defaults to EGL (headless); set MUJOCO_GL to override.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # must precede the first `import mujoco`
+
+from vla_rl_ros.sim.arm import ArmModel, IKConfig, JointTrajectory
+from vla_rl_ros.sim.env import (
+    ACTION_MODES,
+    CAMERAS,
+    STATE_NAMES,
+    EnvConfig,
+    Observation,
+    SimEnv,
+    StepResult,
+    action_names,
+    make_env,
+)
+from vla_rl_ros.sim.tasks import TASKS, TaskSpec, TaskState, get_task
+
+__all__ = ["ACTION_MODES", "CAMERAS", "STATE_NAMES", "TASKS", "ArmModel", "EnvConfig", "IKConfig",
+           "JointTrajectory", "Observation", "SimEnv", "StepResult", "TaskSpec", "TaskState", "action_names",
+           "get_task", "make_env"]

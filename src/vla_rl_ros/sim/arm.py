@@ -1,0 +1,179 @@
+"""The arm's kinematic model: joint names, limits, home pose, forward and inverse kinematics, and
+joint trajectories that respect the velocity limits.
+
+Loaded from an MJCF (the Panda in sim/panda.xml, or any scene that includes it), usable without the
+rest of the simulator: the executor node runs the same IK against a real arm's joint states, and the
+sim env uses it for its end-effector action mode, so sim and real turn a delta into joints alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mujoco
+import numpy as np
+
+from vla_rl_ros.sim.scene import scene_path
+
+ARM_JOINTS: tuple[str, ...] = tuple(f"joint{i}" for i in range(1, 8))
+FINGER_JOINTS: tuple[str, ...] = ("finger_joint1", "finger_joint2")
+ARM_ACTUATORS: tuple[str, ...] = ARM_JOINTS
+FINGER_ACTUATORS: tuple[str, ...] = ("finger1", "finger2")
+TCP_SITE = "tcp"
+HOME_KEY = "home"
+# Franka Emika "Limits for Panda", maximum joint velocity (rad/s), joints 1..7
+# (https://frankaemika.github.io/docs/control_parameters.html).
+PANDA_VELOCITY_LIMITS: tuple[float, ...] = (2.175, 2.175, 2.175, 2.175, 2.61, 2.61, 2.61)
+
+
+@dataclass(frozen=True)
+class IKConfig:
+    """Damped least squares (Levenberg-Marquardt) on the MuJoCo site Jacobian."""
+
+    damping: float = field(default=0.05, metadata={"help": "DLS damping lambda (m, rad): larger is "
+                                                          "steadier near singularities, slower to converge"})
+    iterations: int = field(default=4, metadata={"help": "Newton iterations per solve; a 10 Hz step "
+                                                        "moves a few cm, which 3-4 iterations resolve"})
+    nullspace_gain: float = field(default=0.1, metadata={"help": "pull of the redundant (7th) DoF "
+                                                                "towards the home posture per iteration"})
+    tolerance: float = field(default=1e-4, metadata={"help": "stop early below this pose error (m, rad)"})
+
+    def __post_init__(self) -> None:
+        if self.damping <= 0:
+            raise ValueError(f"IKConfig.damping={self.damping} must be > 0 (try 0.05)")
+        if self.iterations < 1:
+            raise ValueError(f"IKConfig.iterations={self.iterations} must be >= 1 (try 4)")
+        if not 0 <= self.nullspace_gain <= 1:
+            raise ValueError(f"IKConfig.nullspace_gain={self.nullspace_gain} must be in [0, 1] (try 0.1)")
+
+
+@dataclass(frozen=True)
+class JointTrajectory:
+    """Straight line in joint space at constant velocity (what a joint_trajectory controller gets)."""
+
+    times: np.ndarray  # (N,) s from the start; times[-1] is the duration
+    positions: np.ndarray  # (N, J) rad, the last row is the goal
+    velocities: np.ndarray  # (N, J) rad/s, constant along the segment
+
+
+class ArmModel:
+    """Kinematics of the arm in an MJCF model, with every id looked up once by name.
+
+    Holds its own scratch `MjData`, so IK never disturbs a simulation sharing the model.
+    """
+
+    def __init__(self, model: mujoco.MjModel, *, ik: IKConfig | None = None,
+                 velocity_limits: tuple[float, ...] = PANDA_VELOCITY_LIMITS) -> None:
+        self.model = model
+        self.ik_config = ik or IKConfig()
+        self.joint_names = ARM_JOINTS
+        self.finger_joint_names = FINGER_JOINTS
+        try:
+            joints = [model.joint(name) for name in ARM_JOINTS]
+            fingers = [model.joint(name) for name in FINGER_JOINTS]
+            self.tcp_site = model.site(TCP_SITE).id
+            home_key = model.key(HOME_KEY).id
+            self.actuator_ids = np.array([model.actuator(name).id for name in ARM_ACTUATORS])
+            self.finger_actuator_ids = np.array([model.actuator(name).id for name in FINGER_ACTUATORS])
+        except KeyError as exc:
+            raise ValueError(f"the MJCF has no {exc}; ArmModel expects the Panda of sim/panda.xml "
+                             f"(joints {ARM_JOINTS}, site {TCP_SITE!r}, keyframe {HOME_KEY!r})") from exc
+        self.qpos_adr = np.array([j.qposadr[0] for j in joints])  # (J,)
+        self.dof_adr = np.array([j.dofadr[0] for j in joints])  # (J,)
+        self.finger_qpos_adr = np.array([j.qposadr[0] for j in fingers])
+        self.lower = np.array([j.range[0] for j in joints])  # (J,) rad
+        self.upper = np.array([j.range[1] for j in joints])  # (J,) rad
+        self.velocity_limits = np.asarray(velocity_limits, dtype=float)  # (J,) rad/s
+        if self.velocity_limits.shape != (len(ARM_JOINTS),) or np.any(self.velocity_limits <= 0):
+            raise ValueError(f"velocity_limits={velocity_limits} must be {len(ARM_JOINTS)} positive rad/s")
+        self.finger_travel = float(fingers[0].range[1])  # m per finger, fully open
+        self.home = model.key_qpos[home_key, self.qpos_adr].copy()  # (J,) rad
+        self._data = mujoco.MjData(model)
+        self._jacp = np.zeros((3, model.nv))
+        self._jacr = np.zeros((3, model.nv))
+
+    @classmethod
+    def from_mjcf(cls, path: str | Path | None = None, **kwargs) -> ArmModel:
+        """Load the arm from an MJCF file (default: the project's tabletop scene)."""
+        path = Path(path) if path is not None else scene_path()
+        if not path.is_file():
+            raise FileNotFoundError(f"no MJCF at {path}; pass the path of sim/panda.xml or a scene including it")
+        return cls(mujoco.MjModel.from_xml_path(str(path)), **kwargs)
+
+    @property
+    def dof(self) -> int:
+        return len(self.joint_names)
+
+    def fk(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """TCP position (3,) m and orientation quaternion (4,) wxyz in the base frame for joints q (J,)."""
+        self._set(q)
+        return self._tcp_pose()
+
+    def ik(self, q_start: np.ndarray, target_pos: np.ndarray, target_quat: np.ndarray) -> np.ndarray:
+        """Joints (J,) that put the TCP at target_pos (3,) with orientation target_quat (4,) wxyz,
+        starting from q_start and clamped to the joint limits (the best reachable pose when the
+        target is out of reach)."""
+        cfg = self.ik_config
+        q = np.clip(np.asarray(q_start, dtype=float), self.lower, self.upper)
+        target_quat = np.asarray(target_quat, dtype=float)
+        err = np.zeros(6)
+        err_quat = np.zeros(4)
+        tcp_conj = np.zeros(4)
+        damp = cfg.damping**2 * np.eye(6)
+        for _ in range(cfg.iterations):
+            self._set(q)
+            pos, quat = self._tcp_pose()
+            err[:3] = target_pos - pos
+            # world-frame rotation error: target * conj(current), as a rotation vector
+            mujoco.mju_negQuat(tcp_conj, quat)
+            mujoco.mju_mulQuat(err_quat, target_quat, tcp_conj)
+            mujoco.mju_quat2Vel(err[3:], err_quat, 1.0)
+            if np.linalg.norm(err) < cfg.tolerance:
+                break
+            mujoco.mj_jacSite(self.model, self._data, self._jacp, self._jacr, self.tcp_site)
+            jac = np.vstack([self._jacp[:, self.dof_adr], self._jacr[:, self.dof_adr]])  # (6, J)
+            jac_pinv = jac.T @ np.linalg.solve(jac @ jac.T + damp, np.eye(6))  # (J, 6)
+            null = np.eye(self.dof) - jac_pinv @ jac
+            q = q + jac_pinv @ err + null @ (cfg.nullspace_gain * (self.home - q))
+            q = np.clip(q, self.lower, self.upper)
+        return q
+
+    def clamp(self, q_from: np.ndarray, q_target: np.ndarray, dt: float) -> np.ndarray:
+        """q_target (J,) clipped to the joint limits and to what the velocity limits allow in dt s."""
+        step = self.velocity_limits * dt
+        q_target = np.clip(q_target, self.lower, self.upper)
+        return np.clip(q_target, q_from - step, q_from + step)
+
+    def trajectory(self, q_start: np.ndarray, q_goal: np.ndarray, duration: float, *,
+                   points: int) -> JointTrajectory:
+        """`points` waypoints from q_start (excluded) to q_goal (clamped to the limits), evenly spaced
+        in time; the duration is stretched if needed so no joint exceeds its velocity limit."""
+        if points < 1 or duration <= 0:
+            raise ValueError(f"trajectory needs points >= 1 (got {points}) and duration > 0 (got {duration})")
+        q_start = np.asarray(q_start, dtype=float)
+        q_goal = np.clip(np.asarray(q_goal, dtype=float), self.lower, self.upper)
+        dq = q_goal - q_start
+        duration = max(duration, float(np.max(np.abs(dq) / self.velocity_limits)))
+        frac = np.arange(1, points + 1) / points  # (N,)
+        positions = q_start + frac[:, None] * dq  # (N, J)
+        velocities = np.broadcast_to(dq / duration, positions.shape).copy()
+        return JointTrajectory(times=frac * duration, positions=positions, velocities=velocities)
+
+    def gripper_targets(self, closure: float) -> np.ndarray:
+        """Finger position targets (2,) m for a gripper command 0 (open) .. 1 (closed)."""
+        return np.full(2, self.finger_travel * (1.0 - float(np.clip(closure, 0.0, 1.0))))
+
+    def gripper_closure(self, finger_q: np.ndarray) -> float:
+        """Measured closure 0 (open) .. 1 (closed) from the finger positions (2,) m."""
+        return float(np.clip(1.0 - np.mean(finger_q) / self.finger_travel, 0.0, 1.0))
+
+    def _set(self, q: np.ndarray) -> None:
+        self._data.qpos[self.qpos_adr] = q
+        mujoco.mj_kinematics(self.model, self._data)
+        mujoco.mj_comPos(self.model, self._data)
+
+    def _tcp_pose(self) -> tuple[np.ndarray, np.ndarray]:
+        quat = np.zeros(4)
+        mujoco.mju_mat2Quat(quat, self._data.site_xmat[self.tcp_site])
+        return self._data.site_xpos[self.tcp_site].copy(), quat

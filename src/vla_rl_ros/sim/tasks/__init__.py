@@ -1,0 +1,19 @@
+"""The task suite, one module per task, in order of rising difficulty."""
+
+from __future__ import annotations
+
+from vla_rl_ros.sim.tasks import lift, pick_place, push, reach, stack
+from vla_rl_ros.sim.tasks.base import TaskSpec, TaskState
+
+TASKS: dict[str, TaskSpec] = {module.SPEC.name: module.SPEC for module in (reach, push, lift, pick_place, stack)}
+
+
+def get_task(name: str) -> TaskSpec:
+    """The task called `name`; a ValueError listing the known tasks otherwise."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)} (see `vla-rl tasks`)") from None
+
+
+__all__ = ["TASKS", "TaskSpec", "TaskState", "get_task"]

@@ -1,0 +1,79 @@
+"""pick_place: put the named object on the plate (grasp, carry, place, release)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vla_rl_ros.sim.scene import OBJECT_HALF_SIZE, PLATE_RADIUS, PLATE_TOP
+from vla_rl_ros.sim.tasks.base import (
+    Placement,
+    TaskSpec,
+    TaskState,
+    object_placement,
+    pick_objects,
+    positive_int,
+    scatter,
+)
+from vla_rl_ros.sim.tasks.skills import ExpertConfig, place, resting_on, retreat
+
+OBJECT_RADIUS = OBJECT_HALF_SIZE * np.sqrt(2)
+
+
+@dataclass(frozen=True)
+class PickPlaceConfig:
+    max_steps: int = field(default=100, metadata={"help": "episode limit in control steps (expert: 45-60)"})
+    hold_steps: int = field(default=3, metadata={"help": "consecutive steps the predicate must hold"})
+    distractors: int = field(default=2, metadata={"help": "other objects on the table"})
+    inside_margin: float = field(default=0.03, metadata={"help": "how far (m) inside the plate's rim the "
+                                                                 "object's centre must be"})
+    rest_tolerance: float = field(default=0.015, metadata={"help": "object centre height above resting on "
+                                                                   "the plate (m) still counted as placed"})
+    released_closure: float = field(default=0.1, metadata={"help": "measured gripper closure under which the "
+                                                                   "object counts as let go"})
+    expert: ExpertConfig = field(default_factory=ExpertConfig)
+
+    def __post_init__(self) -> None:
+        positive_int(type(self).__name__, max_steps=self.max_steps, hold_steps=self.hold_steps)
+        if not 0 <= self.inside_margin < PLATE_RADIUS:
+            raise ValueError(f"PickPlaceConfig.inside_margin={self.inside_margin} must be in [0, {PLATE_RADIUS})")
+
+
+def sample(rng: np.random.Generator, cfg: PickPlaceConfig) -> tuple[Placement, ...]:
+    objects = pick_objects(rng, 1 + cfg.distractors)
+    xy = scatter(rng, [OBJECT_RADIUS, PLATE_RADIUS] + [OBJECT_RADIUS] * cfg.distractors)
+    placed = [object_placement(slot, colour, p, rng) for (slot, colour), p in zip(objects, xy[[0, *range(2, len(xy))]],
+                                                                                   strict=True)]
+    plate = Placement(name="plate", body="plate", x=float(xy[1, 0]), y=float(xy[1, 1]))
+    return (placed[0], plate, *placed[1:])
+
+
+def on_plate(state: TaskState, cfg: PickPlaceConfig) -> bool:
+    obj, plate = state.object_pos[0], state.object_pos[1]
+    inside = np.linalg.norm(obj[:2] - plate[:2]) < PLATE_RADIUS - cfg.inside_margin
+    return bool(inside and obj[2] < resting_on(PLATE_TOP) + cfg.rest_tolerance)
+
+
+def success(state: TaskState, cfg: PickPlaceConfig) -> bool:
+    return on_plate(state, cfg) and state.gripper < cfg.released_closure
+
+
+def expert(state: TaskState, cfg: PickPlaceConfig) -> np.ndarray:
+    if on_plate(state, cfg):
+        return retreat(state, cfg.expert)
+    plate = state.object_pos[1]
+    return place(state, 0, np.array([plate[0], plate[1], resting_on(PLATE_TOP)]), cfg.expert)
+
+
+SPEC = TaskSpec(
+    name="pick_place",
+    description="pick up the named object and put it on the plate",
+    templates=("put the {object} on the plate", "place the {object} on the plate",
+               "pick up the {object} and put it on the plate"),
+    roles=("object", "plate"),
+    config=PickPlaceConfig(),
+    sample_fn=sample,
+    success_fn=success,
+    expert_fn=expert,
+)
