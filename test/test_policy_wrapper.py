@@ -1,0 +1,222 @@
+"""VLAPolicy on real tiny transformers models: log-probs, sampling, batching, save/load, fine-tuning,
+safe loading, and a stock Llava through the same wrapper."""
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import (
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    SiglipImageProcessorPil,
+    SiglipVisionConfig,
+)
+
+from vla_rl_ros.policy import (
+    ActionTokenizer,
+    CheckpointError,
+    FinetuneConfig,
+    PolicyConfig,
+    VLAPolicy,
+    checkpoint_digest,
+    new_tiny_policy,
+)
+from vla_rl_ros.policy.tiny_vla import build_word_tokenizer
+
+INSTRUCTIONS = ["pick up the red cube", "push the blue block to the green target", "reach"]
+SMALL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+         "conv_channels": (8, 16)}
+CHUNK, ACTION_DIM, STATE_DIM = 3, 4, 5
+
+
+def make_policy(**kwargs) -> VLAPolicy:
+    torch.manual_seed(0)
+    demos = np.random.default_rng(0).uniform(-0.02, 0.02, (200, ACTION_DIM))
+    return new_tiny_policy(INSTRUCTIONS, demos, chunk_size=CHUNK, state_dim=STATE_DIM, **{**SMALL, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def policy() -> VLAPolicy:
+    return make_policy()
+
+
+@pytest.fixture(scope="module")
+def batch():
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    state = rng.normal(size=(3, STATE_DIM)).astype(np.float32)
+    return images, state, INSTRUCTIONS
+
+
+def direct_log_probs(policy: VLAPolicy, batch, bins: np.ndarray, temperature: float) -> np.ndarray:
+    """Reference: full-vocabulary logits of the model at the appended placeholder positions."""
+    inputs = policy.model_inputs(*batch)
+    inputs.pop("logits_to_keep")
+    with torch.no_grad():
+        logits = policy.model(**inputs).logits.double()  # (B, T, V)
+    B, T, V = logits.shape
+    K = len(policy.config.placeholder_token_ids)
+    assert inputs["input_ids"][:, T - K:].tolist() == [policy.config.placeholder_token_ids] * B
+    out = np.zeros(bins.shape)
+    for b in range(B):
+        for k in range(K):
+            row = logits[b, T - K + k, V - 256:] / temperature
+            out[b, k] = float(row[bins[b, k]] - torch.logsumexp(row, 0))
+    return out
+
+
+def test_act_shapes_units_and_token_range(policy, batch):
+    out = policy.act(*batch, greedy=False, generator=torch.Generator().manual_seed(0))
+    B = len(INSTRUCTIONS)
+    assert out.actions.shape == (B, CHUNK, ACTION_DIM) and out.actions.dtype == np.float32
+    assert out.token_ids.shape == (B, CHUNK * ACTION_DIM) and out.log_probs.shape == (B,)
+    assert np.all(out.token_ids >= policy.vocab_size - 256) and np.all(out.token_ids < policy.vocab_size)
+    assert np.all(np.abs(out.actions) <= 0.02)  # decoded inside the demonstration bounds
+
+
+@pytest.mark.parametrize("temperature", [1.0, 1.6])
+def test_log_probs_match_a_direct_computation_from_the_logits(policy, batch, temperature):
+    out = policy.act(*batch, greedy=False, temperature=temperature, generator=torch.Generator().manual_seed(3))
+    bins = out.token_ids - (policy.vocab_size - 256)
+    expected = direct_log_probs(policy, batch, bins, temperature)
+    np.testing.assert_allclose(out.token_log_probs, expected, atol=1e-4)
+    np.testing.assert_allclose(out.log_probs, expected.sum(-1), atol=1e-3)
+    recomputed = policy.token_log_probs(*batch, out.token_ids, temperature=temperature)
+    np.testing.assert_allclose(recomputed.detach().numpy(), expected, atol=1e-4)
+
+
+def test_token_log_probs_is_differentiable(policy, batch):
+    out = policy.act(*batch, greedy=True)
+    policy.token_log_probs(*batch, out.token_ids, temperature=1.6).sum().backward()
+    assert policy.model.lm_head.weight.grad is not None
+    policy.model.zero_grad(set_to_none=True)
+
+
+def test_sampling_as_temperature_goes_to_zero_equals_greedy(policy, batch):
+    greedy = policy.act(*batch, greedy=True)
+    cold = policy.act(*batch, greedy=False, temperature=1e-6, generator=torch.Generator().manual_seed(0))
+    hot = policy.act(*batch, greedy=False, temperature=1.6, generator=torch.Generator().manual_seed(0))
+    np.testing.assert_array_equal(cold.token_ids, greedy.token_ids)
+    assert not np.array_equal(hot.token_ids, greedy.token_ids)
+    with pytest.raises(ValueError, match="greedy=True"):
+        policy.act(*batch, greedy=False, temperature=0.0)
+
+
+def test_batched_equals_one_at_a_time(policy, batch):
+    """Left padding must not change a row's result (positions come from the attention mask)."""
+    together = policy.act(*batch, greedy=True)
+    for i in range(len(INSTRUCTIONS)):
+        alone = policy.act(batch[0][i:i + 1], batch[1][i:i + 1], batch[2][i:i + 1], greedy=True)
+        np.testing.assert_array_equal(alone.token_ids[0], together.token_ids[i])
+        assert alone.log_probs[0] == pytest.approx(together.log_probs[i], abs=1e-4)
+
+
+def test_images_and_instructions_change_the_action_distribution(policy, batch):
+    images, state, _ = batch
+    same_text = [INSTRUCTIONS[0]] * 3
+    a = policy.token_log_probs(images, state, same_text, np.full((3, 12), policy.vocab_size - 1), temperature=1)
+    b = policy.token_log_probs(images[::-1].copy(), state, same_text, np.full((3, 12), policy.vocab_size - 1),
+                               temperature=1)
+    c = policy.token_log_probs(images, state, INSTRUCTIONS[::-1], np.full((3, 12), policy.vocab_size - 1),
+                               temperature=1)
+    assert not torch.allclose(a[0], b[0]) and not torch.allclose(a[0], c[0])
+
+
+def test_save_then_load_gives_identical_outputs_and_a_stable_digest(policy, batch, tmp_path):
+    policy.save(tmp_path / "ckpt")
+    loaded = VLAPolicy.load(tmp_path / "ckpt")
+    np.testing.assert_array_equal(loaded.act(*batch, greedy=True).token_ids, policy.act(*batch, greedy=True).token_ids)
+    np.testing.assert_array_equal(loaded.act(*batch, greedy=True).log_probs, policy.act(*batch, greedy=True).log_probs)
+    assert loaded.config == policy.config
+    digest = checkpoint_digest(tmp_path / "ckpt")
+    loaded.save(tmp_path / "again")
+    assert checkpoint_digest(tmp_path / "again") == digest and len(digest) == 64
+
+
+def one_step(policy: VLAPolicy, batch) -> None:
+    target = policy.act(*batch, greedy=True).token_ids
+    optimiser = torch.optim.AdamW(policy.trainable_parameters(), lr=1e-2)
+    loss = -policy.token_log_probs(*batch, (target + 7) % policy.vocab_size, temperature=1.0).mean()
+    loss.backward()
+    optimiser.step()
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_finetuning_changes_the_output_after_one_step(batch, mode, tmp_path):
+    policy = make_policy()
+    n_all = sum(p.numel() for p in policy.model.parameters())
+    before = policy.act(*batch, greedy=True).log_probs
+    policy.configure_finetuning(FinetuneConfig(mode=mode, target_modules=["q_proj", "v_proj"]))
+    n_train = sum(p.numel() for p in policy.trainable_parameters())
+    assert (n_train == n_all) if mode == "full" else (0 < n_train < n_all / 10)
+    one_step(policy, batch)
+    after = policy.act(*batch, greedy=True).log_probs
+    assert not np.allclose(before, after)
+    policy.save(tmp_path / "ckpt")  # LoRA is merged: a plain checkpoint with the same outputs
+    assert not any("lora" in key for key in load_file(tmp_path / "ckpt" / "model.safetensors"))
+    np.testing.assert_allclose(VLAPolicy.load(tmp_path / "ckpt").act(*batch, greedy=True).log_probs, after,
+                               atol=1e-4)
+
+
+def test_missing_directory_gives_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        VLAPolicy.load(tmp_path / "nowhere")
+
+
+def test_pickle_only_checkpoint_is_refused(policy, tmp_path):
+    policy.save(tmp_path / "ckpt")
+    weights = tmp_path / "ckpt" / "model.safetensors"
+    torch.save(load_file(weights), tmp_path / "ckpt" / "pytorch_model.bin")
+    weights.unlink()
+    with pytest.raises(CheckpointError, match=r"only pickle weights \(pytorch_model.bin\).*safetensors"):
+        VLAPolicy.load(tmp_path / "ckpt")
+
+
+def test_corrupt_safetensors_file_gives_a_clear_error(policy, tmp_path):
+    policy.save(tmp_path / "ckpt")
+    weights = tmp_path / "ckpt" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])  # truncated copy
+    with pytest.raises(CheckpointError, match=r"corrupt safetensors file .*model\.safetensors"):
+        VLAPolicy.load(tmp_path / "ckpt")
+
+
+def test_plain_model_dir_without_policy_file_asks_for_a_policy_config(policy, tmp_path):
+    policy.model.save_pretrained(tmp_path / "plain")
+    with pytest.raises(CheckpointError, match="pass policy_config"):
+        VLAPolicy.load(tmp_path / "plain")
+
+
+def test_a_stock_llava_works_through_the_same_wrapper(tmp_path):
+    """Any image-text-to-text model with a processor: here a tiny Llava (SigLIP + Llama)."""
+    tokenizer = build_word_tokenizer(["what action should the robot take to", *INSTRUCTIONS], num_slots=0)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    image_id = tokenizer.convert_tokens_to_ids("<image>")
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(LlavaConfig(
+        vision_config=SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, image_size=32, patch_size=16),
+        text_config=LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2),
+        image_token_id=image_id, vision_feature_select_strategy="full", vision_feature_layer=-1))
+    processor = LlavaProcessor(image_processor=SiglipImageProcessorPil(size={"height": 32, "width": 32}),
+                               tokenizer=tokenizer, patch_size=16, vision_feature_select_strategy="full",
+                               image_token="<image>", num_additional_image_tokens=0)
+    model.save_pretrained(tmp_path / "llava")
+    processor.save_pretrained(tmp_path / "llava")
+    config = PolicyConfig(chunk_size=2, action_dim=3, image_size=32,
+                          action_bounds=ActionTokenizer((-1.0, -1.0, 0.0), (1.0, 1.0, 1.0)).to_json(),
+                          placeholder_token_ids=[tokenizer.pad_token_id] * 6,
+                          prompt="<image> What action should the robot take to {instruction}?")
+    policy = VLAPolicy.load(tmp_path / "llava", policy_config=config)
+    images = np.random.default_rng(0).integers(0, 256, (2, 48, 48, 3), dtype=np.uint8)
+    out = policy.act(images, None, INSTRUCTIONS[:2], greedy=False, generator=torch.Generator().manual_seed(0))
+    assert out.actions.shape == (2, 2, 3)
+    expected = direct_log_probs(policy, (images, None, INSTRUCTIONS[:2]), out.token_ids - (policy.vocab_size - 256),
+                                1.6)
+    np.testing.assert_allclose(out.token_log_probs, expected, atol=1e-4)
+    policy.save(tmp_path / "llava_policy")
+    again = VLAPolicy.load(tmp_path / "llava_policy")
+    np.testing.assert_allclose(again.act(images, None, INSTRUCTIONS[:2], greedy=True).log_probs,
+                               policy.act(images, None, INSTRUCTIONS[:2], greedy=True).log_probs, atol=1e-5)
