@@ -6,13 +6,13 @@ XML and the task predicates cannot drift apart silently.
 
 from __future__ import annotations
 
-import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import mujoco
 import numpy as np
+
+from vla_rl_ros.paths import package_share
 
 PACKAGE = "vla_rl_ros"
 SCENE_FILE = "tabletop.xml"
@@ -40,27 +40,12 @@ PARK_X = -0.9
 PARK_Y0, PARK_DY = -0.6, 0.2
 
 
-def scene_dir() -> Path:
-    """The folder holding the MJCF files: the source tree's sim/ (editable install, tests), else the
-    installed share/vla_rl_ros/sim (colcon via ament_index, or pip's data_files under sys.prefix)."""
-    candidates = [Path(__file__).resolve().parents[3] / "sim", Path(sys.prefix) / "share" / PACKAGE / "sim"]
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        candidates.insert(1, Path(get_package_share_directory(PACKAGE)) / "sim")
-    except (ImportError, LookupError, OSError):  # no ament index here (pip-only install)
-        pass
-    for folder in candidates:
-        if (folder / SCENE_FILE).is_file():
-            return folder
-    raise FileNotFoundError(f"{SCENE_FILE} not found in {[str(c) for c in candidates]}; reinstall the "
-                            f"package (bash scripts/setup.sh) or set VLA_RL_SIM_DIR")
-
-
 def scene_path(name: str = SCENE_FILE) -> Path:
-    """Path of an MJCF file of the project (VLA_RL_SIM_DIR overrides the folder)."""
-    override = os.environ.get("VLA_RL_SIM_DIR")
-    return (Path(override) if override else scene_dir()) / name
+    """Path of one of the project's MJCF files (in the source checkout, else the installed share/)."""
+    path = package_share(PACKAGE) / "sim" / name
+    if not path.is_file():
+        raise FileNotFoundError(f"no MJCF at {path}; reinstall the package (bash scripts/setup.sh)")
+    return path
 
 
 def park_position(index: int) -> np.ndarray:

@@ -25,7 +25,7 @@ PATH_TRIES = 100
 
 @dataclass(frozen=True)
 class PushConfig:
-    max_steps: int = field(default=80, metadata={"help": "episode limit in control steps (expert: 30-50)"})
+    max_steps: int = field(default=100, metadata={"help": "episode limit in control steps (expert: 30-75)"})
     hold_steps: int = field(default=3, metadata={"help": "consecutive steps the predicate must hold"})
     distractors: int = field(default=1, metadata={"help": "other objects, kept off the push path"})
     min_distance: float = field(default=0.15, metadata={"help": "least object-to-target distance at reset (m)"})
