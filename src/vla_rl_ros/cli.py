@@ -10,6 +10,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "dataset": ("vla_rl_ros.data.cli", "inspect, merge, relabel and export episode datasets (LeRobot v3)"),
     "launch": ("vla_rl_ros.launcher.cli", "run a ROS 2 YAML launch file without a ROS 2 install"),
+    "plot": ("vla_rl_ros.rl.plot", "draw a run's success curves and learner health to PNG"),
 }
 
 

@@ -24,13 +24,13 @@ from urllib.parse import quote
 
 import numpy as np
 
+from vla_rl_ros.data.atomic import is_tmp, write_json
 from vla_rl_ros.rl.config import GRPOConfig
 from vla_rl_ros.rl.loss import keep_group
 from vla_rl_ros.rl.records import (
     DISCARD_REASONS,
     ResultRecord,
     TrajectoryRecord,
-    atomic_write_json,
     load_result,
     load_trajectory,
     save_result,
@@ -319,7 +319,7 @@ class EpisodeBuffer:
     def _save_state(self) -> None:
         if self.directory is None:
             return
-        atomic_write_json(self.directory / STATE_FILE, {
+        write_json(self.directory / STATE_FILE, {
             "format": STATE_FORMAT,
             "config": self.config.to_dict(),
             "policy_version": self.policy_version,
@@ -361,7 +361,9 @@ class EpisodeBuffer:
         settled = set(self._settled)
         late_results, late_trajectories = [], []
         for path in sorted((self.directory / EPISODES_DIR).iterdir()):
-            if path.name.endswith(".result.json"):
+            if is_tmp(path):  # a write interrupted by the crash; its episode was never taken in
+                path.unlink()
+            elif path.name.endswith(".result.json"):
                 record = load_result(path)
                 if record.episode_id in held:
                     self._results[record.episode_id] = record

@@ -30,11 +30,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.nn.utils.rnn import pad_sequence
 
+from vla_rl_ros.data.atomic import write_json
 from vla_rl_ros.rl.buffer import EpisodeBuffer, Group
 from vla_rl_ros.rl.config import GRPOConfig
 from vla_rl_ros.rl.loss import clipped_policy_loss, group_advantages
 from vla_rl_ros.rl.metrics import MetricsWriter
-from vla_rl_ros.rl.records import TrajectoryRecord, atomic_write_json
+from vla_rl_ros.rl.records import TrajectoryRecord
 
 CHECKPOINTS_DIR = "checkpoints"
 POLICIES_DIR = "policies"
@@ -239,13 +240,13 @@ class GRPOLearner:
                       str(tmp / TRAINABLE_FILE))
             torch.save({"optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
                         "generator": self.generator.get_state()}, tmp / OPTIMIZER_FILE)
-            atomic_write_json(tmp / LEARNER_FILE, {
+            write_json(tmp / LEARNER_FILE, {
                 "updates": self.updates, "policy_version": self.policy_version,
                 "optimizer_steps": self.optimizer_steps, "trajectories_trained": self.trajectories_trained,
                 "config": self.config.to_dict(), "buffer": self.buffer.accounting()})
 
         _atomic_dir(path, write)
-        atomic_write_json(root / LATEST_FILE, {"checkpoint": path.name})
+        write_json(root / LATEST_FILE, {"checkpoint": path.name})
         self.buffer.commit(self.updates)
         _prune(root, "update_", KEEP_CHECKPOINTS)
         return path

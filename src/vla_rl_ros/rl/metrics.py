@@ -7,10 +7,9 @@ Names are namespaced and stable (`loss/policy`, `grpo/clip_fraction`, `eval/succ
 from __future__ import annotations
 
 import csv
-import io
 from pathlib import Path
 
-from vla_rl_ros.rl.records import atomic_write_bytes
+from vla_rl_ros.data.atomic import writing
 
 METRICS_FILE = "metrics.csv"
 STEP_COLUMN = "update"
@@ -42,11 +41,10 @@ class MetricsWriter:
         if new:
             rows = read_metrics(self.path) if self.path.exists() else []
             self.columns = [STEP_COLUMN, *sorted((set(self.columns) | set(new)) - {STEP_COLUMN})]
-            text = io.StringIO()
-            writer = csv.DictWriter(text, fieldnames=self.columns)
-            writer.writeheader()
-            writer.writerows(rows)
-            atomic_write_bytes(self.path, text.getvalue().encode())
+            with writing(self.path) as tmp, tmp.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self.columns)
+                writer.writeheader()
+                writer.writerows(rows)
         with self.path.open("a", newline="") as f:
             csv.DictWriter(f, fieldnames=self.columns).writerow(row)
         if self._tb is not None:

@@ -10,25 +10,17 @@ Shapes: N chunks in the episode, H W image, P proprioception, C chunk size, A ac
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-# EpisodeResult.END_* (msg/msg/EpisodeResult.msg)
-END_SUCCESS = "success"
-END_TIMEOUT = "timeout"
-END_ESTOP = "estop"
-END_ABORT = "abort"
-END_LOST_NODE = "lost_node"
-END_ERROR = "error"
-END_REASONS = (END_SUCCESS, END_TIMEOUT, END_ESTOP, END_ABORT, END_LOST_NODE, END_ERROR)
+from vla_rl_ros.data.atomic import write_json, writing
+from vla_rl_ros.data.episode import END_REASONS
+
 # Episodes that ended for these reasons say nothing about the policy: never learn from them.
-DISCARD_REASONS = (END_ABORT, END_LOST_NODE, END_ESTOP, END_ERROR)
+DISCARD_REASONS = ("abort", "lost_node", "estop", "error")
 
 
 @dataclass
@@ -96,39 +88,18 @@ class ResultRecord:
                              f"expected one of {END_REASONS} (EpisodeResult.END_*)")
 
 
-# --- files ------------------------------------------------------------------------------------
+# --- files (each written to a temporary sibling and renamed: see vla_rl_ros.data.atomic) --------
 
 TRAJECTORY_ARRAYS = ("images", "state", "token_ids", "log_probs", "steps")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and os.replace, so a crash leaves the old file or
-    the new one, never half of one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, value: object) -> None:
-    atomic_write_bytes(path, json.dumps(value, indent=1, sort_keys=True).encode())
 
 
 def save_trajectory(path: Path, record: TrajectoryRecord) -> None:
     """One .npz: the arrays plus the scalar fields as a JSON string (no pickle)."""
     meta = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)
             if f.name not in TRAJECTORY_ARRAYS}
-    buffer = io.BytesIO()
-    np.savez(buffer, meta=np.array(json.dumps(meta)),
-             **{name: getattr(record, name) for name in TRAJECTORY_ARRAYS})
-    atomic_write_bytes(path, buffer.getvalue())
+    with writing(Path(path)) as tmp, open(tmp, "wb") as f:  # a file object: savez would add ".npz"
+        np.savez(f, meta=np.array(json.dumps(meta)),
+                 **{name: getattr(record, name) for name in TRAJECTORY_ARRAYS})
 
 
 def load_trajectory(path: Path) -> TrajectoryRecord:
@@ -138,7 +109,7 @@ def load_trajectory(path: Path) -> TrajectoryRecord:
 
 
 def save_result(path: Path, record: ResultRecord) -> None:
-    atomic_write_json(path, dataclasses.asdict(record))
+    write_json(Path(path), dataclasses.asdict(record))
 
 
 def load_result(path: Path) -> ResultRecord:

@@ -1,0 +1,44 @@
+"""`vla-rl plot`: metrics CSV in, PNG out, through the real command line."""
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from vla_rl_ros import cli
+from vla_rl_ros.rl import MetricsWriter, read_metrics
+from vla_rl_ros.rl.plot import wilson_interval
+
+
+def test_wilson_interval_known_values():
+    assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)  # upper z^2 / (n + z^2)
+
+
+def test_metrics_csv_widens_when_a_new_metric_appears(tmp_path):
+    writer = MetricsWriter(tmp_path, tensorboard=False)
+    writer.log(1, {"loss/policy": -0.1})
+    writer.log(2, {"loss/policy": -0.2, "eval/success_rate": 0.5})
+    MetricsWriter(tmp_path, tensorboard=False).log(3, {"loss/policy": -0.3})  # reopened after a restart
+    rows = read_metrics(tmp_path / "metrics.csv")
+    assert [(r["update"], r["loss/policy"], r["eval/success_rate"]) for r in rows] == [
+        ("1", "-0.1", ""), ("2", "-0.2", "0.5"), ("3", "-0.3", "")]
+
+
+def test_plot_command_writes_a_png(tmp_path, capsys):
+    writer = MetricsWriter(tmp_path, tensorboard=False)
+    rng = np.random.default_rng(0)
+    for update in range(1, 21):
+        row = {"rollout/success_rate": 0.2 + 0.02 * update, "grpo/kept_group_fraction": rng.uniform(0.3, 0.5),
+               "grpo/clip_fraction": rng.uniform(0, 0.05), "loss/policy": -0.01}
+        if update % 5 == 0:
+            row |= {"eval/success_rate": 0.1 + 0.03 * update, "eval/episodes": 50}
+        writer.log(update, row)
+    assert cli.main(["plot", str(tmp_path)]) == 0
+    image = matplotlib.image.imread(tmp_path / "plot.png")
+    assert image.shape[:2] == (700, 800) and image.std() > 0.05  # drawn, not blank
+    assert capsys.readouterr().out.strip() == str(tmp_path / "plot.png")
+
+
+def test_plot_command_explains_a_missing_metrics_file(tmp_path, capsys):
+    assert cli.main(["plot", str(tmp_path)]) == 1
+    assert "metrics.csv not found" in capsys.readouterr().err
