@@ -12,6 +12,7 @@ from vla_rl_interfaces.msg import (
     ActionChunk,
     ChunkRequest,
     EpisodeResult,
+    EpisodeStart,
     PolicyUpdate,
     SuccessSignal,
     TaskState,
@@ -55,6 +56,10 @@ MESSAGES: dict[str, Any] = {
         header=header(), episode_id=EPISODE, arm="/arm1", group_id="g-42", task="pick_place", seed=-17,
         instruction="put the red cube on the plate", success=True, reward=1.0, steps=57, policy_version=12,
         evaluation=False, end_reason=EpisodeResult.END_SUCCESS,
+    ),
+    "episode_start": EpisodeStart(
+        header=header(), episode_id=EPISODE, arm="/arm1", task="pick_place", seed=2**40, group_id="g-42",
+        instruction="put the red cube on the plate", evaluation=True, max_steps=120,
     ),
     "success_signal": SuccessSignal(header=header(), episode_id=EPISODE, success=True, confidence=0.75,
                                     source="classifier"),
