@@ -1,0 +1,97 @@
+"""`vla-rl dataset` tools: merge keeps every episode once (bit-identical videos), info/stats/relabel/
+export/verify through the real command line entry point."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_data_format import ACTION_NAMES, CAMERAS, EXTRAS, STATE_NAMES, assert_same, create, make_episode
+
+from vla_rl_ros.cli import main as vla_rl
+from vla_rl_ros.data import EpisodeDataset
+from vla_rl_ros.data.tools import merge
+
+
+def build(root: Path, seeds: list[int]) -> EpisodeDataset:
+    ds = create(root)
+    for seed in seeds:
+        ds.append(make_episode(seed))
+    return ds
+
+
+def test_merge_keeps_every_episode_once(tmp_path: Path) -> None:
+    a = build(tmp_path / "a", [0, 1, 2])
+    build(tmp_path / "b", [2, 3])  # episode of seed 2 is in both
+    result = merge(tmp_path / "out", [tmp_path / "a", tmp_path / "b", tmp_path / "a"])
+    assert (result.added, result.duplicates) == (4, 4)
+    out = EpisodeDataset.open(tmp_path / "out")
+    assert [m["seed"] for m in out.episodes_meta()] == [0, 1, 2, 3]
+    assert [m["episode_index"] for m in out.episodes_meta()] == [0, 1, 2, 3]
+    for i, seed in enumerate([0, 1, 2, 3]):
+        assert_same(out[i], make_episode(seed))
+    # videos are copied, not re-encoded: decoded frames equal the source's exactly
+    np.testing.assert_array_equal(out[1].images["front"], a[1].images["front"])
+    assert out.num_frames == 4 * 12
+    assert out.tasks == {
+        "reach the red cube (0)": 0,
+        "push the red cube (1)": 1,
+        "reach the red cube (2)": 2,
+        "push the red cube (0)": 3,
+    }
+    again = merge(tmp_path / "out", [tmp_path / "b"])  # merging into an existing dataset appends
+    assert (again.added, again.duplicates) == (0, 2)
+
+
+def test_merge_refuses_a_different_schema(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    build(tmp_path / "a", [0])
+    other = EpisodeDataset.create(
+        tmp_path / "b", fps=20, cameras=CAMERAS, state_names=STATE_NAMES, action_names=ACTION_NAMES, extras=EXTRAS
+    )
+    other.append(make_episode(1))
+    assert vla_rl(["dataset", "merge", str(tmp_path / "a"), str(tmp_path / "b")]) == 1
+    assert "cannot be merged" in capsys.readouterr().err
+    assert len(EpisodeDataset.open(tmp_path / "a")) == 1
+
+
+def test_info_stats_relabel_export_verify_commands(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = tmp_path / "ds"
+    build(root, [0, 1, 2, 3, 4])  # reach: seeds 0, 2, 4 (success 2, 4); push: 1, 3 (success 1)
+    assert vla_rl(["dataset", "info", str(root), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["episodes"], info["frames"]) == (5, 60)
+    assert info["tasks"]["reach"] == {"episodes": 3, "successes": 2, "success_rate": 2 / 3, "instructions": 3}
+    assert info["tasks"]["push"]["success_rate"] == 0.5
+
+    assert vla_rl(["dataset", "info", str(root)]) == 0
+    assert "66.7%" in capsys.readouterr().out
+
+    assert vla_rl(["dataset", "stats", str(root), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    actions = np.concatenate([make_episode(s).actions for s in range(5)]).astype(np.float64)
+    np.testing.assert_allclose(stats["action"]["mean"], actions.mean(axis=0))
+    assert stats["action"]["count"] == [60]
+
+    assert vla_rl(["dataset", "relabel", str(root), "3", "--success", "true"]) == 0
+    assert "success False -> True" in capsys.readouterr().out
+    assert EpisodeDataset.open(root).episodes_meta()[3]["success"] is True
+    assert vla_rl(["dataset", "relabel", str(root), "9", "--success", "true"]) == 1
+    assert "out of range" in capsys.readouterr().err
+
+    out = tmp_path / "flat.npz"
+    assert vla_rl(["dataset", "export", str(root), str(out)]) == 0
+    with np.load(out) as flat:
+        assert flat["action"].shape == (60, 4)
+        assert flat["observation.images.front"].shape == (60, 64, 64, 3)
+        np.testing.assert_array_equal(flat["episode_index"], np.repeat(np.arange(5), 12))
+        np.testing.assert_array_equal(flat["action"][12:24], make_episode(1).actions)
+        assert flat["episode/success"].tolist() == [False, True, True, True, True]
+        assert flat["episode/instruction"][1] == "push the red cube (1)"
+
+    assert vla_rl(["dataset", "verify", str(root)]) == 0
+    broken = root / "data/chunk-000/file-004.parquet"
+    broken.write_bytes(b"garbage")
+    assert vla_rl(["dataset", "verify", str(root)]) == 1
+    assert str(broken) in capsys.readouterr().out
