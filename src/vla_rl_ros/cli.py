@@ -10,6 +10,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "dataset": ("vla_rl_ros.data.cli", "inspect, merge, relabel and export episode datasets (LeRobot v3)"),
     "launch": ("vla_rl_ros.launcher.cli", "run a ROS 2 YAML launch file without a ROS 2 install"),
+    "tasks": ("vla_rl_ros.sim.tasks_cli", "list the sim tasks: instructions, episode limits, seed splits"),
+    "demos": ("vla_rl_ros.sim.demos", "write scripted-expert demonstrations of sim tasks as an episode dataset"),
     "plot": ("vla_rl_ros.rl.plot", "draw a run's success curves and learner health to PNG"),
 }
 

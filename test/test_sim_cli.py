@@ -1,0 +1,54 @@
+"""`vla-rl tasks` and `vla-rl demos` through the project's command line, writing real datasets."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from vla_rl_ros.cli import main as vla_rl
+from vla_rl_ros.data import EpisodeDataset
+from vla_rl_ros.sim import STATE_NAMES, TASKS
+
+
+def test_tasks_lists_every_task_with_limits_and_seed_splits(capsys: pytest.CaptureFixture[str]) -> None:
+    assert vla_rl(["tasks"]) == 0
+    text = capsys.readouterr().out
+    for name, spec in TASKS.items():
+        assert f"{name}: " in text and f"episode limit {spec.max_steps} " in text
+    assert "held-out [1000000, 1001000)" in text
+    assert vla_rl(["tasks", "--json"]) == 0
+    tasks = json.loads(capsys.readouterr().out)
+    assert [t["name"] for t in tasks] == list(TASKS)
+    assert all(t["train_seeds"][1] <= t["heldout_seeds"][0] for t in tasks)
+
+
+def test_demos_writes_successful_expert_episodes(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demos"
+    args = ["demos", "--tasks", "reach,lift", "--per-task", "2", "--out", str(out), "--image-size", "32"]
+    assert vla_rl(args) == 0
+    assert "reach: wrote 2 episodes" in capsys.readouterr().out
+    ds = EpisodeDataset.open(out)
+    assert len(ds) == 4 and ds.fps == 10
+    meta = ds.episodes_meta()
+    assert [m["task"] for m in meta] == ["reach", "reach", "lift", "lift"]
+    assert all(m["success"] and m["end_reason"] == "success" for m in meta)
+    assert len({(m["task"], m["seed"]) for m in meta}) == 4
+    episode = ds[2]
+    T = episode.length
+    assert episode.state.shape == (T, len(STATE_NAMES)) and episode.actions.shape == (T, 4)
+    assert episode.images["front"].shape == (T, 32, 32, 3) and set(episode.images) == {"front", "wrist"}
+    assert episode.seed in TASKS["lift"].train_seeds and "lift" in ds.episodes_meta()[2]["task"]
+    # the expert closes the gripper at some point and moves smoothly (actions not all at the cap)
+    assert episode.actions[:, 3].max() == 1.0
+    norms = np.linalg.norm(episode.actions[:, :3], axis=1)
+    assert np.mean(norms > 0.039) < 0.8
+    # a second run appends
+    assert vla_rl([*args[:2], "reach", *args[3:], "--first-seed", "100"]) == 0
+    assert len(EpisodeDataset.open(out)) == 6
+
+
+def test_demos_rejects_an_unknown_task(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert vla_rl(["demos", "--tasks", "fly", "--per-task", "1", "--out", str(tmp_path / "d")]) == 1
+    assert "unknown task 'fly'" in capsys.readouterr().err
