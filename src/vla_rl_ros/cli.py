@@ -13,6 +13,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tasks": ("vla_rl_ros.sim.tasks_cli", "list the sim tasks: instructions, episode limits, seed splits"),
     "demos": ("vla_rl_ros.sim.demos", "write scripted-expert demonstrations of sim tasks as an episode dataset"),
     "plot": ("vla_rl_ros.rl.plot", "draw a run's success curves and learner health to PNG"),
+    "sft": ("vla_rl_ros.policy.sft", "supervised fine-tuning of a VLA policy on demonstration datasets"),
+    "eval": ("vla_rl_ros.policy.evaluate", "greedy held-out success of a policy checkpoint, with 95% CIs"),
 }
 
 

@@ -1,0 +1,128 @@
+"""Greedy evaluation of a policy on held-out initial states in the sim, and `vla-rl eval`.
+
+Episodes of one task run side by side in lockstep so each decision is ONE batched forward pass; each
+chunk is executed open loop (all C actions) before the policy is asked again, as the executor does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vla_rl_ros.policy.vla_policy import VLAPolicy
+
+# Environments stepped together per forward pass; bounds the renderers alive at once.
+EVAL_BATCH = 16
+DEFAULT_EPISODES = 50
+
+
+def heldout_seeds(task: str, episodes: int, *, tail: bool = False) -> list[int]:
+    """The first `episodes` held-out seeds of `task` (evaluation), or the last ones (`tail`, the
+    model-selection split SFT uses, so the reported numbers are not the ones it picked by)."""
+    from vla_rl_ros.sim import get_task
+
+    seeds = get_task(task).heldout_seeds
+    if episodes > len(seeds):
+        raise ValueError(f"task {task!r} has {len(seeds)} held-out seeds; asked for {episodes} episodes")
+    return list(seeds[-episodes:] if tail else seeds[:episodes])
+
+
+def run_episodes(policy: VLAPolicy, task: str, seeds: list[int], *, greedy: bool = True,
+                 generator: torch.Generator | None = None) -> list[dict]:
+    """Roll the policy out from each seed; one dict per episode (seed, success, steps, end_reason)."""
+    from vla_rl_ros.sim import make_env
+
+    results: list[dict] = []
+    for start in range(0, len(seeds), EVAL_BATCH):
+        batch = seeds[start:start + EVAL_BATCH]
+        envs = [make_env(task, image_size=policy.image_size, cameras=(policy.camera,),
+                         action_dim=policy.action_dim) for _ in batch]
+        try:
+            observations = [env.reset(seed) for env, seed in zip(envs, batch, strict=True)]
+            outcome: list[dict | None] = [None] * len(batch)
+            while any(o is None for o in outcome):
+                live = [i for i, o in enumerate(outcome) if o is None]
+                out = policy.act(np.stack([observations[i].images[policy.camera] for i in live]),
+                                 np.stack([observations[i].state for i in live]),
+                                 [observations[i].instruction for i in live], greedy=greedy,
+                                 generator=generator)
+                for row, i in enumerate(live):
+                    for action in out.actions[row]:  # (C, A), open loop
+                        step = envs[i].step(action)
+                        observations[i] = step.observation
+                        if step.done:
+                            outcome[i] = {"seed": batch[i], "success": bool(step.info["episode_success"]),
+                                          "steps": int(step.info["step"]), "end_reason": step.info["end_reason"]}
+                            break
+            results += outcome
+        finally:
+            for env in envs:
+                env.close()
+    return results
+
+
+def evaluate(policy: VLAPolicy, tasks: list[str], episodes: int, *, tail: bool = False) -> dict:
+    """Per-task greedy success on held-out seeds with 95% Wilson intervals, and the suite mean."""
+    from vla_rl_ros.rl.plot import wilson_interval
+
+    report: dict = {"episodes_per_task": episodes, "tasks": {}}
+    for task in tasks:
+        started = time.perf_counter()
+        results = run_episodes(policy, task, heldout_seeds(task, episodes, tail=tail))
+        wins = sum(r["success"] for r in results)
+        low, high = wilson_interval(wins, len(results))
+        report["tasks"][task] = {"success_rate": wins / len(results), "successes": wins, "episodes": len(results),
+                                 "ci95": [low, high], "seconds": time.perf_counter() - started,
+                                 "episodes_detail": results}
+    report["mean_success_rate"] = float(np.mean([t["success_rate"] for t in report["tasks"].values()]))
+    return report
+
+
+def format_report(report: dict) -> str:
+    lines = [f"{'task':<12} {'success':>8}  95% CI          n"]
+    for task, r in report["tasks"].items():
+        lines.append(f"{task:<12} {r['success_rate']:>8.1%}  [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]  "
+                     f"{r['episodes']:>4}")
+    lines.append(f"{'mean':<12} {report['mean_success_rate']:>8.1%}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from vla_rl_ros.sim import TASKS
+
+    parser = argparse.ArgumentParser(prog="vla-rl eval", description="greedy held-out success of a checkpoint")
+    parser.add_argument("--checkpoint", required=True, help="policy checkpoint directory")
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS),
+                        help="tasks to evaluate (default: the whole suite)")
+    parser.add_argument("--episodes", type=int, default=DEFAULT_EPISODES,
+                        help="held-out episodes per task (the first N held-out seeds)")
+    parser.add_argument("--out", type=Path, help="write the JSON report here")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.episodes < 1:
+        raise SystemExit(f"vla-rl eval: --episodes must be >= 1, got {args.episodes}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    policy = VLAPolicy.load(args.checkpoint, device=args.device)
+    report = evaluate(policy, args.tasks, args.episodes)
+    report["checkpoint"] = str(args.checkpoint)
+    print(format_report(report))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

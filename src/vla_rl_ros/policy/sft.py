@@ -1,0 +1,274 @@
+"""Supervised fine-tuning on demonstrations, and `vla-rl sft`.
+
+Samples: every frame t of every episode gives (image_t, state_t, instruction) -> the chunk of the
+next C actions a_t .. a_{t+C-1}, tokenised per dimension. Chunks that run past the episode end are
+not padded with invented actions: the missing steps are masked out of the loss (LeRobot's
+`action_is_pad`), so the model never learns "what to do after the episode" from made-up labels.
+
+Every `val_every` steps: validation loss and token accuracy on held-back episodes; every
+`eval_every` steps: greedy held-out success in the sim on the selection seeds (the tail of the
+held-out range; `vla-rl eval` reports on the head). The checkpoint with the best selection success
+(ties: lower validation loss) is what `--out` holds at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vla_rl_ros.policy.vla_policy import FinetuneConfig, VLAPolicy
+
+LOG_FILE = "sft_log.jsonl"
+
+
+@dataclass
+class SFTConfig:
+    """`vla-rl sft` options; each field is a command-line flag (underscores as dashes)."""
+
+    data: list[str] = field(default_factory=list, metadata={"help": "dataset root(s) of demonstrations"})
+    out: str = field(default="", metadata={"help": "checkpoint directory to write (the best one)"})
+    init: str = field(default="", metadata={"help": "start from this checkpoint instead of a fresh tiny VLA"})
+    camera: str = field(default="front", metadata={"help": "camera the policy sees"})
+    chunk_size: int = field(default=4, metadata={"help": "C, actions per chunk (fresh model only)"})
+    vision: str = field(default="grid", metadata={"help": "fresh tiny VLA image encoder: grid or keypoints"})
+    proprio: bool = field(default=True, metadata={"help": "fresh tiny VLA gets a proprioception token"})
+    hidden_size: int = field(default=128, metadata={"help": "fresh tiny VLA decoder width"})
+    layers: int = field(default=3, metadata={"help": "fresh tiny VLA decoder layers"})
+    finetune: str = field(default="full", metadata={"help": "full or lora"})
+    steps: int = field(default=3000, metadata={"help": "optimiser steps"})
+    batch_size: int = field(default=64, metadata={"help": "samples per step"})
+    lr: float = field(default=1e-3, metadata={"help": "peak AdamW learning rate (cosine decay after warm-up)"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    warmup_steps: int = field(default=100, metadata={"help": "linear warm-up steps"})
+    shift_pixels: int = field(default=4, metadata={"help": "random-shift augmentation, pixels (DrQ, "
+                                                           "Kostrikov et al. 2020); 0 = off"})
+    val_fraction: float = field(default=0.1, metadata={"help": "fraction of episodes held back for validation"})
+    val_every: int = field(default=250, metadata={"help": "steps between validation passes"})
+    eval_every: int = field(default=1000, metadata={"help": "steps between held-out sim evaluations (0: at "
+                                                            "the end only)"})
+    eval_episodes: int = field(default=10, metadata={"help": "selection episodes per task per evaluation"})
+    eval_tasks: list[str] = field(default_factory=list, metadata={"help": "tasks to evaluate (default: "
+                                                                          "those in the data); none: skip"})
+    seed: int = field(default=0, metadata={"help": "torch/numpy seed"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
+    device: str = field(default="cpu", metadata={"help": "torch device"})
+
+    def __post_init__(self) -> None:
+        if self.finetune not in ("full", "lora"):
+            raise ValueError(f"finetune must be full or lora, got {self.finetune!r}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        for name in ("steps", "batch_size", "chunk_size", "val_every", "eval_episodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class Samples:
+    """Training samples, one per frame (N)."""
+
+    images: np.ndarray  # (N, H, W, 3) uint8
+    state: np.ndarray  # (N, P) float32
+    instructions: list[str]  # (N,)
+    chunks: np.ndarray  # (N, C, A) float32, robot units; zeros where masked
+    valid: np.ndarray  # (N, C) bool, False past the episode end
+    episode: np.ndarray  # (N,) int episode index
+
+
+def load_samples(roots: list[str], camera: str, chunk_size: int) -> Samples:
+    """Every frame of every successful episode in the datasets as a (observation, chunk) sample."""
+    from vla_rl_ros.data import EpisodeDataset
+
+    parts: dict[str, list] = {k: [] for k in ("images", "state", "instructions", "chunks", "valid", "episode")}
+    count = 0
+    for root in roots:
+        dataset = EpisodeDataset.open(root)
+        if camera not in dataset.cameras:
+            raise ValueError(f"dataset {root} has cameras {sorted(dataset.cameras)}, not {camera!r}; pass --camera")
+        for episode in dataset:
+            if not episode.success:  # imitate successes only
+                continue
+            T = episode.length
+            steps = np.arange(T)[:, None] + np.arange(chunk_size)[None]  # (T, C)
+            valid = steps < T
+            parts["chunks"].append(np.where(valid[..., None], episode.actions[np.minimum(steps, T - 1)], 0.0))
+            parts["valid"].append(valid)
+            parts["images"].append(episode.images[camera])
+            parts["state"].append(episode.state)
+            parts["instructions"] += [episode.instruction] * T
+            parts["episode"].append(np.full(T, count))
+            count += 1
+    if not count:
+        raise ValueError(f"no successful episodes in {roots}; make demonstrations with `vla-rl demos`")
+    return Samples(images=np.concatenate(parts["images"]), state=np.concatenate(parts["state"]),
+                   instructions=parts["instructions"], chunks=np.concatenate(parts["chunks"]).astype(np.float32),
+                   valid=np.concatenate(parts["valid"]), episode=np.concatenate(parts["episode"]))
+
+
+def random_shift(images: np.ndarray, pad: int, rng: np.random.Generator) -> np.ndarray:
+    """(B, H, W, 3): pad by edge replication and crop back at a random offset per image."""
+    if pad == 0:
+        return images
+    B, H, W, _ = images.shape
+    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
+    dy, dx = rng.integers(0, 2 * pad + 1, (2, B))
+    return np.stack([padded[i, dy[i]:dy[i] + H, dx[i]:dx[i] + W] for i in range(B)])
+
+
+def chunk_loss(policy: VLAPolicy, samples: Samples, bins: np.ndarray, idx: np.ndarray,
+               images: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masked cross-entropy over the 256 action bins and token accuracy, for samples `idx`."""
+    images = samples.images[idx] if images is None else images
+    logits = policy.action_logits(images, samples.state[idx], [samples.instructions[i] for i in idx])  # (B, CA, 256)
+    target = torch.as_tensor(bins[idx], device=logits.device)  # (B, C*A)
+    mask = torch.as_tensor(np.repeat(samples.valid[idx], policy.action_dim, axis=1), device=logits.device)
+    per_token = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")  # (B, C*A)
+    loss = (per_token * mask).sum() / mask.sum()
+    accuracy = ((logits.argmax(-1) == target) * mask).sum() / mask.sum()
+    return loss, accuracy
+
+
+def make_policy(config: SFTConfig, samples: Samples, action_names: list[str]) -> VLAPolicy:
+    if config.init:
+        return VLAPolicy.load(config.init, device=config.device)
+    from vla_rl_ros.policy.default import new_tiny_policy
+
+    valid_actions = samples.chunks[:, 0][samples.valid[:, 0]]  # (N, A): each frame's own action
+    policy = new_tiny_policy(sorted(set(samples.instructions)), valid_actions, chunk_size=config.chunk_size,
+                             state_dim=samples.state.shape[1] if config.proprio else 0, camera=config.camera,
+                             image_size=samples.images.shape[1], action_names=action_names,
+                             vision=config.vision, hidden_size=config.hidden_size,
+                             num_hidden_layers=config.layers)
+    policy.model.to(config.device)
+    return policy
+
+
+def train(config: SFTConfig) -> dict:
+    """Run SFT; returns the final summary (also the last line of sft_log.jsonl)."""
+    from tqdm import tqdm
+
+    from vla_rl_ros.data import EpisodeDataset
+    from vla_rl_ros.policy.evaluate import evaluate
+
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    samples = load_samples(config.data, config.camera, config.chunk_size)
+    action_names = list(EpisodeDataset.open(config.data[0]).features["action"]["names"])
+    in_data = {meta["task"] for root in config.data for meta in EpisodeDataset.open(root).episodes_meta()}
+    tasks = config.eval_tasks or sorted(in_data)
+    tasks = [] if tasks == ["none"] else tasks
+    policy = make_policy(config, samples, action_names)
+    if samples.chunks.shape[1] != policy.chunk_size:  # a loaded checkpoint fixes C
+        samples = load_samples(config.data, config.camera, policy.chunk_size)
+    policy.configure_finetuning(FinetuneConfig(mode=config.finetune))
+    bins = policy.action_tokenizer.encode(samples.chunks).reshape(len(samples.episode), -1)  # (N, C*A)
+
+    episodes = rng.permutation(samples.episode.max() + 1)
+    n_val = round(len(episodes) * config.val_fraction)
+    val_mask = np.isin(samples.episode, episodes[:n_val])
+    train_idx, val_idx = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
+
+    optimiser = torch.optim.AdamW(policy.trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+    def lr_at(step: int) -> float:  # linear warm-up, cosine decay to 0
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        return 0.5 * (1 + np.cos(np.pi * (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lr_at)
+    out = Path(config.out)
+    log = [{"config": asdict(config), "train_samples": len(train_idx), "val_samples": len(val_idx), "tasks": tasks}]
+
+    def write_log() -> None:  # rewritten whole: a save replaces the checkpoint folder it lives in
+        out.mkdir(parents=True, exist_ok=True)
+        (out / LOG_FILE).write_text("".join(json.dumps(line) + "\n" for line in log))
+
+    best: tuple[float, float] | None = None
+    record: dict = {}
+    started = time.perf_counter()
+    bar = tqdm(range(1, config.steps + 1), desc="sft", unit="step")
+    for step in bar:
+        policy.model.train()
+        idx = rng.choice(train_idx, config.batch_size)
+        loss, accuracy = chunk_loss(policy, samples, bins, idx,
+                                    random_shift(samples.images[idx], config.shift_pixels, rng))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.trainable_parameters(), 1.0)
+        optimiser.step()
+        scheduler.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy.item():.2f}")
+        record = {"step": step, "loss/train": loss.item(), "sft/token_accuracy": accuracy.item(),
+                  "time/elapsed_s": time.perf_counter() - started}
+        last = step == config.steps
+        if len(val_idx) and (step % config.val_every == 0 or last):
+            record |= validate(policy, samples, bins, val_idx, config.batch_size)
+        if tasks and ((config.eval_every and step % config.eval_every == 0) or last):
+            policy.model.eval()
+            report = evaluate(policy, tasks, config.eval_episodes, tail=True)
+            record |= {"eval/success_rate": report["mean_success_rate"],
+                       **{f"eval/{t}": r["success_rate"] for t, r in report["tasks"].items()}}
+            score = (report["mean_success_rate"], -record.get("loss/val", 0.0))
+            if best is None or score > best:
+                best = score
+                policy.save(out)
+            bar.write(f"step {step}: selection success {report['mean_success_rate']:.1%} "
+                      + " ".join(f"{t}={r['success_rate']:.0%}" for t, r in report["tasks"].items()))
+        if "loss/val" in record or "eval/success_rate" in record or last:
+            log.append(record)
+            write_log()
+    if best is None:  # no sim evaluation: keep the last weights
+        policy.save(out)
+        write_log()
+    return record
+
+
+def validate(policy: VLAPolicy, samples: Samples, bins: np.ndarray, val_idx: np.ndarray, batch: int) -> dict:
+    policy.model.eval()
+    losses, accuracies, weights = [], [], []
+    with torch.no_grad():
+        for start in range(0, len(val_idx), batch):
+            idx = val_idx[start:start + batch]
+            loss, accuracy = chunk_loss(policy, samples, bins, idx)
+            losses.append(loss.item())
+            accuracies.append(accuracy.item())
+            weights.append(samples.valid[idx].sum())
+    return {"loss/val": float(np.average(losses, weights=weights)),
+            "sft/val_token_accuracy": float(np.average(accuracies, weights=weights))}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vla-rl sft", description="supervised fine-tuning on demonstrations")
+    for f in fields(SFTConfig):
+        flag = "--" + f.name.replace("_", "-")
+        help_ = f.metadata["help"]
+        if f.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_)
+        elif f.type == "list[str]":
+            parser.add_argument(flag, nargs="+", default=[], help=help_, required=f.name == "data")
+        else:
+            kind = {"int": int, "float": float}.get(f.type, str)
+            parser.add_argument(flag, type=kind, default=f.default, help=f"{help_} (default {f.default})",
+                                required=f.name == "out")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    summary = train(SFTConfig(**vars(args)))
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
