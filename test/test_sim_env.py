@@ -72,6 +72,21 @@ def test_envs_side_by_side_do_not_interfere() -> None:
         np.testing.assert_array_equal(a, b)
 
 
+def test_joint_state_and_sim_time_follow_the_physics() -> None:
+    with make_env("lift", cameras=()) as env:
+        env.reset(heldout("lift"))
+        assert env.sim_time == 0.0
+        names, q, qd = env.joint_state()
+        assert names == (*(f"joint{i}" for i in range(1, 8)), "finger_joint1", "finger_joint2")
+        np.testing.assert_allclose(q[7:], 0.04)  # open
+        for _ in range(3):
+            obs = env.step(np.array([0.02, 0.0, 0.0, 1.0])).observation
+        names, q, qd = env.joint_state()
+        np.testing.assert_allclose(q[:7], obs.state[:7])
+        assert np.all(q[7:] < 0.005) and np.any(np.abs(qd[:7]) > 1e-3)
+        assert env.sim_time == pytest.approx(0.3)
+
+
 def test_reset_can_switch_task() -> None:
     with make_env("reach", cameras=()) as env:
         env.reset(heldout("reach"))

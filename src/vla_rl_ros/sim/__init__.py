@@ -14,6 +14,7 @@ from vla_rl_ros.sim.arm import ArmModel, IKConfig, JointTrajectory
 from vla_rl_ros.sim.env import (
     ACTION_MODES,
     CAMERAS,
+    JOINT_STATE_NAMES,
     STATE_NAMES,
     EnvConfig,
     Observation,
@@ -24,6 +25,6 @@ from vla_rl_ros.sim.env import (
 )
 from vla_rl_ros.sim.tasks import TASKS, TaskSpec, TaskState, get_task
 
-__all__ = ["ACTION_MODES", "CAMERAS", "STATE_NAMES", "TASKS", "ArmModel", "EnvConfig", "IKConfig",
+__all__ = ["ACTION_MODES", "CAMERAS", "JOINT_STATE_NAMES", "STATE_NAMES", "TASKS", "ArmModel", "EnvConfig", "IKConfig",
            "JointTrajectory", "Observation", "SimEnv", "StepResult", "TaskSpec", "TaskState", "action_names",
            "get_task", "make_env"]

@@ -82,6 +82,7 @@ class ArmModel:
         self.qpos_adr = np.array([j.qposadr[0] for j in joints])  # (J,)
         self.dof_adr = np.array([j.dofadr[0] for j in joints])  # (J,)
         self.finger_qpos_adr = np.array([j.qposadr[0] for j in fingers])
+        self.finger_dof_adr = np.array([j.dofadr[0] for j in fingers])
         self.lower = np.array([j.range[0] for j in joints])  # (J,) rad
         self.upper = np.array([j.range[1] for j in joints])  # (J,) rad
         self.velocity_limits = np.asarray(velocity_limits, dtype=float)  # (J,) rad/s

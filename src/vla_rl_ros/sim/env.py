@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import mujoco
 import numpy as np
 
-from vla_rl_ros.sim.arm import ARM_JOINTS, ArmModel
+from vla_rl_ros.sim.arm import ARM_JOINTS, FINGER_JOINTS, ArmModel
 from vla_rl_ros.sim.scene import (
     FIXTURES,
     OBJECT_SLOTS,
@@ -34,6 +34,7 @@ from vla_rl_ros.sim.tasks.base import Layout, TaskSpec, TaskState
 ACTION_MODES = ("ee_delta", "joint_position")
 EE_DIMS = (4, 7)  # ee_delta: [dx, dy, dz, g] or [dx, dy, dz, droll, dpitch, dyaw, g]
 STATE_NAMES: tuple[str, ...] = (*ARM_JOINTS, "ee_x", "ee_y", "ee_z", "gripper")  # P = 11
+JOINT_STATE_NAMES: tuple[str, ...] = (*ARM_JOINTS, *FINGER_JOINTS)  # sensor_msgs/JointState order
 CAMERAS = ("front", "wrist")
 
 
@@ -156,6 +157,7 @@ class SimEnv:
                 m.body_pos[self.ids.fixture_body[slot]] = pos
         mujoco.mj_forward(m, d)
         mujoco.mj_step(m, d, round(self.config.settle_time / m.opt.timestep))
+        d.time = 0.0  # episode time starts after settling
         self._q_cmd = self.arm.home.copy()
         self._held_quat = self.arm.fk(d.qpos[self.arm.qpos_adr])[1]
         self._steps = 0
@@ -222,6 +224,17 @@ class SimEnv:
     @property
     def steps(self) -> int:
         return self._steps
+
+    @property
+    def sim_time(self) -> float:
+        """Simulated seconds since the episode started (a bridge adds them to its own monotonic /clock)."""
+        return float(self.data.time)
+
+    def joint_state(self) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+        """(names, positions (9,) rad or m, velocities (9,)) of the arm joints then the fingers."""
+        qpos = np.concatenate([self.data.qpos[self.arm.qpos_adr], self.data.qpos[self.arm.finger_qpos_adr]])
+        dofs = np.concatenate([self.arm.dof_adr, self.arm.finger_dof_adr])
+        return JOINT_STATE_NAMES, qpos, self.data.qvel[dofs].copy()
 
     @property
     def instruction(self) -> str:
@@ -308,5 +321,5 @@ def make_env(task: str, *, image_size: int = 64, cameras: tuple[str, ...] = CAME
                   action_dim=action_dim, config=config)
 
 
-__all__ = ["ACTION_MODES", "CAMERAS", "STATE_NAMES", "TASKS", "EnvConfig", "Observation", "SimEnv",
+__all__ = ["ACTION_MODES", "CAMERAS", "JOINT_STATE_NAMES", "STATE_NAMES", "TASKS", "EnvConfig", "Observation", "SimEnv",
            "StepResult", "action_names", "make_env"]
