@@ -202,7 +202,18 @@ def test_resume_refuses_a_different_policy_shape(tmp_path):
     with pytest.raises(ValueError, match="same policy config"):
         GRPOLearner(other, CFG, tmp_path / "b", tensorboard=False).resume(latest_checkpoint(tmp_path))
     with pytest.raises(FileNotFoundError, match="no learner checkpoint"):
-        GRPOLearner(StatePolicy(), CFG, tmp_path / "c", tensorboard=False).resume()
+        GRPOLearner(StatePolicy(), CFG, tmp_path / "c", tensorboard=False).resume(tmp_path / "nowhere")
+
+
+def test_a_run_stopped_before_its_first_checkpoint_requeues_its_groups(tmp_path):
+    a = GRPOLearner(StatePolicy(), CFG, tmp_path, tensorboard=False)
+    fill(a.buffer, 2, CFG)
+    a.maybe_update()
+    a.publish_policy()  # policy nodes are acting with v1 when the learner dies
+    b = GRPOLearner(StatePolicy(), CFG, tmp_path, tensorboard=False)
+    assert b.resume() is None
+    assert b.buffer.ready_groups() == 2 and (b.updates, b.policy_version) == (0, 0)
+    assert b.maybe_update() is not None and b.buffer.accounting()["used"] == 8
 
 
 def test_publish_policy_writes_versioned_weights(tmp_path):

@@ -251,13 +251,25 @@ class GRPOLearner:
         _prune(root, "update_", KEEP_CHECKPOINTS)
         return path
 
-    def resume(self, path: Path | str | None = None) -> Path:
+    def resume(self, path: Path | str | None = None) -> Path | None:
         """Restore weights, optimiser, counters and RNG from a checkpoint directory (default: the run's
-        latest) and put back in the queue the groups of updates the checkpoint does not cover."""
-        path = Path(path) if path is not None else latest_checkpoint(self.run_dir)
-        if path is None or not (path / LEARNER_FILE).exists():
-            raise FileNotFoundError(f"no learner checkpoint at {path or self.run_dir / CHECKPOINTS_DIR}; "
-                                    "pass a checkpoints/update_NNNNNN directory")
+        latest) and put back in the queue the groups of updates the checkpoint does not cover. A run
+        that stopped before its first checkpoint keeps the initial weights and requeues every group;
+        returns None then.
+
+        Updates after the checkpoint are lost, so the versions they published will be numbered again
+        for different weights (PolicyUpdate's digest tells them apart); call publish_policy() after
+        resuming so the policy nodes act with the restored weights. Episodes from those lost versions
+        count as fresh (their version is ahead of the learner's), none is dropped."""
+        if path is None:
+            path = latest_checkpoint(self.run_dir)
+            if path is None:
+                self._restart(0)
+                return None
+        path = Path(path)
+        if not (path / LEARNER_FILE).exists():
+            raise FileNotFoundError(f"no learner checkpoint at {path}; pass a "
+                                    f"{CHECKPOINTS_DIR}/update_NNNNNN directory of a run")
         state = json.loads((path / LEARNER_FILE).read_text())
         tensors = load_file(str(path / TRAINABLE_FILE))
         if len(tensors) != len(self.params):
@@ -278,10 +290,13 @@ class GRPOLearner:
         self.policy_version = state["policy_version"]
         self.optimizer_steps = state["optimizer_steps"]
         self.trajectories_trained = state["trajectories_trained"]
-        self.buffer.rollback(self.updates)
+        self._restart(self.updates)
+        return path
+
+    def _restart(self, after_update: int) -> None:
+        self.buffer.rollback(after_update)
         self.buffer.set_policy_version(self.policy_version)
         self._last_mark = (time.monotonic(), self.updates, self.buffer.accounting()["results"], {})
-        return path
 
 
 def latest_checkpoint(run_dir: Path | str) -> Path | None:
