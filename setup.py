@@ -7,7 +7,10 @@ from setuptools import find_packages, setup
 PACKAGE = "vla_rl_ros"
 
 # One console entry point per node: `ros2 run vla_rl_ros <name>` and the launch files' `exec:`.
-NODES: dict[str, str] = {}
+NODES: dict[str, str] = {
+    "episode_manager": "vla_rl_ros.nodes.episode_manager",
+    "success_detector": "vla_rl_ros.nodes.success_detector",
+}
 
 
 def tree(folder: str) -> list[tuple[str, list[str]]]:

@@ -1,0 +1,82 @@
+"""Conversions between ROS messages and the core's plain types, in one place for every node."""
+
+from __future__ import annotations
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from cv_bridge import CvBridge
+from geometry_msgs.msg import Pose
+from sensor_msgs.msg import Image
+from vla_rl_interfaces.msg import TaskState as TaskStateMsg
+
+from vla_rl_ros.sim.tasks import TaskState
+
+_BRIDGE = CvBridge()
+
+
+class MessageError(ValueError):
+    """A message whose content cannot be used (wrong encoding, sizes that do not add up, NaN...)."""
+
+
+def image_to_msg(rgb: np.ndarray, stamp: Time, frame_id: str = "") -> Image:
+    """(H, W, 3) uint8 RGB -> sensor_msgs/Image rgb8."""
+    msg = _BRIDGE.cv2_to_imgmsg(np.ascontiguousarray(rgb), encoding="rgb8")
+    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    return msg
+
+
+def image_from_msg(msg: Image) -> np.ndarray:
+    """sensor_msgs/Image (rgb8 or bgr8) -> (H, W, 3) uint8 RGB; MessageError for anything else."""
+    if msg.encoding not in ("rgb8", "bgr8"):
+        raise MessageError(f"image encoding {msg.encoding!r} is not supported (rgb8 or bgr8)")
+    if msg.height == 0 or msg.width == 0 or len(msg.data) < msg.step * msg.height or msg.step < 3 * msg.width:
+        raise MessageError(f"image {msg.width}x{msg.height} step {msg.step} has {len(msg.data)} bytes")
+    try:
+        rgb = _BRIDGE.imgmsg_to_cv2(msg, desired_encoding="rgb8")
+    except Exception as exc:  # cv_bridge raises its own and numpy errors for malformed buffers
+        raise MessageError(f"malformed image: {exc}") from exc
+    return np.ascontiguousarray(rgb)
+
+
+def _pose(pos: np.ndarray, quat: np.ndarray) -> Pose:
+    p = Pose()
+    p.position.x, p.position.y, p.position.z = (float(v) for v in pos)
+    p.orientation.w, p.orientation.x, p.orientation.y, p.orientation.z = (float(v) for v in quat)
+    return p
+
+
+def _pos_quat(p: Pose) -> tuple[list[float], list[float]]:
+    o = p.orientation
+    return [p.position.x, p.position.y, p.position.z], [o.w, o.x, o.y, o.z]
+
+
+def task_state_to_msg(state: TaskState, msg: TaskStateMsg) -> TaskStateMsg:
+    """Fill `msg`'s state fields from the core TaskState (header and episode fields are the caller's)."""
+    msg.object_names = list(state.object_names)
+    msg.object_poses = [_pose(p, q) for p, q in zip(state.object_pos, state.object_quat, strict=True)]
+    msg.ee_pose = _pose(state.ee_pos, state.ee_quat)
+    msg.gripper = float(state.gripper)
+    msg.value_names = list(state.values)
+    msg.values = [float(v) for v in state.values.values()]
+    return msg
+
+
+def task_state_from_msg(msg: TaskStateMsg) -> TaskState:
+    """The core TaskState a TaskState message describes; MessageError if it is inconsistent."""
+    if len(msg.object_names) != len(msg.object_poses) or len(msg.value_names) != len(msg.values):
+        raise MessageError(f"task_state has {len(msg.object_names)} names for {len(msg.object_poses)} poses and "
+                           f"{len(msg.value_names)} value names for {len(msg.values)} values")
+    poses = [_pos_quat(p) for p in msg.object_poses]
+    ee_pos, ee_quat = _pos_quat(msg.ee_pose)
+    state = TaskState(
+        object_names=tuple(msg.object_names),
+        object_pos=np.array([p for p, _ in poses], dtype=np.float64).reshape(-1, 3),
+        object_quat=np.array([q for _, q in poses], dtype=np.float64).reshape(-1, 4),
+        ee_pos=np.array(ee_pos), ee_quat=np.array(ee_quat), gripper=float(msg.gripper),
+        values=dict(zip(msg.value_names, (float(v) for v in msg.values), strict=True)),
+    )
+    numbers = np.concatenate([state.object_pos.ravel(), state.object_quat.ravel(), state.ee_pos, state.ee_quat,
+                              [state.gripper], list(state.values.values())])
+    if not np.all(np.isfinite(numbers)):
+        raise MessageError("task_state holds non-finite numbers")
+    return state

@@ -1,0 +1,93 @@
+"""Episode manager and success detector as real processes: groups, success, time-outs, lost nodes."""
+
+from __future__ import annotations
+
+import pytest
+from rosgraph import RELIABLE, RosGraph, wait_until
+from vla_rl_interfaces.msg import ActionChunk, EpisodeResult, EpisodeStart, SuccessSignal, TaskState
+from vla_rl_interfaces.srv import ResetEpisode
+
+from vla_rl_ros.ros.convert import task_state_to_msg
+from vla_rl_ros.sim import make_env
+
+pytestmark = pytest.mark.graph
+NS = "/arm0"
+
+
+class FakeArm:
+    """Plays the sim bridge's reset service and the policy's presence from the test process."""
+
+    def __init__(self, graph: RosGraph) -> None:
+        self.resets: list[ResetEpisode.Request] = []
+        probe = graph.probe
+        probe.node.create_service(ResetEpisode, f"{NS}/reset_episode", self.on_reset)
+        self.chunks = probe.publisher(ActionChunk, f"{NS}/action_chunk", RELIABLE)
+        self.task_state = probe.publisher(TaskState, f"{NS}/task_state", RELIABLE)
+        self.starts = probe.collect(EpisodeStart, f"{NS}/episode_start", RELIABLE)
+        self.results = probe.collect(EpisodeResult, f"{NS}/episode_result", RELIABLE)
+        self.success = probe.collect(SuccessSignal, f"{NS}/success", RELIABLE)
+
+    def on_reset(self, request: ResetEpisode.Request, response: ResetEpisode.Response) -> ResetEpisode.Response:
+        self.resets.append(request)
+        response.success, response.instruction = True, f"do {request.task}"
+        return response
+
+
+def test_groups_share_a_seed_and_success_ends_the_episode(ros_graph: RosGraph) -> None:
+    # A state in which the reach predicate holds: the scripted expert's end state in the real sim.
+    env = make_env("reach")
+    env.reset(seed=1_000_000)
+    while not env.step(env.task.expert(env)).info["episode_success"]:
+        pass
+    reached = env.task_state()
+    env.close()
+    arm = FakeArm(ros_graph)
+    # 1 Hz of wall time: reach's 40-step limit cannot run out while the test plays the arm.
+    ros_graph.node("episode_manager", "-r", f"__ns:={NS}", "-p", "tasks:=[reach]", "-p", "group_size:=2",
+                   "-p", "control_rate_hz:=1.0")
+    ros_graph.node("success_detector", "-r", f"__ns:={NS}")
+    ros_graph.probe.wait_for_topic(f"{NS}/success")
+
+    for episode in range(2):
+        wait_until(lambda n=episode: len(arm.starts) > n, 30, f"episode {episode} to start")
+        start = arm.starts[episode]
+        assert (start.task, start.instruction, start.evaluation) == ("reach", "do reach", False)
+        chunk = ActionChunk(episode_id=start.episode_id, policy_version=3)
+        arm.chunks.publish(chunk)
+        msg = task_state_to_msg(reached, TaskState(episode_id=start.episode_id, task="reach"))
+        for _ in range(5):  # reach holds for 3 steps
+            arm.task_state.publish(msg)
+        wait_until(lambda n=episode: len(arm.results) > n, 30, f"episode {episode} to end")
+    first, second = arm.results[:2]
+    assert first.group_id == second.group_id != "" and first.seed == second.seed
+    assert first.episode_id != second.episode_id
+    assert [(r.success, r.reward, r.end_reason, r.policy_version) for r in (first, second)] == [
+        (True, 1.0, "success", 3)] * 2
+    assert [r.seed for r in arm.resets[:2]] == [first.seed] * 2
+    # The detector reported success only after the predicate held for the task's 3 steps.
+    verdicts = [s.success for s in arm.success if s.episode_id == first.episode_id]
+    assert verdicts[:3] == [False, False, True]
+
+
+def test_silence_ends_the_episode_as_lost_node_and_timeouts_count_steps(ros_graph: RosGraph) -> None:
+    arm = FakeArm(ros_graph)
+    ros_graph.node("episode_manager", "-r", f"__ns:={NS}", "-p", "tasks:=[reach]", "-p", "group_size:=2",
+                   "-p", "lost_node_timeout_s:=1.0", "-p", "max_episodes:=2", label="manager")
+    wait_until(lambda: arm.starts, 30, "an episode to start")
+    arm.chunks.publish(ActionChunk(episode_id=arm.starts[0].episode_id))
+    wait_until(lambda: arm.results, 30, "the silent episode to end")
+    assert arm.results[0].end_reason == EpisodeResult.END_LOST_NODE and not arm.results[0].success
+    # Second episode: keep the arm alive; reach's 40 steps at 10 Hz of ROS (wall) time run out after 4 s.
+    wait_until(lambda: len(arm.starts) > 1, 30, "the second episode")
+    deadline_chunks = ActionChunk(episode_id=arm.starts[1].episode_id)
+    wait_until(lambda: (arm.chunks.publish(deadline_chunks), len(arm.results) > 1)[1], 30, "a time-out")
+    assert arm.results[1].end_reason == EpisodeResult.END_TIMEOUT and arm.results[1].steps == 40
+    # max_episodes reached: the manager exits by itself, cleanly.
+    proc = next(p for name, p, _ in ros_graph.procs if name == "manager")
+    assert proc.wait(timeout=30) == 0
+
+
+def test_unknown_task_is_refused_at_start(ros_graph: RosGraph) -> None:
+    proc = ros_graph.node("episode_manager", "-p", "tasks:=[reach, juggle]")
+    assert proc.wait(timeout=60) == 2
+    assert "unknown task 'juggle'" in ros_graph.log("episode_manager")
