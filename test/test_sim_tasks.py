@@ -22,8 +22,8 @@ def make_state(objects: dict[str, tuple[float, float, float]], *, ee=(0.45, 0.0,
                      ee_quat=np.array([0.0, 1, 0, 0]), gripper=gripper)
 
 
-def test_task_suite_has_five_tasks_with_disjoint_seed_splits() -> None:
-    assert list(TASKS) == ["reach", "push", "lift", "pick_place", "stack"]
+def test_task_suite_has_six_tasks_with_disjoint_seed_splits() -> None:
+    assert list(TASKS) == ["reach", "push", "lift", "pick_place", "stack", "two_on_plate"]
     for spec in TASKS.values():
         assert not set(spec.train_seeds[:1000]) & set(spec.heldout_seeds)
         assert spec.check_seed(spec.train_seeds[0]) == "train"
@@ -94,6 +94,16 @@ def test_stack_predicate() -> None:
     assert not spec.success(make_state({"red_cube": (0.6, 0.0, H), "green_cube": base}))  # side by side
     assert not spec.success(make_state({"red_cube": (0.5, 0.0, 3 * H + 0.04), "green_cube": base}))  # in the air
     assert not spec.success(make_state({"red_cube": (0.5, 0.0, 5 * H), "green_cube": (0.5, 0.0, 3 * H)}))
+
+
+def test_two_on_plate_predicate() -> None:
+    spec = TASKS["two_on_plate"]
+    plate, rest = (0.5, 0.1, 0.0), PLATE_TOP + H
+    both = {"red_cube": (0.46, 0.1, rest), "blue_cylinder": (0.54, 0.1, rest), "plate": plate}
+    assert spec.success(make_state(both))
+    assert not spec.success(make_state(both, gripper=0.25))
+    assert not spec.success(make_state({**both, "blue_cylinder": (0.5, -0.1, H)}))  # one still on the table
+    assert not spec.success(make_state({**both, "red_cube": (0.5, 0.1, rest + 0.06)}))  # one held above
 
 
 def run_expert(env, seed: int) -> bool:

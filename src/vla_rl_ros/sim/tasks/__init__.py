@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from vla_rl_ros.sim.tasks import lift, pick_place, push, reach, stack
+from vla_rl_ros.sim.tasks import lift, pick_place, push, reach, stack, two_on_plate
 from vla_rl_ros.sim.tasks.base import TaskSpec, TaskState
 
-TASKS: dict[str, TaskSpec] = {module.SPEC.name: module.SPEC for module in (reach, push, lift, pick_place, stack)}
+# in order of rising difficulty
+TASKS: dict[str, TaskSpec] = {
+    module.SPEC.name: module.SPEC for module in (reach, push, lift, pick_place, stack, two_on_plate)
+}
 
 
 def get_task(name: str) -> TaskSpec:

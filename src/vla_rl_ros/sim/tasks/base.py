@@ -24,7 +24,7 @@ SPAWN_X = (0.38, 0.64)
 SPAWN_Y = (-0.22, 0.22)
 SPAWN_GAP = 0.03  # m of free table between any two footprints at reset
 SPAWN_TRIES = 1000
-CUBE_YAW_RANGE = 0.4  # rad either side of the gripper's finger axis, so a held-down grasp fits
+CUBE_YAW_RANGE = 0.25  # rad either side of the finger axis: a 6 cm cube then spans <= 7.3 cm of the 8 cm opening
 
 
 @dataclass(frozen=True)

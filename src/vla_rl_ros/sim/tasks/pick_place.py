@@ -49,10 +49,15 @@ def sample(rng: np.random.Generator, cfg: PickPlaceConfig) -> tuple[Placement, .
     return (placed[0], plate, *placed[1:])
 
 
+def resting_on_plate(obj: np.ndarray, plate: np.ndarray, inside_margin: float, rest_tolerance: float) -> bool:
+    """An object centre obj (3,) rests on the plate at plate (3,): inside the rim by inside_margin and
+    no higher than rest_tolerance above resting."""
+    inside = np.linalg.norm(obj[:2] - plate[:2]) < PLATE_RADIUS - inside_margin
+    return bool(inside and obj[2] < resting_on(PLATE_TOP) + rest_tolerance)
+
+
 def on_plate(state: TaskState, cfg: PickPlaceConfig) -> bool:
-    obj, plate = state.object_pos[0], state.object_pos[1]
-    inside = np.linalg.norm(obj[:2] - plate[:2]) < PLATE_RADIUS - cfg.inside_margin
-    return bool(inside and obj[2] < resting_on(PLATE_TOP) + cfg.rest_tolerance)
+    return resting_on_plate(state.object_pos[0], state.object_pos[1], cfg.inside_margin, cfg.rest_tolerance)
 
 
 def success(state: TaskState, cfg: PickPlaceConfig) -> bool:

@@ -25,8 +25,11 @@ class ExpertConfig:
     gain: float = field(default=0.5, metadata={"help": "fraction of the remaining TCP error commanded per step"})
     max_step: float = field(default=0.04, metadata={"help": "cap on the commanded translation's length (m/step)"})
     travel_height: float = field(default=0.13, metadata={"help": "TCP height (m) for moves across the table"})
-    xy_tolerance: float = field(default=0.012, metadata={"help": "TCP-object xy error (m) under which to descend"})
+    xy_tolerance: float = field(default=0.006, metadata={"help": "TCP-object xy error (m) under which to descend: "
+                                                                 "the open fingers clear a 6 cm cube by 3.5 mm"})
     z_tolerance: float = field(default=0.012, metadata={"help": "TCP height error (m) under which a grasp closes"})
+    held_offset: float = field(default=0.02, metadata={"help": "object-TCP offset (m, per xy and z) within "
+                                                                "which closed fingers count as holding it"})
     held_closure: float = field(default=0.12, metadata={"help": "measured closure above which closed fingers "
                                                                 "count as holding (open 0, 6 cm object 0.25)"})
     released_closure: float = field(default=0.05, metadata={"help": "measured closure under which the fingers "
@@ -66,8 +69,8 @@ def via_travel_height(state: TaskState, goal: np.ndarray, cfg: ExpertConfig) -> 
 def is_held(state: TaskState, i: int, cfg: ExpertConfig) -> bool:
     """Object i sits between closed fingers."""
     offset = state.object_pos[i] - state.ee_pos
-    return (state.gripper > cfg.held_closure and np.linalg.norm(offset[:2]) < 2 * cfg.xy_tolerance
-            and abs(offset[2]) < 2 * cfg.z_tolerance)
+    return (state.gripper > cfg.held_closure and np.linalg.norm(offset[:2]) < cfg.held_offset
+            and abs(offset[2]) < cfg.held_offset)
 
 
 def grasp(state: TaskState, i: int, cfg: ExpertConfig) -> np.ndarray:
@@ -76,7 +79,8 @@ def grasp(state: TaskState, i: int, cfg: ExpertConfig) -> np.ndarray:
     xy_err = np.linalg.norm(state.ee_pos[:2] - obj[:2])
     if xy_err < 2 * cfg.xy_tolerance and abs(state.ee_pos[2] - obj[2]) < cfg.z_tolerance:
         return ee_action(toward(state, obj, cfg), CLOSED)
-    if xy_err < cfg.xy_tolerance or (xy_err < 2 * cfg.xy_tolerance and state.ee_pos[2] < cfg.travel_height):
+    descending = state.ee_pos[2] < cfg.travel_height - 2 * cfg.z_tolerance
+    if xy_err < cfg.xy_tolerance or (descending and xy_err < 2 * cfg.xy_tolerance):
         return ee_action(toward(state, obj, cfg), OPEN)  # descend, still centring
     return ee_action(via_travel_height(state, obj, cfg), OPEN)
 
