@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from vla_rl_ros.data import DatasetError, Episode, EpisodeDataset
+from vla_rl_ros.data.stats import image_stats
 from vla_rl_ros.data.video import psnr
 
 # Measured on these 64 px frames (shading plus a saturated red box): 35.4 dB for the yuv420p colour
@@ -228,3 +229,15 @@ def test_create_and_open_refuse_wrong_roots(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="even"):
         EpisodeDataset.create(tmp_path / "odd", fps=10, cameras={"c": (63, 64)}, state_names=["a"],
                               action_names=["b"])
+
+
+def test_image_stats_from_histograms_equal_direct_statistics() -> None:
+    frames = np.random.default_rng(0).integers(0, 256, (5, 16, 24, 3), dtype=np.uint8)
+    fast = image_stats(frames)
+    pixels = frames.reshape(-1, 3) / 255.0
+    np.testing.assert_allclose(fast["mean"], pixels.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(fast["std"], pixels.std(axis=0), rtol=1e-12)
+    np.testing.assert_array_equal(fast["min"], pixels.min(axis=0))
+    np.testing.assert_array_equal(fast["max"], pixels.max(axis=0))
+    np.testing.assert_array_equal(fast["q50"], np.quantile(pixels, 0.5, axis=0, method="inverted_cdf"))
+    assert fast["count"].tolist() == [5]
