@@ -241,3 +241,16 @@ def test_image_stats_from_histograms_equal_direct_statistics() -> None:
     np.testing.assert_array_equal(fast["max"], pixels.max(axis=0))
     np.testing.assert_array_equal(fast["q50"], np.quantile(pixels, 0.5, axis=0, method="inverted_cdf"))
     assert fast["count"].tolist() == [5]
+
+
+def test_read_only_the_cameras_asked_for(tmp_path: Path) -> None:
+    ds = create(tmp_path / "ds")
+    ds.append(make_episode(0))
+    wrist = ds.read(0, cameras=["wrist"])
+    assert list(wrist.images) == ["wrist"]
+    assert psnr(make_episode(0).images["wrist"], wrist.images["wrist"]) >= MIN_PSNR_DB
+    bare = ds.read(0, cameras=())
+    assert bare.images == {}
+    assert bare.actions.tobytes() == make_episode(0).actions.tobytes()
+    with pytest.raises(ValueError, match=r"cameras \['top'\] are not in this dataset"):
+        ds.read(0, cameras=["top"])

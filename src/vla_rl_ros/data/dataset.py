@@ -288,13 +288,22 @@ class EpisodeDataset:
         return [self._meta(row) for row in self._rows]
 
     def __getitem__(self, index: int) -> Episode:
+        return self.read(index)
+
+    def read(self, index: int, *, cameras: Sequence[str] | None = None) -> Episode:
+        """Episode `index` with the videos of `cameras` only (default all; () for none, which skips
+        video decoding: the fast way to get state, actions and labels)."""
         row = self._rows[self._check_index(index)]
+        cameras = list(self.cameras) if cameras is None else list(cameras)
+        unknown = set(cameras) - set(self.cameras)
+        if unknown:
+            raise ValueError(f"cameras {sorted(unknown)} are not in this dataset; it has {sorted(self.cameras)}")
         arrays = self._read_arrays(row)
         images = {
             camera: decode_video(
                 self._video_path(row, camera), row[f"videos/{IMAGE_PREFIX}{camera}/from_timestamp"], row["length"]
             )
-            for camera in self.cameras
+            for camera in cameras
         }
         meta = self._meta(row)
         return Episode(

@@ -24,7 +24,7 @@ class Episode:
     success: bool
     reward: float  # 1.0 for success, else 0.0 (binary reward, SimpleVLA-RL)
     end_reason: str  # one of END_REASONS
-    images: dict[str, np.ndarray]  # camera -> (T, H, W, 3) uint8 RGB
+    images: dict[str, np.ndarray]  # camera -> (T, H, W, 3) uint8 RGB (all the dataset's cameras to append)
     state: np.ndarray  # (T, P) float32
     actions: np.ndarray  # (T, A) float32
     policy_version: int = 0  # version that acted; 0 for scripted demonstrations
@@ -40,8 +40,6 @@ class Episode:
         T = len(self.state)
         if T == 0:
             raise ValueError("an episode needs at least one frame; got state with 0 rows")
-        if not self.images:
-            raise ValueError("an episode needs at least one camera in `images`")
         for name, frames in self.images.items():
             if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
                 raise ValueError(

@@ -78,10 +78,9 @@ def export_npz(ds: EpisodeDataset, path: str | Path, *, images: bool = True, pro
     path = Path(path)
     frames: dict[str, list[np.ndarray]] = {}
     for index in tqdm(range(len(ds)), desc="export", unit="episode", disable=not progress):
-        episode = ds[index]
+        episode = ds.read(index, cameras=None if images else ())
         arrays = {"observation.state": episode.state, "action": episode.actions, **episode.extras}
-        if images:
-            arrays |= {f"observation.images.{cam}": value for cam, value in episode.images.items()}
+        arrays |= {f"observation.images.{cam}": value for cam, value in episode.images.items()}
         arrays["episode_index"] = np.full(episode.length, index, dtype=np.int64)
         for key, value in arrays.items():
             frames.setdefault(key, []).append(value)
