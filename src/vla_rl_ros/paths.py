@@ -32,3 +32,8 @@ def package_share(package: str) -> Path:
             "(AMENT_PREFIX_PATH); source your workspace's install/setup.bash or run scripts/setup.sh"
         ) from exc
 
+
+
+def default_checkpoint() -> Path:
+    """The embedded default policy shipped with the package (made by `vla-rl sft`, see README)."""
+    return package_share("vla_rl_ros") / "models" / "default_policy"

@@ -6,9 +6,13 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from cv_bridge import CvBridge
 from geometry_msgs.msg import Pose
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import Image, JointState
+from vla_rl_interfaces.msg import EpisodeResult as EpisodeResultMsg
 from vla_rl_interfaces.msg import TaskState as TaskStateMsg
+from vla_rl_interfaces.msg import Trajectory as TrajectoryMsg
 
+from vla_rl_ros.rl.records import ResultRecord, TrajectoryRecord
+from vla_rl_ros.sim import ArmModel
 from vla_rl_ros.sim.tasks import TaskState
 
 _BRIDGE = CvBridge()
@@ -36,6 +40,23 @@ def image_from_msg(msg: Image) -> np.ndarray:
     except Exception as exc:  # cv_bridge raises its own and numpy errors for malformed buffers
         raise MessageError(f"malformed image: {exc}") from exc
     return np.ascontiguousarray(rgb)
+
+
+def proprio_from_joint_state(arm: ArmModel, msg: JointState) -> np.ndarray:
+    """The policy's proprioception (P,) from a JointState: arm joints, end-effector position, gripper."""
+    names = list(msg.name)
+    if len(msg.position) != len(names):
+        raise MessageError(f"joint_states has {len(names)} names but {len(msg.position)} positions")
+    try:
+        q = np.array([msg.position[names.index(n)] for n in arm.joint_names])
+        fingers = np.array([msg.position[names.index(n)] for n in arm.finger_joint_names])
+    except ValueError:
+        raise MessageError(f"joint_states names {names} lack some of {arm.joint_names + arm.finger_joint_names}") \
+            from None
+    if not (np.all(np.isfinite(q)) and np.all(np.isfinite(fingers))):
+        raise MessageError("joint_states holds non-finite positions")
+    ee_pos, _ = arm.fk(q)
+    return np.array([*q, *ee_pos, arm.gripper_closure(fingers)], dtype=np.float32)  # (P,) as SimEnv's state
 
 
 def _pose(pos: np.ndarray, quat: np.ndarray) -> Pose:
@@ -80,3 +101,40 @@ def task_state_from_msg(msg: TaskStateMsg) -> TaskState:
     if not np.all(np.isfinite(numbers)):
         raise MessageError("task_state holds non-finite numbers")
     return state
+
+
+def trajectory_from_msg(msg: TrajectoryMsg) -> TrajectoryRecord:
+    """A Trajectory message as the learner's record; MessageError if its sizes do not add up."""
+    n, tokens = len(msg.images), msg.chunk_size * msg.action_dim
+    if n == 0 or tokens == 0:
+        raise MessageError(f"trajectory {msg.episode_id!r} has {n} images and chunk {msg.chunk_size}x{msg.action_dim}")
+    sizes = {"proprio": (len(msg.proprio), n * msg.proprio_dim), "token_ids": (len(msg.token_ids), n * tokens),
+             "log_probs": (len(msg.log_probs), n), "steps": (len(msg.steps), n)}
+    wrong = {k: v for k, v in sizes.items() if v[0] != v[1]}
+    if wrong:
+        raise MessageError(f"trajectory {msg.episode_id!r}: sizes (got, expected) {wrong} for {n} chunks")
+    images = [image_from_msg(m) for m in msg.images]
+    if len({i.shape for i in images}) != 1:
+        raise MessageError(f"trajectory {msg.episode_id!r}: images differ in size")
+    state = np.asarray(msg.proprio, np.float32).reshape(n, msg.proprio_dim)
+    log_probs = np.asarray(msg.log_probs, np.float32)
+    if not (np.all(np.isfinite(state)) and np.all(np.isfinite(log_probs))):
+        raise MessageError(f"trajectory {msg.episode_id!r} holds non-finite numbers")
+    try:
+        return TrajectoryRecord(
+            episode_id=msg.episode_id, arm=msg.arm, instruction=msg.instruction, policy_version=msg.policy_version,
+            images=np.stack(images), state=state, token_ids=np.asarray(msg.token_ids, np.int64).reshape(n, tokens),
+            log_probs=log_probs, steps=np.asarray(msg.steps, np.int64))
+    except ValueError as exc:
+        raise MessageError(str(exc)) from exc
+
+
+def result_from_msg(msg: EpisodeResultMsg) -> ResultRecord:
+    """An EpisodeResult message as the learner's record; MessageError for an unknown end reason."""
+    try:
+        return ResultRecord(
+            episode_id=msg.episode_id, arm=msg.arm, group_id=msg.group_id, task=msg.task, seed=msg.seed,
+            success=msg.success, reward=float(msg.reward), steps=msg.steps, policy_version=msg.policy_version,
+            evaluation=msg.evaluation, end_reason=msg.end_reason)
+    except ValueError as exc:
+        raise MessageError(str(exc)) from exc

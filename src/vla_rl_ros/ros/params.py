@@ -34,8 +34,15 @@ def param(default: Any, description: str, *, unit: str = "", low: float | None =
     return dataclasses.field(default=default, metadata=meta)
 
 
-def descriptor(field: dataclasses.Field[Any], value_type: type) -> ParameterDescriptor:
+def _meta(field: dataclasses.Field[Any]) -> dict[str, Any]:
+    """`param(...)` metadata, or a config dataclass's plain `{"help": ...}` (e.g. GRPOConfig's fields)."""
     meta = field.metadata
+    return {"description": meta.get("description", meta.get("help", "")), "unit": meta.get("unit", ""),
+            "low": meta.get("low"), "high": meta.get("high"), "choices": meta.get("choices", ())}
+
+
+def descriptor(field: dataclasses.Field[Any], value_type: type) -> ParameterDescriptor:
+    meta = _meta(field)
     text = meta["description"] + (f" [{meta['unit']}]" if meta["unit"] else "")
     if meta["choices"]:
         text += f" (one of: {', '.join(meta['choices'])})"
@@ -53,8 +60,7 @@ def descriptor(field: dataclasses.Field[Any], value_type: type) -> ParameterDesc
 
 def check(params_cls: type, name: str, value: Any) -> None:
     """Range and choice checks with a message that names the parameter, the value and what is allowed."""
-    field = {f.name: f for f in dataclasses.fields(params_cls)}[name]
-    meta = field.metadata
+    meta = _meta({f.name: f for f in dataclasses.fields(params_cls)}[name])
     if meta["choices"] and value not in meta["choices"]:
         raise ParameterError(f"parameter {name}={value!r} is not one of {list(meta['choices'])}")
     low, high = meta["low"], meta["high"]
@@ -78,6 +84,8 @@ def declare(node: Node, params_cls: type[P]) -> P:
         value = node.declare_parameter(field.name, default, descriptor(field, value_type)).value
         if value_type is float and isinstance(value, int):
             value = float(value)
+        elif isinstance(default, tuple):  # ROS arrays come back as lists
+            value = tuple(value)
         check(params_cls, field.name, value)
         values[field.name] = value
     unknown = set(overrides) - set(values) - BUILTIN_PARAMETERS
@@ -93,5 +101,5 @@ def declare(node: Node, params_cls: type[P]) -> P:
 
 
 def defaults(params_cls: type) -> dict[str, Any]:
-    """The defaults of a Params dataclass, as they appear in config/*.yaml."""
-    return dataclasses.asdict(params_cls())
+    """The defaults of a Params dataclass, as they appear in config/*.yaml (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(params_cls()).items()}

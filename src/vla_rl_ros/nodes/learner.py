@@ -1,0 +1,168 @@
+"""learner: GRPO on the episodes of every arm; publishes new weights (one learner per graph).
+
+ROS surface; per arm `a` in the `arms` parameter (relative names)
+  subscribes  a/trajectory      vla_rl_interfaces/Trajectory     reliable, depth 100 (from policy_node)
+              a/episode_result  vla_rl_interfaces/EpisodeResult  reliable, depth 100 (from episode_manager)
+  publishes   /policy_update    vla_rl_interfaces/PolicyUpdate   reliable, transient local
+  parameters  see Params below: every GRPOConfig field (vla_rl_ros/rl/config.py) plus the node's own
+              (config/learner.yaml)
+
+Messages are queued by the subscription callbacks and handed to the learner core by one worker
+thread, which also runs the updates, so a slow update never blocks reception. The run directory
+holds the episode buffer (journalled), checkpoints, the published policies, metrics.csv and
+success.png. On start the learner resumes from the run directory's latest checkpoint, if any.
+The node exits (status 0) after max_updates updates or max_wall_time_s, ending a train_sim launch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+import time
+from pathlib import Path
+
+import rclpy
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from vla_rl_interfaces.msg import EpisodeResult, PolicyUpdate, Trajectory
+
+from vla_rl_ros.paths import default_checkpoint
+from vla_rl_ros.policy import CheckpointError, FinetuneConfig, VLAPolicy, checkpoint_digest
+from vla_rl_ros.rl.config import GRPOConfig
+from vla_rl_ros.rl.learner import GRPOLearner
+from vla_rl_ros.rl.plot import plot_run
+from vla_rl_ros.ros.causes import DropLog
+from vla_rl_ros.ros.convert import MessageError, result_from_msg, trajectory_from_msg
+from vla_rl_ros.ros.node_main import run_node
+from vla_rl_ros.ros.params import ParameterError, declare, param
+
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+EPISODES = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+IDLE_S = 0.05  # the worker's wait for new messages
+
+
+@dataclasses.dataclass(frozen=True)
+class Params(GRPOConfig):
+    run_dir: str = param("runs/train_sim", "where buffer, checkpoints, policies, metrics.csv and the plot go")
+    checkpoint: str = param("", "initial policy checkpoint; empty: the embedded default")
+    device: str = param("cpu", "torch device, e.g. cpu or cuda:0")
+    dtype: str = param("float32", "weights dtype", choices=("float32", "bfloat16", "float16"))
+    finetune: str = param("full", "train every weight (full) or LoRA adapters (lora)", choices=("full", "lora"))
+    lora_rank: int = param(8, "LoRA rank r (finetune: lora)", low=1, high=1024)
+    arms: list[str] = param(["arm0"], "arm namespaces whose episodes are learned from")
+    max_updates: int = param(0, "exit after this many updates; 0: no limit", low=0, high=10**9)
+    max_wall_time_s: float = param(0.0, "exit after this much wall time; 0: no limit", unit="s", low=0.0,
+                                   high=10**9)
+    checkpoint_every: int = param(5, "updates between learner checkpoints", low=1, high=10**6)
+    seed: int = param(0, "seed of mini-batch shuffling", low=0, high=2**31 - 1)
+
+    def grpo(self) -> GRPOConfig:
+        return GRPOConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(GRPOConfig)})
+
+
+class Learner(Node):
+    def __init__(self) -> None:
+        super().__init__("learner")
+        self.params = p = declare(self, Params)
+        self.drops = DropLog(self.get_logger())
+        self.run_dir = Path(p.run_dir).resolve()
+        checkpoint = Path(p.checkpoint) if p.checkpoint else default_checkpoint()
+        try:
+            policy = VLAPolicy.load(checkpoint, device=p.device, dtype=p.dtype)
+            policy.configure_finetuning(FinetuneConfig(mode=p.finetune, lora_rank=p.lora_rank))
+            self.core = GRPOLearner(policy, p.grpo(), self.run_dir, seed=p.seed)
+            resumed = self.core.resume()
+        except (CheckpointError, FileNotFoundError, OSError, ValueError) as exc:
+            raise ParameterError(f"cannot start the learner: {exc}") from exc
+        self.update_pub = self.create_publisher(PolicyUpdate, "/policy_update", LATCHED)
+        if resumed is not None:
+            self.get_logger().info(f"resumed from {resumed} at update {self.core.updates}")
+            self.publish_policy()  # the policy nodes must act with the restored weights
+        self.inbox: queue.SimpleQueue[Trajectory | EpisodeResult] = queue.SimpleQueue()
+        for arm in p.arms:
+            prefix = f"{arm.rstrip('/')}/" if arm else ""
+            self.create_subscription(Trajectory, prefix + "trajectory", self.inbox.put, EPISODES)
+            self.create_subscription(EpisodeResult, prefix + "episode_result", self.inbox.put, EPISODES)
+        self.started = time.monotonic()
+        self.stop = threading.Event()
+        self.worker = threading.Thread(target=self.work, name="learner-worker", daemon=True)
+        self.worker.start()
+        self.get_logger().info(f"learning from {p.arms} into {self.run_dir}: {p.groups_per_update} groups of "
+                               f"{p.group_size} per update, {p.epochs} epochs, mini-batches of {p.minibatch_size}")
+
+    def ingest(self) -> None:
+        """Move queued messages into the buffer (only this thread touches the learner core)."""
+        while True:
+            try:
+                msg = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                if isinstance(msg, Trajectory):
+                    self.core.buffer.add_trajectory(trajectory_from_msg(msg))
+                else:
+                    self.core.buffer.add_result(result_from_msg(msg))
+            except (MessageError, ValueError) as exc:
+                self.drops.drop(f"malformed {type(msg).__name__}", str(exc))
+
+    def work(self) -> None:
+        p = self.params
+        try:
+            while not self.stop.is_set():
+                self.ingest()
+                metrics = self.core.maybe_update()
+                if metrics is None:
+                    if p.max_wall_time_s and time.monotonic() - self.started > p.max_wall_time_s:
+                        self.finish(f"wall time of {p.max_wall_time_s:.0f} s reached")
+                        return
+                    self.stop.wait(IDLE_S)
+                    continue
+                self.publish_policy()
+                self.report(metrics)
+                if self.core.updates % p.checkpoint_every == 0:
+                    self.core.save_checkpoint()
+                if p.max_updates and self.core.updates >= p.max_updates:
+                    self.finish(f"{p.max_updates} updates done")
+                    return
+        except Exception as exc:  # the worker must not die silently: stop the node with the reason
+            self.get_logger().fatal(f"learner failed: {exc!r}")
+            rclpy.try_shutdown(context=self.context)
+            raise
+
+    def publish_policy(self) -> None:
+        path = self.core.publish_policy()
+        msg = PolicyUpdate(version=self.core.policy_version, checkpoint_dir=str(path), digest=checkpoint_digest(path))
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.update_pub.publish(msg)
+
+    def report(self, m: dict[str, float]) -> None:
+        limit = f"/{self.params.max_updates}" if self.params.max_updates else ""
+
+        def show(key: str, fmt: str = ".2f") -> str:
+            return format(m[key], fmt) if key in m else "-"
+
+        self.get_logger().info(
+            f"update {self.core.updates}{limit} | episodes {int(m.get('buffer/results', 0))} "
+            f"({show('time/episodes_per_s')}/s) | rollout success {show('rollout/success_rate')} | "
+            f"eval success {show('eval/success_rate')} | kept groups {show('grpo/kept_group_fraction')} | "
+            f"loss {show('loss/policy', '.4f')} | clip {show('grpo/clip_fraction', '.3f')} | "
+            f"{show('time/update_s', '.1f')} s")
+
+    def finish(self, why: str) -> None:
+        self.core.save_checkpoint()
+        try:
+            plotted = f", {plot_run(self.run_dir, self.run_dir / 'success.png').name}"
+        except (FileNotFoundError, ValueError) as exc:  # no update yet: nothing to draw
+            plotted = f" (no plot: {exc})"
+        self.get_logger().info(f"{why}; checkpoint and metrics{plotted} in {self.run_dir}")
+        rclpy.try_shutdown(context=self.context)
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.worker.is_alive() and threading.current_thread() is not self.worker:
+            self.worker.join(timeout=60)
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(Learner, args)

@@ -1,0 +1,241 @@
+"""policy_node: answers chunk requests of one or more arms with one model, batching them.
+
+ROS surface; per arm `a` in the `arms` parameter (relative names; "" is the node's own namespace)
+  subscribes  a/chunk_request     vla_rl_interfaces/ChunkRequest  reliable
+              a/camera/image_raw  sensor_msgs/Image (image_topic)  sensor data QoS; newest kept
+              a/joint_states      sensor_msgs/JointState           sensor data QoS; newest kept
+              a/episode_start     vla_rl_interfaces/EpisodeStart   reliable, transient local
+              a/episode_result    vla_rl_interfaces/EpisodeResult  reliable
+              /policy_update      vla_rl_interfaces/PolicyUpdate   reliable, transient local
+  publishes   a/action_chunk      vla_rl_interfaces/ActionChunk    reliable
+              a/trajectory        vla_rl_interfaces/Trajectory     reliable, depth 100 (training episodes only)
+  parameters  see Params below (config/policy_node.yaml)
+
+A request is answered from the newest image and joint state once both are stamped at or after the
+request (never from older observations). Requests that are ready together, from any arms, go through
+one forward pass. A PolicyUpdate is verified (digest) and applied only between episodes; if the new
+weights fail to load, the old ones stay.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.time import Time
+from sensor_msgs.msg import Image, JointState
+from vla_rl_interfaces.msg import ActionChunk, ChunkRequest, EpisodeResult, EpisodeStart, PolicyUpdate, Trajectory
+
+from vla_rl_ros.paths import default_checkpoint
+from vla_rl_ros.policy import CheckpointError, VLAPolicy, checkpoint_digest
+from vla_rl_ros.policy.serving import EpisodeLog, ServingState
+from vla_rl_ros.ros.causes import DropLog
+from vla_rl_ros.ros.convert import MessageError, image_from_msg, proprio_from_joint_state
+from vla_rl_ros.ros.node_main import run_node
+from vla_rl_ros.ros.params import ParameterError, declare, param
+from vla_rl_ros.sim import ArmModel
+
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+TRAJECTORIES = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+SERVE_PERIOD_S = 0.002
+
+
+@dataclass
+class Params:
+    checkpoint: str = param("", "policy checkpoint directory (safetensors); empty: the embedded default")
+    device: str = param("cpu", "torch device, e.g. cpu or cuda:0")
+    dtype: str = param("float32", "weights dtype", choices=("float32", "bfloat16", "float16"))
+    trust_remote_code: bool = param(False, "allow a checkpoint's own Python code to run (transformers)")
+    arms: list[str] = param([""], "arm namespaces served, relative to this node's ('' = its own)")
+    image_topic: str = param("camera/image_raw", "image topic under each arm namespace")
+    temperature: float = param(1.6, "sampling temperature of training rollouts (SimpleVLA-RL: 1.6)",
+                               low=0.01, high=100.0)
+    max_batch: int = param(16, "most requests in one forward pass", low=1, high=1024)
+    batch_window_s: float = param(0.02, "how long a ready request may wait for other arms' requests", unit="s",
+                                  low=0.0, high=5.0)
+    robot_model: str = param("", "MJCF/URDF of the arm, for the end-effector part of the state; "
+                             "empty: the simulated Panda")
+    seed: int = param(0, "seed of the sampling generator", low=0, high=2**31 - 1)
+    action_mode: str = param("ee_delta", "what the checkpoint's actions mean (ActionChunk.action_mode)",
+                             choices=("ee_delta", "joint_position"))
+
+
+@dataclass
+class Arm:
+    """One served arm's topics and newest observations."""
+
+    name: str
+    chunk_pub: object
+    trajectory_pub: object
+    image: Image | None = None
+    joints: JointState | None = None
+    request: ChunkRequest | None = None
+    ready_since: float | None = None
+
+
+class PolicyNode(Node):
+    def __init__(self) -> None:
+        super().__init__("policy_node")
+        self.params = p = declare(self, Params)
+        self.drops = DropLog(self.get_logger())
+        checkpoint = Path(p.checkpoint) if p.checkpoint else default_checkpoint()
+        try:
+            self.policy = self.load(checkpoint)
+            self.arm_model = ArmModel.from_mjcf(p.robot_model or None)
+        except (CheckpointError, FileNotFoundError, ValueError, OSError) as exc:
+            raise ParameterError(f"cannot start the policy: {exc}") from exc
+        self.generator = torch.Generator(device=p.device).manual_seed(p.seed)
+        self.serving = ServingState(version=0)
+        self.arms: dict[str, Arm] = {}
+        for name in p.arms:
+            prefix = f"{name.rstrip('/')}/" if name else ""
+            arm = Arm(name, self.create_publisher(ActionChunk, prefix + "action_chunk", RELIABLE),
+                      self.create_publisher(Trajectory, prefix + "trajectory", TRAJECTORIES))
+            self.arms[name] = arm
+            self.create_subscription(ChunkRequest, prefix + "chunk_request",
+                                     lambda m, a=arm: self.on_request(a, m), RELIABLE)
+            self.create_subscription(Image, prefix + p.image_topic, lambda m, a=arm: setattr(a, "image", m),
+                                     qos_profile_sensor_data)
+            self.create_subscription(JointState, prefix + "joint_states", lambda m, a=arm: setattr(a, "joints", m),
+                                     qos_profile_sensor_data)
+            self.create_subscription(EpisodeStart, prefix + "episode_start", lambda m, a=arm: self.on_start(a, m),
+                                     LATCHED)
+            self.create_subscription(EpisodeResult, prefix + "episode_result",
+                                     lambda m, a=arm: self.on_result(a, m), TRAJECTORIES)
+        self.create_subscription(PolicyUpdate, "/policy_update", self.on_update, LATCHED)
+        self.create_timer(SERVE_PERIOD_S, self.serve)
+        self.get_logger().info(
+            f"serving {checkpoint} to {len(self.arms)} arm(s): chunk {self.policy.chunk_size} x "
+            f"{self.policy.action_dim}, {self.policy.camera} camera at {self.policy.image_size} px")
+
+    def load(self, path: Path) -> VLAPolicy:
+        p = self.params
+        return VLAPolicy.load(path, device=p.device, dtype=p.dtype, trust_remote_code=p.trust_remote_code)
+
+    # -- episodes ------------------------------------------------------------------------------
+    def on_start(self, arm: Arm, msg: EpisodeStart) -> None:
+        dropped = self.serving.start_episode(arm.name, msg.episode_id, msg.instruction, msg.evaluation)
+        if dropped is not None:
+            self.drops.drop("episode without a result", f"episode {dropped.episode_id} replaced by {msg.episode_id}")
+        arm.request = None
+
+    def on_result(self, arm: Arm, msg: EpisodeResult) -> None:
+        log = self.serving.end_episode(arm.name, msg.episode_id)
+        if log is None:
+            return
+        if arm.request is not None and arm.request.episode_id == msg.episode_id:
+            arm.request = None
+        if not log.evaluation and log.steps:
+            arm.trajectory_pub.publish(self.trajectory(log))
+
+    def trajectory(self, log: EpisodeLog) -> Trajectory:
+        return Trajectory(
+            episode_id=log.episode_id, arm=log.arm, instruction=log.instruction, policy_version=log.policy_version,
+            chunk_size=self.policy.chunk_size, action_dim=self.policy.action_dim, images=log.images,
+            proprio_dim=int(log.states[0].shape[0]), proprio=np.concatenate(log.states).tolist(),
+            token_ids=np.concatenate(log.token_ids).astype(np.int32).tolist(), log_probs=log.log_probs,
+            steps=log.steps,
+        )
+
+    # -- requests --------------------------------------------------------------------------------
+    def on_request(self, arm: Arm, msg: ChunkRequest) -> None:
+        if self.serving.episode(arm.name, msg.episode_id) is None:
+            self.drops.drop("request for an episode not running", f"{arm.name or '.'}: {msg.episode_id!r}")
+            return
+        arm.request, arm.ready_since = msg, None
+
+    def observation_ready(self, arm: Arm) -> bool:
+        """The newest image and joint state are stamped no earlier than the request."""
+        request = arm.request
+        if request is None or arm.image is None or arm.joints is None:
+            return False
+        since = Time.from_msg(request.header.stamp)
+        return Time.from_msg(arm.image.header.stamp) >= since and Time.from_msg(arm.joints.header.stamp) >= since
+
+    def serve(self) -> None:
+        if self.serving.swap_due():
+            self.apply_update(self.serving.pending_update)
+        now = time.monotonic()
+        ready = []
+        for arm in self.arms.values():
+            log = arm.request and self.serving.episode(arm.name, arm.request.episode_id)
+            if log and self.serving.may_serve(log) and self.observation_ready(arm):
+                arm.ready_since = arm.ready_since or now
+                ready.append(arm)
+        if not ready:
+            return
+        waiting = [a for a in self.arms.values() if a.request is not None and a not in ready]
+        if waiting and len(ready) < self.params.max_batch and now - min(a.ready_since for a in ready) < \
+                self.params.batch_window_s:
+            return  # give the other arms' requests a moment to join this forward pass
+        for greedy in (True, False):
+            batch = [a for a in ready if a.request.greedy == greedy][: self.params.max_batch]
+            if batch:
+                self.answer(batch, greedy)
+
+    def answer(self, batch: list[Arm], greedy: bool) -> None:
+        rows = []
+        for arm in batch:
+            try:
+                image = image_from_msg(arm.image)
+                state = proprio_from_joint_state(self.arm_model, arm.joints)
+            except MessageError as exc:
+                self.drops.drop("unusable observation", f"{arm.name or '.'}: {exc}")
+                arm.image = None  # wait for the next one
+                continue
+            rows.append((arm, image, state))
+        if not rows:
+            return
+        out = self.policy.act(np.stack([r[1] for r in rows]), np.stack([r[2] for r in rows]),
+                              [self.serving.episode(a.name, a.request.episode_id).instruction for a, _, _ in rows],
+                              greedy=greedy, temperature=self.params.temperature, generator=self.generator)
+        for i, (arm, _, state) in enumerate(rows):
+            request = arm.request
+            log = self.serving.episode(arm.name, request.episode_id)
+            self.serving.record(log, arm.image, state, out.token_ids[i], out.log_probs[i], request.step)
+            chunk = ActionChunk(
+                episode_id=request.episode_id, request_id=request.request_id, policy_version=log.policy_version,
+                chunk_size=self.policy.chunk_size, action_dim=self.policy.action_dim,
+                action_mode=self.params.action_mode, actions=out.actions[i].ravel().tolist(),
+                token_ids=out.token_ids[i].astype(np.int32).tolist(), log_prob=float(out.log_probs[i]),
+                greedy=greedy,
+            )
+            chunk.header.stamp = arm.image.header.stamp
+            chunk.header.frame_id = "base_link"
+            arm.chunk_pub.publish(chunk)
+            arm.request = None
+
+    # -- weights ---------------------------------------------------------------------------------
+    def on_update(self, msg: PolicyUpdate) -> None:
+        if msg.version <= self.serving.version:
+            return
+        self.serving.pending_update = msg
+        self.get_logger().info(f"policy v{msg.version} announced; applying it between episodes")
+
+    def apply_update(self, msg: PolicyUpdate) -> None:
+        try:
+            digest = checkpoint_digest(msg.checkpoint_dir)
+            if digest != msg.digest:
+                raise CheckpointError(f"digest {digest[:12]}... does not match the announced {msg.digest[:12]}...")
+            policy = self.load(Path(msg.checkpoint_dir))
+            if (policy.chunk_size, policy.action_dim) != (self.policy.chunk_size, self.policy.action_dim):
+                raise CheckpointError(f"chunk {policy.chunk_size} x {policy.action_dim} differs from the served "
+                                      f"{self.policy.chunk_size} x {self.policy.action_dim}")
+        except (CheckpointError, FileNotFoundError, OSError, ValueError) as exc:
+            self.get_logger().error(f"policy v{msg.version} from {msg.checkpoint_dir} rejected, keeping "
+                                    f"v{self.serving.version}: {exc}")
+            self.serving.pending_update = None
+            return
+        self.policy = policy
+        self.serving.swapped(msg.version)
+        self.get_logger().info(f"now serving policy v{msg.version}")
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(PolicyNode, args)
