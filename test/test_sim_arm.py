@@ -124,3 +124,16 @@ def test_loads_the_bare_arm_mjcf_and_names_bad_files(tmp_path) -> None:
         ArmModel.from_mjcf(other)
     with pytest.raises(ValueError, match="damping"):
         IKConfig(damping=0.0)
+
+
+def test_ee_delta_target_moves_holds_turns_and_clips(arm: ArmModel) -> None:
+    solver = ArmModel(arm.model, ik=IKConfig(iterations=50, tolerance=1e-8))
+    pos0, quat0 = solver.fk(solver.home)
+    pos, quat = solver.fk(solver.ee_delta_target(solver.home, [0.03, -0.02, -0.04], hold_quat=quat0))
+    np.testing.assert_allclose(pos, pos0 + np.array([0.03, -0.02, -0.04]), atol=5e-4)
+    assert abs(abs(float(quat @ quat0)) - 1) < 1e-6
+    _, quat = solver.fk(solver.ee_delta_target(solver.home, np.zeros(3), rotation=[0, 0, 0.3]))
+    assert 2 * np.arccos(min(1.0, abs(float(quat @ quat0)))) == pytest.approx(0.3, abs=1e-3)
+    box = (np.array([0.2, -0.4, 0.45]), np.array([0.8, 0.4, 0.6]))
+    pos, _ = solver.fk(solver.ee_delta_target(solver.home, [0.0, 0.0, -0.2], hold_quat=quat0, box=box))
+    assert pos[2] == pytest.approx(0.45, abs=5e-4)

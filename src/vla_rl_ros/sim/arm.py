@@ -140,6 +140,24 @@ class ArmModel:
             q = np.clip(q, self.lower, self.upper)
         return q
 
+    def ee_delta_target(self, q_now: np.ndarray, translation: np.ndarray, *, rotation: np.ndarray | None = None,
+                        hold_quat: np.ndarray | None = None,
+                        box: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """Joint target (J,) that moves the TCP from its pose at q_now by translation (3,) m in the base
+        frame, and either turns it by rotation (3,) rad (roll, pitch, yaw about the base axes) or
+        holds the orientation hold_quat (4,) wxyz (the current one if neither is given); the
+        position target is clipped to box = (low (3,), high (3,)) first. The sim env's end-effector
+        action mode and the executor node both turn deltas into joints here."""
+        pos, quat = self.fk(q_now)
+        if rotation is not None:
+            quat = rotate_quat(quat, rotation)
+        elif hold_quat is not None:
+            quat = np.asarray(hold_quat, dtype=float)
+        target = pos + np.asarray(translation, dtype=float)
+        if box is not None:
+            target = np.clip(target, box[0], box[1])
+        return self.ik(q_now, target, quat)
+
     def clamp(self, q_from: np.ndarray, q_target: np.ndarray, dt: float) -> np.ndarray:
         """q_target (J,) clipped to the joint limits and to what the velocity limits allow in dt s."""
         step = self.velocity_limits * dt
@@ -178,3 +196,11 @@ class ArmModel:
         quat = np.zeros(4)
         mujoco.mju_mat2Quat(quat, self._data.site_xmat[self.tcp_site])
         return self._data.site_xpos[self.tcp_site].copy(), quat
+
+
+def rotate_quat(quat: np.ndarray, rpy: np.ndarray) -> np.ndarray:
+    """quat (4,) wxyz turned by rotations rpy (3,) rad about the fixed base x, y, z axes."""
+    delta, out = np.zeros(4), np.zeros(4)
+    mujoco.mju_euler2Quat(delta, np.asarray(rpy, dtype=float), "XYZ")  # upper case: extrinsic axes
+    mujoco.mju_mulQuat(out, delta, quat)
+    return out

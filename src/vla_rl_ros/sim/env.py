@@ -180,14 +180,11 @@ class SimEnv:
             q_target = action[:-1]
         else:
             applied[:3] = np.clip(action[:3], -self.config.max_translation, self.config.max_translation)
-            pos, quat = self.arm.fk(q_now)
+            rotation = None
             if self.action_dim == 7:
-                applied[3:6] = np.clip(action[3:6], -self.config.max_rotation, self.config.max_rotation)
-                quat = rotate_quat(quat, applied[3:6])
-            else:
-                quat = self._held_quat
-            target = np.clip(pos + applied[:3], self._low, self._high)
-            q_target = self.arm.ik(q_now, target, quat)
+                applied[3:6] = rotation = np.clip(action[3:6], -self.config.max_rotation, self.config.max_rotation)
+            q_target = self.arm.ee_delta_target(q_now, applied[:3], rotation=rotation, hold_quat=self._held_quat,
+                                                box=(self._low, self._high))
         q_target = self.arm.clamp(self._q_cmd, q_target, self.config.control_dt)
         if self.action_mode == "joint_position":
             applied[:-1] = q_target
@@ -270,11 +267,9 @@ class SimEnv:
             if self.action_dim == 4:
                 return ee_action
             return np.array([*ee_action[:3], 0.0, 0.0, 0.0, ee_action[3]], dtype=np.float32)
-        q_now = self.data.qpos[self.arm.qpos_adr]
-        pos, _ = self.arm.fk(q_now)
         delta = np.clip(ee_action[:3], -self.config.max_translation, self.config.max_translation)
-        target = np.clip(pos + delta, self._low, self._high)
-        q = self.arm.ik(q_now, target, self._held_quat)
+        q = self.arm.ee_delta_target(self.data.qpos[self.arm.qpos_adr], delta, hold_quat=self._held_quat,
+                                     box=(self._low, self._high))
         return np.array([*q, ee_action[3]], dtype=np.float32)
 
     def _observe(self) -> Observation:
@@ -298,15 +293,6 @@ class SimEnv:
         geom = self.ids.object_geom[slot]
         size = self.model.geom_size[geom]
         return float(size[2] if self.model.geom_type[geom] == mujoco.mjtGeom.mjGEOM_BOX else size[1])
-
-
-def rotate_quat(quat: np.ndarray, rpy_delta: np.ndarray) -> np.ndarray:
-    """quat (4,) wxyz turned by a world-frame rotation vector-like delta (roll, pitch, yaw) rad."""
-    delta = np.zeros(4)
-    mujoco.mju_euler2Quat(delta, np.asarray(rpy_delta, dtype=float), "XYZ")
-    out = np.zeros(4)
-    mujoco.mju_mulQuat(out, delta, quat)
-    return out
 
 
 def make_env(task: str, *, image_size: int = 64, cameras: tuple[str, ...] = CAMERAS,

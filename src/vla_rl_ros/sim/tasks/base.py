@@ -43,12 +43,6 @@ class TaskState:
     gripper: float  # measured closure, 0 open .. 1 closed
     values: dict[str, float] = field(default_factory=dict)  # task-specific named scalars
 
-    def index(self, name: str) -> int:
-        try:
-            return self.object_names.index(name)
-        except ValueError:
-            raise KeyError(f"no object {name!r} in task state {self.object_names}") from None
-
 
 @dataclass(frozen=True)
 class Placement:
@@ -138,15 +132,11 @@ class TaskSpec:
         return env.from_ee_action(self.expert_fn(env.task_state(), self.config))
 
 
-def pick_objects(rng: np.random.Generator, count: int, *, shapes: tuple[str, ...] | None = None) -> list[
-        tuple[str, str]]:
-    """`count` distinct (slot, colour) pairs; the first slot's shape is in `shapes` if given."""
-    slots = list(OBJECT_SLOTS)
-    rng.shuffle(slots)
-    if shapes is not None:
-        slots.sort(key=lambda s: OBJECT_SLOTS[s] not in shapes)  # stable: keeps the shuffle within groups
+def pick_objects(rng: np.random.Generator, count: int) -> list[tuple[str, str]]:
+    """`count` distinct object slots, each with a distinct colour: [(slot, colour), ...]."""
+    slots = list(rng.permutation(list(OBJECT_SLOTS)))
     colours = list(rng.permutation(list(PALETTE)))
-    return list(zip(slots[:count], colours[:count], strict=True))
+    return [(str(s), str(c)) for s, c in zip(slots[:count], colours[:count], strict=True)]
 
 
 def object_placement(slot: str, colour: str, xy: np.ndarray, rng: np.random.Generator) -> Placement:
