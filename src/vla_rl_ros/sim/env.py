@@ -145,21 +145,20 @@ class SimEnv:
         placed = {p.body: p for p in layout.placements}
         for k, slot in enumerate((*OBJECT_SLOTS, *FIXTURES)):
             p = placed.get(slot)
-            pos = park_position(k) if p is None else np.array([p.x, p.y, 0.0])
-            quat = np.array([np.cos(p.yaw / 2), 0, 0, np.sin(p.yaw / 2)]) if p is not None else np.array([1, 0, 0, 0])
-            if slot in OBJECT_SLOTS:
-                adr = self.ids.object_qpos[slot]
-                pos[2] += self._rest_height(slot)
-                d.qpos[adr:adr + 3], d.qpos[adr + 3:adr + 7] = pos, quat
-                if p is not None and p.colour is not None:
-                    m.geom_rgba[self.ids.object_geom[slot]] = PALETTE[p.colour]
-            else:
+            pos, yaw = (np.array([p.x, p.y, 0.0]), p.yaw) if p else (park_position(k), 0.0)
+            if slot in FIXTURES:
                 m.body_pos[self.ids.fixture_body[slot]] = pos
+                continue
+            adr = self.ids.object_qpos[slot]
+            d.qpos[adr:adr + 3] = pos + np.array([0.0, 0.0, self._rest_height(slot)])
+            d.qpos[adr + 3:adr + 7] = [np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]  # wxyz about z
+            if p and p.colour:
+                m.geom_rgba[self.ids.object_geom[slot]] = PALETTE[p.colour]
         mujoco.mj_forward(m, d)
         mujoco.mj_step(m, d, round(self.config.settle_time / m.opt.timestep))
         d.time = 0.0  # episode time starts after settling
         self._q_cmd = self.arm.home.copy()
-        self._held_quat = self.arm.fk(d.qpos[self.arm.qpos_adr])[1]
+        self._held_quat = self.arm.fk(self.arm.home)[1]  # gripper pointing down
         self._steps = 0
         self._streak = 0
         return self._observe()
