@@ -95,3 +95,39 @@ def test_info_stats_relabel_export_verify_commands(tmp_path: Path, capsys: pytes
     broken.write_bytes(b"garbage")
     assert vla_rl(["dataset", "verify", str(root)]) == 1
     assert str(broken) in capsys.readouterr().out
+
+
+def test_export_to_rosbag2_mcap(tmp_path: Path) -> None:
+    from rosbags.rosbag2 import Reader
+    from rosbags.typesys import Stores, get_typestore
+
+    root = tmp_path / "ds"
+    ds = build(root, [0, 1])
+    bag = tmp_path / "episodes_bag"
+    assert vla_rl(["dataset", "export", str(root), str(bag), "--namespace", "/arm0"]) == 0
+    assert sorted(p.name for p in bag.iterdir()) == ["episodes_bag.mcap", "metadata.yaml"]
+    assert not list(tmp_path.glob("*.tmp-*"))
+    ts = get_typestore(Stores.ROS2_KILTED)
+    got: dict[str, list] = {}
+    with Reader(bag) as reader:
+        for conn, stamp, raw in reader.messages():
+            got.setdefault(conn.topic, []).append((stamp, ts.deserialize_cdr(raw, conn.msgtype)))
+    assert {topic: len(msgs) for topic, msgs in got.items()} == {
+        "/arm0/front/image_raw": 24,
+        "/arm0/wrist/image_raw": 24,
+        "/arm0/joint_states": 24,
+        "/arm0/action": 24,
+        "/arm0/instruction": 2,
+        "/arm0/success": 2,
+        "/arm0/reward": 2,
+        "/arm0/episode": 2,
+    }
+    second = ds[1]
+    stamp, image = got["/arm0/front/image_raw"][12 + 3]  # episode 1, frame 3
+    assert (image.height, image.width, image.encoding) == (64, 64, "rgb8")
+    np.testing.assert_array_equal(image.data.reshape(64, 64, 3), second.images["front"][3])
+    assert stamp == got["/arm0/instruction"][1][0] + 3 * 100_000_000  # 10 fps
+    np.testing.assert_array_equal(got["/arm0/action"][12 + 3][1].data, second.actions[3])
+    np.testing.assert_array_equal(got["/arm0/joint_states"][12][1].position, second.state[0].astype(np.float64))
+    assert [m.data for _, m in got["/arm0/success"]] == [False, True]
+    assert json.loads(got["/arm0/episode"][1][1].data)["episode_id"] == "ep-1"

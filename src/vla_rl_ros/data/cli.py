@@ -41,10 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("episode", type=int, help="episode index")
     p.add_argument("--success", type=_bool, required=True, help="the corrected label: true or false")
     p.add_argument("--reward", type=float, default=None, help="reward to store (default: 1.0 if success else 0.0)")
-    p = sub.add_parser("export", help="flatten into one .npz (per-frame arrays plus episode/<field>)")
+    p = sub.add_parser("export", help="to one flat .npz, or to a rosbag2 MCAP folder (standard ROS messages)")
     p.add_argument("root", help="dataset root folder")
-    p.add_argument("out", help="output .npz path")
-    p.add_argument("--no-images", action="store_true", help="leave the camera frames out")
+    p.add_argument("out", help="output: a .npz file, or a new folder for the rosbag2 MCAP bag")
+    p.add_argument(
+        "--format", choices=("npz", "mcap"), default=None, help="default: npz if OUT ends in .npz, else mcap"
+    )
+    p.add_argument("--no-images", action="store_true", help="npz: leave the camera frames out")
+    p.add_argument("--namespace", default="", help="mcap: topic namespace of the arm, e.g. /arm0")
     p = sub.add_parser("verify", help="decode every episode; list unreadable files by name")
     p.add_argument("root", help="dataset root folder")
     return parser
@@ -106,7 +110,14 @@ def _relabel(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    path = export_npz(EpisodeDataset.open(args.root), args.out, images=not args.no_images, progress=True)
+    ds = EpisodeDataset.open(args.root)
+    fmt = args.format or ("npz" if args.out.endswith(".npz") else "mcap")
+    if fmt == "npz":
+        path = export_npz(ds, args.out, images=not args.no_images, progress=True)
+    else:
+        from vla_rl_ros.data.bag import export_mcap  # rosbags only when asked for
+
+        path = export_mcap(ds, args.out, namespace=args.namespace, progress=True)
     print(f"wrote {path}")
     return 0
 
