@@ -1,0 +1,116 @@
+"""One control step: an action row -> joint targets for the arm's controller, inside every limit.
+
+ee_delta actions go through the arm model's IK (the sim core's `ArmModel`, so sim and real turn a
+delta into joints alike) from the CURRENT measured joints; joint_position actions are targets as
+they are. Then, in this order: the Cartesian target is clipped to the workspace box (before IK), the
+joints to their position limits, and each joint's motion to min(velocity limit x period,
+max_joint_step) from the measured position. A last check holds the arm if the command's TCP would
+still end up outside the box (IK is approximate), so no command ever leaves box or limits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from vla_rl_ros.control.robot import RobotConfig
+from vla_rl_ros.sim.arm import ArmModel
+
+# Names of the limits that acted on a command (reported on /diagnostics).
+CLAMP_TRANSLATION = "translation"
+CLAMP_ROTATION = "rotation"
+CLAMP_WORKSPACE = "workspace"
+CLAMP_JOINT_LIMITS = "joint_limits"
+CLAMP_JOINT_STEP = "joint_step"
+HOLD_WORKSPACE = "workspace_hold"  # the command would leave the box: the arm holds instead
+
+
+@dataclass(frozen=True)
+class Command:
+    """Joint targets for one control step, and which limits changed them."""
+
+    arm: np.ndarray  # (J,) rad, in RobotConfig.joints order
+    gripper: float  # gripper joint position (m or rad)
+    clamped: frozenset[str]
+
+    @property
+    def positions(self) -> np.ndarray:
+        """(J + 1,) the arm joints then the gripper joint, as RobotConfig.command_joints."""
+        return np.append(self.arm, self.gripper)
+
+
+def make_arm(robot: RobotConfig) -> ArmModel:
+    """The arm's kinematic model from the robot config's model file, with its velocity limits."""
+    arm = ArmModel.from_mjcf(robot.model_path(), velocity_limits=robot.velocity_limits)
+    if tuple(robot.joints) != tuple(arm.joint_names) or robot.gripper.joint not in arm.finger_joint_names:
+        raise ValueError(f"robot {robot.name!r}: joints {robot.joints} and gripper {robot.gripper.joint!r} do not "
+                         f"match the model's {arm.joint_names} / {arm.finger_joint_names} (ArmModel reads the "
+                         f"Panda's names; other arms need ArmModel to take the names from the config)")
+    return arm
+
+
+class Commander:
+    """Turns action rows into limited joint commands for one robot."""
+
+    def __init__(self, robot: RobotConfig, arm: ArmModel) -> None:
+        self.robot = robot
+        self.arm = arm
+        lower = np.asarray(robot.joint_lower or arm.lower, dtype=float)
+        upper = np.asarray(robot.joint_upper or arm.upper, dtype=float)
+        self.lower = np.maximum(lower, arm.lower)  # (J,) rad: the tighter of config and model
+        self.upper = np.minimum(upper, arm.upper)
+        if np.any(self.lower >= self.upper):
+            raise ValueError(f"robot {robot.name!r}: joint limits [{self.lower}, {self.upper}] are empty where the "
+                             f"config's and the model's ranges do not overlap")
+        # (J,) rad per command: what the speed limits allow in one period, capped by max_joint_step
+        self.max_step = np.minimum(np.asarray(robot.velocity_limits) * robot.period, robot.max_joint_step)
+        self.box_low = np.asarray(robot.workspace.low, dtype=float)
+        self.box_high = np.asarray(robot.workspace.high, dtype=float)
+
+    def orientation(self, q: np.ndarray) -> np.ndarray:
+        """TCP orientation (4,) wxyz at joints q: what a 4-D ee_delta action holds during an episode."""
+        return self.arm.fk(q)[1]
+
+    def command(self, q_meas: np.ndarray, action: np.ndarray, held_quat: np.ndarray) -> Command:
+        """The limited command for action (A,) from the measured joints q_meas (J,).
+
+        The action must be finite and of a valid length for the robot's mode (validated chunks are).
+        """
+        clamped: set[str] = set()
+        q_meas = np.asarray(q_meas, dtype=float)
+        action = np.asarray(action, dtype=float)
+        closure = float(np.clip(action[-1], 0.0, 1.0))
+        if self.robot.action_mode == "ee_delta":
+            q_target = self._ik_target(q_meas, action, held_quat, clamped)
+        else:
+            q_target = action[:-1]
+        q_cmd = np.clip(q_target, self.lower, self.upper)
+        if np.any(q_cmd != q_target):
+            clamped.add(CLAMP_JOINT_LIMITS)
+        stepped = np.clip(q_cmd, q_meas - self.max_step, q_meas + self.max_step)
+        if np.any(stepped != q_cmd):
+            clamped.add(CLAMP_JOINT_STEP)
+        q_cmd = stepped
+        tcp_cmd = self.arm.fk(q_cmd)[0]
+        outside = self.robot.workspace.distance(tcp_cmd)
+        if outside > self.robot.workspace.tolerance and outside > self.robot.workspace.distance(self.arm.fk(q_meas)[0]):
+            q_cmd = q_meas.copy()  # hold: never move the TCP further out of the box
+            clamped.add(HOLD_WORKSPACE)
+        return Command(arm=q_cmd, gripper=self.robot.gripper.position(closure), clamped=frozenset(clamped))
+
+    def _ik_target(self, q_meas: np.ndarray, action: np.ndarray, held_quat: np.ndarray,
+                   clamped: set[str]) -> np.ndarray:
+        limit_t, limit_r = self.robot.max_translation, self.robot.max_rotation
+        delta = np.clip(action[:3], -limit_t, limit_t)
+        if np.any(delta != action[:3]):
+            clamped.add(CLAMP_TRANSLATION)
+        rotation = None
+        if len(action) == 7:
+            rotation = np.clip(action[3:6], -limit_r, limit_r)
+            if np.any(rotation != action[3:6]):
+                clamped.add(CLAMP_ROTATION)
+        if self.robot.workspace.distance(self.arm.fk(q_meas)[0] + delta) > 0:
+            clamped.add(CLAMP_WORKSPACE)
+        return self.arm.ee_delta_target(q_meas, delta, rotation=rotation, hold_quat=held_quat,
+                                        box=(self.box_low, self.box_high))

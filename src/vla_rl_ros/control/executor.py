@@ -1,0 +1,313 @@
+"""The executor's control loop without ROS: events in (episode start/result, joint states, images,
+chunks, e-stop), chunk requests and joint commands out, and always a reason when the arm holds.
+
+The loop (docs: contracts.md, "Executor control loop"): on an episode start it requests chunk 0; it
+sends one command per control step, computed from the newest joint state, and sends the next only
+when a joint state stamped at or after the previous command's end arrives (lockstep in sim, one
+command per period on a real arm); it requests the next chunk when `request_ahead_steps` steps of the
+current one remain (0: after the last step, so the policy sees the state the core env would show it);
+it holds (sends nothing) without a valid chunk, on stale joint states or images, on e-stop, at the
+episode's step limit and after its result.
+
+Times: `stamp_ns` are message stamps in the robot's clock (sim time in sim); `now` is a monotonic wall
+clock in seconds, used only by the watchdogs, so a frozen sim clock never hides a dead node.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+from vla_rl_ros.control.chunks import Chunk, ChunkIn, Rejection, RejectReason, validate_chunk
+from vla_rl_ros.control.command import Command, Commander
+
+NS_PER_S = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """Timing of the loop and its watchdogs (the robot's limits live in RobotConfig)."""
+
+    request_ahead_steps: int = field(default=0, metadata={
+        "help": "request the next chunk when this many steps of the current one remain; 0 (sim): after the "
+                "last step, so the policy sees the newest state; 1-2 on a real arm hide the policy's latency"})
+    joint_state_timeout: float = field(default=1.0, metadata={
+        "help": "s (wall) without joint_states after which the arm holds"})
+    image_timeout: float = field(default=0.0, metadata={
+        "help": "s (wall) without a camera image after which the arm holds; 0 disables the image watchdog"})
+    chunk_timeout: float = field(default=10.0, metadata={
+        "help": "s (wall) to wait for an answer before requesting the chunk again under a new request id"})
+
+    def __post_init__(self) -> None:
+        if self.request_ahead_steps < 0:
+            raise ValueError(f"request_ahead_steps={self.request_ahead_steps} must be >= 0 (0 in sim)")
+        if self.joint_state_timeout <= 0 or self.image_timeout < 0 or self.chunk_timeout <= 0:
+            raise ValueError(f"timeouts must be positive (image_timeout may be 0 to disable): joint_state_timeout="
+                             f"{self.joint_state_timeout}, image_timeout={self.image_timeout}, "
+                             f"chunk_timeout={self.chunk_timeout}")
+
+
+class Hold(str, Enum):
+    """Why no command goes out now; RUNNING and EXECUTING are not holds."""
+
+    RUNNING = "running"  # a command was just sent
+    EXECUTING = "executing"  # the previous command's period has not ended yet
+    NO_EPISODE = "no_episode"
+    EPISODE_ENDED = "episode_ended"
+    MAX_STEPS = "max_steps"
+    ESTOP = "estop"
+    NO_JOINT_STATES = "no_joint_states"  # none of the running episode yet
+    STALE_JOINT_STATES = "stale_joint_states"
+    STALE_IMAGE = "stale_image"
+    WAITING_FOR_CHUNK = "waiting_for_chunk"
+    CHUNK_TIMEOUT = "chunk_timeout"
+
+
+# Holds that mean something is wrong (logged once per occurrence, WARN/ERROR on /diagnostics).
+FAULTS = frozenset({Hold.ESTOP, Hold.NO_JOINT_STATES, Hold.STALE_JOINT_STATES, Hold.STALE_IMAGE, Hold.CHUNK_TIMEOUT})
+
+
+@dataclass(frozen=True)
+class RequestOut:
+    """A ChunkRequest to publish."""
+
+    episode_id: str
+    request_id: int
+    step: int  # control step at which the chunk will start
+    greedy: bool
+    stamp_ns: int  # the chunk must come from observations no older than this
+
+
+@dataclass(frozen=True)
+class CommandOut:
+    """A joint command to send (one JointTrajectory point lasting one period)."""
+
+    command: Command
+    step: int  # 0-based control step of the episode this command executes
+    stamp_ns: int  # stamp of the joint state it was computed from
+
+
+@dataclass
+class _Episode:
+    episode_id: str
+    greedy: bool
+    max_steps: int  # 0: no limit
+    stamp_ns: int
+
+
+@dataclass
+class _Request:
+    request_id: int
+    step: int
+    stamp_ns: int
+    sent_at: float
+
+
+@dataclass
+class _JointState:
+    arm: np.ndarray  # (J,) rad
+    stamp_ns: int
+    received_at: float
+
+
+class ExecutorCore:
+    """One arm's executor state machine. Call the event methods, then `advance(now)` for the outputs."""
+
+    def __init__(self, commander: Commander, config: ExecutorConfig | None = None) -> None:
+        self.commander = commander
+        self.robot = commander.robot
+        self.config = config or ExecutorConfig()
+        self.period_ns = round(self.robot.period * NS_PER_S)
+        self.estopped = False
+        self.hold = Hold.NO_EPISODE
+        self.rejections: Counter[str] = Counter()
+        self.clamps: Counter[str] = Counter()
+        self.last_rejection: Rejection | None = None
+        self.commands_sent = 0
+        self._request_ids = 0
+        self._episode: _Episode | None = None
+        self._ended = False
+        self._js: _JointState | None = None
+        self._image_at: float | None = None
+        self._js_index: dict[tuple[str, ...], np.ndarray] = {}
+        self._reset_episode_state()
+
+    # ------------------------------------------------------------------ events
+    def start_episode(self, episode_id: str, *, greedy: bool, max_steps: int, stamp_ns: int) -> bool:
+        """A new episode (EpisodeStart); False if it is the running one again (latched re-delivery)."""
+        if self._episode is not None and self._episode.episode_id == episode_id:
+            return False
+        self._episode = _Episode(episode_id, greedy, max(0, max_steps), stamp_ns)
+        self._ended = False
+        self._reset_episode_state()
+        return True
+
+    def end_episode(self, episode_id: str) -> bool:
+        """The episode's EpisodeResult is out: hold until the next start. False for another episode."""
+        if self._episode is None or self._episode.episode_id != episode_id or self._ended:
+            return False
+        self._ended = True
+        self._drop_plan()
+        return True
+
+    def joint_state(self, names: Sequence[str], positions: Sequence[float], stamp_ns: int, now: float) -> str | None:
+        """A joint_states message; returns why it was unusable, or None."""
+        key = tuple(names)
+        index = self._js_index.get(key)
+        if index is None:
+            missing = [j for j in self.robot.joints if j not in key]
+            if missing:
+                return f"joint_states lack joints {missing} (has {list(key)})"
+            index = self._js_index.setdefault(key, np.array([key.index(j) for j in self.robot.joints]))
+        positions = np.asarray(positions, dtype=float)
+        if positions.shape != (len(key),):
+            return f"joint_states has {len(key)} names but {positions.size} positions"
+        arm = positions[index]
+        if not np.all(np.isfinite(arm)):
+            return f"joint_states positions are not finite: {arm}"
+        if self._js is not None and stamp_ns < self._js.stamp_ns:
+            return f"joint_states stamped {stamp_ns} ns, older than the previous {self._js.stamp_ns} ns"
+        self._js = _JointState(arm, stamp_ns, now)
+        return None
+
+    def image(self, now: float) -> None:
+        """A camera image arrived (feeds the image watchdog)."""
+        self._image_at = now
+
+    def chunk(self, chunk: ChunkIn) -> Rejection | None:
+        """An ActionChunk; returns its rejection, or None when it was accepted."""
+        episode = self._episode if not self._ended else None
+        request = self._request
+        if self.estopped:
+            result: Chunk | Rejection = Rejection(RejectReason.ESTOP, "e-stop latched; release it first")
+        else:
+            result = validate_chunk(
+                chunk, episode_id=episode.episode_id if episode else None,
+                request_id=request.request_id if request else None,
+                request_stamp_ns=request.stamp_ns if request else 0,
+                action_mode=self.robot.action_mode, action_dims=self.robot.action_dims)
+        if isinstance(result, Rejection):
+            self.rejections[result.reason.value] += 1
+            self.last_rejection = result
+            return result
+        self._request = None
+        self.policy_version = result.policy_version
+        if self._remaining() == 0:
+            self._rows, self._row = result.actions, 0
+        else:
+            self._next = result.actions
+        return None
+
+    def estop(self) -> bool:
+        """Latch the e-stop and drop the plan. False if it was already latched."""
+        was = self.estopped
+        self.estopped = True
+        self._drop_plan()
+        return not was
+
+    def release(self) -> tuple[bool, str]:
+        """Release a latched e-stop (only the release service calls this)."""
+        if not self.estopped:
+            return False, "e-stop was not latched"
+        self.estopped = False
+        return True, "e-stop released; the next chunk is requested from the current state"
+
+    # -------------------------------------------------------------------- loop
+    def advance(self, now: float) -> list[RequestOut | CommandOut]:
+        """What to send now: at most one chunk request and one command. Sets `hold`."""
+        self.hold = self._blocked(now)
+        if self.hold is not Hold.RUNNING:
+            return []
+        js = self._js
+        assert js is not None and self._episode is not None
+        out: list[RequestOut | CommandOut] = []
+        if self._remaining() == 0 and self._next is not None:
+            self._rows, self._row, self._next = self._next, 0, None
+        remaining = self._remaining()
+        request = self._request
+        timed_out = request is not None and now - request.sent_at > self.config.chunk_timeout
+        if timed_out:
+            self.rejections[Hold.CHUNK_TIMEOUT.value] += 1
+        limit = self._episode.max_steps
+        if (request is None or timed_out) and self._next is None and remaining <= self.config.request_ahead_steps \
+                and (limit == 0 or self.step + remaining < limit):
+            out.append(self._new_request(js.stamp_ns, now))
+        if remaining == 0:
+            self.hold = Hold.CHUNK_TIMEOUT if timed_out else Hold.WAITING_FOR_CHUNK
+            return out
+        action = self._rows[self._row]
+        self._row += 1
+        if self._held_quat is None:
+            self._held_quat = self.commander.orientation(js.arm)
+        command = self.commander.command(js.arm, action, self._held_quat)
+        self.clamps.update(command.clamped)
+        out.append(CommandOut(command, self.step, js.stamp_ns))
+        self.step += 1
+        self.commands_sent += 1
+        self._boundary_ns = js.stamp_ns + self.period_ns
+        return out
+
+    def status(self) -> dict[str, str]:
+        """Key values for /diagnostics."""
+        episode = self._episode
+        return {
+            "hold": self.hold.value,
+            "estop": str(self.estopped).lower(),
+            "episode_id": episode.episode_id if episode else "",
+            "episode_ended": str(self._ended).lower(),
+            "step": str(self.step),
+            "policy_version": str(self.policy_version),
+            "commands_sent": str(self.commands_sent),
+            "last_rejection": str(self.last_rejection or ""),
+            **{f"rejected/{k}": str(v) for k, v in sorted(self.rejections.items())},
+            **{f"clamped/{k}": str(v) for k, v in sorted(self.clamps.items())},
+        }
+
+    # ----------------------------------------------------------------- helpers
+    def _blocked(self, now: float) -> Hold:
+        episode, js, cfg = self._episode, self._js, self.config
+        if self.estopped:
+            return Hold.ESTOP
+        if episode is None:
+            return Hold.NO_EPISODE
+        if self._ended:
+            return Hold.EPISODE_ENDED
+        if episode.max_steps and self.step >= episode.max_steps:
+            return Hold.MAX_STEPS
+        if js is None or js.stamp_ns < episode.stamp_ns:
+            return Hold.NO_JOINT_STATES
+        if now - js.received_at > cfg.joint_state_timeout:
+            return Hold.STALE_JOINT_STATES
+        if cfg.image_timeout and (self._image_at is None or now - self._image_at > cfg.image_timeout):
+            return Hold.STALE_IMAGE
+        if js.stamp_ns < self._boundary_ns:
+            return Hold.EXECUTING
+        return Hold.RUNNING
+
+    def _new_request(self, stamp_ns: int, now: float) -> RequestOut:
+        assert self._episode is not None
+        self._request_ids += 1
+        step = self.step + self._remaining()
+        self._request = _Request(self._request_ids, step, stamp_ns, now)
+        return RequestOut(self._episode.episode_id, self._request_ids, step, self._episode.greedy, stamp_ns)
+
+    def _remaining(self) -> int:
+        return len(self._rows) - self._row
+
+    def _drop_plan(self) -> None:
+        """Forget chunks and the outstanding request (their answers are then rejected as unrequested)."""
+        self._rows: np.ndarray = np.zeros((0, 0))
+        self._row = 0
+        self._next: np.ndarray | None = None
+        self._request: _Request | None = None
+
+    def _reset_episode_state(self) -> None:
+        self._drop_plan()
+        self.step = 0
+        self.policy_version = 0
+        self._boundary_ns = 0
+        self._held_quat: np.ndarray | None = None

@@ -1,0 +1,156 @@
+"""Commands from action rows: IK from the measured joints, the workspace box, joint and step limits,
+and a property test: no chunk, however adversarial, yields a command outside box or limits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vla_rl_ros.control import SIM_PANDA, ChunkIn, Commander, CommandOut, ExecutorCore, RobotConfig, make_arm
+from vla_rl_ros.control.command import CLAMP_JOINT_STEP, CLAMP_TRANSLATION, CLAMP_WORKSPACE, HOLD_WORKSPACE
+from vla_rl_ros.sim import make_env
+
+ROBOT = RobotConfig.load(SIM_PANDA)
+JOINT_ROBOT = RobotConfig.load(SIM_PANDA).__class__(**{**ROBOT.__dict__, "action_mode": "joint_position"})
+EPS = 1e-9
+
+
+@pytest.fixture(scope="module")
+def commander() -> Commander:
+    return Commander(ROBOT, make_arm(ROBOT))
+
+
+def test_ee_delta_moves_the_tcp_by_the_delta_and_holds_orientation(commander: Commander) -> None:
+    q = commander.arm.home
+    pos, quat = commander.arm.fk(q)
+    cmd = commander.command(q, np.array([0.02, -0.01, 0.03, 1.0]), quat)
+    new_pos, new_quat = commander.arm.fk(cmd.arm)
+    np.testing.assert_allclose(new_pos - pos, [0.02, -0.01, 0.03], atol=1e-3)
+    assert abs(abs(float(np.dot(new_quat, quat))) - 1) < 1e-5
+    assert cmd.gripper == ROBOT.gripper.closed and not cmd.clamped
+    assert cmd.positions.shape == (8,)
+
+
+def test_matches_the_sim_core_for_the_same_state_and_action(commander: Commander) -> None:
+    """The executor and the core env turn a delta into the same joints (one IK, one set of limits)."""
+    env = make_env("reach", cameras=(), action_mode="joint_position")
+    env.reset(0)
+    q = env.data.qpos[env.arm.qpos_adr].copy()
+    held = commander.orientation(q)
+    for action in ([0.04, 0.0, -0.02, 0.0], [0.2, -0.3, 0.1, 1.0]):
+        cmd = commander.command(q, np.array(action), held)
+        joint_action = env.from_ee_action(np.array(action, dtype=np.float32))  # the core's IK target
+        expected = env.arm.clamp(q, joint_action[:-1], env.config.control_dt)  # and its speed limit
+        np.testing.assert_allclose(cmd.arm, expected, atol=1e-5)
+        assert cmd.gripper == pytest.approx(ROBOT.gripper.position(action[-1]))
+
+
+def test_large_deltas_are_clipped_per_axis_and_to_the_box(commander: Commander) -> None:
+    q = commander.arm.home
+    pos, quat = commander.arm.fk(q)
+    cmd = commander.command(q, np.array([1e9, 0.0, -1e9, 7.0]), quat)
+    new_pos = commander.arm.fk(cmd.arm)[0]
+    assert CLAMP_TRANSLATION in cmd.clamped
+    np.testing.assert_allclose(new_pos - pos, [ROBOT.max_translation, 0, -ROBOT.max_translation], atol=2e-3)
+    assert cmd.gripper == ROBOT.gripper.closed  # closure clipped to 1
+    # at the box's floor, a downward delta is clipped to the box
+    low = commander.command(q, np.array([0.0, 0.0, -0.05, 0.0]), quat)
+    for _ in range(12):
+        low = commander.command(low.arm, np.array([0.0, 0.0, -0.05, 0.0]), quat)
+    assert CLAMP_WORKSPACE in low.clamped
+    assert commander.arm.fk(low.arm)[0][2] >= ROBOT.workspace.low[2] - ROBOT.workspace.tolerance
+
+
+def test_joint_targets_are_limited_to_one_step_from_the_measured_joints() -> None:
+    commander = Commander(JOINT_ROBOT, make_arm(JOINT_ROBOT))
+    q = commander.arm.home
+    cmd = commander.command(q, np.array([*(q + 1.0), 0.5]), commander.orientation(q))
+    assert CLAMP_JOINT_STEP in cmd.clamped
+    np.testing.assert_allclose(np.abs(cmd.arm - q), np.minimum(commander.max_step, np.abs(
+        np.clip(q + 1.0, commander.lower, commander.upper) - q)))
+    assert cmd.gripper == pytest.approx(0.02)
+
+
+def test_a_command_leaving_the_box_holds_the_arm() -> None:
+    commander = Commander(JOINT_ROBOT, make_arm(JOINT_ROBOT))
+    forward = np.array([0, 0.2, 0, 0.2, 0, 0, 0])  # shoulder and elbow forward and down
+    target = commander.arm.home
+    for _ in range(20):  # until the TCP would pass the box floor
+        target = commander.command(target, np.append(target + forward, 0.0), None).arm
+    cmd = commander.command(target, np.append(target + forward, 0.0), None)
+    assert HOLD_WORKSPACE in cmd.clamped
+    np.testing.assert_array_equal(cmd.arm, target)
+
+
+# ---------------------------------------------------------------- property test
+ADVERSARIAL = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, width=32),
+    st.sampled_from([1e9, -1e9, np.nan, np.inf, -np.inf, 0.0, 1.0]),
+    st.floats(-0.1, 0.1),
+)
+JOINT_FRACTIONS = st.lists(st.floats(0.0, 1.0), min_size=7, max_size=7)
+
+
+@st.composite
+def chunk_messages(draw: st.DrawFn, episode_id: str, request_id: int, action_dim: int) -> ChunkIn:
+    """Mostly well-formed chunks full of adversarial numbers; some malformed or for the wrong episode."""
+    C = draw(st.integers(1, 6))
+    A = draw(st.sampled_from([action_dim, action_dim, 4, 7, 8, 0, 3]))
+    length = draw(st.sampled_from([C * A, C * A, C * A + 1, max(C * A - 1, 0)]))
+    values = draw(st.lists(ADVERSARIAL, min_size=length, max_size=length))
+    return ChunkIn(
+        episode_id=draw(st.sampled_from([episode_id, episode_id, episode_id, "other", ""])),
+        request_id=draw(st.sampled_from([request_id, request_id, request_id, request_id + 1, 0])),
+        policy_version=draw(st.integers(0, 5)), chunk_size=C, action_dim=A,
+        action_mode=draw(st.sampled_from(["", ROBOT.action_mode, "joint_position"])),
+        actions=np.array(values, dtype=np.float32), stamp_ns=draw(st.sampled_from([0, 10**8]))
+    )
+
+
+def assert_safe(commander: Commander, q_meas: np.ndarray, out: CommandOut) -> None:
+    q = out.command.arm
+    assert np.all(np.isfinite(q))
+    assert np.all(q >= commander.lower - EPS) and np.all(q <= commander.upper + EPS)
+    assert np.all(np.abs(q - q_meas) <= commander.max_step + EPS)
+    ws = commander.robot.workspace
+    outside = ws.distance(commander.arm.fk(q)[0])
+    assert outside <= ws.tolerance or outside <= ws.distance(commander.arm.fk(q_meas)[0]) + EPS
+    g = commander.robot.gripper
+    assert min(g.open, g.closed) <= out.command.gripper <= max(g.open, g.closed)
+
+
+@pytest.mark.parametrize("robot", [ROBOT, JOINT_ROBOT], ids=["ee_delta", "joint_position"])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), fractions=JOINT_FRACTIONS)
+def test_no_chunk_ever_yields_a_command_outside_box_or_limits(robot: RobotConfig, data: st.DataObject,
+                                                             fractions: list[float]) -> None:
+    commander = COMMANDERS[robot.action_mode]
+    q = commander.lower + np.array(fractions) * (commander.upper - commander.lower)  # any measured pose
+    core = ExecutorCore(commander)
+    core.start_episode("ep", greedy=False, max_steps=0, stamp_ns=0)
+    names = [*robot.joints, robot.gripper.joint]
+    stamp = 0
+    core.joint_state(names, [*q, 0.0], stamp, now=0.0)
+    (request,) = core.advance(0.0)
+    chunk = data.draw(chunk_messages("ep", request.request_id, robot.action_dims[0]))
+    rejection = core.chunk(chunk)
+    valid = (chunk.episode_id == "ep" and chunk.request_id == request.request_id
+             and chunk.action_mode in ("", robot.action_mode) and chunk.action_dim in robot.action_dims
+             and chunk.actions.size == chunk.chunk_size * chunk.action_dim and np.all(np.isfinite(chunk.actions)))
+    assert (rejection is None) == bool(valid), rejection
+    for _ in range(chunk.chunk_size + 1):
+        outs = [o for o in core.advance(0.0) if isinstance(o, CommandOut)]
+        if rejection is not None:
+            assert not outs  # an invalid chunk never produces a command
+            continue
+        for out in outs:
+            assert_safe(commander, q, out)
+            q = out.command.arm  # the arm reaches the command; the next step starts there
+        stamp += core.period_ns
+        core.joint_state(names, [*q, 0.0], stamp, now=0.0)
+    assert core.commands_sent == (0 if rejection else chunk.chunk_size)
+
+
+COMMANDERS = {r.action_mode: Commander(r, make_arm(r)) for r in (ROBOT, JOINT_ROBOT)}

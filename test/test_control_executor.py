@@ -1,0 +1,191 @@
+"""The executor's control loop on plain events: requests, lockstep commands, holds and their reasons."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vla_rl_ros.control import (
+    SIM_PANDA,
+    ChunkIn,
+    Commander,
+    CommandOut,
+    ExecutorConfig,
+    ExecutorCore,
+    Hold,
+    RejectReason,
+    RequestOut,
+    RobotConfig,
+    make_arm,
+)
+
+ROBOT = RobotConfig.load(SIM_PANDA)
+COMMANDER = Commander(ROBOT, make_arm(ROBOT))
+NAMES = [*ROBOT.joints, "finger_joint1", "finger_joint2"]
+HOME = [*COMMANDER.arm.home, 0.04, 0.04]
+PERIOD = round(ROBOT.period * 1e9)
+UP = [0.0, 0.0, 0.01, 0.0]  # 1 cm up, gripper open
+
+
+def chunk(request: RequestOut, rows: list[list[float]], **change) -> ChunkIn:
+    fields = dict(episode_id=request.episode_id, request_id=request.request_id, policy_version=3,
+                  chunk_size=len(rows), action_dim=len(rows[0]), action_mode="ee_delta",
+                  actions=np.array(rows, dtype=np.float32).ravel(), stamp_ns=request.stamp_ns)
+    return ChunkIn(**{**fields, **change})
+
+
+def commands(outs: list) -> list[CommandOut]:
+    return [o for o in outs if isinstance(o, CommandOut)]
+
+
+def requests(outs: list) -> list[RequestOut]:
+    return [o for o in outs if isinstance(o, RequestOut)]
+
+
+def started(config: ExecutorConfig | None = None, max_steps: int = 0) -> tuple[ExecutorCore, RequestOut]:
+    core = ExecutorCore(COMMANDER, config)
+    assert core.advance(0.0) == [] and core.hold is Hold.NO_EPISODE
+    core.start_episode("ep1", greedy=True, max_steps=max_steps, stamp_ns=5 * PERIOD)
+    core.joint_state(NAMES, HOME, 4 * PERIOD, now=0.0)  # from before the reset
+    assert core.advance(0.0) == [] and core.hold is Hold.NO_JOINT_STATES
+    core.joint_state(NAMES, HOME, 5 * PERIOD, now=0.0)
+    (request,) = core.advance(0.0)
+    assert request == RequestOut("ep1", 1, 0, True, 5 * PERIOD)
+    assert core.hold is Hold.WAITING_FOR_CHUNK
+    return core, request
+
+
+def test_lockstep_one_command_per_fresh_joint_state_then_the_next_request() -> None:
+    core, request = started()
+    assert core.chunk(chunk(request, [UP, UP])) is None
+    (first,) = core.advance(0.0)
+    assert isinstance(first, CommandOut) and first.step == 0 and first.stamp_ns == 5 * PERIOD
+    assert core.advance(0.0) == [] and core.hold is Hold.EXECUTING
+    core.joint_state(NAMES, HOME, 5 * PERIOD + PERIOD // 2, now=0.05)  # mid-period: not yet
+    assert core.advance(0.05) == []
+    core.joint_state(NAMES, HOME, 6 * PERIOD, now=0.1)
+    (second,) = core.advance(0.1)
+    assert second.step == 1
+    core.joint_state(NAMES, HOME, 7 * PERIOD, now=0.2)
+    (nxt,) = core.advance(0.2)  # after the last step: the policy sees the state after it
+    assert nxt == RequestOut("ep1", 2, 2, True, 7 * PERIOD)
+    assert core.status()["policy_version"] == "3" and core.status()["commands_sent"] == "2"
+
+
+def test_request_ahead_overlaps_the_policy_with_the_current_chunk() -> None:
+    core, request = started(ExecutorConfig(request_ahead_steps=1))
+    core.chunk(chunk(request, [UP, UP, UP]))
+    stamp = 5 * PERIOD
+    seen = []
+    for _ in range(3):
+        seen.append(core.advance(0.0))
+        stamp += PERIOD
+        core.joint_state(NAMES, HOME, stamp, now=0.0)
+    assert [len(commands(o)) for o in seen] == [1, 1, 1]
+    assert [r.step for o in seen for r in requests(o)] == [3]  # sent with the last command of the chunk
+    (ahead,) = requests(seen[2])
+    assert core.chunk(chunk(ahead, [UP])) is None
+    (cmd,) = commands(core.advance(0.0))  # the next chunk follows without a gap
+    assert cmd.step == 3
+
+
+def test_invalid_chunks_are_rejected_with_their_reason_and_the_arm_holds() -> None:
+    core, request = started()
+    bad = {
+        RejectReason.NON_FINITE: chunk(request, [[0.0, np.nan, 0.0, 0.0]]),
+        RejectReason.BAD_SHAPE: chunk(request, [UP], chunk_size=2),
+        RejectReason.WRONG_EPISODE: chunk(request, [UP], episode_id="ep0"),
+        RejectReason.UNREQUESTED: chunk(request, [UP], request_id=7),
+        RejectReason.STALE: chunk(request, [UP], stamp_ns=request.stamp_ns - 1),
+        RejectReason.WRONG_MODE: chunk(request, [UP], action_mode="joint_position"),
+    }
+    for reason, msg in bad.items():
+        rejection = core.chunk(msg)
+        assert rejection is not None and rejection.reason is reason, (reason, rejection)
+        assert commands(core.advance(0.0)) == [] and core.hold is Hold.WAITING_FOR_CHUNK
+    status = core.status()
+    assert all(status[f"rejected/{r.value}"] == "1" for r in bad)
+    assert core.chunk(chunk(request, [UP])) is None  # the request is still outstanding
+    assert len(commands(core.advance(0.0))) == 1
+
+
+def test_estop_latches_until_released_and_drops_the_plan() -> None:
+    core, request = started()
+    core.chunk(chunk(request, [UP, UP, UP]))
+    assert len(commands(core.advance(0.0))) == 1
+    assert core.estop() and not core.estop()
+    core.joint_state(NAMES, HOME, 6 * PERIOD, now=0.1)
+    assert core.advance(0.1) == [] and core.hold is Hold.ESTOP
+    assert core.chunk(chunk(request, [UP])).reason is RejectReason.ESTOP
+    assert core.release() == (True, "e-stop released; the next chunk is requested from the current state")
+    assert core.release()[0] is False
+    (fresh,) = core.advance(0.1)  # the rest of the old chunk is gone: ask again from the current state
+    assert isinstance(fresh, RequestOut) and fresh.step == 1 and fresh.request_id == 2
+    assert core.chunk(chunk(request, [UP])).reason is RejectReason.UNREQUESTED
+
+
+def test_watchdogs_hold_on_stale_joint_states_and_images() -> None:
+    core = ExecutorCore(COMMANDER, ExecutorConfig(joint_state_timeout=0.5, image_timeout=0.3))
+    core.start_episode("ep1", greedy=True, max_steps=0, stamp_ns=5 * PERIOD)
+    core.joint_state(NAMES, HOME, 5 * PERIOD, now=0.0)
+    assert core.advance(0.0) == [] and core.hold is Hold.STALE_IMAGE  # no image yet
+    core.image(now=0.0)
+    (request,) = core.advance(0.1)
+    core.chunk(chunk(request, [UP, UP]))
+    assert len(commands(core.advance(0.1))) == 1
+    core.joint_state(NAMES, HOME, 6 * PERIOD, now=0.2)
+    core.image(now=0.2)
+    assert core.advance(0.8) == [] and core.hold is Hold.STALE_JOINT_STATES
+    core.joint_state(NAMES, HOME, 6 * PERIOD, now=0.8)
+    assert core.advance(0.8) == [] and core.hold is Hold.STALE_IMAGE
+    core.image(now=0.8)
+    assert len(commands(core.advance(0.8))) == 1
+
+
+def test_chunk_timeout_requests_again_and_refuses_the_late_answer() -> None:
+    core, request = started(ExecutorConfig(chunk_timeout=2.0))
+    assert core.advance(1.0) == []
+    core.joint_state(NAMES, HOME, 5 * PERIOD, now=2.5)  # the same state, fresh (a lockstep sim idles)
+    (again,) = core.advance(2.5)
+    assert again.request_id == 2 and again.step == 0 and core.hold is Hold.CHUNK_TIMEOUT
+    assert core.chunk(chunk(request, [UP])).reason is RejectReason.UNREQUESTED
+    assert core.chunk(chunk(again, [UP])) is None
+
+
+def test_episode_end_step_limit_and_redelivered_start() -> None:
+    core, request = started(max_steps=2)
+    assert not core.start_episode("ep1", greedy=True, max_steps=2, stamp_ns=0)  # latched re-delivery
+    core.chunk(chunk(request, [UP, UP, UP]))
+    stamp = 5 * PERIOD
+    for _ in range(3):
+        outs = core.advance(0.0)
+        assert not requests(outs)  # no chunk is requested beyond the step limit
+        stamp += PERIOD
+        core.joint_state(NAMES, HOME, stamp, now=0.0)
+    assert core.step == 2 and core.hold is Hold.MAX_STEPS
+    assert not core.end_episode("ep0") and core.end_episode("ep1")
+    assert core.advance(0.0) == [] and core.hold is Hold.EPISODE_ENDED
+    assert core.chunk(chunk(request, [UP])).reason is RejectReason.NO_EPISODE
+    assert core.start_episode("ep2", greedy=False, max_steps=0, stamp_ns=stamp)
+    (req,) = core.advance(0.0)
+    assert req.episode_id == "ep2" and req.step == 0 and not req.greedy
+
+
+@pytest.mark.parametrize(("names", "positions", "message"), [
+    (NAMES[1:], HOME[1:], "lack joints ['joint1']"),
+    (NAMES, [np.nan, *HOME[1:]], "not finite"),
+    (NAMES, HOME[:-1], "9 names but 8 positions"),
+])
+def test_unusable_joint_states_are_refused(names: list[str], positions: list[float], message: str) -> None:
+    core = ExecutorCore(COMMANDER)
+    assert message in core.joint_state(names, positions, 0, now=0.0)
+
+
+def test_joint_states_in_any_order_are_matched_by_name() -> None:
+    core, request = started()
+    core.chunk(chunk(request, [UP]))
+    order = np.random.default_rng(0).permutation(len(NAMES))
+    core.joint_state([NAMES[i] for i in order], [HOME[i] for i in order], 5 * PERIOD, now=0.0)
+    (cmd,) = core.advance(0.0)
+    expected = COMMANDER.command(np.array(HOME[:7]), np.array(UP), COMMANDER.orientation(np.array(HOME[:7])))
+    np.testing.assert_allclose(cmd.command.arm, expected.arm, atol=1e-12)

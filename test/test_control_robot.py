@@ -1,0 +1,78 @@
+"""Robot configs: the shipped sim Panda loads and matches its model; bad files are refused by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from vla_rl_ros.control import SIM_PANDA, Commander, RobotConfig, make_arm
+from vla_rl_ros.sim import ArmModel
+from vla_rl_ros.sim.env import EnvConfig
+
+
+def sim_panda_dict() -> dict:
+    return yaml.safe_load(Path(RobotConfig.load(SIM_PANDA).source).read_text())
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    data = {**data, "model": str(RobotConfig.load(SIM_PANDA).model_path())}
+    path = tmp_path / "robot.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_sim_panda_matches_the_sim_core() -> None:
+    robot = RobotConfig.load(SIM_PANDA)
+    arm = make_arm(robot)
+    env = EnvConfig()
+    assert robot.joints == arm.joint_names and robot.gripper.joint in arm.finger_joint_names
+    assert robot.workspace.low == env.workspace_low and robot.workspace.high == env.workspace_high
+    assert robot.max_translation == env.max_translation and robot.period == env.control_dt
+    assert robot.gripper.open == arm.finger_travel
+    np.testing.assert_array_equal(arm.velocity_limits, robot.velocity_limits)
+    assert robot.command_joints == (*arm.joint_names, "finger_joint1")
+    assert robot.action_dims == (4, 7)
+
+
+def test_config_limits_tighten_the_model_limits(tmp_path: Path) -> None:
+    data = sim_panda_dict()
+    data["joint_lower"] = [-1.0] * 7
+    data["joint_upper"] = [9.0] * 7  # looser than the model: the model's limits still apply
+    robot = RobotConfig.load(write(tmp_path, data))
+    commander = Commander(robot, make_arm(robot))
+    arm = ArmModel.from_mjcf(robot.model_path())
+    np.testing.assert_array_equal(commander.lower, np.maximum(-1.0, arm.lower))
+    np.testing.assert_array_equal(commander.upper, arm.upper)
+    assert np.all(commander.max_step <= robot.max_joint_step)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"max_joint_stepp": 0.1}, "unknown key(s) ['max_joint_stepp']"),
+    ({"velocity_limits": [1.0] * 6}, "velocity_limits=(1.0, 1.0, 1.0, 1.0, 1.0, 1.0) must be 7"),
+    ({"workspace": {"low": [0, 0, 1], "high": [1, 1, 0.5]}}, "must be below high"),
+    ({"action_mode": "torque"}, "action_mode='torque' must be one of"),
+    ({"gripper": {"joint": "finger_joint1", "open": 0.04, "closed": 0.04}}, "must be finite and differ"),
+    ({"joints": ["joint1", "joint1"]}, "must be distinct"),
+    ({"home": [0.0, float("nan"), 0, 0, 0, 0, 0]}, "home="),
+    ({"control_rate_hz": 0}, "control_rate_hz=0"),
+])
+def test_bad_configs_are_refused_by_name(tmp_path: Path, change: dict, message: str) -> None:
+    with pytest.raises(ValueError) as err:
+        RobotConfig.load(write(tmp_path, {**sim_panda_dict(), **change}))
+    assert message in str(err.value)
+    assert "robot.yaml" in str(err.value)
+
+
+def test_missing_files_and_foreign_joint_names_say_what_to_fix(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no robot config at"):
+        RobotConfig.load(tmp_path / "nope.yaml")
+    data = {**sim_panda_dict(), "model": "missing.urdf"}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(FileNotFoundError, match=r"no model file at .*missing.urdf"):
+        make_arm(RobotConfig.load(tmp_path / "r.yaml"))
+    renamed = RobotConfig.load(write(tmp_path, {**sim_panda_dict(), "joints": [f"ur_j{i}" for i in range(7)]}))
+    with pytest.raises(ValueError, match="do not match the model's"):
+        make_arm(renamed)
