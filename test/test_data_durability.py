@@ -202,3 +202,20 @@ def test_relabel_is_persistent(tmp_path: Path) -> None:
     np.testing.assert_array_equal(reopened[0].actions, make_episode(0).actions)
     with pytest.raises(IndexError, match="out of range: the dataset has 3 episodes"):
         reopened.relabel(3, success=True)
+
+
+def test_open_repairs_metadata_left_stale_by_a_crash_after_the_commit(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    ds = create(root)
+    ds.append(make_episode(0))
+    stale = {name: (root / "meta" / name).read_bytes() for name in ("info.json", "stats.json")}
+    ds.append(make_episode(1))
+    fresh = ds.stats()
+    for name, content in stale.items():  # as if killed between the row commit and the derived files
+        (root / "meta" / name).write_bytes(content)
+    repaired = EpisodeDataset.open(root)
+    assert (repaired.info["total_episodes"], repaired.info["total_frames"]) == (2, 24)
+    for key, stats in fresh.items():
+        for stat, value in stats.items():
+            np.testing.assert_allclose(repaired.stats()[key][stat], value, rtol=1e-12, err_msg=f"{key} {stat}")
+    assert '"total_episodes": 2' in (root / "meta/info.json").read_text()

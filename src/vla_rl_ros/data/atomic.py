@@ -104,15 +104,15 @@ def write_parquet(path: Path, table: pa.Table) -> None:
 
 
 def read_json(path: Path) -> dict:
-    return _read(path, lambda p: json.loads(p.read_text()))
+    return read_file(path, lambda p: json.loads(p.read_text()))
 
 
 def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
-    return _read(path, lambda p: pq.read_table(p, columns=columns))
+    return read_file(path, lambda p: pq.ParquetFile(p).read(columns=columns))
 
 
-def _read(path: Path, reader: Callable[[Path], T]) -> T:
-    """Run `reader(path)`, reporting a missing or corrupt file by its name."""
+def read_file(path: Path, reader: Callable[[Path], T]) -> T:
+    """`reader(path)`, with a missing or corrupt file reported by its name (DatasetError)."""
     try:
         return reader(path)
     except FileNotFoundError as exc:

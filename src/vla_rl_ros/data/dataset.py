@@ -35,10 +35,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from vla_rl_ros.data.atomic import (
     DatasetError,
     is_tmp,
+    read_file,
     read_json,
     read_parquet,
     write_json,
@@ -112,7 +114,8 @@ class EpisodeDataset:
     def __init__(self, root: Path, info: dict) -> None:
         self.root = root
         self.info = info
-        self._rows: list[dict] = []
+        self._rows: list[dict] = []  # episode rows without their stats/ columns
+        self._stats: dict[str, Stats] = {}  # pooled over the committed episodes (stats.json)
         self._tasks: dict[str, int] = {}
         self._lock_fd: int | None = None
 
@@ -269,13 +272,15 @@ class EpisodeDataset:
 
     def refresh(self) -> None:
         """Pick up episodes that writers committed since this object last looked."""
+        self.info = read_json(self.root / INFO_PATH)
+        self._stats = _stats_from_json(read_json(self.root / STATS_PATH), self.features)
         self._tasks = _read_tasks(self.root / TASKS_PATH)
         paths = sorted(
             (p for p in (self.root / "meta" / "episodes").glob("chunk-*/file-*.parquet") if not is_tmp(p)),
             key=file_episode_index,
         )
         for path in paths[len(self._rows) :]:
-            for row in read_parquet(path).to_pylist():
+            for row in _read_rows(path, with_stats=False):
                 if row["episode_index"] != len(self._rows):
                     raise DatasetError(
                         f"corrupt dataset file {path}: holds episode {row['episode_index']}, "
@@ -325,8 +330,13 @@ class EpisodeDataset:
 
     def stats(self) -> dict[str, Stats]:
         """Per-feature statistics pooled over all episodes (what stats.json holds)."""
+        return {key: dict(value) for key, value in self._stats.items()}
+
+    def episode_stats(self, index: int) -> dict[str, Stats]:
+        """Per-feature statistics of one episode (stored in its row when it was written)."""
+        (row,) = _read_rows(self._row_path(self._check_index(index)), with_stats=True)
         keys = [k for k in self.features if k not in INDEX_FEATURES]
-        return {key: pool([_row_stats(row, key) for row in self._rows]) for key in keys} if self._rows else {}
+        return {key: {stat: np.asarray(row[f"stats/{key}/{stat}"], np.float64) for stat in STAT_KEYS} for key in keys}
 
     # ------------------------------------------------------------------ writing
     def append(self, episode: Episode) -> int:
@@ -358,11 +368,12 @@ class EpisodeDataset:
         defaults to the binary reward of the new label (1.0 / 0.0)."""
         with self._writer_lock():
             self.refresh()
-            row = dict(self._rows[self._check_index(index)])
+            path = self._row_path(self._check_index(index))
+            (row,) = _read_rows(path, with_stats=True)
             row["success"] = bool(success)
             row["reward"] = float(success) if reward is None else float(reward)
-            write_parquet(self.root / EPISODES_PATH.format(**chunk_file(index)), self._row_table(row))
-            self._rows[index] = row
+            write_parquet(path, self._row_table(row))
+            self._rows[index] = _without_stats(row)
 
     def append_from(self, source: EpisodeDataset, index: int) -> int:
         """Copy episode `index` of `source` (same schema) without re-encoding its videos; return the
@@ -372,7 +383,7 @@ class EpisodeDataset:
             return self.append(source[index])
         self._check_schema(source)
         arrays = source._read_arrays(row)
-        stats = {key: _row_stats(row, key) for key in self.features if key not in INDEX_FEATURES}
+        stats = source.episode_stats(index)
         labels = {key: row[key] for key in LABEL_COLUMNS}
 
         def copy_video(camera: str, tmp: Path) -> None:
@@ -434,7 +445,8 @@ class EpisodeDataset:
                 with contextlib.suppress(OSError):
                     self._remove_uncommitted()  # all or nothing, and give the space back now
                 raise
-            self._rows.append(row)
+            self._rows.append(_without_stats(row))
+            self._stats = {key: pool([self._stats[key], st]) if key in self._stats else st for key, st in stats.items()}
             self._write_derived()
             return index
 
@@ -490,6 +502,9 @@ class EpisodeDataset:
             values = column.to_numpy(zero_copy_only=False) if K == 1 else column.flatten().to_numpy()
             arrays[key] = values.astype(np.float32, copy=False).reshape(-1, K) if K > 1 else values
         return arrays
+
+    def _row_path(self, index: int) -> Path:
+        return self.root / EPISODES_PATH.format(**chunk_file(index))
 
     def _video_path(self, row: dict, camera: str) -> Path:
         key = f"{IMAGE_PREFIX}{camera}"
@@ -550,7 +565,7 @@ class EpisodeDataset:
             "total_tasks": len(self._tasks),
             "splits": {"train": f"0:{len(self._rows)}"} if self._rows else {},
         }
-        write_json(self.root / STATS_PATH, _stats_json(self.stats(), self.features))
+        write_json(self.root / STATS_PATH, _stats_json(self._stats, self.features))
         write_json(self.root / INFO_PATH, self.info)
 
     def _remove_uncommitted(self) -> None:
@@ -566,6 +581,8 @@ class EpisodeDataset:
         self._remove_uncommitted()
         on_disk = (self.info.get("total_episodes"), self.info.get("total_frames"), self.info.get("total_tasks"))
         if on_disk != (len(self._rows), self.num_frames, len(self._tasks)):
+            episodes = [self.episode_stats(i) for i in range(len(self))]
+            self._stats = {key: pool([st[key] for st in episodes]) for key in episodes[0]} if episodes else {}
             self._write_derived()
 
     @contextlib.contextmanager
@@ -598,8 +615,28 @@ def _owns_files(ds: EpisodeDataset, row: dict) -> bool:
     )
 
 
-def _row_stats(row: dict, key: str) -> Stats:
-    return {stat: np.asarray(row[f"stats/{key}/{stat}"], dtype=np.float64) for stat in STAT_KEYS}
+def _read_rows(path: Path, *, with_stats: bool) -> list[dict]:
+    """Episode rows of a meta/episodes file, with or without the (bulky) stats/ columns."""
+
+    def reader(p: Path) -> list[dict]:
+        parquet = pq.ParquetFile(p)  # faster than pq.read_table for many small files
+        names = [n for n in parquet.schema_arrow.names if with_stats or not n.startswith("stats/")]
+        return parquet.read(columns=names).to_pylist()
+
+    return read_file(path, reader)
+
+
+def _without_stats(row: dict) -> dict:
+    return {key: value for key, value in row.items() if not key.startswith("stats/")}
+
+
+def _stats_from_json(data: dict, features: dict[str, dict]) -> dict[str, Stats]:
+    """Inverse of _stats_json: every stat a flat float64 array."""
+    return {
+        key: {stat: np.asarray(value, np.float64).reshape(-1) for stat, value in stats.items()}
+        for key, stats in data.items()
+        if key in features
+    }
 
 
 def _stats_json(stats: dict[str, Stats], features: dict[str, dict]) -> dict:
@@ -611,6 +648,7 @@ def _stats_json(stats: dict[str, Stats], features: dict[str, dict]) -> dict:
             stat: (value.reshape(3, 1, 1) if video and stat != "count" else value).tolist()
             for stat, value in feature_stats_.items()
         }
+        out[key]["count"] = [int(c) for c in feature_stats_["count"]]
     return out
 
 
