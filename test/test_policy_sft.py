@@ -1,0 +1,76 @@
+"""`vla-rl sft` and `vla-rl eval` end to end on real sim demonstrations (tiny settings)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from vla_rl_ros.cli import main as vla_rl
+from vla_rl_ros.data import EpisodeDataset
+from vla_rl_ros.policy import VLAPolicy
+from vla_rl_ros.policy.sft import LOG_FILE, load_samples
+from vla_rl_ros.sim.demos import write_demos
+
+CHUNK = 4
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demos") / "reach"
+    write_demos(root, ["reach"], 3, cameras=("front",), progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def checkpoint(demos, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sft") / "ckpt"
+    code = vla_rl(["sft", "--data", str(demos), "--out", str(out), "--steps", "30", "--batch-size", "16",
+                   "--hidden-size", "32", "--layers", "1", "--val-fraction", "0.34", "--val-every", "10",
+                   "--eval-episodes", "2", "--chunk-size", str(CHUNK), "--threads", "2"])
+    assert code == 0
+    return out
+
+
+def test_samples_take_consecutive_actions_and_mask_past_the_episode_end(demos):
+    samples = load_samples([str(demos)], "front", CHUNK)
+    episode = EpisodeDataset.open(demos)[0]
+    T = episode.length
+    first = np.flatnonzero(samples.episode == 0)
+    assert len(first) == T
+    np.testing.assert_array_equal(samples.chunks[first[0]], episode.actions[:CHUNK])
+    np.testing.assert_array_equal(samples.images[first[-1]], episode.images["front"][-1])
+    assert samples.valid[first[-1]].tolist() == [True, False, False, False]  # last frame: one real action
+    assert samples.valid[first[-CHUNK]].all()
+    np.testing.assert_array_equal(samples.chunks[first[-1], 1:], 0.0)
+
+
+def test_sft_writes_a_loadable_checkpoint_with_a_log_of_falling_loss(checkpoint):
+    lines = [json.loads(line) for line in (checkpoint / LOG_FILE).read_text().splitlines()]
+    assert lines[0]["config"]["steps"] == 30 and lines[0]["tasks"] == ["reach"]
+    records = lines[1:]
+    assert [r["step"] for r in records if "loss/val" in r] == [10, 20, 30]
+    assert records[-1]["loss/val"] < np.log(256)  # below the uniform guess it started from
+    assert 0.0 <= records[-1]["eval/success_rate"] <= 1.0 and "eval/reach" in records[-1]
+    policy = VLAPolicy.load(checkpoint)
+    assert (policy.chunk_size, policy.action_dim, policy.camera) == (CHUNK, 4, "front")
+
+
+def test_eval_reports_per_task_success_with_a_wilson_interval(checkpoint, tmp_path, capsys):
+    report_path = tmp_path / "report.json"
+    assert vla_rl(["eval", "--checkpoint", str(checkpoint), "--tasks", "reach", "--episodes", "2",
+                   "--out", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    reach = report["tasks"]["reach"]
+    assert reach["episodes"] == 2 and len(reach["episodes_detail"]) == 2
+    assert [e["seed"] for e in reach["episodes_detail"]] == [1_000_000, 1_000_001]  # held-out seeds
+    low, high = reach["ci95"]
+    assert 0.0 <= low <= reach["success_rate"] <= high <= 1.0 and high - low > 0.3  # n=2 is wide
+    assert "reach" in capsys.readouterr().out
+
+
+def test_bad_data_gives_errors_that_say_what_to_do(tmp_path, demos):
+    empty = EpisodeDataset.create_like(tmp_path / "empty", EpisodeDataset.open(demos))
+    with pytest.raises(ValueError, match=r"no successful episodes.*vla-rl demos"):
+        load_samples([str(empty.root)], "front", CHUNK)
+    with pytest.raises(ValueError, match="not 'wrist'; pass --camera"):
+        load_samples([str(demos)], "wrist", CHUNK)
