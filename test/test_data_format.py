@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from vla_rl_ros.data import DatasetError, Episode, EpisodeDataset
+from vla_rl_ros.data import DatasetError, Episode, EpisodeBuilder, EpisodeDataset
 from vla_rl_ros.data.stats import image_stats
 from vla_rl_ros.data.video import psnr
 
@@ -254,3 +254,27 @@ def test_read_only_the_cameras_asked_for(tmp_path: Path) -> None:
     assert bare.actions.tobytes() == make_episode(0).actions.tobytes()
     with pytest.raises(ValueError, match=r"cameras \['top'\] are not in this dataset"):
         ds.read(0, cameras=["top"])
+
+
+def test_builder_collects_frames_into_an_episode_that_round_trips(tmp_path: Path) -> None:
+    reference = make_episode(5)
+    builder = EpisodeBuilder()
+    for t in range(reference.length):
+        builder.add(
+            {cam: frames[t] for cam, frames in reference.images.items()},
+            reference.state[t],
+            reference.actions[t],
+            {key: value[t] for key, value in reference.extras.items()},
+        )
+    labels = {k: getattr(reference, k) for k in ("task", "instruction", "seed", "success", "reward", "end_reason",
+                                                  "policy_version", "group_id", "episode_id", "evaluation")}
+    built = builder.build(**labels)
+    assert built.digest() == reference.digest()
+    ds = create(tmp_path / "ds")
+    assert_same(ds[ds.append(built)], reference)
+    with pytest.raises(ValueError, match=r"frame 12: camera 'front' is \(32, 32, 3\)"):
+        builder.add({"front": np.zeros((32, 32, 3), np.uint8), "wrist": reference.images["wrist"][0]},
+                    reference.state[0], reference.actions[0], {k: v[0] for k, v in reference.extras.items()})
+    builder.clear()
+    with pytest.raises(ValueError, match="no frames"):
+        builder.build(**labels)

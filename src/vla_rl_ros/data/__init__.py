@@ -5,7 +5,7 @@ datasets; `DatasetError` names the file when something on disk is missing, corru
 
 from vla_rl_ros.data.atomic import DatasetError
 from vla_rl_ros.data.dataset import EpisodeDataset
-from vla_rl_ros.data.episode import END_REASONS, Episode
+from vla_rl_ros.data.episode import END_REASONS, Episode, EpisodeBuilder
 from vla_rl_ros.data.video import VideoConfig
 
-__all__ = ["END_REASONS", "DatasetError", "Episode", "EpisodeDataset", "VideoConfig"]
+__all__ = ["END_REASONS", "DatasetError", "Episode", "EpisodeBuilder", "EpisodeDataset", "VideoConfig"]

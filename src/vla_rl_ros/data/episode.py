@@ -85,3 +85,68 @@ def _float_frames(name: str, value: np.ndarray) -> np.ndarray:
         bad = int(np.argwhere(~np.isfinite(array))[0][0])
         raise ValueError(f"{name} has a non-finite value at frame {bad}; datasets keep finite numbers only")
     return array
+
+
+class EpisodeBuilder:
+    """Collects an episode frame by frame (a recorder's buffer) and checks each frame as it comes,
+    so a bad frame is refused when it arrives rather than when the episode ends."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        """Drop the frames collected so far (e.g. an episode aborted before it started)."""
+        self._images: dict[str, list[np.ndarray]] = {}
+        self._state: list[np.ndarray] = []
+        self._actions: list[np.ndarray] = []
+        self._extras: dict[str, list[np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return len(self._state)
+
+    def add(
+        self,
+        images: dict[str, np.ndarray],
+        state: np.ndarray,
+        action: np.ndarray,
+        extras: dict[str, np.ndarray | float] | None = None,
+    ) -> None:
+        """One frame: camera -> (H, W, 3) uint8, state (P,), the action (A,) taken, extras."""
+        extras = extras or {}
+        if self._state:
+            first = {"cameras": sorted(self._images), "extras": sorted(self._extras)}
+            if first != {"cameras": sorted(images), "extras": sorted(extras)}:
+                raise ValueError(
+                    f"frame {len(self)} has cameras/extras {sorted(images)}/{sorted(extras)}, "
+                    f"earlier frames {first['cameras']}/{first['extras']}"
+                )
+            for name, image in images.items():
+                if image.shape != self._images[name][0].shape:
+                    raise ValueError(
+                        f"frame {len(self)}: camera {name!r} is {image.shape}, "
+                        f"earlier frames {self._images[name][0].shape}"
+                    )
+            if np.shape(state) != self._state[0].shape or np.shape(action) != self._actions[0].shape:
+                raise ValueError(
+                    f"frame {len(self)}: state {np.shape(state)} / action {np.shape(action)} differ "
+                    f"from earlier frames {self._state[0].shape} / {self._actions[0].shape}"
+                )
+        for name, image in images.items():
+            self._images.setdefault(name, []).append(np.asarray(image))
+        self._state.append(np.asarray(state, dtype=np.float32))
+        self._actions.append(np.asarray(action, dtype=np.float32))
+        for key, value in extras.items():
+            self._extras.setdefault(key, []).append(np.asarray(value, dtype=np.float32))
+
+    def build(self, **labels: object) -> Episode:
+        """The Episode of the frames so far, with `labels` (task, instruction, seed, success, reward,
+        end_reason, and optionally policy_version, group_id, episode_id, evaluation)."""
+        if not self._state:
+            raise ValueError("no frames were added; an episode needs at least one")
+        return Episode(
+            images={name: np.stack(frames) for name, frames in self._images.items()},  # (T, H, W, 3)
+            state=np.stack(self._state),  # (T, P)
+            actions=np.stack(self._actions),  # (T, A)
+            extras={key: np.stack(values) for key, values in self._extras.items()},
+            **labels,
+        )
