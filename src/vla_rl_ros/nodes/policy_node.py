@@ -44,6 +44,9 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 TRAJECTORIES = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 SERVE_PERIOD_S = 0.002
+# A request may overtake its episode's EpisodeStart (different topics are not ordered): it waits this
+# long for the episode to be announced before it is dropped.
+UNANNOUNCED_WAIT_S = 5.0
 
 
 @dataclass
@@ -76,6 +79,7 @@ class Arm:
     image: Image | None = None
     joints: JointState | None = None
     request: ChunkRequest | None = None
+    received_at: float = 0.0
     ready_since: float | None = None
 
 
@@ -123,7 +127,8 @@ class PolicyNode(Node):
         dropped = self.serving.start_episode(arm.name, msg.episode_id, msg.instruction, msg.evaluation)
         if dropped is not None:
             self.drops.drop("episode without a result", f"episode {dropped.episode_id} replaced by {msg.episode_id}")
-        arm.request = None
+        if arm.request is not None and arm.request.episode_id != msg.episode_id:
+            arm.request = None
 
     def on_result(self, arm: Arm, msg: EpisodeResult) -> None:
         log = self.serving.end_episode(arm.name, msg.episode_id)
@@ -145,10 +150,7 @@ class PolicyNode(Node):
 
     # -- requests --------------------------------------------------------------------------------
     def on_request(self, arm: Arm, msg: ChunkRequest) -> None:
-        if self.serving.episode(arm.name, msg.episode_id) is None:
-            self.drops.drop("request for an episode not running", f"{arm.name or '.'}: {msg.episode_id!r}")
-            return
-        arm.request, arm.ready_since = msg, None
+        arm.request, arm.received_at, arm.ready_since = msg, time.monotonic(), None
 
     def observation_ready(self, arm: Arm) -> bool:
         """The newest image and joint state are stamped no earlier than the request."""
@@ -165,6 +167,9 @@ class PolicyNode(Node):
         ready = []
         for arm in self.arms.values():
             log = arm.request and self.serving.episode(arm.name, arm.request.episode_id)
+            if arm.request and not log and now - arm.received_at > UNANNOUNCED_WAIT_S:
+                self.drops.drop("request for an episode not running", f"{arm.name or '.'}: {arm.request.episode_id!r}")
+                arm.request = None
             if log and self.serving.may_serve(log) and self.observation_ready(arm):
                 arm.ready_since = arm.ready_since or now
                 ready.append(arm)

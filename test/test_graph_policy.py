@@ -1,0 +1,176 @@
+"""policy_node as a real process: fresh observations only, batching, trajectories, safe weight updates."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from builtin_interfaces.msg import Time
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rosgraph import RELIABLE, RosGraph, wait_until
+from sensor_msgs.msg import Image, JointState
+from vla_rl_interfaces.msg import ActionChunk, ChunkRequest, EpisodeResult, EpisodeStart, PolicyUpdate, Trajectory
+
+from vla_rl_ros.policy import checkpoint_digest, new_tiny_policy
+from vla_rl_ros.ros.convert import image_to_msg
+from vla_rl_ros.sim.env import JOINT_STATE_NAMES, STATE_NAMES
+
+pytestmark = pytest.mark.graph
+C, A = 2, 4
+ARMS = ("arm0", "arm1")
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two tiny real checkpoints (different weights, same shapes)."""
+    root = tmp_path_factory.mktemp("ckpt")
+    actions = np.random.default_rng(0).uniform(-0.02, 0.02, size=(64, A)).astype(np.float32)
+    paths = []
+    for i in range(2):
+        policy = new_tiny_policy(["reach the red cube"], actions, chunk_size=C, state_dim=len(STATE_NAMES),
+                                 image_size=32)
+        policy.save(root / f"v{i}")
+        paths.append(root / f"v{i}")
+    return paths[0], paths[1]
+
+
+def stamp(sec: int) -> Time:
+    return Time(sec=sec)
+
+
+class Arms:
+    """The executors', cameras' and episode manager's side of every arm, played by the probe."""
+
+    def __init__(self, graph: RosGraph) -> None:
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        probe = graph.probe
+        self.pub = {a: {
+            "start": probe.publisher(EpisodeStart, f"/{a}/episode_start", latched),
+            "result": probe.publisher(EpisodeResult, f"/{a}/episode_result", RELIABLE),
+            "request": probe.publisher(ChunkRequest, f"/{a}/chunk_request", RELIABLE),
+            "image": probe.publisher(Image, f"/{a}/camera/image_raw", RELIABLE),
+            "joints": probe.publisher(JointState, f"/{a}/joint_states", RELIABLE),
+        } for a in ARMS}
+        self.update = probe.publisher(PolicyUpdate, "/policy_update", latched)
+        self.chunks = {a: probe.collect(ActionChunk, f"/{a}/action_chunk", RELIABLE) for a in ARMS}
+        self.trajectories = {a: probe.collect(Trajectory, f"/{a}/trajectory", RELIABLE) for a in ARMS}
+        self.rng = np.random.default_rng(1)
+
+    def observe(self, arm: str, sec: int) -> None:
+        image = self.rng.integers(0, 255, size=(48, 48, 3), dtype=np.uint8)
+        self.pub[arm]["image"].publish(image_to_msg(image, stamp(sec)))
+        joints = JointState(name=list(JOINT_STATE_NAMES), position=[0.0, -0.5, 0.0, -2.3, 0.0, 1.8, 0.8, 0.04, 0.04])
+        joints.header.stamp = stamp(sec)
+        self.pub[arm]["joints"].publish(joints)
+
+    def start(self, arm: str, episode: str, evaluation: bool = False) -> None:
+        self.pub[arm]["start"].publish(EpisodeStart(episode_id=episode, arm=f"/{arm}", task="reach",
+                                                    instruction="reach the red cube", evaluation=evaluation))
+
+    def request(self, arm: str, episode: str, request_id: int, sec: int, step: int = 0) -> None:
+        msg = ChunkRequest(episode_id=episode, request_id=request_id, step=step)
+        msg.header.stamp = stamp(sec)
+        self.pub[arm]["request"].publish(msg)
+
+    def end(self, arm: str, episode: str) -> None:
+        self.pub[arm]["result"].publish(EpisodeResult(episode_id=episode, arm=f"/{arm}", end_reason="timeout"))
+
+
+def start_policy(graph: RosGraph, checkpoint: Path) -> Arms:
+    arms = Arms(graph)
+    graph.node("policy_node", "-p", f"checkpoint:={checkpoint}", "-p", "arms:=[arm0, arm1]",
+               "-p", "batch_window_s:=0.5")
+    graph.probe.wait_for_publisher("/arm1/action_chunk", timeout=60)
+    for arm in ARMS:
+        wait_until(lambda a=arm: graph.probe.node.count_subscribers(f"/{a}/chunk_request") > 0, 60, "subscriptions")
+    return arms
+
+
+def test_chunks_come_from_fresh_observations_and_trajectories_follow(ros_graph: RosGraph, checkpoints) -> None:
+    arms = start_policy(ros_graph, checkpoints[0])
+    arms.start("arm0", "ep-a")
+    arms.start("arm1", "ep-b")
+    arms.observe("arm0", sec=5)
+    arms.observe("arm1", sec=5)
+    # Requests stamped after the newest observation must wait for a newer one (a request may even
+    # arrive before its episode's announcement).
+    arms.request("arm0", "ep-a", 1, sec=6)
+    arms.request("arm1", "ep-b", 1, sec=6)
+    time.sleep(1.0)
+    assert arms.chunks["arm0"] == [] and arms.chunks["arm1"] == []
+    arms.observe("arm0", sec=6)
+    arms.observe("arm1", sec=6)
+    wait_until(lambda: arms.chunks["arm0"] and arms.chunks["arm1"], 30, "both chunks")
+    for arm, episode in (("arm0", "ep-a"), ("arm1", "ep-b")):
+        chunk = arms.chunks[arm][0]
+        assert (chunk.episode_id, chunk.request_id, chunk.policy_version) == (episode, 1, 0)
+        assert (chunk.chunk_size, chunk.action_dim, len(chunk.actions), len(chunk.token_ids)) == (C, A, C * A, C * A)
+        assert np.all(np.isfinite(chunk.actions)) and chunk.header.stamp.sec == 6 and not chunk.greedy
+    # A second step, then the end of the episode: the trajectory holds both chunks.
+    arms.observe("arm0", sec=7)
+    arms.request("arm0", "ep-a", 2, sec=7, step=2)
+    wait_until(lambda: len(arms.chunks["arm0"]) == 2, 30, "the second chunk")
+    arms.end("arm0", "ep-a")
+    wait_until(lambda: arms.trajectories["arm0"], 30, "the trajectory")
+    traj = arms.trajectories["arm0"][0]
+    assert traj.episode_id == "ep-a" and list(traj.steps) == [0, 2] and len(traj.images) == 2
+    assert list(traj.token_ids) == [*arms.chunks["arm0"][0].token_ids, *arms.chunks["arm0"][1].token_ids]
+    assert traj.proprio_dim == len(STATE_NAMES) and len(traj.proprio) == 2 * len(STATE_NAMES)
+
+
+def test_weights_change_only_between_episodes_and_bad_updates_are_refused(
+    ros_graph: RosGraph, checkpoints
+) -> None:
+    first, second = checkpoints
+    arms = start_policy(ros_graph, first)
+    arms.start("arm0", "ep-1")
+    arms.observe("arm0", sec=1)
+    arms.request("arm0", "ep-1", 1, sec=1)
+    wait_until(lambda: arms.chunks["arm0"], 30, "a chunk")
+    # New weights announced mid-episode: ep-1 keeps v0 to its end.
+    arms.update.publish(PolicyUpdate(version=2, checkpoint_dir=str(second), digest=checkpoint_digest(second)))
+    arms.observe("arm0", sec=2)
+    arms.request("arm0", "ep-1", 2, sec=2, step=2)
+    wait_until(lambda: len(arms.chunks["arm0"]) == 2, 30, "a second chunk")
+    assert [c.policy_version for c in arms.chunks["arm0"]] == [0, 0]
+    arms.end("arm0", "ep-1")
+    arms.start("arm0", "ep-2")
+    arms.observe("arm0", sec=3)
+    arms.request("arm0", "ep-2", 1, sec=3)
+    wait_until(lambda: len(arms.chunks["arm0"]) == 3, 30, "the next episode's chunk")
+    assert arms.chunks["arm0"][2].policy_version == 2
+    # A wrong digest is refused between episodes; v2 keeps serving.
+    arms.update.publish(PolicyUpdate(version=3, checkpoint_dir=str(first), digest="0" * 64))
+    arms.end("arm0", "ep-2")
+    wait_until(lambda: "rejected, keeping v2" in ros_graph.log("policy_node"), 30, "the refusal")
+    assert "does not match" in ros_graph.log("policy_node")
+    arms.start("arm0", "ep-3")
+    arms.observe("arm0", sec=4)
+    arms.request("arm0", "ep-3", 1, sec=4)
+    wait_until(lambda: len(arms.chunks["arm0"]) == 4, 30, "a chunk after the refusal")
+    assert arms.chunks["arm0"][3].policy_version == 2
+
+
+def test_garbage_is_dropped_and_the_node_keeps_serving(ros_graph: RosGraph, checkpoints) -> None:
+    arms = start_policy(ros_graph, checkpoints[0])
+    arms.start("arm0", "ep-g")
+    bad = Image(height=48, width=48, encoding="rgb8", step=144, data=bytes(10))  # too few bytes
+    bad.header.stamp = stamp(4)
+    arms.pub["arm0"]["image"].publish(bad)
+    joints = JointState(name=list(JOINT_STATE_NAMES), position=[0.0] * 9)
+    joints.header.stamp = stamp(4)
+    arms.pub["arm0"]["joints"].publish(joints)
+    arms.request("arm0", "ep-g", 1, sec=4)
+    wait_until(lambda: "unusable observation" in ros_graph.log("policy_node"), 30, "the drop to be logged")
+    arms.update.publish(PolicyUpdate(version=5, checkpoint_dir="/nonexistent", digest="ab" * 32))
+    arms.observe("arm0", sec=5)
+    arms.request("arm0", "ep-g", 2, sec=5)
+    wait_until(lambda: arms.chunks["arm0"], 30, "a chunk after the garbage")
+    assert arms.chunks["arm0"][0].request_id == 2
+    arms.end("arm0", "ep-g")
+    wait_until(lambda: "rejected, keeping v0" in ros_graph.log("policy_node"), 30, "the missing checkpoint")
+    proc = next(p for name, p, _ in ros_graph.procs if name == "policy_node")
+    assert proc.poll() is None
