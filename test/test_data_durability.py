@@ -92,10 +92,11 @@ def leftovers(root: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def read_only(root: Path) -> Iterator[None]:
-    """Make `root` unwritable, also for root (which ignores mode bits): chattr +i when we are root."""
+def read_only(root: Path, recursive: bool = True) -> Iterator[None]:
+    """Make `root` (and, if recursive, everything in it) unwritable, also for root, which ignores
+    mode bits: then with chattr +i."""
     if os.geteuid() != 0:
-        modes = {p: p.stat().st_mode for p in [root, *root.rglob("*")]}
+        modes = {p: p.stat().st_mode for p in [root, *(root.rglob("*") if recursive else ())]}
         for p in modes:
             p.chmod(0o555 if p.is_dir() else 0o444)
         try:
@@ -104,14 +105,15 @@ def read_only(root: Path) -> Iterator[None]:
             for p, mode in modes.items():
                 p.chmod(mode)
         return
+    flags = ["-R"] if recursive else []
     if shutil.which("chattr") is None:
         pytest.skip("running as root without chattr: cannot make a directory read-only")
-    if subprocess.run(["chattr", "-R", "+i", str(root)], check=False, capture_output=True).returncode != 0:
+    if subprocess.run(["chattr", *flags, "+i", str(root)], check=False, capture_output=True).returncode != 0:
         pytest.skip("chattr +i is not supported on this file system")
     try:
         yield
     finally:
-        subprocess.run(["chattr", "-R", "-i", str(root)], check=True)
+        subprocess.run(["chattr", *flags, "-i", str(root)], check=True)
 
 
 def test_read_only_root_gives_a_clear_error_and_stays_readable(tmp_path: Path) -> None:
@@ -219,3 +221,17 @@ def test_open_repairs_metadata_left_stale_by_a_crash_after_the_commit(tmp_path: 
         for stat, value in stats.items():
             np.testing.assert_allclose(repaired.stats()[key][stat], value, rtol=1e-12, err_msg=f"{key} {stat}")
     assert '"total_episodes": 2' in (root / "meta/info.json").read_text()
+
+
+def test_episode_saved_when_only_the_derived_metadata_cannot_be_written(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    ds = create(root)
+    ds.append(make_episode(0))
+    same_instruction = make_episode(6)  # "reach the red cube (0)" again: tasks.parquet stays as it is
+    with read_only(root / "meta", recursive=False), pytest.warns(RuntimeWarning, match="episode 1 is saved, but"):
+        assert ds.append(same_instruction) == 1
+    assert '"total_episodes": 1' in (root / "meta/info.json").read_text()  # stale until repaired
+    reopened = EpisodeDataset.open(root)
+    assert len(reopened) == 2 and reopened.info["total_episodes"] == 2
+    assert '"total_episodes": 2' in (root / "meta/info.json").read_text()
+    assert_same(reopened[1], same_instruction)

@@ -28,6 +28,7 @@ import fcntl
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -405,7 +406,7 @@ class EpisodeDataset:
         T = len(arrays[STATE_KEY])
         with self._writer_lock():
             self.refresh()
-            self._remove_uncommitted()
+            self._recover()  # leftovers of a crashed writer, stale derived files
             index = len(self._rows)
             where = chunk_file(index)
             start = self._rows[-1]["dataset_to_index"] if self._rows else 0
@@ -447,7 +448,15 @@ class EpisodeDataset:
                 raise
             self._rows.append(_without_stats(row))
             self._stats = {key: pool([self._stats[key], st]) if key in self._stats else st for key, st in stats.items()}
-            self._write_derived()
+            try:
+                self._write_derived()
+            except DatasetError as exc:  # the episode is saved: do not invite a retry that duplicates it
+                warnings.warn(
+                    f"episode {index} is saved, but {exc}; info.json and stats.json are repaired when the "
+                    "dataset is next opened or appended to",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
             return index
 
     def _row_table(self, row: dict) -> pa.Table:
