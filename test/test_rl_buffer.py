@@ -186,3 +186,36 @@ def test_records_reject_inconsistent_arrays():
                          token_ids=np.zeros((3, 8)), log_probs=np.zeros(2), steps=np.zeros(2))
     with pytest.raises(ValueError, match="end_reason='crashed'"):
         result("e", "g", False, reason="crashed")
+
+
+def test_crashes_at_random_points_lose_no_episode(tmp_path):
+    """Random arrival order, a 'crash' (reopen from disk, roll back uncommitted updates) every 23
+    events, checkpoints every other update: at the end every result is in exactly one bucket."""
+    rng = np.random.default_rng(1)
+    events = []
+    for g in range(12):
+        for i in range(CFG.group_size):
+            eid = f"{g}/{i}"
+            r = result(eid, f"g{g}", bool(rng.random() < 0.5), evaluation=rng.random() < 0.1)
+            events += [("t", traj(eid)), ("r", r)]
+    rng.shuffle(events)
+    buf, update, checkpointed, trained = EpisodeBuffer(CFG, tmp_path), 0, 0, set()
+    for k, (kind, record) in enumerate(events, 1):
+        (buf.add_trajectory if kind == "t" else buf.add_result)(record)
+        batch = buf.pop_batch(update + 1)
+        if batch:
+            update += 1
+            trained |= {e.result.episode_id for g in batch for e in g.episodes}
+            if update % 2 == 0:
+                buf.commit(update)
+                checkpointed = update
+        if k % 23 == 0:
+            buf = EpisodeBuffer(CFG, tmp_path)
+            buf.rollback(checkpointed)
+            update = checkpointed
+        assert balanced(buf.accounting())
+    acc = buf.accounting()
+    assert acc["results"] == len(events) // 2
+    assert acc["used"] + acc["pending"] + acc["filtered_all_same"] + acc["evaluation"] + acc["incomplete"] == (
+        acc["results"])
+    assert trained  # some updates happened on the way

@@ -86,8 +86,9 @@ class EpisodeBuffer:
         self.directory = Path(directory) if directory is not None else None
         self.policy_version = 0
         self.counters: Counter[str] = Counter()
-        self._trajectories: dict[str, TrajectoryRecord] = {}  # halves awaiting use
-        self._results: dict[str, ResultRecord] = {}  # training results awaiting use
+        # Halves awaiting use (journalled buffers keep in-flight episodes on disk only)
+        self._trajectories: dict[str, TrajectoryRecord] = {}
+        self._results: dict[str, ResultRecord] = {}  # training results only
         self._groups: dict[str, dict] = {}  # open group id -> {"members": [eid], "seen": int}
         self._ready: list[tuple[str, list[str]]] = []  # kept complete groups, oldest first
         self._in_flight: list[dict] = []  # {"update": int, "groups": [(gid, [eid])]}
@@ -180,8 +181,13 @@ class EpisodeBuffer:
         self._in_flight.append({"update": int(update), "groups": taken})
         self.counters["used"] += sum(len(eids) for _, eids in taken)
         self._save_state()
-        return [Group(gid, [Episode(self._trajectories[e], self._results[e]) for e in eids])
-                for gid, eids in taken]
+        groups = [Group(gid, [Episode(self._trajectories[e], self._results[e]) for e in eids])
+                  for gid, eids in taken]
+        if self.directory is not None:  # in flight they live on disk only: `rollback` reads them back
+            for _, eids in taken:
+                for eid in eids:
+                    del self._trajectories[eid], self._results[eid]
+        return groups
 
     def commit(self, through_update: int) -> None:
         """A checkpoint now covers every update <= through_update: forget their episodes."""
@@ -198,6 +204,10 @@ class EpisodeBuffer:
         lost = [f for f in self._in_flight if f["update"] > after_update]
         self.commit(after_update)
         requeue = [g for f in lost for g in f["groups"]]
+        for eid in (e for _, eids in requeue for e in eids):
+            if eid not in self._results:
+                self._results[eid] = load_result(self._path(eid, "result.json"))
+                self._trajectories[eid] = load_trajectory(self._path(eid, "traj.npz"))
         self._in_flight = []
         self._ready = requeue + self._ready
         self.counters["used"] -= sum(len(eids) for _, eids in requeue)
@@ -229,15 +239,16 @@ class EpisodeBuffer:
         """Where every episode went. Always: results == sum of BUCKETS + pending, and
         trajectories == joined + trajectories_dropped + trajectories_waiting. `used` counts episodes
         handed to updates, including those `in_flight` (not yet covered by a checkpoint)."""
-        in_flight = sum(len(e) for f in self._in_flight for _, e in f["groups"])
-        out = {"results": self.counters["results"], "pending": len(self._results) - in_flight}
+        flying = {e for f in self._in_flight for _, eids in f["groups"] for e in eids}
+        in_flight = len(flying)
+        out = {"results": self.counters["results"], "pending": len(set(self._results) - flying)}
         out.update({b: self.counters[b] for b in BUCKETS})
         out["in_flight"] = in_flight
         out["ready"] = sum(len(e) for _, e in self._ready)
         out["joined"] = self.counters["joined"]
         out["trajectories"] = self.counters["trajectories"]
         out["trajectories_dropped"] = self.counters["trajectories_dropped"]
-        out["trajectories_waiting"] = len(set(self._trajectories) - set(self._results))
+        out["trajectories_waiting"] = len(set(self._trajectories) - set(self._results) - flying)
         out["duplicate_results"] = self.counters["duplicate_results"]
         for key, value in self.counters.items():
             if key.startswith("groups/"):
@@ -354,10 +365,10 @@ class EpisodeBuffer:
                            for f in state["in_flight"]]
         self._settled = list(state["settled"])
         self._tally = {k: Counter(v) for k, v in state["tally"].items()}
-        known_trajectories = set(state["trajectories"])
+        flying = {e for f in self._in_flight for _, eids in f["groups"] for e in eids}
+        known_trajectories = set(state["trajectories"]) | flying
         held = {e for g in self._groups.values() for e in g["members"]}
-        held |= {e for _, eids in self._ready for e in eids}
-        held |= {e for f in self._in_flight for _, eids in f["groups"] for e in eids}
+        held |= {e for _, eids in self._ready for e in eids} | flying
         settled = set(self._settled)
         late_results, late_trajectories = [], []
         for path in sorted((self.directory / EPISODES_DIR).iterdir()):
