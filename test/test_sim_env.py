@@ -37,6 +37,19 @@ def test_every_task_resets_and_steps_with_sane_outputs(task: str) -> None:
         np.testing.assert_allclose(obs.state[7:10], state.ee_pos, atol=1e-6)
 
 
+def test_random_actions_keep_the_physics_sane() -> None:
+    """RL explores with noisy actions: physics must stay finite and warning-free, objects on the table."""
+    rng = np.random.default_rng(1)
+    with make_env("pick_place", cameras=()) as env:
+        for seed in range(3):
+            env.reset(seed)
+            for _ in range(60):
+                action = np.concatenate([rng.uniform(-0.05, 0.05, 3), rng.integers(0, 2, 1)])
+                assert np.all(np.isfinite(env.step(action).observation.state))
+            assert not any(w.number for w in env.data.warning)
+            assert np.all(env.task_state().object_pos[:, 2] > -0.01)
+
+
 def rollout(task: str, seed: int, actions: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
     with make_env(task, image_size=SIZE) as env:
         obs = env.reset(seed)

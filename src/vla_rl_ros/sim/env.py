@@ -2,7 +2,7 @@
 action, render the cameras, report privileged task state and success.
 
 One `SimEnv` owns its MjModel, MjData and renderer, so several run side by side in one process.
-Physics runs at 500 Hz under a 10 Hz control loop; each control step turns the action into an arm
+Physics runs at 250 Hz under a 10 Hz control loop; each control step turns the action into an arm
 joint target (IK for end-effector deltas), limits it to the joint and velocity limits, and feeds the
 position servos a straight joint-space line across the substeps (`ArmModel.trajectory`), the same
 line the executor node sends a real arm's joint_trajectory controller.
@@ -57,7 +57,7 @@ class EnvConfig:
 
     control_dt: float = field(default=0.1, metadata={"help": "s per control step (10 Hz, as OpenVLA's "
                                                              "LIBERO/BridgeData setups act at 5-20 Hz)"})
-    interpolation_points: int = field(default=10, metadata={"help": "servo set-points per control step "
+    interpolation_points: int = field(default=5, metadata={"help": "servo set-points per control step "
                                                                     "(the physics substeps are split evenly)"})
     max_translation: float = field(default=0.05, metadata={"help": "per-axis bound on dx, dy, dz (m/step)"})
     max_rotation: float = field(default=0.25, metadata={"help": "per-axis bound on droll, dpitch, dyaw "
@@ -116,7 +116,7 @@ class SimEnv:
             raise ValueError(f"unknown camera(s) {unknown}; the scene has {sorted(self.ids.cameras)}")
         self.cameras = tuple(cameras)
         self.image_size = image_size
-        self._renderer = mujoco.Renderer(self.model, image_size, image_size) if cameras else None
+        self._renderer = make_renderer(self.model, image_size) if cameras else None
         self._substeps = round(self.config.control_dt / self.model.opt.timestep)
         if self._substeps % self.config.interpolation_points:
             raise ValueError(f"{self._substeps} physics substeps per control step do not split into "
@@ -292,6 +292,17 @@ class SimEnv:
         geom = self.ids.object_geom[slot]
         size = self.model.geom_size[geom]
         return float(size[2] if self.model.geom_type[geom] == mujoco.mjtGeom.mjGEOM_BOX else size[1])
+
+
+def make_renderer(model: mujoco.MjModel, size: int) -> mujoco.Renderer:
+    """An offscreen renderer, or a RuntimeError that says how to get an OpenGL context."""
+    try:
+        return mujoco.Renderer(model, size, size)
+    except mujoco.FatalError as exc:
+        backend = getattr(mujoco, "GLContext", type(None)).__module__  # e.g. mujoco.glfw, mujoco.egl
+        raise RuntimeError(f"no OpenGL context for rendering (MuJoCo picked {backend} when it was first "
+                           f"imported); set MUJOCO_GL=egl (or osmesa) before anything imports mujoco, "
+                           f"or make the env with cameras=()") from exc
 
 
 def make_env(task: str, *, image_size: int = 64, cameras: tuple[str, ...] = CAMERAS,
