@@ -72,6 +72,7 @@ def test_one_update_on_vla_policy_moves_probability_towards_successful_tokens(tm
     # rise a little with its successful siblings; on average the update must go the right way.
     assert change[success].mean() > 0 > change[~success].mean(), change
     assert metrics["grpo/optimizer_steps"] == 4 and np.isfinite(metrics["loss/policy"])
+    assert metrics["grpo/behaviour_logp_abs_diff"] < 1e-3  # same weights in act() and the learner
 
     # the checkpoint's policy directory is a plain VLAPolicy checkpoint with the updated behaviour
     ckpt = learner.save_checkpoint()

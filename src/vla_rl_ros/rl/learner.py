@@ -148,6 +148,9 @@ class GRPOLearner:
         self.buffer.set_policy_version(self.policy_version)
         tokens = totals["tokens"]
         b_tokens = torch.cat(b_logp_old)
+        # chunk log-probs the policy node reported vs the learner's: numeric drift or staleness
+        b_chunk_gap = torch.cat([lp.reshape(t.num_chunks, -1).sum(1) - torch.from_numpy(t.log_probs)
+                                 for lp, t in zip(b_logp_old, b_traj, strict=True)])  # (sum N,)
         metrics = {
             "loss/policy": float(np.mean(losses)),
             "grpo/clip_fraction": totals["clip_fraction"] / tokens,
@@ -159,6 +162,7 @@ class GRPOLearner:
             "grpo/approx_kl": totals["approx_kl"] / tokens,
             "grpo/grad_norm": float(np.mean(grad_norms)),
             "grpo/advantage_abs_mean": float(b_adv.abs().mean()),
+            "grpo/behaviour_logp_abs_diff": float(b_chunk_gap.abs().mean()),
             "grpo/trajectories": float(B),
             "grpo/groups": float(len(groups)),
             "grpo/optimizer_steps": float(len(losses)),
