@@ -10,19 +10,31 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_data_format import create, make_episode
+from test_data_format import ACTION_NAMES, CAMERAS, EXTRAS, STATE_NAMES, make_episode
+
+from vla_rl_ros.data import EpisodeDataset, VideoConfig
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("lerobot") is None,
-    reason="lerobot is not installed (optional; it needs torch<2.11, datasets, huggingface-hub, torchvision)",
+    reason="lerobot is not installed (optional: pip install --no-deps lerobot, plus datasets, huggingface-hub<0.36, "
+    "draccus, torchvision, and torchcodec for its video decoding)",
 )
 
 
-def test_lerobot_loads_our_dataset(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv444p"])
+def test_lerobot_loads_our_dataset(tmp_path: Path, pix_fmt: str) -> None:
     from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
 
     root = tmp_path / "ds"
-    ds = create(root)
+    ds = EpisodeDataset.create(
+        root,
+        fps=10,
+        cameras=CAMERAS,
+        state_names=STATE_NAMES,
+        action_names=ACTION_NAMES,
+        extras=EXTRAS,
+        video=VideoConfig(pix_fmt=pix_fmt),
+    )
     episodes = [make_episode(seed, T=6 + seed) for seed in range(3)]
     for ep in episodes:
         ds.append(ep)

@@ -136,7 +136,8 @@ class EpisodeDataset:
     ) -> EpisodeDataset:
         """A new empty dataset at `root` (which must not exist or be empty).
 
-        cameras: name -> (H, W), both even (yuv420p halves the chroma resolution).
+        cameras: name -> (H, W), both even for yuv420p (it halves the colour resolution).
+        video: how frames are compressed (VideoConfig; yuv444p keeps full colour for small images).
         extras: per-frame float features beyond state and action, key -> names of their K
         dimensions; one name means a scalar per frame, passed as a (T,) array."""
         root = Path(root)
@@ -146,15 +147,15 @@ class EpisodeDataset:
             raise ValueError(f"fps={fps!r} must be a positive integer (frames per second of control)")
         if not cameras:
             raise ValueError("cameras is empty; give at least one camera name -> (H, W)")
+        video = video or VideoConfig()
         for name, (h, w) in cameras.items():
             if not name or "/" in name:
                 raise ValueError(f"camera name {name!r} must be non-empty without '/'")
-            if h <= 0 or w <= 0 or h % 2 or w % 2:
-                raise ValueError(f"camera {name!r} size {(h, w)} must be positive and even (yuv420p)")
+            if h <= 0 or w <= 0 or (video.pix_fmt == "yuv420p" and (h % 2 or w % 2)):
+                raise ValueError(f"camera {name!r} size {(h, w)} must be positive and even (yuv420p halves colour)")
         for what, names in (("state_names", state_names), ("action_names", action_names)):
             if not names or len(set(names)) != len(names):
                 raise ValueError(f"{what}={list(names)} must be non-empty and unique")
-        video = video or VideoConfig()
         features: dict[str, dict] = {
             f"{IMAGE_PREFIX}{name}": {
                 "dtype": "video",

@@ -1,4 +1,4 @@
-"""Camera streams as MP4 files through PyAV: one video per camera per episode, H.264 in yuv420p,
+"""Camera streams as MP4 files through PyAV: one video per camera per episode, H.264 (yuv420p default),
 frame i stamped at i / fps so that LeRobot's timestamp-based decoder finds every frame."""
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ import numpy as np
 
 from vla_rl_ros.data.atomic import DatasetError
 
-# yuv420p is what every H.264 decoder (browsers, torchcodec, LeRobot's pyav path) reads.
-PIX_FMT = "yuv420p"
+# yuv420p is what every H.264 decoder reads (browsers, torchcodec, LeRobot); it stores colour at half
+# resolution, which at 64 px caps MuJoCo renders at ~32.6 dB PSNR before any compression. yuv444p
+# keeps full colour (~52.9 dB) and is read by FFmpeg-based decoders (PyAV, torchcodec), not browsers.
+PIX_FMTS = ("yuv420p", "yuv444p")
 # Largest 8-bit pixel value, for PSNR.
 PIXEL_MAX = 255.0
 
@@ -28,6 +30,10 @@ class VideoConfig:
         metadata={"help": "constant rate factor: lower is closer to lossless and bigger (x264: 0..51)"},
     )
     preset: str = field(default="veryfast", metadata={"help": "x264 speed/size trade-off"})
+    pix_fmt: str = field(
+        default="yuv420p",
+        metadata={"help": "yuv420p (LeRobot's default, plays everywhere) or yuv444p (full colour, for small images)"},
+    )
     gop: int = field(
         default=10,
         metadata={"help": "frames between key frames: small makes random access cheap (LeRobot uses 2)"},
@@ -38,6 +44,8 @@ class VideoConfig:
             raise ValueError(f"video codec {self.codec!r} is not in this PyAV build; use 'libx264' or 'mpeg4'")
         if not 0 <= self.crf <= 63:
             raise ValueError(f"crf={self.crf} out of range; use 0 (best) .. 51 (worst) for libx264")
+        if self.pix_fmt not in PIX_FMTS:
+            raise ValueError(f"pix_fmt={self.pix_fmt!r} is not one of {PIX_FMTS}")
         if self.gop < 1:
             raise ValueError(f"gop={self.gop} must be at least 1 (1 = every frame a key frame)")
 
@@ -53,7 +61,7 @@ def encode_video(path: Path, frames: np.ndarray, fps: int, config: VideoConfig) 
     T, H, W, _ = frames.shape
     with av.open(str(path), mode="w", format="mp4") as container:
         stream = container.add_stream(config.codec, rate=fps, options=config.options())
-        stream.width, stream.height, stream.pix_fmt = W, H, PIX_FMT
+        stream.width, stream.height, stream.pix_fmt = W, H, config.pix_fmt
         stream.codec_context.time_base = Fraction(1, fps)
         for i in range(T):
             frame = av.VideoFrame.from_ndarray(frames[i], format="rgb24")
