@@ -15,6 +15,7 @@ import importlib.metadata
 import os
 import shlex
 import sys
+import sysconfig
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -316,6 +317,9 @@ def resolve_executable(pkg: str, exe: str) -> list[str]:
         points = ()
     for point in points:
         if point.group == "console_scripts" and point.name == exe:
+            script = Path(sysconfig.get_path("scripts")) / exe
+            if os.access(script, os.X_OK):
+                return [str(script)]
             module, _, attr = point.value.partition(":")
             return [sys.executable, "-c", f"import sys; from {module} import {attr}; sys.exit({attr}())"]
     raise LaunchError(f"node executable {exe!r} of package {pkg!r} not found (ament index, Python entry points)")

@@ -6,15 +6,15 @@ ROS surface (names relative to the arm's namespace)
               episode_result  vla_rl_interfaces/EpisodeResult reliable, depth 100
   subscribes  success         vla_rl_interfaces/SuccessSignal ends the episode as a success
               action_chunk    vla_rl_interfaces/ActionChunk   progress, and the policy version acting
-              joint_states    sensor_msgs/JointState          progress (the arm is alive)
               estop           std_msgs/Bool                   true ends the episode as estop
               /policy_update  vla_rl_interfaces/PolicyUpdate  every eval_every_versions: an evaluation round
   parameters  see Params below (config/episode_manager.yaml)
 
 Time-outs count control steps as ROS time (max_steps / control_rate_hz): with use_sim_time and the
-sim bridge's lockstep clock, that is exactly the number of steps executed. An episode whose arm or
-policy goes silent for lost_node_timeout_s of wall time ends as lost_node; evaluation episodes are
-marked so the learner never trains on them.
+sim bridge's lockstep clock, that is exactly the number of steps executed. An episode in which no
+action chunk arrives for lost_node_timeout_s of wall time ends as lost_node: a dead policy sends
+none, and a dead arm stops the executor's requests (joint_states alone prove nothing: a bridge
+re-sends them while idle). Evaluation episodes are marked so the learner never trains on them.
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ from dataclasses import dataclass
 import rclpy
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import JointState
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Bool
 from vla_rl_interfaces.msg import ActionChunk, EpisodeResult, EpisodeStart, PolicyUpdate, SuccessSignal
 from vla_rl_interfaces.srv import ResetEpisode
@@ -55,8 +54,8 @@ class Params:
                                      "start); 0: only at the start", unit="versions", low=0, high=100000)
     control_rate_hz: float = param(10.0, "control steps per second (converts max_steps to ROS time)", unit="Hz",
                                    low=0.1, high=1000.0)
-    lost_node_timeout_s: float = param(60.0, "wall time without joint_states or action chunks before the "
-                                       "episode ends as lost_node", unit="s", low=0.5, high=3600.0)
+    lost_node_timeout_s: float = param(60.0, "wall time without an action chunk before the episode ends as "
+                                       "lost_node", unit="s", low=0.5, high=3600.0)
     max_episodes: int = param(0, "stop after this many episodes; 0: run until shut down", low=0, high=10**9)
     seed: int = param(0, "seed of the task/seed schedule", low=0, high=2**31 - 1)
     reset_timeout_s: float = param(30.0, "wall time a reset may take before it is retried", unit="s",
@@ -86,7 +85,6 @@ class EpisodeManager(Node):
         self.reset_client = self.create_client(ResetEpisode, "reset_episode")
         self.create_subscription(SuccessSignal, "success", self.on_success, RELIABLE)
         self.create_subscription(ActionChunk, "action_chunk", self.on_chunk, RELIABLE)
-        self.create_subscription(JointState, "joint_states", self.on_joint_states, qos_profile_sensor_data)
         self.create_subscription(Bool, "estop", self.on_estop, RELIABLE)
         self.create_subscription(PolicyUpdate, "/policy_update", self.on_policy_update, LATCHED)
 
@@ -113,10 +111,6 @@ class EpisodeManager(Node):
     def on_chunk(self, msg: ActionChunk) -> None:
         if self.running and self.plan and msg.episode_id == self.plan.episode_id:
             self.policy_version = msg.policy_version
-            self.last_progress = time.monotonic()
-
-    def on_joint_states(self, _msg: JointState) -> None:
-        if self.running:
             self.last_progress = time.monotonic()
 
     def on_estop(self, msg: Bool) -> None:

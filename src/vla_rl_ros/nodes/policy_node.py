@@ -31,6 +31,8 @@ from rclpy.time import Time
 from sensor_msgs.msg import Image, JointState
 from vla_rl_interfaces.msg import ActionChunk, ChunkRequest, EpisodeResult, EpisodeStart, PolicyUpdate, Trajectory
 
+from vla_rl_ros.control.command import make_arm
+from vla_rl_ros.control.robot import RobotConfig
 from vla_rl_ros.paths import default_checkpoint
 from vla_rl_ros.policy import CheckpointError, VLAPolicy, checkpoint_digest
 from vla_rl_ros.policy.serving import EpisodeLog, ServingState
@@ -38,7 +40,6 @@ from vla_rl_ros.ros.causes import DropLog
 from vla_rl_ros.ros.convert import MessageError, image_from_msg, proprio_from_joint_state
 from vla_rl_ros.ros.node_main import run_node
 from vla_rl_ros.ros.params import ParameterError, declare, param
-from vla_rl_ros.sim import ArmModel
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -62,8 +63,8 @@ class Params:
     max_batch: int = param(16, "most requests in one forward pass", low=1, high=1024)
     batch_window_s: float = param(0.02, "how long a ready request may wait for other arms' requests", unit="s",
                                   low=0.0, high=5.0)
-    robot_model: str = param("", "MJCF/URDF of the arm, for the end-effector part of the state; "
-                             "empty: the simulated Panda")
+    robot_config: str = param("package://vla_rl_ros/config/robots/sim_panda.yaml",
+                              "robot config (config/robots/*.yaml) whose model gives the state's end-effector part")
     seed: int = param(0, "seed of the sampling generator", low=0, high=2**31 - 1)
     action_mode: str = param("ee_delta", "what the checkpoint's actions mean (ActionChunk.action_mode)",
                              choices=("ee_delta", "joint_position"))
@@ -91,7 +92,7 @@ class PolicyNode(Node):
         checkpoint = Path(p.checkpoint) if p.checkpoint else default_checkpoint()
         try:
             self.policy = self.load(checkpoint)
-            self.arm_model = ArmModel.from_mjcf(p.robot_model or None)
+            self.arm_model = make_arm(RobotConfig.load(p.robot_config))
         except (CheckpointError, FileNotFoundError, ValueError, OSError) as exc:
             raise ParameterError(f"cannot start the policy: {exc}") from exc
         self.generator = torch.Generator(device=p.device).manual_seed(p.seed)
