@@ -79,6 +79,10 @@ def test_info_stats_relabel_export_verify_commands(tmp_path: Path, capsys: pytes
     assert EpisodeDataset.open(root).episodes_meta()[3]["success"] is True
     assert vla_rl(["dataset", "relabel", str(root), "9", "--success", "true"]) == 1
     assert "out of range" in capsys.readouterr().err
+    assert vla_rl(["dataset", "relabel", str(root), "ep-4", "--success", "false", "--reward", "0.5"]) == 0
+    assert "episode 4: success True -> False, reward 1.0 -> 0.5" in capsys.readouterr().out
+    assert vla_rl(["dataset", "relabel", str(root), "ep-77", "--success", "false"]) == 1
+    assert "no episode with episode_id 'ep-77'" in capsys.readouterr().err
 
     out = tmp_path / "flat.npz"
     assert vla_rl(["dataset", "export", str(root), str(out)]) == 0
@@ -87,7 +91,7 @@ def test_info_stats_relabel_export_verify_commands(tmp_path: Path, capsys: pytes
         assert flat["observation.images.front"].shape == (60, 64, 64, 3)
         np.testing.assert_array_equal(flat["episode_index"], np.repeat(np.arange(5), 12))
         np.testing.assert_array_equal(flat["action"][12:24], make_episode(1).actions)
-        assert flat["episode/success"].tolist() == [False, True, True, True, True]
+        assert flat["episode/success"].tolist() == [False, True, True, True, False]
         assert flat["episode/instruction"][1] == "push the red cube (1)"
 
     assert vla_rl(["dataset", "verify", str(root)]) == 0

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sources", nargs="+", help="source dataset roots")
     p = sub.add_parser("relabel", help="change an episode's success label (an operator's correction)")
     p.add_argument("root", help="dataset root folder")
-    p.add_argument("episode", type=int, help="episode index")
+    p.add_argument("episode", help="episode index, or the episode_id it was recorded with")
     p.add_argument("--success", type=_bool, required=True, help="the corrected label: true or false")
     p.add_argument("--reward", type=float, default=None, help="reward to store (default: 1.0 if success else 0.0)")
     p = sub.add_parser("export", help="to one flat .npz, or to a rosbag2 MCAP folder (standard ROS messages)")
@@ -58,7 +58,7 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (DatasetError, IndexError) as exc:
+    except (DatasetError, IndexError, KeyError) as exc:
         print(f"vla-rl dataset {args.command}: {exc}", file=sys.stderr)
         return 1
 
@@ -99,11 +99,12 @@ def _merge(args: argparse.Namespace) -> int:
 
 def _relabel(args: argparse.Namespace) -> int:
     ds = EpisodeDataset.open(args.root)
-    before = ds.episodes_meta()[args.episode]
-    ds.relabel(args.episode, success=args.success, reward=args.reward)
-    after = ds.episodes_meta()[args.episode]
+    index = int(args.episode) if args.episode.lstrip("-").isdigit() else ds.index_of(args.episode)
+    before = ds.episodes_meta()[index]
+    ds.relabel(index, success=args.success, reward=args.reward)
+    after = ds.episodes_meta()[index]
     print(
-        f"episode {args.episode}: success {before['success']} -> {after['success']}, "
+        f"episode {after['episode_index']}: success {before['success']} -> {after['success']}, "
         f"reward {before['reward']} -> {after['reward']}"
     )
     return 0

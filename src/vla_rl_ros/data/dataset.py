@@ -290,6 +290,13 @@ class EpisodeDataset:
                     )
                 self._rows.append(row)
 
+    def index_of(self, episode_id: str) -> int:
+        """Index of the episode recorded with EpisodeResult.episode_id `episode_id` (for LabelEpisode)."""
+        for row in self._rows:
+            if episode_id and row["episode_id"] == episode_id:
+                return row["episode_index"]
+        raise KeyError(f"no episode with episode_id {episode_id!r} in {self.root}")
+
     def episodes_meta(self) -> list[dict]:
         """One dict per episode: episode_index, task, instruction, length, the labels and digest."""
         return [self._meta(row) for row in self._rows]

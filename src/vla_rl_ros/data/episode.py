@@ -12,7 +12,7 @@ import numpy as np
 END_REASONS = ("success", "timeout", "estop", "abort", "lost_node", "error")
 
 
-@dataclass
+@dataclass(eq=False)  # arrays make == ambiguous; compare digest() or fields instead
 class Episode:
     """A complete episode: per-frame camera images, proprioception and actions, plus its labels.
 
