@@ -9,8 +9,10 @@ PACKAGE = "vla_rl_ros"
 # One console entry point per node: `ros2 run vla_rl_ros <name>` and the launch files' `exec:`.
 NODES: dict[str, str] = {
     "episode_manager": "vla_rl_ros.nodes.episode_manager",
+    "executor": "vla_rl_ros.nodes.executor",
     "learner": "vla_rl_ros.nodes.learner",
     "policy_node": "vla_rl_ros.nodes.policy_node",
+    "sim_bridge": "vla_rl_ros.nodes.sim_bridge",
     "success_detector": "vla_rl_ros.nodes.success_detector",
 }
 

@@ -25,7 +25,7 @@ def commander() -> Commander:
 def test_ee_delta_moves_the_tcp_by_the_delta_and_holds_orientation(commander: Commander) -> None:
     q = commander.arm.home
     pos, quat = commander.arm.fk(q)
-    cmd = commander.command(q, np.array([0.02, -0.01, 0.03, 1.0]), quat)
+    cmd = commander.command(q, np.array([0.02, -0.01, 0.03, 1.0]))
     new_pos, new_quat = commander.arm.fk(cmd.arm)
     np.testing.assert_allclose(new_pos - pos, [0.02, -0.01, 0.03], atol=1e-3)
     assert abs(abs(float(np.dot(new_quat, quat))) - 1) < 1e-5
@@ -38,9 +38,8 @@ def test_matches_the_sim_core_for_the_same_state_and_action(commander: Commander
     env = make_env("reach", cameras=(), action_mode="joint_position")
     env.reset(0)
     q = env.data.qpos[env.arm.qpos_adr].copy()
-    held = commander.orientation(q)
     for action in ([0.04, 0.0, -0.02, 0.0], [0.2, -0.3, 0.1, 1.0]):
-        cmd = commander.command(q, np.array(action), held)
+        cmd = commander.command(q, np.array(action))
         joint_action = env.from_ee_action(np.array(action, dtype=np.float32))  # the core's IK target
         expected = env.arm.clamp(q, joint_action[:-1], env.config.control_dt)  # and its speed limit
         np.testing.assert_allclose(cmd.arm, expected, atol=1e-5)
@@ -49,16 +48,16 @@ def test_matches_the_sim_core_for_the_same_state_and_action(commander: Commander
 
 def test_large_deltas_are_clipped_per_axis_and_to_the_box(commander: Commander) -> None:
     q = commander.arm.home
-    pos, quat = commander.arm.fk(q)
-    cmd = commander.command(q, np.array([1e9, 0.0, -1e9, 7.0]), quat)
+    pos = commander.arm.fk(q)[0]
+    cmd = commander.command(q, np.array([1e9, 0.0, -1e9, 7.0]))
     new_pos = commander.arm.fk(cmd.arm)[0]
     assert CLAMP_TRANSLATION in cmd.clamped
     np.testing.assert_allclose(new_pos - pos, [ROBOT.max_translation, 0, -ROBOT.max_translation], atol=2e-3)
     assert cmd.gripper == ROBOT.gripper.closed  # closure clipped to 1
     # at the box's floor, a downward delta is clipped to the box
-    low = commander.command(q, np.array([0.0, 0.0, -0.05, 0.0]), quat)
+    low = commander.command(q, np.array([0.0, 0.0, -0.05, 0.0]))
     for _ in range(12):
-        low = commander.command(low.arm, np.array([0.0, 0.0, -0.05, 0.0]), quat)
+        low = commander.command(low.arm, np.array([0.0, 0.0, -0.05, 0.0]))
     assert CLAMP_WORKSPACE in low.clamped
     assert commander.arm.fk(low.arm)[0][2] >= ROBOT.workspace.low[2] - ROBOT.workspace.tolerance
 
@@ -66,7 +65,7 @@ def test_large_deltas_are_clipped_per_axis_and_to_the_box(commander: Commander) 
 def test_joint_targets_are_limited_to_one_step_from_the_measured_joints() -> None:
     commander = Commander(JOINT_ROBOT, make_arm(JOINT_ROBOT))
     q = commander.arm.home
-    cmd = commander.command(q, np.array([*(q + 1.0), 0.5]), commander.orientation(q))
+    cmd = commander.command(q, np.array([*(q + 1.0), 0.5]))
     assert CLAMP_JOINT_STEP in cmd.clamped
     np.testing.assert_allclose(np.abs(cmd.arm - q), np.minimum(commander.max_step, np.abs(
         np.clip(q + 1.0, commander.lower, commander.upper) - q)))
@@ -78,8 +77,8 @@ def test_a_command_leaving_the_box_holds_the_arm() -> None:
     forward = np.array([0, 0.2, 0, 0.2, 0, 0, 0])  # shoulder and elbow forward and down
     target = commander.arm.home
     for _ in range(20):  # until the TCP would pass the box floor
-        target = commander.command(target, np.append(target + forward, 0.0), None).arm
-    cmd = commander.command(target, np.append(target + forward, 0.0), None)
+        target = commander.command(target, np.append(target + forward, 0.0)).arm
+    cmd = commander.command(target, np.append(target + forward, 0.0))
     assert HOLD_WORKSPACE in cmd.clamped
     np.testing.assert_array_equal(cmd.arm, target)
 

@@ -45,9 +45,11 @@ def requests(outs: list) -> list[RequestOut]:
 def started(config: ExecutorConfig | None = None, max_steps: int = 0) -> tuple[ExecutorCore, RequestOut]:
     core = ExecutorCore(COMMANDER, config)
     assert core.advance(0.0) == [] and core.hold is Hold.NO_EPISODE
+    core.start_episode("ep0", greedy=True, max_steps=max_steps, stamp_ns=0)
+    assert core.advance(0.0) == [] and core.hold is Hold.NO_JOINT_STATES
     core.start_episode("ep1", greedy=True, max_steps=max_steps, stamp_ns=5 * PERIOD)
     core.joint_state(NAMES, HOME, 4 * PERIOD, now=0.0)  # from before the reset
-    assert core.advance(0.0) == [] and core.hold is Hold.NO_JOINT_STATES
+    assert core.advance(0.0) == [] and core.hold is Hold.WAITING_FOR_STATE
     core.joint_state(NAMES, HOME, 5 * PERIOD, now=0.0)
     (request,) = core.advance(0.0)
     assert request == RequestOut("ep1", 1, 0, True, 5 * PERIOD)
@@ -187,5 +189,5 @@ def test_joint_states_in_any_order_are_matched_by_name() -> None:
     order = np.random.default_rng(0).permutation(len(NAMES))
     core.joint_state([NAMES[i] for i in order], [HOME[i] for i in order], 5 * PERIOD, now=0.0)
     (cmd,) = core.advance(0.0)
-    expected = COMMANDER.command(np.array(HOME[:7]), np.array(UP), COMMANDER.orientation(np.array(HOME[:7])))
+    expected = COMMANDER.command(np.array(HOME[:7]), np.array(UP))
     np.testing.assert_allclose(cmd.command.arm, expected.arm, atol=1e-12)

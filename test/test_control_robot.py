@@ -39,12 +39,12 @@ def test_sim_panda_matches_the_sim_core() -> None:
 
 def test_config_limits_tighten_the_model_limits(tmp_path: Path) -> None:
     data = sim_panda_dict()
-    data["joint_lower"] = [-1.0] * 7
+    data["joint_lower"] = [-2.5] * 7
     data["joint_upper"] = [9.0] * 7  # looser than the model: the model's limits still apply
     robot = RobotConfig.load(write(tmp_path, data))
     commander = Commander(robot, make_arm(robot))
     arm = ArmModel.from_mjcf(robot.model_path())
-    np.testing.assert_array_equal(commander.lower, np.maximum(-1.0, arm.lower))
+    np.testing.assert_array_equal(commander.lower, np.maximum(-2.5, arm.lower))
     np.testing.assert_array_equal(commander.upper, arm.upper)
     assert np.all(commander.max_step <= robot.max_joint_step)
 

@@ -65,14 +65,15 @@ class Commander:
                              f"config's and the model's ranges do not overlap")
         # (J,) rad per command: what the speed limits allow in one period, capped by max_joint_step
         self.max_step = np.minimum(np.asarray(robot.velocity_limits) * robot.period, robot.max_joint_step)
+        self.home = np.asarray(robot.home or arm.home, dtype=float)  # (J,) rad
+        if np.any(self.home < self.lower) or np.any(self.home > self.upper):
+            raise ValueError(f"robot {robot.name!r}: home {self.home.tolist()} is outside the joint limits")
+        # A 4-D ee_delta action holds the home pose's TCP orientation (the sim core: gripper pointing down).
+        self.home_quat = arm.fk(self.home)[1]
         self.box_low = np.asarray(robot.workspace.low, dtype=float)
         self.box_high = np.asarray(robot.workspace.high, dtype=float)
 
-    def orientation(self, q: np.ndarray) -> np.ndarray:
-        """TCP orientation (4,) wxyz at joints q: what a 4-D ee_delta action holds during an episode."""
-        return self.arm.fk(q)[1]
-
-    def command(self, q_meas: np.ndarray, action: np.ndarray, held_quat: np.ndarray) -> Command:
+    def command(self, q_meas: np.ndarray, action: np.ndarray) -> Command:
         """The limited command for action (A,) from the measured joints q_meas (J,).
 
         The action must be finite and of a valid length for the robot's mode (validated chunks are).
@@ -81,10 +82,8 @@ class Commander:
         q_meas = np.asarray(q_meas, dtype=float)
         action = np.asarray(action, dtype=float)
         closure = float(np.clip(action[-1], 0.0, 1.0))
-        if self.robot.action_mode == "ee_delta":
-            q_target = self._ik_target(q_meas, action, held_quat, clamped)
-        else:
-            q_target = action[:-1]
+        ee = self.robot.action_mode == "ee_delta"
+        q_target = self._ik_target(q_meas, action, clamped) if ee else action[:-1]
         q_cmd = np.clip(q_target, self.lower, self.upper)
         if np.any(q_cmd != q_target):
             clamped.add(CLAMP_JOINT_LIMITS)
@@ -99,8 +98,7 @@ class Commander:
             clamped.add(HOLD_WORKSPACE)
         return Command(arm=q_cmd, gripper=self.robot.gripper.position(closure), clamped=frozenset(clamped))
 
-    def _ik_target(self, q_meas: np.ndarray, action: np.ndarray, held_quat: np.ndarray,
-                   clamped: set[str]) -> np.ndarray:
+    def _ik_target(self, q_meas: np.ndarray, action: np.ndarray, clamped: set[str]) -> np.ndarray:
         limit_t, limit_r = self.robot.max_translation, self.robot.max_rotation
         delta = np.clip(action[:3], -limit_t, limit_t)
         if np.any(delta != action[:3]):
@@ -112,5 +110,5 @@ class Commander:
                 clamped.add(CLAMP_ROTATION)
         if self.robot.workspace.distance(self.arm.fk(q_meas)[0] + delta) > 0:
             clamped.add(CLAMP_WORKSPACE)
-        return self.arm.ee_delta_target(q_meas, delta, rotation=rotation, hold_quat=held_quat,
+        return self.arm.ee_delta_target(q_meas, delta, rotation=rotation, hold_quat=self.home_quat,
                                         box=(self.box_low, self.box_high))

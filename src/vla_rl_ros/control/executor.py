@@ -60,7 +60,8 @@ class Hold(str, Enum):
     EPISODE_ENDED = "episode_ended"
     MAX_STEPS = "max_steps"
     ESTOP = "estop"
-    NO_JOINT_STATES = "no_joint_states"  # none of the running episode yet
+    NO_JOINT_STATES = "no_joint_states"  # none received yet
+    WAITING_FOR_STATE = "waiting_for_state"  # none stamped at or after the episode's start yet
     STALE_JOINT_STATES = "stale_joint_states"
     STALE_IMAGE = "stale_image"
     WAITING_FOR_CHUNK = "waiting_for_chunk"
@@ -241,9 +242,7 @@ class ExecutorCore:
             return out
         action = self._rows[self._row]
         self._row += 1
-        if self._held_quat is None:
-            self._held_quat = self.commander.orientation(js.arm)
-        command = self.commander.command(js.arm, action, self._held_quat)
+        command = self.commander.command(js.arm, action)
         self.clamps.update(command.clamped)
         out.append(CommandOut(command, self.step, js.stamp_ns))
         self.step += 1
@@ -278,10 +277,12 @@ class ExecutorCore:
             return Hold.EPISODE_ENDED
         if episode.max_steps and self.step >= episode.max_steps:
             return Hold.MAX_STEPS
-        if js is None or js.stamp_ns < episode.stamp_ns:
+        if js is None:
             return Hold.NO_JOINT_STATES
         if now - js.received_at > cfg.joint_state_timeout:
             return Hold.STALE_JOINT_STATES
+        if js.stamp_ns < episode.stamp_ns:
+            return Hold.WAITING_FOR_STATE
         if cfg.image_timeout and (self._image_at is None or now - self._image_at > cfg.image_timeout):
             return Hold.STALE_IMAGE
         if js.stamp_ns < self._boundary_ns:
@@ -310,4 +311,3 @@ class ExecutorCore:
         self.step = 0
         self.policy_version = 0
         self._boundary_ns = 0
-        self._held_quat: np.ndarray | None = None

@@ -1,0 +1,226 @@
+"""executor: turns action chunks into joint commands for one arm, inside its limits; the same node in
+sim and on a real arm (the robot config says which arm).
+
+ROS surface (names relative to the arm's namespace)
+  subscribes  episode_start        vla_rl_interfaces/EpisodeStart    reliable, transient local
+              episode_result       vla_rl_interfaces/EpisodeResult   reliable, depth 100
+              action_chunk         vla_rl_interfaces/ActionChunk     reliable
+              joint_states         sensor_msgs/JointState            sensor data QoS (matches any publisher)
+              estop                std_msgs/Bool                     reliable; true latches the e-stop
+              camera/image_raw     sensor_msgs/Image (image_topic)   sensor data QoS; only if image_timeout > 0
+  publishes   joint_trajectory     trajectory_msgs/JointTrajectory   reliable; the robot config's command_topic;
+                                                                     one point per step, time_from_start = period
+              chunk_request        vla_rl_interfaces/ChunkRequest    reliable
+              /diagnostics         diagnostic_msgs/DiagnosticArray   reliable; why the arm holds, rejections
+              executor/dry_run_trajectory  trajectory_msgs/JointTrajectory  only with dry_run: what would be sent
+  services    executor/release_estop  std_srvs/Trigger               the only way to release a latched e-stop
+  parameters  see Params below (config/executor.yaml)
+
+The loop itself is `vla_rl_ros.control.ExecutorCore` (see its docstring); this node converts messages,
+runs the watchdogs on a wall-clock timer, publishes /diagnostics on every change of state and every
+diagnostics_period, and logs each cause of a hold or rejection when it first appears.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, fields
+from typing import Any
+
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.clock import Clock, ClockType
+from rclpy.duration import Duration
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.time import Time as RclTime
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from vla_rl_interfaces.msg import ActionChunk, ChunkRequest, EpisodeResult, EpisodeStart
+
+from vla_rl_ros.control import (
+    FAULTS,
+    SIM_PANDA,
+    ChunkIn,
+    Commander,
+    CommandOut,
+    ExecutorConfig,
+    ExecutorCore,
+    Hold,
+    RequestOut,
+    RobotConfig,
+    make_arm,
+)
+from vla_rl_ros.ros.causes import DropLog
+from vla_rl_ros.ros.node_main import run_node
+from vla_rl_ros.ros.params import ParameterError, declare, param
+
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+RESULTS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+TICK_S = 0.05  # wall-clock period of the watchdogs (s): well under any useful timeout
+HOLD_LOG_INTERVAL_S = 10.0  # a fault hold that comes back is logged again at most this often (s)
+NS_PER_S = 1_000_000_000
+_CORE = {f.name: f for f in fields(ExecutorConfig)}
+
+
+def core_param(name: str, **limits: Any) -> Any:
+    """A parameter that is an ExecutorConfig field: same default and help, ROS range added here."""
+    field = _CORE[name]
+    return param(field.default, field.metadata["help"], **limits)
+
+
+@dataclass
+class Params:
+    robot_config: str = param(SIM_PANDA, "robot config YAML (path or package://pkg/path): model, joints, "
+                              "command topic, limits, workspace, action mode, control rate")
+    request_ahead_steps: int = core_param("request_ahead_steps", unit="steps", low=0, high=1000)
+    joint_state_timeout: float = core_param("joint_state_timeout", unit="s", low=0.01, high=3600.0)
+    image_timeout: float = core_param("image_timeout", unit="s", low=0.0, high=3600.0)
+    chunk_timeout: float = core_param("chunk_timeout", unit="s", low=0.01, high=3600.0)
+    image_topic: str = param("camera/image_raw", "image topic the image watchdog watches")
+    always_greedy: bool = param(False, "request greedy chunks in every episode (deployment); otherwise only in "
+                                "evaluation episodes")
+    dry_run: bool = param(False, "run everything but send no command (they go to executor/dry_run_trajectory)")
+    diagnostics_period: float = param(1.0, "period of /diagnostics between changes", unit="s", low=0.05,
+                                      high=60.0)
+
+
+def stamp_ns(stamp: Time) -> int:
+    return RclTime.from_msg(stamp).nanoseconds
+
+
+def to_stamp(ns: int) -> Time:
+    return Time(sec=ns // NS_PER_S, nanosec=ns % NS_PER_S)
+
+
+class Executor(Node):
+    def __init__(self) -> None:
+        super().__init__("executor")
+        self.params = p = declare(self, Params)
+        try:
+            self.robot = RobotConfig.load(p.robot_config)
+            commander = Commander(self.robot, make_arm(self.robot))
+        except (OSError, ValueError) as exc:
+            raise ParameterError(f"robot_config {p.robot_config!r}: {exc}") from exc
+        self.core = ExecutorCore(commander, ExecutorConfig(**{name: getattr(p, name) for name in _CORE}))
+        self.drops = DropLog(self.get_logger())
+        self.wall = Clock(clock_type=ClockType.STEADY_TIME)
+        self.hold_logged: dict[Hold, float] = {}
+        self.reported: tuple[Any, ...] = ()
+        self.last_diagnostics = 0.0
+        self.point_duration = Duration(nanoseconds=self.core.period_ns).to_msg()
+
+        command_topic = "executor/dry_run_trajectory" if p.dry_run else self.robot.command_topic
+        self.command_pub = self.create_publisher(JointTrajectory, command_topic, RELIABLE)
+        self.request_pub = self.create_publisher(ChunkRequest, "chunk_request", RELIABLE)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE)
+        self.create_subscription(EpisodeStart, "episode_start", self.on_episode_start, LATCHED)
+        self.create_subscription(EpisodeResult, "episode_result", self.on_episode_result, RESULTS)
+        self.create_subscription(ActionChunk, "action_chunk", self.on_chunk, RELIABLE)
+        self.create_subscription(JointState, "joint_states", self.on_joint_states, qos_profile_sensor_data)
+        self.create_subscription(Bool, "estop", self.on_estop, RELIABLE)
+        if p.image_timeout > 0:
+            self.create_subscription(Image, p.image_topic, lambda _m: self.core.image(time.monotonic()),
+                                     qos_profile_sensor_data)
+        self.create_service(Trigger, "executor/release_estop", self.on_release)
+        self.create_timer(TICK_S, self.advance, clock=self.wall)
+        self.get_logger().info(
+            f"driving {self.robot.name} ({self.robot.action_mode}, {self.robot.control_rate_hz:g} Hz) on "
+            f"{self.resolve_topic_name(command_topic)}{' (DRY RUN: nothing is sent to the arm)' if p.dry_run else ''}")
+
+    # -- events ----------------------------------------------------------------------------------
+    def on_episode_start(self, msg: EpisodeStart) -> None:
+        greedy = msg.evaluation or self.params.always_greedy
+        if self.core.start_episode(msg.episode_id, greedy=greedy, max_steps=msg.max_steps,
+                                   stamp_ns=stamp_ns(msg.header.stamp)):
+            self.get_logger().info(f"episode {msg.episode_id} ({msg.task}/{msg.seed}, "
+                                   f"{'greedy' if greedy else 'sampled'}, {msg.max_steps} steps)")
+        self.advance()
+
+    def on_episode_result(self, msg: EpisodeResult) -> None:
+        if self.core.end_episode(msg.episode_id):
+            self.get_logger().info(f"episode {msg.episode_id} ended ({msg.end_reason}) after "
+                                   f"{self.core.step} commands; holding")
+        self.advance()
+
+    def on_chunk(self, msg: ActionChunk) -> None:
+        chunk = ChunkIn(episode_id=msg.episode_id, request_id=msg.request_id, policy_version=msg.policy_version,
+                        chunk_size=msg.chunk_size, action_dim=msg.action_dim, action_mode=msg.action_mode,
+                        actions=msg.actions, stamp_ns=stamp_ns(msg.header.stamp))
+        rejection = self.core.chunk(chunk)
+        if rejection is not None:
+            self.drops.drop(f"action_chunk rejected ({rejection.reason.value})", rejection.detail)
+        self.advance()
+
+    def on_joint_states(self, msg: JointState) -> None:
+        problem = self.core.joint_state(msg.name, msg.position, stamp_ns(msg.header.stamp), time.monotonic())
+        if problem is not None:
+            self.drops.drop("unusable joint_states", problem)
+        self.advance()
+
+    def on_estop(self, msg: Bool) -> None:
+        if msg.data:
+            if self.core.estop():
+                self.get_logger().error("E-STOP latched: holding; call executor/release_estop to release")
+        elif self.core.estopped:
+            self.drops.drop("estop false while latched", "the e-stop stays latched until executor/release_estop")
+        self.advance()
+
+    def on_release(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        response.success, response.message = self.core.release()
+        self.get_logger().warning(f"release_estop: {response.message}")
+        self.advance()
+        return response
+
+    # -- the loop --------------------------------------------------------------------------------
+    def advance(self) -> None:
+        for out in self.core.advance(time.monotonic()):
+            if isinstance(out, RequestOut):
+                request = ChunkRequest(episode_id=out.episode_id, request_id=out.request_id, step=out.step,
+                                       greedy=out.greedy)
+                request.header.stamp = to_stamp(out.stamp_ns)
+                self.request_pub.publish(request)
+            elif isinstance(out, CommandOut):
+                self.command_pub.publish(self.trajectory(out))
+        self.report()
+
+    def trajectory(self, out: CommandOut) -> JointTrajectory:
+        """One point lasting one period; a zero header stamp means "start now" to the JTC."""
+        point = JointTrajectoryPoint(positions=out.command.positions.tolist(), time_from_start=self.point_duration)
+        return JointTrajectory(joint_names=list(self.robot.command_joints), points=[point])
+
+    def report(self) -> None:
+        """Log a fault hold when it starts (at most every HOLD_LOG_INTERVAL_S per cause); publish
+        /diagnostics when the level, the hold cause or the rejection count changes, else periodically."""
+        core, now = self.core, time.monotonic()
+        hold = core.hold
+        fault = hold in FAULTS
+        if fault and now - self.hold_logged.get(hold, -HOLD_LOG_INTERVAL_S) >= HOLD_LOG_INTERVAL_S and \
+                self.reported[:1] != (hold,):
+            self.hold_logged[hold] = now
+            self.get_logger().warning(f"holding: {hold.value}")
+        state = (hold if fault else None, core.estopped, sum(core.rejections.values()))
+        if state != self.reported or now - self.last_diagnostics >= self.params.diagnostics_period:
+            self.reported, self.last_diagnostics = state, now
+            self.diagnostics_pub.publish(self.diagnostics(fault))
+
+    def diagnostics(self, fault: bool) -> DiagnosticArray:
+        core = self.core
+        level = DiagnosticStatus.ERROR if core.estopped else DiagnosticStatus.WARN if fault else DiagnosticStatus.OK
+        message = f"holding: {core.hold.value}" if fault or core.hold in (Hold.EPISODE_ENDED, Hold.MAX_STEPS,
+                                                                           Hold.NO_EPISODE) else "running"
+        if core.last_rejection is not None:
+            message += f"; last rejected chunk: {core.last_rejection}"
+        status = DiagnosticStatus(level=level, name=self.get_fully_qualified_name(), message=message,
+                                  hardware_id=self.robot.name,
+                                  values=[KeyValue(key=k, value=v) for k, v in core.status().items()])
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        return array
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(Executor, args)

@@ -1,0 +1,208 @@
+"""sim_bridge: one MuJoCo world offering the interface a real arm offers through ros2_control.
+
+ROS surface (names relative to the arm's namespace)
+  publishes   camera/image_raw        sensor_msgs/Image rgb8      sensor data QoS; the "front" camera
+              wrist_camera/image_raw  sensor_msgs/Image rgb8      sensor data QoS; the "wrist" camera
+              joint_states            sensor_msgs/JointState      reliable; arm joints then fingers (rad, m)
+              task_state              vla_rl_interfaces/TaskState reliable; privileged state for the sim oracle
+              /clock                  rosgraph_msgs/Clock         reliable; sim time (publish_clock)
+  subscribes  joint_trajectory        trajectory_msgs/JointTrajectory  reliable; ros2_control JTC format
+  services    reset_episode           vla_rl_interfaces/ResetEpisode
+  parameters  see Params below (config/sim_bridge.yaml)
+
+Lockstep: physics advances only while a command executes. Each trajectory point is one control step
+of the core env (`SimEnv.step` in joint_position mode: servo interpolation from the previous target,
+speed limits); after each point the cameras, the task state, the joint states and /clock are
+published, all stamped with the new sim time. Between commands sim time stands still, so a policy's
+thinking time costs no sim time; the newest joint states and /clock are re-sent at heartbeat_hz of
+wall time (same stamp), so watchdogs downstream see a live bridge. Sim time is monotonic across
+resets: each reset adds the env's settling time, so states after a reset are stamped later than
+any before it.
+
+A command must name every arm joint (any order), may name the finger joints (m; their mean sets the
+gripper), and each point must last one control period (time_from_start steps of the env's control_dt).
+Unknown names, missing arm joints, non-finite numbers or other durations are refused with a log line,
+and nothing moves.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from rclpy.clock import Clock, ClockType
+from rclpy.duration import Duration
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rosgraph_msgs.msg import Clock as ClockMsg
+from sensor_msgs.msg import Image, JointState
+from trajectory_msgs.msg import JointTrajectory
+from vla_rl_interfaces.msg import TaskState as TaskStateMsg
+from vla_rl_interfaces.srv import ResetEpisode
+
+from vla_rl_ros.ros.causes import DropLog
+from vla_rl_ros.ros.convert import image_to_msg, task_state_to_msg
+from vla_rl_ros.ros.node_main import run_node
+from vla_rl_ros.ros.params import ParameterError, declare, param
+from vla_rl_ros.sim import CAMERAS, TASKS, Observation, get_task, make_env
+
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+CAMERA_TOPICS = {"front": "camera/image_raw", "wrist": "wrist_camera/image_raw"}
+# How far a point's duration may differ from the control period (s): rounding of builtin Duration.
+DURATION_TOLERANCE_S = 1e-3
+NS_PER_S = 1_000_000_000
+
+
+@dataclass
+class Params:
+    task: str = param("reach", "task loaded at start-up (reset_episode switches tasks)", choices=tuple(TASKS))
+    seed: int = param(0, "seed of the start-up initial state (a train or held-out seed of the task)", low=0,
+                      high=2**31 - 1)
+    image_size: int = param(64, "camera image height and width", unit="px", low=8, high=1024)
+    cameras: list[str] = param(list(CAMERAS), f"cameras to render and publish, of {list(CAMERA_TOPICS)}")
+    heartbeat_hz: float = param(5.0, "wall-clock rate at which the newest joint_states and /clock are re-sent "
+                                "while no command runs (same stamp); 0: never", unit="Hz", low=0.0, high=100.0)
+    publish_clock: bool = param(True, "publish /clock (one bridge per graph may: with several arms, one only)")
+    frame_id: str = param("world", "frame of task_state poses")
+
+    def __post_init__(self) -> None:
+        unknown = [c for c in self.cameras if c not in CAMERA_TOPICS]
+        if unknown or len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f"cameras={self.cameras}: each must be one of {list(CAMERA_TOPICS)}, once")
+
+
+class TrajectoryError(ValueError):
+    """A joint_trajectory command the bridge refuses; `cause` names the kind, for the log."""
+
+    def __init__(self, cause: str, detail: str) -> None:
+        super().__init__(detail)
+        self.cause = cause
+
+
+class SimBridge(Node):
+    def __init__(self) -> None:
+        super().__init__("sim_bridge")
+        self.params = p = declare(self, Params)
+        try:
+            TASKS[p.task].check_seed(p.seed)
+        except ValueError as exc:
+            raise ParameterError(str(exc)) from exc
+        self.env = make_env(p.task, image_size=p.image_size, cameras=tuple(p.cameras), action_mode="joint_position")
+        self.arm = self.env.arm
+        self.drops = DropLog(self.get_logger())
+        self.period = self.env.config.control_dt
+        self.clock_base_ns = 0  # sim time of the current episode's start (monotonic across resets)
+        self.episode_id = ""
+        self.closure = 0.0  # the gripper command in force (0 open .. 1 closed)
+        self.image_pubs = {c: self.create_publisher(Image, CAMERA_TOPICS[c], qos_profile_sensor_data)
+                           for c in p.cameras}
+        self.joint_pub = self.create_publisher(JointState, "joint_states", RELIABLE)
+        self.task_pub = self.create_publisher(TaskStateMsg, "task_state", RELIABLE)
+        self.clock_pub = self.create_publisher(ClockMsg, "/clock", RELIABLE) if p.publish_clock else None
+        self.create_subscription(JointTrajectory, "joint_trajectory", self.on_trajectory, RELIABLE)
+        self.create_service(ResetEpisode, "reset_episode", self.on_reset)
+        self.joint_msg: JointState | None = None
+        if p.heartbeat_hz > 0:
+            self.create_timer(1.0 / p.heartbeat_hz, self.heartbeat, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.publish(self.env.reset(p.seed))
+        self.get_logger().info(f"{p.task}/{p.seed} ready: {p.image_size} px {list(p.cameras)}, "
+                               f"{1 / self.period:.0f} Hz control, lockstep")
+
+    # -- time ------------------------------------------------------------------------------------
+    def now(self) -> Time:
+        """Sim time: the episode's start plus the env's time since its reset."""
+        ns = self.clock_base_ns + round(self.env.sim_time * NS_PER_S)
+        return Time(sec=ns // NS_PER_S, nanosec=ns % NS_PER_S)
+
+    # -- commands --------------------------------------------------------------------------------
+    def on_trajectory(self, msg: JointTrajectory) -> None:
+        try:
+            targets = self.parse(msg)
+        except TrajectoryError as exc:
+            self.drops.drop(f"joint_trajectory refused ({exc.cause})", str(exc))
+            return
+        for q, closure in targets:  # (J,) rad, gripper closure
+            self.closure = closure
+            self.publish(self.env.step(np.append(q, closure)).observation)
+
+    def parse(self, msg: JointTrajectory) -> list[tuple[np.ndarray, float]]:
+        """Each point's arm joint targets (J,) in the model's order and gripper closure."""
+        names = list(msg.joint_names)
+        known = (*self.arm.joint_names, *self.arm.finger_joint_names)
+        unknown = [n for n in names if n not in known]
+        if unknown or len(set(names)) != len(names):
+            raise TrajectoryError("unknown joint names", f"joint names {names}: unknown {unknown} or repeated; "
+                                                         f"this arm has {list(known)}")
+        missing = [n for n in self.arm.joint_names if n not in names]
+        if missing:
+            raise TrajectoryError("missing arm joints", f"joint names {names} lack {missing}")
+        if not msg.points:
+            raise TrajectoryError("no points", "the trajectory has no points")
+        arm_index = [names.index(n) for n in self.arm.joint_names]
+        finger_index = [names.index(n) for n in self.arm.finger_joint_names if n in names]
+        targets, previous, closure = [], 0.0, self.closure
+        for k, point in enumerate(msg.points):
+            positions = np.asarray(point.positions, dtype=float)
+            if positions.shape != (len(names),) or not np.all(np.isfinite(positions)):
+                raise TrajectoryError("non-finite or missing positions",
+                                      f"point {k} has positions {list(positions)} for joints {names}")
+            end = Duration.from_msg(point.time_from_start).nanoseconds / NS_PER_S
+            if not math.isclose(end - previous, self.period, abs_tol=DURATION_TOLERANCE_S):
+                raise TrajectoryError("point duration", f"point {k} lasts {end - previous:.4f} s; each point must "
+                                                        f"last one control period, {self.period} s")
+            previous = end
+            if finger_index:
+                closure = self.arm.gripper_closure(np.full(2, positions[finger_index].mean()))
+            targets.append((positions[arm_index], closure))
+        return targets
+
+    # -- episodes --------------------------------------------------------------------------------
+    def on_reset(self, request: ResetEpisode.Request, response: ResetEpisode.Response) -> ResetEpisode.Response:
+        try:
+            get_task(request.task).check_seed(request.seed)
+        except ValueError as exc:
+            response.success, response.message = False, str(exc)
+            self.get_logger().warning(f"reset refused: {exc}")
+            return response
+        # Settling is simulated time too; counting it keeps stamps after a reset later than any before.
+        self.clock_base_ns += round((self.env.sim_time + self.env.config.settle_time) * NS_PER_S)
+        observation = self.env.reset(request.seed, task=request.task)
+        self.episode_id, self.closure = request.episode_id, 0.0
+        self.publish(observation)
+        response.success, response.instruction = True, observation.instruction
+        response.message = f"reset {request.task}/{request.seed} as {request.episode_id!r}"
+        self.get_logger().info(f"{response.message}: {observation.instruction!r}")
+        return response
+
+    # -- output ----------------------------------------------------------------------------------
+    def publish(self, observation: Observation) -> None:
+        """Images, task state, joint states, then /clock, all stamped with the current sim time.
+        Joint states go last but one: the executor steps on them, so the rest is out before."""
+        stamp = self.now()
+        for camera, pub in self.image_pubs.items():
+            pub.publish(image_to_msg(observation.images[camera], stamp, frame_id=f"{camera}_camera"))
+        task = TaskStateMsg(episode_id=self.episode_id, task=self.env.task.name, seed=int(self.env.seed),
+                            step=self.env.steps)
+        task.header.stamp, task.header.frame_id = stamp, self.params.frame_id
+        self.task_pub.publish(task_state_to_msg(self.env.task_state(), task))
+        names, positions, velocities = self.env.joint_state()
+        self.joint_msg = JointState(name=list(names), position=positions.tolist(), velocity=velocities.tolist())
+        self.joint_msg.header.stamp = stamp
+        self.joint_pub.publish(self.joint_msg)
+        if self.clock_pub is not None:
+            self.clock_pub.publish(ClockMsg(clock=stamp))
+
+    def heartbeat(self) -> None:
+        if self.joint_msg is not None:
+            self.joint_pub.publish(self.joint_msg)
+        if self.clock_pub is not None:
+            self.clock_pub.publish(ClockMsg(clock=self.now()))
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(SimBridge, args)

@@ -1,0 +1,276 @@
+"""The sim bridge and the executor as real processes: resets, lockstep, refused commands, the scripted
+expert succeeding through the graph, adversarial chunks, e-stop latching and dry run."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.duration import Duration
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.time import Time
+from rosgraph import RosGraph, wait_until
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from vla_rl_interfaces.msg import ActionChunk, ChunkRequest, EpisodeResult, EpisodeStart, TaskState
+from vla_rl_interfaces.srv import ResetEpisode
+
+from vla_rl_ros.control import SIM_PANDA, RobotConfig
+from vla_rl_ros.ros.convert import task_state_from_msg
+from vla_rl_ros.sim import JOINT_STATE_NAMES, TASKS, ArmModel, make_env
+
+pytestmark = pytest.mark.graph
+
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+RESULTS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+SCRIPTED_POLICY = Path(__file__).parent / "nodes" / "scripted_policy.py"
+TASK = "reach"
+SEED = TASKS[TASK].heldout_seeds[3]
+PERIOD_NS = 100_000_000  # the sim bridge's control period, 0.1 s
+QUIET_S = 1.0  # how long "nothing happens" is watched
+
+
+def ns(stamp) -> int:
+    return Time.from_msg(stamp).nanoseconds
+
+
+class Episode:
+    """The probe playing the episode manager (and watching the graph)."""
+
+    def __init__(self, graph: RosGraph) -> None:
+        probe = self.probe = graph.probe
+        self.joints = probe.collect(JointState, "joint_states", qos_profile_sensor_data)
+        self.clock = probe.collect(Clock, "/clock", RELIABLE)
+        self.states = probe.collect(TaskState, "task_state", RELIABLE)
+        self.commands = probe.collect(JointTrajectory, "joint_trajectory", RELIABLE)
+        self.requests = probe.collect(ChunkRequest, "chunk_request", RELIABLE)
+        self.diagnostics = probe.collect(DiagnosticArray, "/diagnostics", RELIABLE)
+        self.start_pub = probe.publisher(EpisodeStart, "episode_start", LATCHED)
+        self.result_pub = probe.publisher(EpisodeResult, "episode_result", RESULTS)
+        self.chunk_pub = probe.publisher(ActionChunk, "action_chunk", RELIABLE)
+        self.estop_pub = probe.publisher(Bool, "estop", RELIABLE)
+
+    def reset(self, task: str, seed: int, episode_id: str) -> ResetEpisode.Response:
+        return self.probe.call(ResetEpisode, "reset_episode", ResetEpisode.Request(task=task, seed=seed,
+                                                                                 episode_id=episode_id), timeout=60)
+
+    def start(self, episode_id: str, *, seed: int = SEED, max_steps: int = 40) -> None:
+        """Reset the world, then announce the episode stamped with the reset state's time."""
+        assert self.reset(TASK, seed, episode_id).success
+        wait_until(lambda: self.states and self.states[-1].episode_id == episode_id, what="the reset state")
+        msg = EpisodeStart(episode_id=episode_id, task=TASK, seed=seed, max_steps=max_steps, evaluation=True)
+        msg.header.stamp = self.states[-1].header.stamp
+        wait_until(lambda: self.probe.node.count_subscribers("episode_start") > 0, what="the executor")
+        self.start_pub.publish(msg)
+
+    def sim_ns(self) -> int:
+        wait_until(lambda: self.clock, what="/clock")
+        return ns(self.clock[-1].clock)
+
+    def status(self) -> DiagnosticStatus:
+        wait_until(lambda: self.diagnostics, what="/diagnostics")
+        return self.diagnostics[-1].status[0]
+
+    def values(self) -> dict[str, str]:
+        return {kv.key: kv.value for kv in self.status().values}
+
+    def quiet(self) -> tuple[int, int]:
+        """(commands, sim time) after QUIET_S of watching: both must not have changed meanwhile."""
+        before = (len(self.commands), self.sim_ns())
+        time.sleep(QUIET_S)
+        after = (len(self.commands), self.sim_ns())
+        assert after == before, f"the arm moved: (commands, sim ns) {before} -> {after}"
+        return after
+
+
+def point(positions: list[float], seconds: float = 0.1) -> JointTrajectoryPoint:
+    return JointTrajectoryPoint(positions=positions, time_from_start=Duration(seconds=seconds).to_msg())
+
+
+def test_bridge_resets_steps_only_on_commands_and_refuses_bad_ones(ros_graph: RosGraph) -> None:
+    ros_graph.node("sim_bridge", "-p", "heartbeat_hz:=10.0")
+    ep = Episode(ros_graph)
+    images = ep.probe.collect(Image, "camera/image_raw", qos_profile_sensor_data)
+    wrist = ep.probe.collect(Image, "wrist_camera/image_raw", qos_profile_sensor_data)
+
+    unknown = ep.reset("fly", 0, "e0")
+    assert not unknown.success and "unknown task 'fly'" in unknown.message and "reach" in unknown.message
+    outside = ep.reset(TASK, 500_000, "e0")
+    assert not outside.success and "seed 500000 is in neither seed set" in outside.message
+    ok = ep.reset(TASK, SEED, "e1")
+    assert ok.success and ok.instruction == TASKS[TASK].sample(SEED).instruction
+
+    # Lockstep: with no command, sim time and the arm stand still (the heartbeat re-sends them).
+    wait_until(lambda: ep.states and ep.states[-1].episode_id == "e1", what="the reset state")
+    t0, count = ep.sim_ns(), len(ep.joints)
+    time.sleep(QUIET_S)
+    assert len(ep.joints) >= count + 5 and ep.sim_ns() == t0
+    assert {ns(j.header.stamp) for j in ep.joints[count:]} == {t0}
+    home = np.array(ep.joints[-1].position)
+    assert list(ep.joints[-1].name) == list(JOINT_STATE_NAMES)
+    assert images[-1].encoding == "rgb8" and (images[-1].height, images[-1].width) == (64, 64) and wrist
+
+    pub = ep.probe.publisher(JointTrajectory, "joint_trajectory", RELIABLE)
+    wait_until(lambda: ep.probe.node.count_subscribers("joint_trajectory") > 0, what="the bridge")
+    arm = list(JOINT_STATE_NAMES[:7])
+    target = [*(home[:7] + 0.05), 0.02]
+    bad = {
+        "unknown joint names": JointTrajectory(joint_names=[*arm, "elbow"], points=[point([*target[:7], 0.0])]),
+        "missing arm joints": JointTrajectory(joint_names=arm[1:], points=[point(target[1:7])]),
+        "non-finite or missing positions": JointTrajectory(joint_names=[*arm, "finger_joint1"],
+                                                           points=[point([np.nan, *target[1:]])]),
+        "point duration": JointTrajectory(joint_names=[*arm, "finger_joint1"], points=[point(target, 0.5)]),
+    }
+    for msg in bad.values():
+        pub.publish(msg)
+    for cause in bad:
+        wait_until(lambda c=cause: f"joint_trajectory refused ({c})" in ros_graph.log("sim_bridge"), what=cause)
+    assert ep.sim_ns() == t0 and np.array_equal(ep.joints[-1].position, home)
+
+    # One good two-point command: two control steps, sim time advances exactly two periods.
+    order = [*reversed(arm), "finger_joint1"]  # matched by name, in any order
+    moved = [target[arm.index(n)] if n in arm else 0.02 for n in order]
+    pub.publish(JointTrajectory(joint_names=order, points=[point(moved, 0.1), point(moved, 0.2)]))
+    wait_until(lambda: ep.states[-1].step == 2, what="two steps")
+    time.sleep(0.3)
+    assert ep.sim_ns() == t0 + 2 * PERIOD_NS and ep.states[-1].step == 2
+    assert np.all(np.abs(np.array(ep.joints[-1].position[:7]) - target[:7]) < 0.02)
+    assert ep.joints[-1].position[7] == pytest.approx(0.02, abs=0.005)  # the gripper half closed
+    assert ns(ep.states[-1].header.stamp) == ns(ep.joints[-1].header.stamp) == ns(images[-1].header.stamp)
+
+    # A reset moves sim time forward (by the settling time), never back.
+    assert ep.reset(TASK, SEED + 1, "e2").success
+    wait_until(lambda: ep.states[-1].episode_id == "e2", what="the second reset")
+    assert ns(ep.states[-1].header.stamp) > t0 + 2 * PERIOD_NS and ep.states[-1].step == 0
+
+
+def test_scripted_expert_succeeds_through_the_graph_as_in_the_core_env(ros_graph: RosGraph) -> None:
+    ros_graph.node("sim_bridge")
+    ros_graph.node("executor")
+    ros_graph.start("scripted_policy", [sys.executable, str(SCRIPTED_POLICY)])
+    spec = TASKS[TASK]
+    with make_env(TASK, cameras=()) as env:  # the core env's rollout, for comparison
+        env.reset(SEED)
+        while not (result := env.step(spec.expert(env))).done:
+            pass
+        assert result.info["episode_success"]
+        core_steps = env.steps
+
+    ep = Episode(ros_graph)
+    wait_until(lambda: ep.probe.node.count_publishers("action_chunk") > 0, what="the scripted policy")
+    ep.start("ep-expert", max_steps=spec.max_steps)
+    start_ns = ns(ep.states[-1].header.stamp)
+
+    steps = wait_until(lambda: success_step(spec, ep.states, "ep-expert"), 60, "the expert's success via the graph")
+    assert steps == core_steps  # the same actions on the same physics: the graph reproduces the core env
+    result = EpisodeResult(episode_id="ep-expert", success=True, end_reason=EpisodeResult.END_SUCCESS)
+    ep.result_pub.publish(result)
+    wait_until(lambda: ep.values()["hold"] == "episode_ended", what="the executor to hold after the result")
+    commands, sim = ep.quiet()
+    # Lockstep: sim time advanced exactly one control period per command, none while the policy thought.
+    assert sim - start_ns == commands * PERIOD_NS
+    assert all(r.greedy for r in ep.requests) and ep.requests[0].step == 0
+    assert [r.request_id for r in ep.requests] == list(range(1, len(ep.requests) + 1))
+
+
+def success_step(spec, states: list[TaskState], episode_id: str) -> int | None:
+    """The step at which the task's predicate had held for hold_steps consecutive steps (the core
+    env's episode success), or None."""
+    streak = 0
+    for msg in states:
+        if msg.episode_id == episode_id and msg.step > 0:
+            streak = streak + 1 if spec.success(task_state_from_msg(msg)) else 0
+            if streak >= spec.hold_steps:
+                return msg.step
+    return None
+
+
+def test_adversarial_chunks_never_move_the_arm_and_the_executor_keeps_running(ros_graph: RosGraph) -> None:
+    ros_graph.node("sim_bridge")
+    ros_graph.node("executor")
+    ep = Episode(ros_graph)
+    ep.start("ep-bad")
+    wait_until(lambda: ep.requests, what="the first chunk request")
+    request = ep.requests[-1]
+
+    def chunk(actions: list[float], chunk_size: int = 1, action_dim: int = 4, **change) -> ActionChunk:
+        msg = ActionChunk(episode_id="ep-bad", request_id=request.request_id, chunk_size=chunk_size,
+                          action_dim=action_dim, action_mode="ee_delta", actions=actions)
+        msg.header.stamp = request.header.stamp
+        for key, value in change.items():
+            setattr(msg, key, value)
+        return msg
+
+    bad = [chunk([np.nan, 0.0, 0.0, 0.0]), chunk([0.0, np.inf, 0.0, 0.0]), chunk([0.0, 0.0, -np.inf, 1.0]),
+           chunk([0.01, 0.0, 0.0]), chunk([0.01] * 8, chunk_size=3), chunk([0.01] * 5, action_dim=5),
+           chunk([0.01, 0, 0, 0], episode_id="ep-other"), chunk([0.01, 0, 0, 0], request_id=99)]
+    for msg in bad:
+        ep.chunk_pub.publish(msg)
+    wait_until(lambda: sum(int(v) for k, v in ep.values().items() if k.startswith("rejected/")) == len(bad),
+               what="every bad chunk rejected")
+    assert {k: v for k, v in ep.values().items() if k.startswith("rejected/")} == {
+        "rejected/non_finite": "3", "rejected/bad_shape": "3", "rejected/wrong_episode": "1",
+        "rejected/unrequested": "1"}
+    assert ep.status().level == DiagnosticStatus.OK and "last rejected chunk: unrequested" in ep.status().message
+    commands, _ = ep.quiet()
+    assert commands == 0 and len(ep.requests) == 1
+    log = ros_graph.log("executor")
+    assert "action_chunk rejected (non_finite)" in log and log.count("action_chunk rejected (non_finite)") == 1
+
+    # Still running: a huge but finite chunk is executed, clipped to the per-step and box limits.
+    robot = RobotConfig.load(SIM_PANDA)
+    ee_before = task_state_from_msg(ep.states[-1]).ee_pos
+    ep.chunk_pub.publish(chunk([1e9, -1e9, 1e9, 1e9, 0.0, 0.0, 1e9, 0.0], chunk_size=2))
+    wait_until(lambda: len(ep.commands) == 2 and ep.states[-1].step == 2, what="two clipped steps")
+    ee_after = task_state_from_msg(ep.states[-1]).ee_pos
+    assert np.all(np.abs(ee_after - ee_before) <= 2 * robot.max_translation + 0.01)
+    assert robot.workspace.distance(ee_after) <= robot.workspace.tolerance
+    wait_until(lambda: len(ep.requests) == 2, what="the next request")
+    assert ep.requests[-1].step == 2 and ros_graph.procs[1][0] == "executor" and ros_graph.procs[1][1].poll() is None
+
+
+def test_estop_stops_motion_and_stays_latched_until_released(ros_graph: RosGraph) -> None:
+    ros_graph.node("sim_bridge")
+    ros_graph.node("executor")
+    ros_graph.start("scripted_policy", [sys.executable, str(SCRIPTED_POLICY)])
+    ep = Episode(ros_graph)
+    wait_until(lambda: ep.probe.node.count_publishers("action_chunk") > 0, what="the scripted policy")
+    ep.start("ep-estop", max_steps=10_000)
+    wait_until(lambda: len(ep.commands) >= 3, what="motion")
+    ep.estop_pub.publish(Bool(data=True))
+    wait_until(lambda: ep.values()["hold"] == "estop", what="the e-stop hold")
+    assert ep.status().level == DiagnosticStatus.ERROR and ep.status().message.startswith("holding: estop")
+    ep.quiet()
+    ep.estop_pub.publish(Bool(data=False))  # does not release
+    ep.quiet()
+    assert ep.values()["estop"] == "true"
+    released = ep.probe.call(Trigger, "executor/release_estop", Trigger.Request())
+    assert released.success and "released" in released.message
+    moving = len(ep.commands)
+    wait_until(lambda: len(ep.commands) >= moving + 3, what="motion after the release")
+    again = ep.probe.call(Trigger, "executor/release_estop", Trigger.Request())
+    assert not again.success and again.message == "e-stop was not latched"
+    assert "E-STOP latched" in ros_graph.log("executor")
+
+
+def test_dry_run_computes_commands_but_sends_none(ros_graph: RosGraph) -> None:
+    ros_graph.node("sim_bridge")
+    ros_graph.node("executor", "-p", "dry_run:=true")
+    ros_graph.start("scripted_policy", [sys.executable, str(SCRIPTED_POLICY)])
+    ep = Episode(ros_graph)
+    dry = ep.probe.collect(JointTrajectory, "executor/dry_run_trajectory", RELIABLE)
+    wait_until(lambda: ep.probe.node.count_publishers("action_chunk") > 0, what="the scripted policy")
+    ep.start("ep-dry")
+    wait_until(lambda: dry, what="a dry-run command")
+    commands, _ = ep.quiet()
+    assert commands == 0 and ep.states[-1].step == 0
+    assert list(dry[0].joint_names) == [*ArmModel.from_mjcf().joint_names, "finger_joint1"]
+    assert "DRY RUN" in ros_graph.log("executor")
