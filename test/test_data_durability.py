@@ -19,6 +19,7 @@ import pytest
 from test_data_format import assert_same, create, make_episode
 
 from vla_rl_ros.data import DatasetError, EpisodeDataset
+from vla_rl_ros.data import dataset as dataset_module
 from vla_rl_ros.data.tools import verify
 
 TEST_DIR = Path(__file__).parent
@@ -235,3 +236,24 @@ def test_episode_saved_when_only_the_derived_metadata_cannot_be_written(tmp_path
     assert len(reopened) == 2 and reopened.info["total_episodes"] == 2
     assert '"total_episodes": 2' in (root / "meta/info.json").read_text()
     assert_same(reopened[1], same_instruction)
+
+
+def test_index_cache_speeds_opening_but_never_hides_a_relabel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dataset_module, "INDEX_CACHE_MIN_READS", 2)  # cache even this small dataset
+    root = tmp_path / "ds"
+    ds = create(root)
+    for seed in range(3):
+        ds.append(make_episode(seed))
+    first = EpisodeDataset.open(root)
+    cache = root / dataset_module.INDEX_CACHE_PATH
+    assert cache.is_file() and first._rows_read == 3
+    second = EpisodeDataset.open(root)
+    assert second._rows_read == 0 and second.episodes_meta() == first.episodes_meta()
+    first.relabel(1, success=False, reward=0.0)  # row file rewritten: its cached copy is stale
+    third = EpisodeDataset.open(root)
+    assert third._rows_read == 1
+    assert third.episodes_meta()[1]["success"] is False
+    assert third.episodes_meta()[0] == first.episodes_meta()[0]
+    cache.write_bytes(b"broken")  # a bad cache is ignored and rebuilt
+    assert EpisodeDataset.open(root).episodes_meta() == third.episodes_meta()
+    assert EpisodeDataset.open(root)._rows_read == 0

@@ -68,6 +68,12 @@ EPISODES_PATH = "meta/episodes/" + CHUNK_FILE + ".parquet"
 DATA_PATH = "data/" + CHUNK_FILE + ".parquet"
 VIDEO_PATH = "videos/{video_key}/" + CHUNK_FILE + ".mp4"
 LOCK_PATH = ".writer.lock"
+# Opening reads one small row file per episode (a few ms each); when at least this many had to be
+# read, the rows are cached in one file (outside LeRobot's meta/episodes/), each cached row checked
+# against its row file's mtime and size, so a relabel or a rewrite is never hidden by the cache.
+INDEX_CACHE_PATH = "meta/.episodes_index.parquet"
+INDEX_CACHE_MIN_READS = 50
+STAMP_COLUMNS = ("_mtime_ns", "_size")
 
 STATE_KEY = "observation.state"
 ACTION_KEY = "action"
@@ -116,6 +122,8 @@ class EpisodeDataset:
         self.root = root
         self.info = info
         self._rows: list[dict] = []  # episode rows without their stats/ columns
+        self._row_stamps: list[tuple[int, int]] = []  # (mtime_ns, size) of each row's file when read
+        self._rows_read = 0  # row files the last refresh had to read (not found in the index cache)
         self._stats: dict[str, Stats] = {}  # pooled over the committed episodes (stats.json)
         self._tasks: dict[str, int] = {}
         self._lock_fd: int | None = None
@@ -228,6 +236,12 @@ class EpisodeDataset:
         ds.refresh()
         with contextlib.suppress(BlockingIOError, DatasetError), ds._writer_lock(blocking=False):
             ds._recover()
+            if ds._rows_read >= INDEX_CACHE_MIN_READS:
+                rows = [
+                    row | dict(zip(STAMP_COLUMNS, stamp, strict=True))
+                    for row, stamp in zip(ds._rows, ds._row_stamps, strict=True)
+                ]
+                write_parquet(root / INDEX_CACHE_PATH, pa.Table.from_pylist(rows))
         return ds
 
     # ------------------------------------------------------------------ reading
@@ -281,14 +295,25 @@ class EpisodeDataset:
             (p for p in (self.root / "meta" / "episodes").glob("chunk-*/file-*.parquet") if not is_tmp(p)),
             key=file_episode_index,
         )
+        cache = self._read_index_cache() if not self._rows else {}
+        self._rows_read = 0
         for path in paths[len(self._rows) :]:
-            for row in _read_rows(path, with_stats=False):
+            st = path.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+            cached = cache.get(file_episode_index(path))
+            if cached is not None and cached[0] == stamp:
+                rows = [cached[1]]
+            else:
+                rows = _read_rows(path, with_stats=False)
+                self._rows_read += 1
+            for row in rows:
                 if row["episode_index"] != len(self._rows):
                     raise DatasetError(
                         f"corrupt dataset file {path}: holds episode {row['episode_index']}, "
                         f"expected {len(self._rows)} (episode rows must be contiguous)"
                     )
                 self._rows.append(row)
+                self._row_stamps.append(stamp)
 
     def index_of(self, episode_id: str) -> int:
         """Index of the episode recorded with EpisodeResult.episode_id `episode_id` (for LabelEpisode)."""
@@ -593,6 +618,18 @@ class EpisodeDataset:
                 numbered = path.name.startswith("file-") and path.suffix in (".parquet", ".mp4")
                 if path.is_file() and (is_tmp(path) or (numbered and file_episode_index(path) >= n)):
                     path.unlink()
+
+    def _read_index_cache(self) -> dict[int, tuple[tuple[int, int], dict]]:
+        """episode_index -> ((mtime_ns, size) of its row file when cached, row); {} if none or unreadable
+        (the cache is derived: a bad one is ignored and rewritten)."""
+        path = self.root / INDEX_CACHE_PATH
+        if not path.is_file():
+            return {}
+        try:
+            rows = read_parquet(path).to_pylist()
+        except DatasetError:
+            return {}
+        return {row["episode_index"]: (tuple(row.pop(c) for c in STAMP_COLUMNS), row) for row in rows}
 
     def _recover(self) -> None:
         self._remove_uncommitted()
