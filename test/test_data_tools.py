@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from test_data_format import ACTION_NAMES, CAMERAS, EXTRAS, STATE_NAMES, assert_same, create, make_episode
 
 from vla_rl_ros.cli import main as vla_rl
-from vla_rl_ros.data import EpisodeDataset
+from vla_rl_ros.data import EpisodeDataset, VideoConfig
 from vla_rl_ros.data.tools import merge
 
 
@@ -135,3 +136,23 @@ def test_export_to_rosbag2_mcap(tmp_path: Path) -> None:
     np.testing.assert_array_equal(got["/arm0/joint_states"][12][1].position, second.state[0].astype(np.float64))
     assert [m.data for _, m in got["/arm0/success"]] == [False, True]
     assert json.loads(got["/arm0/episode"][1][1].data)["episode_id"] == "ep-1"
+
+
+def test_merge_reencodes_when_video_settings_differ(tmp_path: Path) -> None:
+    build(tmp_path / "a", [0])
+    full = EpisodeDataset.create(
+        tmp_path / "b",
+        fps=10,
+        cameras=CAMERAS,
+        state_names=STATE_NAMES,
+        action_names=ACTION_NAMES,
+        extras=EXTRAS,
+        video=VideoConfig(pix_fmt="yuv444p"),
+    )
+    full.append(make_episode(1))
+    assert merge(tmp_path / "a", [tmp_path / "b"]).added == 1
+    merged = EpisodeDataset.open(tmp_path / "a")
+    video = tmp_path / "a/videos/observation.images.front/chunk-000/file-001.mp4"
+    with av.open(str(video)) as container:
+        assert container.streams.video[0].pix_fmt == "yuv420p"  # the destination's setting
+    assert_same(merged[1], make_episode(1))

@@ -410,12 +410,13 @@ class EpisodeDataset:
             self._rows[index] = _without_stats(row)
 
     def append_from(self, source: EpisodeDataset, index: int) -> int:
-        """Copy episode `index` of `source` (same schema) without re-encoding its videos; return the
-        new index here. Used by merge, so merged episodes stay bit-identical to the originals."""
-        row = source._rows[source._check_index(index)]
-        if not _owns_files(source, row):
-            return self.append(source[index])
+        """Copy episode `index` of `source` (same schema) without re-encoding its videos, when both
+        use the same video settings; return the new index here. Used by merge, so merged episodes
+        stay bit-identical to the originals."""
         self._check_schema(source)
+        row = source._rows[source._check_index(index)]
+        if not _owns_files(source, row) or source.video_config != self.video_config:
+            return self.append(source[index])  # decode and encode with this dataset's settings
         arrays = source._read_arrays(row)
         stats = source.episode_stats(index)
         labels = {key: row[key] for key in LABEL_COLUMNS}
