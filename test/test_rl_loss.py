@@ -1,5 +1,6 @@
 """GRPO loss pieces against numbers worked out by hand (see the comments)."""
 
+import dataclasses
 import math
 
 import pytest
@@ -105,6 +106,8 @@ def test_config_defaults_are_the_recipe():
         8, 0.2, 0.28, 1.6, 1.0, 1e-6)
     assert set(GRPOConfig.help()) == {f for f in cfg.to_dict()}
     assert GRPOConfig.from_dict(cfg.to_dict()) == cfg
+    assert isinstance(cfg.to_dict()["betas"], tuple)  # JSON turns it into a list; from_dict turns it back
+    assert GRPOConfig.from_dict({**cfg.to_dict(), "betas": [0.9, 0.99]}).betas == (0.9, 0.99)
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
@@ -122,3 +125,11 @@ def test_config_rejects_bad_values_with_a_fix(kwargs, message):
 def test_config_from_dict_names_unknown_fields():
     with pytest.raises(ValueError, match="kl_coef"):
         GRPOConfig.from_dict({"kl_coef": 0.1})
+
+
+def test_config_to_dict_keeps_only_grpo_fields_of_a_subclass():
+    @dataclasses.dataclass(frozen=True)
+    class NodeParams(GRPOConfig):  # as the learner node extends it with its own parameters
+        run_dir: str = "runs/x"
+
+    assert GRPOConfig.from_dict(NodeParams(group_size=4).to_dict()) == GRPOConfig(group_size=4)

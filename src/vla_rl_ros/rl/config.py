@@ -104,8 +104,9 @@ class GRPOConfig:
         return self.groups_per_update * self.group_size
 
     def to_dict(self) -> dict:
-        """Plain dict for JSON (tuples become lists)."""
-        return dataclasses.asdict(self)
+        """The GRPOConfig fields as a plain dict for JSON (also from a subclass that adds fields, such
+        as the learner node's parameters)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(GRPOConfig)}
 
     @classmethod
     def from_dict(cls, values: dict) -> GRPOConfig:

@@ -215,7 +215,7 @@ class GRPOLearner:
         instructions = [t.instruction for t in trajectories for _ in range(t.num_chunks)]
         token_ids = torch.from_numpy(np.concatenate([t.token_ids for t in trajectories]))  # (sum N, C*A)
         logp = self.policy.token_log_probs(images, state, instructions, token_ids,
-                                           temperature=self.config.temperature)  # (sum N, C*A)
+                                           temperature=self.config.temperature).float()  # (sum N, C*A)
         if logp.shape != token_ids.shape:
             raise ValueError(f"policy.token_log_probs returned {tuple(logp.shape)}, expected "
                              f"{tuple(token_ids.shape)} (one log-prob per sampled token)")
