@@ -257,3 +257,20 @@ def test_index_cache_speeds_opening_but_never_hides_a_relabel(tmp_path: Path, mo
     cache.write_bytes(b"broken")  # a bad cache is ignored and rebuilt
     assert EpisodeDataset.open(root).episodes_meta() == third.episodes_meta()
     assert EpisodeDataset.open(root)._rows_read == 0
+
+
+def test_open_removes_leftovers_of_an_interrupted_relabel_or_append(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    create(root).append(make_episode(0))
+    leftovers_ = [
+        root / "meta/episodes/chunk-000/file-000.parquet.tmp-999",  # relabel killed mid-write
+        root / "meta/info.json.tmp-999",
+        root / "data/chunk-000/file-001.parquet",  # append killed before its row commit
+        root / "videos/observation.images.front/chunk-000/file-001.mp4.tmp-999",
+    ]
+    for path in leftovers_:
+        path.write_bytes(b"partial")
+    ds = EpisodeDataset.open(root)
+    assert [p for p in leftovers_ if p.exists()] == []
+    assert len(ds) == 1
+    assert_same(ds[0], make_episode(0))

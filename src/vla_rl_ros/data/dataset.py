@@ -440,7 +440,7 @@ class EpisodeDataset:
         T = len(arrays[STATE_KEY])
         with self._writer_lock():
             self.refresh()
-            self._recover()  # leftovers of a crashed writer, stale derived files
+            self._recover(everywhere=False)  # leftovers of a crashed writer, stale derived files
             index = len(self._rows)
             where = chunk_file(index)
             start = self._rows[-1]["dataset_to_index"] if self._rows else 0
@@ -478,7 +478,7 @@ class EpisodeDataset:
                 write_parquet(self.root / EPISODES_PATH.format(**where), self._row_table(row))  # the commit
             except BaseException:
                 with contextlib.suppress(OSError):
-                    self._remove_uncommitted()  # all or nothing, and give the space back now
+                    self._remove_uncommitted(everywhere=False)  # all or nothing; give the space back now
                 raise
             self._rows.append(_without_stats(row))
             self._stats = {key: pool([self._stats[key], st]) if key in self._stats else st for key, st in stats.items()}
@@ -501,7 +501,7 @@ class EpisodeDataset:
                 typ = pa.list_(pa.string())
             elif key in LABEL_COLUMNS:
                 typ = LABEL_COLUMNS[key]
-            elif key in ("digest",):
+            elif key == "digest":
                 typ = pa.string()
             elif key.startswith("stats/"):
                 typ = pa.list_(pa.float64())
@@ -611,14 +611,24 @@ class EpisodeDataset:
         write_json(self.root / STATS_PATH, _stats_json(self._stats, self.features))
         write_json(self.root / INFO_PATH, self.info)
 
-    def _remove_uncommitted(self) -> None:
-        """Delete temporary files and data/video files that no committed row references."""
+    def _remove_uncommitted(self, everywhere: bool = True) -> None:
+        """Delete temporary files, and numbered files that no committed row references. An append
+        (everywhere=False) looks only where its own leftovers can be: meta/ and the chunks from the
+        next episode's on, so its cost does not grow with the dataset."""
         n = len(self._rows)
-        for folder in ("data", "videos", "meta"):
-            for path in (self.root / folder).rglob("*"):
-                numbered = path.name.startswith("file-") and path.suffix in (".parquet", ".mp4")
-                if path.is_file() and (is_tmp(path) or (numbered and file_episode_index(path) >= n)):
-                    path.unlink()
+        first_chunk = 0 if everywhere else chunk_file(n)["chunk_index"]
+        folders = [self.root / "meta", self.root / "data", *(self.root / "videos").glob("*")]
+        for folder in folders:
+            for chunk in folder.glob("**/chunk-*") if folder.name == "meta" else folder.glob("chunk-*"):
+                if int(chunk.name.removeprefix("chunk-")) < first_chunk:
+                    continue
+                for path in chunk.iterdir():
+                    numbered = path.name.startswith("file-") and path.suffix in (".parquet", ".mp4")
+                    if is_tmp(path) or (numbered and file_episode_index(path) >= n):
+                        path.unlink()
+        for path in (self.root / "meta").iterdir():
+            if is_tmp(path):
+                path.unlink()
 
     def _read_index_cache(self) -> dict[int, tuple[tuple[int, int], dict]]:
         """episode_index -> ((mtime_ns, size) of its row file when cached, row); {} if none or unreadable
@@ -632,8 +642,9 @@ class EpisodeDataset:
             return {}
         return {row["episode_index"]: (tuple(row.pop(c) for c in STAMP_COLUMNS), row) for row in rows}
 
-    def _recover(self) -> None:
-        self._remove_uncommitted()
+    def _recover(self, everywhere: bool = True) -> None:
+        """Remove what a crashed writer left; rewrite info.json/stats.json if they are stale."""
+        self._remove_uncommitted(everywhere)
         on_disk = (self.info.get("total_episodes"), self.info.get("total_frames"), self.info.get("total_tasks"))
         if on_disk != (len(self._rows), self.num_frames, len(self._tasks)):
             episodes = [self.episode_stats(i) for i in range(len(self))]
