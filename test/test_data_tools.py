@@ -63,11 +63,20 @@ def test_info_stats_relabel_export_verify_commands(tmp_path: Path, capsys: pytes
     assert vla_rl(["dataset", "info", str(root), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert (info["episodes"], info["frames"]) == (5, 60)
-    assert info["tasks"]["reach"] == {"episodes": 3, "successes": 2, "success_rate": 2 / 3, "instructions": 3}
+    # evaluation episodes: seeds 0 (failure) and 4 (success), both reach
+    assert info["tasks"]["reach"] == {
+        "episodes": 3,
+        "successes": 2,
+        "success_rate": 2 / 3,
+        "eval_episodes": 2,
+        "eval_success_rate": 0.5,
+        "instructions": 3,
+    }
+    assert info["tasks"]["push"]["eval_success_rate"] is None
     assert info["tasks"]["push"]["success_rate"] == 0.5
 
     assert vla_rl(["dataset", "info", str(root)]) == 0
-    assert "66.7%" in capsys.readouterr().out
+    assert "66.7%  eval  50.0% of 2" in capsys.readouterr().out
 
     assert vla_rl(["dataset", "stats", str(root), "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)

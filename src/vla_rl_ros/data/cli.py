@@ -72,7 +72,9 @@ def _info(args: argparse.Namespace) -> int:
     print(f"cameras: {', '.join(f'{n} {h}x{w}' for n, (h, w) in info['cameras'].items())}")
     print(f"{info['instructions']} instructions; per task:")
     for task, t in info["tasks"].items():
-        print(f"  {task:<24} {t['episodes']:>6} episodes  {t['successes']:>6} successes  {t['success_rate']:6.1%}")
+        evaluation = f"  eval {t['eval_success_rate']:6.1%} of {t['eval_episodes']}" if t["eval_episodes"] else ""
+        counts = f"{t['episodes']:>6} episodes {t['successes']:>6} successes {t['success_rate']:6.1%}"
+        print(f"  {task:<24} {counts}{evaluation}")
     return 0
 
 

@@ -14,12 +14,14 @@ from vla_rl_ros.data.dataset import EpisodeDataset
 
 
 def summary(ds: EpisodeDataset) -> dict:
-    """Episodes, frames, and per task: episodes, successes and success rate."""
+    """Episodes and frames; per task: episodes, successes and success rate, over all episodes and
+    over held-out evaluation episodes alone (greedy rollouts; training rollouts sample, see DESIGN)."""
     per_task: dict[str, dict] = {}
     for meta in ds.episodes_meta():
-        entry = per_task.setdefault(meta["task"], {"episodes": 0, "successes": 0, "instructions": set()})
-        entry["episodes"] += 1
-        entry["successes"] += int(meta["success"])
+        entry = per_task.setdefault(meta["task"], {"all": [0, 0], "evaluation": [0, 0], "instructions": set()})
+        for group in ("all", "evaluation") if meta["evaluation"] else ("all",):
+            entry[group][0] += 1
+            entry[group][1] += int(meta["success"])
         entry["instructions"].add(meta["instruction"])
     return {
         "root": str(ds.root),
@@ -30,9 +32,11 @@ def summary(ds: EpisodeDataset) -> dict:
         "instructions": len(ds.tasks),
         "tasks": {
             task: {
-                "episodes": e["episodes"],
-                "successes": e["successes"],
-                "success_rate": e["successes"] / e["episodes"],
+                "episodes": e["all"][0],
+                "successes": e["all"][1],
+                "success_rate": e["all"][1] / e["all"][0],
+                "eval_episodes": e["evaluation"][0],
+                "eval_success_rate": e["evaluation"][1] / e["evaluation"][0] if e["evaluation"][0] else None,
                 "instructions": len(e["instructions"]),
             }
             for task, e in sorted(per_task.items())

@@ -92,8 +92,9 @@ def decode_video(path: Path, start_s: float = 0.0, num_frames: int | None = None
         raise DatasetError(f"missing video file {path}") from exc
     except (av.error.FFmpegError, OSError, IndexError) as exc:
         raise DatasetError(f"corrupt video file {path}: {exc}") from exc
-    if num_frames is not None and len(frames) < num_frames:
-        raise DatasetError(f"corrupt video file {path}: {len(frames)} frames, expected {num_frames}")
+    if not frames or (num_frames is not None and len(frames) < num_frames):
+        expected = "at least one" if num_frames is None else num_frames
+        raise DatasetError(f"corrupt video file {path}: {len(frames)} frames, expected {expected}")
     return np.stack(frames)
 
 
