@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_data_format import ACTION_NAMES, CAMERAS, EXTRAS, STATE_NAMES, make_episode
+from test_data_format import ACTION_NAMES, CAMERAS, EXTRAS, STATE_NAMES, make_episode, render
 
-from vla_rl_ros.data import EpisodeDataset, VideoConfig
+from vla_rl_ros.data import DatasetError, EpisodeDataset, VideoConfig
+from vla_rl_ros.data.tools import merge, verify
+from vla_rl_ros.data.video import psnr
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("lerobot") is None,
@@ -58,3 +60,58 @@ def test_lerobot_loads_our_dataset(tmp_path: Path, pix_fmt: str) -> None:
     assert item["task"] == "push the red cube (1)"
     image = (item["observation.images.front"].permute(1, 2, 0).numpy() * 255).round()
     assert np.abs(image - ds[1].images["front"][2]).mean() < 2.0
+
+
+def test_we_read_and_merge_a_dataset_lerobot_wrote(tmp_path: Path) -> None:
+    """LeRobot's own writer packs several episodes per file (and AV1 video): our reader follows the
+    rows' file pointers and timestamps, gives unlabelled episodes LABEL_DEFAULTS, and merge turns
+    them into episodes of ours."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    features = {
+        "observation.images.front": {"dtype": "video", "shape": (64, 64, 3), "names": ["height", "width", "channels"]},
+        "observation.state": {"dtype": "float32", "shape": (3,), "names": ["a", "b", "c"]},
+        "action": {"dtype": "float32", "shape": (2,), "names": ["x", "y"]},
+    }
+    root = tmp_path / "lerobot"
+    lr = LeRobotDataset.create("local/written_by_lerobot", fps=10, features=features, root=root, use_videos=True)
+    lengths = [5, 6, 7]
+    frames = render(sum(lengths), 64, 64, seed=0)
+    rng = np.random.default_rng(0)
+    states = rng.standard_normal((sum(lengths), 3)).astype(np.float32)
+    actions = rng.standard_normal((sum(lengths), 2)).astype(np.float32)
+    t = 0
+    for e, T in enumerate(lengths):
+        for _ in range(T):
+            lr.add_frame(
+                {
+                    "observation.images.front": frames[t],
+                    "observation.state": states[t],
+                    "action": actions[t],
+                    "task": f"task {e % 2}",
+                }
+            )
+            t += 1
+        lr.save_episode()
+    lr.finalize()
+    assert len(list((root / "data").rglob("*.parquet"))) == 1  # all episodes in one file
+
+    ds = EpisodeDataset.open(root)
+    assert len(ds) == 3 and ds.num_frames == 18
+    meta = ds.episodes_meta()[1]
+    assert (meta["task"], meta["instruction"], meta["success"], meta["digest"]) == ("task 1", "task 1", True, None)
+    second = ds[1]
+    np.testing.assert_array_equal(second.state, states[5:11])
+    np.testing.assert_array_equal(second.actions, actions[5:11])
+    assert second.images["front"].shape == (6, 64, 64, 3)
+    assert psnr(frames[5:11], second.images["front"]) > 25.0  # LeRobot's AV1 at crf 30 is lossier
+    assert verify(ds) == []
+    with pytest.raises(DatasetError, match="recorded without labels"):
+        ds.relabel(1, success=False)
+
+    assert merge(tmp_path / "ours", [root]).added == 3
+    ours = EpisodeDataset.open(tmp_path / "ours")
+    np.testing.assert_array_equal(ours[2].actions, actions[11:])
+    ours.relabel(2, success=False)
+    assert EpisodeDataset.open(tmp_path / "ours").episodes_meta()[2]["success"] is False
+    assert merge(tmp_path / "ours", [root]).duplicates == 3  # same decoded content, same digest

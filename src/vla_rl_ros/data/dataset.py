@@ -73,7 +73,7 @@ LOCK_PATH = ".writer.lock"
 # against its row file's mtime and size, so a relabel or a rewrite is never hidden by the cache.
 INDEX_CACHE_PATH = "meta/.episodes_index.parquet"
 INDEX_CACHE_MIN_READS = 50
-STAMP_COLUMNS = ("_mtime_ns", "_size")
+CACHE_COLUMNS = ("_file", "_mtime_ns", "_size")  # row file (relative to root) and its stamp
 
 STATE_KEY = "observation.state"
 ACTION_KEY = "action"
@@ -101,6 +101,20 @@ LABEL_COLUMNS: dict[str, pa.DataType] = {
 }
 # info.json key with what only this project writes (LeRobot ignores unknown keys).
 PROJECT_KEY = "vla_rl_ros"
+# Labels of episodes recorded without them (by LeRobot's own tools): read as the successful
+# demonstrations such datasets hold. Relabel them after merging into a dataset of ours.
+LABEL_DEFAULTS = {
+    "seed": -1,
+    "success": True,
+    "reward": 1.0,
+    "end_reason": "success",
+    "policy_version": 0,
+    "group_id": "",
+    "episode_id": "",
+    "evaluation": False,
+}
+# Per-frame feature dtypes read as float32 extras (others, e.g. strings, are left out).
+NUMERIC_DTYPES = ("float32", "float64", "int32", "int64", "bool")
 
 
 def chunk_file(episode_index: int) -> dict[str, int]:
@@ -122,7 +136,8 @@ class EpisodeDataset:
         self.root = root
         self.info = info
         self._rows: list[dict] = []  # episode rows without their stats/ columns
-        self._row_stamps: list[tuple[int, int]] = []  # (mtime_ns, size) of each row's file when read
+        # row files read, in order: (path relative to root, (mtime_ns, size), number of rows)
+        self._files: list[tuple[str, tuple[int, int], int]] = []
         self._rows_read = 0  # row files the last refresh had to read (not found in the index cache)
         self._stats: dict[str, Stats] = {}  # pooled over the committed episodes (stats.json)
         self._tasks: dict[str, int] = {}
@@ -237,11 +252,7 @@ class EpisodeDataset:
         with contextlib.suppress(BlockingIOError, DatasetError), ds._writer_lock(blocking=False):
             ds._recover()
             if ds._rows_read >= INDEX_CACHE_MIN_READS:
-                rows = [
-                    row | dict(zip(STAMP_COLUMNS, stamp, strict=True))
-                    for row, stamp in zip(ds._rows, ds._row_stamps, strict=True)
-                ]
-                write_parquet(root / INDEX_CACHE_PATH, pa.Table.from_pylist(rows))
+                ds._write_index_cache()
         return ds
 
     # ------------------------------------------------------------------ reading
@@ -264,8 +275,9 @@ class EpisodeDataset:
 
     @property
     def extra_keys(self) -> list[str]:
+        """Per-frame numeric features beyond state and action, read as float32 extras."""
         skip = {STATE_KEY, ACTION_KEY, *INDEX_FEATURES}
-        return [k for k, ft in self.features.items() if ft["dtype"] != "video" and k not in skip]
+        return [k for k, ft in self.features.items() if ft["dtype"] in NUMERIC_DTYPES and k not in skip]
 
     @property
     def video_config(self) -> VideoConfig:
@@ -297,12 +309,12 @@ class EpisodeDataset:
         )
         cache = self._read_index_cache() if not self._rows else {}
         self._rows_read = 0
-        for path in paths[len(self._rows) :]:
+        for path in paths[len(self._files) :]:
             st = path.stat()
-            stamp = (st.st_mtime_ns, st.st_size)
-            cached = cache.get(file_episode_index(path))
+            name, stamp = str(path.relative_to(self.root)), (st.st_mtime_ns, st.st_size)
+            cached = cache.get(name)
             if cached is not None and cached[0] == stamp:
-                rows = [cached[1]]
+                rows = cached[1]
             else:
                 rows = _read_rows(path, with_stats=False)
                 self._rows_read += 1
@@ -313,7 +325,7 @@ class EpisodeDataset:
                         f"expected {len(self._rows)} (episode rows must be contiguous)"
                     )
                 self._rows.append(row)
-                self._row_stamps.append(stamp)
+            self._files.append((name, stamp, len(rows)))
 
     def index_of(self, episode_id: str) -> int:
         """Index of the episode recorded with EpisodeResult.episode_id `episode_id` (for LabelEpisode)."""
@@ -368,9 +380,12 @@ class EpisodeDataset:
 
     def episode_stats(self, index: int) -> dict[str, Stats]:
         """Per-feature statistics of one episode (stored in its row when it was written)."""
-        (row,) = _read_rows(self._row_path(self._check_index(index)), with_stats=True)
-        keys = [k for k in self.features if k not in INDEX_FEATURES]
-        return {key: {stat: np.asarray(row[f"stats/{key}/{stat}"], np.float64) for stat in STAT_KEYS} for key in keys}
+        row = self._full_row(self._check_index(index))
+        keys = [k for k in self.features if k not in INDEX_FEATURES and f"stats/{k}/mean" in row]
+        return {
+            key: {stat: np.asarray(row[f"stats/{key}/{stat}"], np.float64).reshape(-1) for stat in STAT_KEYS}
+            for key in keys
+        }
 
     # ------------------------------------------------------------------ writing
     def append(self, episode: Episode) -> int:
@@ -402,7 +417,13 @@ class EpisodeDataset:
         defaults to the binary reward of the new label (1.0 / 0.0)."""
         with self._writer_lock():
             self.refresh()
-            path = self._row_path(self._check_index(index))
+            index = self._check_index(index)
+            if "success" not in self._rows[index]:
+                raise DatasetError(
+                    f"episode {index} of {self.root} was recorded without labels (not by vla_rl_ros); "
+                    "merge the dataset into one of ours with `vla-rl dataset merge`, then relabel there"
+                )
+            path = self._row_path(index)
             (row,) = _read_rows(path, with_stats=True)
             row["success"] = bool(success)
             row["reward"] = float(success) if reward is None else float(reward)
@@ -475,12 +496,15 @@ class EpisodeDataset:
                 }
                 row |= labels | {"digest": digest}
                 row |= {f"stats/{key}/{stat}": stats[key][stat].tolist() for key in stats for stat in STAT_KEYS}
-                write_parquet(self.root / EPISODES_PATH.format(**where), self._row_table(row))  # the commit
+                row_path = self.root / EPISODES_PATH.format(**where)
+                write_parquet(row_path, self._row_table(row))  # the commit
             except BaseException:
                 with contextlib.suppress(OSError):
                     self._remove_uncommitted(everywhere=False)  # all or nothing; give the space back now
                 raise
             self._rows.append(_without_stats(row))
+            st = row_path.stat()
+            self._files.append((str(row_path.relative_to(self.root)), (st.st_mtime_ns, st.st_size), 1))
             self._stats = {key: pool([self._stats[key], st]) if key in self._stats else st for key, st in stats.items()}
             try:
                 self._write_derived()
@@ -547,7 +571,16 @@ class EpisodeDataset:
         return arrays
 
     def _row_path(self, index: int) -> Path:
-        return self.root / EPISODES_PATH.format(**chunk_file(index))
+        row = self._rows[index]
+        where = {"chunk_index": row["meta/episodes/chunk_index"], "file_index": row["meta/episodes/file_index"]}
+        return self.root / EPISODES_PATH.format(**where)
+
+    def _full_row(self, index: int) -> dict:
+        """Episode `index`'s row with its stats/ columns (from a file that may hold several rows)."""
+        rows = [row for row in _read_rows(self._row_path(index), with_stats=True) if row["episode_index"] == index]
+        if len(rows) != 1:
+            raise DatasetError(f"corrupt dataset file {self._row_path(index)}: {len(rows)} rows for episode {index}")
+        return rows[0]
 
     def _video_path(self, row: dict, camera: str) -> Path:
         key = f"{IMAGE_PREFIX}{camera}"
@@ -556,13 +589,14 @@ class EpisodeDataset:
         )
 
     def _meta(self, row: dict) -> dict:
+        """The row's labels; rows recorded without them get LABEL_DEFAULTS and digest None."""
         return {
             "episode_index": row["episode_index"],
-            "task": row["task_name"],
+            "task": row.get("task_name", row["tasks"][0]),
             "instruction": row["tasks"][0],
             "length": row["length"],
-            **{key: row[key] for key in LABEL_COLUMNS if key != "task_name"},
-            "digest": row["digest"],
+            **{key: row.get(key, default) for key, default in LABEL_DEFAULTS.items()},
+            "digest": row.get("digest"),
         }
 
     def _check_index(self, index: int) -> int:
@@ -630,9 +664,9 @@ class EpisodeDataset:
             if is_tmp(path):
                 path.unlink()
 
-    def _read_index_cache(self) -> dict[int, tuple[tuple[int, int], dict]]:
-        """episode_index -> ((mtime_ns, size) of its row file when cached, row); {} if none or unreadable
-        (the cache is derived: a bad one is ignored and rewritten)."""
+    def _read_index_cache(self) -> dict[str, tuple[tuple[int, int], list[dict]]]:
+        """row file -> ((mtime_ns, size) when cached, its rows); {} if there is none or it is
+        unreadable (the cache is derived: a bad one is ignored and rewritten)."""
         path = self.root / INDEX_CACHE_PATH
         if not path.is_file():
             return {}
@@ -640,7 +674,20 @@ class EpisodeDataset:
             rows = read_parquet(path).to_pylist()
         except DatasetError:
             return {}
-        return {row["episode_index"]: (tuple(row.pop(c) for c in STAMP_COLUMNS), row) for row in rows}
+        cache: dict[str, tuple[tuple[int, int], list[dict]]] = {}
+        for row in rows:
+            name, mtime_ns, size = (row.pop(c) for c in CACHE_COLUMNS)
+            cache.setdefault(name, ((mtime_ns, size), []))[1].append(row)
+        return cache
+
+    def _write_index_cache(self) -> None:
+        rows = []
+        start = 0
+        for name, (mtime_ns, size), count in self._files:
+            stamp = dict(zip(CACHE_COLUMNS, (name, mtime_ns, size), strict=True))
+            rows += [row | stamp for row in self._rows[start : start + count]]
+            start += count
+        write_parquet(self.root / INDEX_CACHE_PATH, pa.Table.from_pylist(rows))
 
     def _recover(self, everywhere: bool = True) -> None:
         """Remove what a crashed writer left; rewrite info.json/stats.json if they are stale."""

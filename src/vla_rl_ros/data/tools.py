@@ -66,11 +66,14 @@ def merge(dest: str | Path, sources: Sequence[str | Path], *, progress: bool = F
     with tqdm(total=total, desc="merge", unit="episode", disable=not progress) as bar:
         for src in opened:
             for index, meta in enumerate(src.episodes_meta()):
-                if meta["digest"] in seen:
+                # episodes recorded by other tools carry no digest: take it from the decoded content,
+                # which is also what append stores for them
+                digest = meta["digest"] or src[index].digest()
+                if digest in seen:
                     duplicates += 1
                 else:
                     out.append_from(src, index)
-                    seen.add(meta["digest"])
+                    seen.add(digest)
                     added += 1
                 bar.update()
     return MergeResult(added=added, duplicates=duplicates)
