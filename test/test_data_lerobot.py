@@ -108,6 +108,8 @@ def test_we_read_and_merge_a_dataset_lerobot_wrote(tmp_path: Path) -> None:
     assert verify(ds) == []
     with pytest.raises(DatasetError, match="recorded without labels"):
         ds.relabel(1, success=False)
+    with pytest.raises(DatasetError, match="written by another tool"):
+        ds.append(second)
 
     assert merge(tmp_path / "ours", [root]).added == 3
     ours = EpisodeDataset.open(tmp_path / "ours")

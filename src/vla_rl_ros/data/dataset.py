@@ -390,6 +390,7 @@ class EpisodeDataset:
     # ------------------------------------------------------------------ writing
     def append(self, episode: Episode) -> int:
         """Write `episode` atomically (all of it or none of it); return its episode index."""
+        self._check_ours()
         self._check_compatible(episode)
         arrays = {STATE_KEY: episode.state, ACTION_KEY: episode.actions, **episode.extras}
         stats = {key: feature_stats(value) for key, value in arrays.items()}
@@ -434,6 +435,7 @@ class EpisodeDataset:
         """Copy episode `index` of `source` (same schema) without re-encoding its videos, when both
         use the same video settings; return the new index here. Used by merge, so merged episodes
         stay bit-identical to the originals."""
+        self._check_ours()
         self._check_schema(source)
         row = source._rows[source._check_index(index)]
         if not _owns_files(source, row) or source.video_config != self.video_config:
@@ -620,6 +622,15 @@ class EpisodeDataset:
                 raise ValueError(
                     f"extras[{key!r}] shape {value.shape} does not fit names {self.features[key]['names']}"
                 )
+
+    def _check_ours(self) -> None:
+        """Only datasets of ours take appends: extra label columns in a LeRobot-written dataset's
+        episode files would stop LeRobot from reading it."""
+        if PROJECT_KEY not in self.info:
+            raise DatasetError(
+                f"{self.root} was written by another tool (LeRobot?); append to a dataset of ours instead: "
+                f"`vla-rl dataset merge NEW {self.root}` makes one with all its episodes"
+            )
 
     def _check_schema(self, other: EpisodeDataset) -> None:
         mine = {k: (v["dtype"], v["shape"], v["names"]) for k, v in self.features.items()}
