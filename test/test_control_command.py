@@ -30,7 +30,7 @@ def test_ee_delta_moves_the_tcp_by_the_delta_and_holds_orientation(commander: Co
     np.testing.assert_allclose(new_pos - pos, [0.02, -0.01, 0.03], atol=1e-3)
     assert abs(abs(float(np.dot(new_quat, quat))) - 1) < 1e-5
     assert cmd.gripper == ROBOT.gripper.closed and not cmd.clamped
-    assert cmd.positions.shape == (8,)
+    assert commander.positions(cmd).shape == (8,)
 
 
 def test_matches_the_sim_core_for_the_same_state_and_action(commander: Commander) -> None:

@@ -32,7 +32,7 @@ def test_sim_panda_matches_the_sim_core() -> None:
     assert robot.workspace.low == env.workspace_low and robot.workspace.high == env.workspace_high
     assert robot.max_translation == env.max_translation and robot.period == env.control_dt
     assert robot.gripper.open == arm.finger_travel
-    np.testing.assert_array_equal(arm.velocity_limits, robot.velocity_limits)
+    np.testing.assert_array_equal(arm.velocity_limits, robot.velocity_limits)  # the sim core's speed limits
     assert robot.command_joints == (*arm.joint_names, "finger_joint1")
     assert robot.action_dims == (4, 7)
 
@@ -66,13 +66,26 @@ def test_bad_configs_are_refused_by_name(tmp_path: Path, change: dict, message: 
     assert "robot.yaml" in str(err.value)
 
 
-def test_missing_files_and_foreign_joint_names_say_what_to_fix(tmp_path: Path) -> None:
+def test_missing_files_and_wrong_joint_counts_say_what_to_fix(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no robot config at"):
         RobotConfig.load(tmp_path / "nope.yaml")
     data = {**sim_panda_dict(), "model": "missing.urdf"}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(data))
     with pytest.raises(FileNotFoundError, match=r"no model file at .*missing.urdf"):
         make_arm(RobotConfig.load(tmp_path / "r.yaml"))
-    renamed = RobotConfig.load(write(tmp_path, {**sim_panda_dict(), "joints": [f"ur_j{i}" for i in range(7)]}))
-    with pytest.raises(ValueError, match="do not match the model's"):
-        make_arm(renamed)
+    six = RobotConfig.load(write(tmp_path, {**sim_panda_dict(), "joints": [f"ur_j{i}" for i in range(6)],
+                                            "velocity_limits": [1.0] * 6}))
+    with pytest.raises(ValueError, match=r"6 joints .* for a model with 7 arm joints"):
+        make_arm(six)
+
+
+def test_the_real_panda_example_maps_driver_names_and_leaves_the_gripper_out() -> None:
+    robot = RobotConfig.load(SIM_PANDA.replace("sim_panda", "franka_panda"))
+    commander = Commander(robot, make_arm(robot))
+    assert robot.command_joints == tuple(f"panda_joint{i}" for i in range(1, 8))  # no gripper in the JTC goal
+    cmd = commander.command(commander.home, np.array([0.5, 0.0, 0.0, 1.0]))
+    assert commander.positions(cmd).shape == (7,)
+    moved = commander.arm.fk(cmd.arm)[0] - commander.arm.fk(commander.home)[0]
+    assert 0 < moved[0] <= robot.max_translation + 1e-3  # the example's slower steps
+    assert np.all(np.abs(cmd.arm - commander.home) <= robot.max_joint_step + 1e-12)
+    assert np.all(commander.lower >= robot.joint_lower) and np.all(commander.upper <= robot.joint_upper)

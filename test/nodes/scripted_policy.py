@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import rclpy
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
 from vla_rl_interfaces.msg import ActionChunk, ChunkRequest, TaskState
 
@@ -18,6 +18,7 @@ from vla_rl_ros.ros.convert import task_state_from_msg
 from vla_rl_ros.sim import get_task
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 class ScriptedPolicy(Node):
@@ -27,7 +28,7 @@ class ScriptedPolicy(Node):
         self.state: TaskState | None = None
         self.request: ChunkRequest | None = None
         self.chunk_pub = self.create_publisher(ActionChunk, "action_chunk", RELIABLE)
-        self.create_subscription(TaskState, "task_state", self.on_state, RELIABLE)
+        self.create_subscription(TaskState, "task_state", self.on_state, LATCHED)
         self.create_subscription(ChunkRequest, "chunk_request", self.on_request, RELIABLE)
 
     def on_state(self, msg: TaskState) -> None:

@@ -34,24 +34,27 @@ class Command:
     gripper: float  # gripper joint position (m or rad)
     clamped: frozenset[str]
 
-    @property
-    def positions(self) -> np.ndarray:
-        """(J + 1,) the arm joints then the gripper joint, as RobotConfig.command_joints."""
-        return np.append(self.arm, self.gripper)
 
 
 def make_arm(robot: RobotConfig) -> ArmModel:
-    """The arm's kinematic model from the robot config's model file, with its velocity limits."""
-    arm = ArmModel.from_mjcf(robot.model_path(), velocity_limits=robot.velocity_limits)
-    if tuple(robot.joints) != tuple(arm.joint_names) or robot.gripper.joint not in arm.finger_joint_names:
-        raise ValueError(f"robot {robot.name!r}: joints {robot.joints} and gripper {robot.gripper.joint!r} do not "
-                         f"match the model's {arm.joint_names} / {arm.finger_joint_names} (ArmModel reads the "
-                         f"Panda's names; other arms need ArmModel to take the names from the config)")
+    """The arm's kinematic model from the robot config's model file (its speed limits are the config's,
+    applied by Commander).
+
+    The config's joint names (the ROS side) map to the model's arm joints by order, so a real arm's
+    driver may name them differently (panda_joint1 for the model's joint1)."""
+    arm = ArmModel.from_mjcf(robot.model_path())
+    if len(robot.joints) != arm.dof:
+        raise ValueError(f"robot {robot.name!r}: {len(robot.joints)} joints {robot.joints} for a model with "
+                         f"{arm.dof} arm joints {arm.joint_names}; list one name per model joint, base to tip")
     return arm
 
 
 class Commander:
     """Turns action rows into limited joint commands for one robot."""
+
+    def positions(self, command: Command) -> np.ndarray:
+        """The command's positions in RobotConfig.command_joints order (arm joints, gripper if owned)."""
+        return np.append(command.arm, command.gripper) if self.robot.gripper.in_trajectory else command.arm
 
     def __init__(self, robot: RobotConfig, arm: ArmModel) -> None:
         self.robot = robot

@@ -171,7 +171,7 @@ class ExecutorCore:
         if not np.all(np.isfinite(arm)):
             return f"joint_states positions are not finite: {arm}"
         if self._js is not None and stamp_ns < self._js.stamp_ns:
-            return f"joint_states stamped {stamp_ns} ns, older than the previous {self._js.stamp_ns} ns"
+            self._boundary_ns = 0  # the robot's clock went back (a restarted sim): do not wait for the old one
         self._js = _JointState(arm, stamp_ns, now)
         return None
 

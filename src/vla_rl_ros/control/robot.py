@@ -30,6 +30,10 @@ class GripperConfig:
     joint: str = field(metadata={"help": "joint in the command and in joint_states (e.g. finger_joint1)"})
     open: float = field(metadata={"help": "joint position when fully open (m or rad)"})
     closed: float = field(metadata={"help": "joint position when fully closed (m or rad)"})
+    in_trajectory: bool = field(default=True, metadata={
+        "help": "append the gripper joint to every JointTrajectory; false when the arm's controller does not "
+                "own the gripper (a JTC refuses goals naming joints it does not control), e.g. franka_gripper's "
+                "action server (the executor does not drive such a gripper yet)"})
 
     def __post_init__(self) -> None:
         if self.open == self.closed or not all(map(math.isfinite, (self.open, self.closed))):
@@ -69,7 +73,8 @@ class RobotConfig:
     name: str = field(metadata={"help": "robot name, for logs and diagnostics"})
     model: str = field(metadata={"help": "MJCF or URDF path: absolute, relative to this YAML file, or "
                                          "package://<pkg>/<path>"})
-    joints: tuple[str, ...] = field(metadata={"help": "arm joints in command order (as in joint_states)"})
+    joints: tuple[str, ...] = field(metadata={"help": "arm joint names as in joint_states and the controller, "
+                                                      "base to tip; matched to the model's arm joints by order"})
     gripper: GripperConfig = field(metadata={"help": "the gripper joint and its open/closed positions"})
     workspace: WorkspaceConfig = field(metadata={"help": "box the TCP is kept in (m, base frame)"})
     velocity_limits: tuple[float, ...] = field(metadata={"help": "per-joint speed limit (rad/s)"})
@@ -128,8 +133,8 @@ class RobotConfig:
 
     @property
     def command_joints(self) -> tuple[str, ...]:
-        """Joint names of a command: the arm joints, then the gripper joint."""
-        return (*self.joints, self.gripper.joint)
+        """Joint names of a command: the arm joints, then the gripper joint if the controller owns it."""
+        return (*self.joints, self.gripper.joint) if self.gripper.in_trajectory else self.joints
 
     def model_path(self) -> Path:
         """The model file, resolved (package:// URLs, paths relative to the config file)."""

@@ -189,7 +189,8 @@ class Executor(Node):
 
     def trajectory(self, out: CommandOut) -> JointTrajectory:
         """One point lasting one period; a zero header stamp means "start now" to the JTC."""
-        point = JointTrajectoryPoint(positions=out.command.positions.tolist(), time_from_start=self.point_duration)
+        positions = self.core.commander.positions(out.command).tolist()
+        point = JointTrajectoryPoint(positions=positions, time_from_start=self.point_duration)
         return JointTrajectory(joint_names=list(self.robot.command_joints), points=[point])
 
     def report(self) -> None:

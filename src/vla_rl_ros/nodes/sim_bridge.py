@@ -4,7 +4,8 @@ ROS surface (names relative to the arm's namespace)
   publishes   camera/image_raw        sensor_msgs/Image rgb8      sensor data QoS; the "front" camera
               wrist_camera/image_raw  sensor_msgs/Image rgb8      sensor data QoS; the "wrist" camera
               joint_states            sensor_msgs/JointState      reliable; arm joints then fingers (rad, m)
-              task_state              vla_rl_interfaces/TaskState reliable; privileged state for the sim oracle
+              task_state              vla_rl_interfaces/TaskState reliable, transient local depth 1;
+                                                                  privileged state for the sim oracle
               /clock                  rosgraph_msgs/Clock         reliable; sim time (publish_clock)
   subscribes  joint_trajectory        trajectory_msgs/JointTrajectory  reliable; ros2_control JTC format
   services    reset_episode           vla_rl_interfaces/ResetEpisode
@@ -14,8 +15,11 @@ Lockstep: physics advances only while a command executes. Each trajectory point 
 of the core env (`SimEnv.step` in joint_position mode: servo interpolation from the previous target,
 speed limits); after each point the cameras, the task state, the joint states and /clock are
 published, all stamped with the new sim time. Between commands sim time stands still, so a policy's
-thinking time costs no sim time; the newest joint states and /clock are re-sent at heartbeat_hz of
-wall time (same stamp), so watchdogs downstream see a live bridge. Sim time is monotonic across
+thinking time costs no sim time; the newest images, joint states and /clock are re-sent at
+heartbeat_hz of wall time (same stamps: consumers tell new frames by the stamp), so watchdogs
+downstream see a live bridge and a frame lost on the best-effort image topics (or before discovery
+completed) cannot stall the lockstep loop. The task state is latched instead (transient local), as
+the success oracle counts every message as a step. Sim time is monotonic across
 resets: each reset adds the env's settling time, so states after a reset are stamped later than
 any before it.
 
@@ -35,7 +39,7 @@ from builtin_interfaces.msg import Time
 from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory
@@ -49,6 +53,7 @@ from vla_rl_ros.ros.params import ParameterError, declare, param
 from vla_rl_ros.sim import CAMERAS, TASKS, Observation, get_task, make_env
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 CAMERA_TOPICS = {"front": "camera/image_raw", "wrist": "wrist_camera/image_raw"}
 # How far a point's duration may differ from the control period (s): rounding of builtin Duration.
 DURATION_TOLERANCE_S = 1e-3
@@ -62,8 +67,9 @@ class Params:
                       high=2**31 - 1)
     image_size: int = param(64, "camera image height and width", unit="px", low=8, high=1024)
     cameras: list[str] = param(list(CAMERAS), f"cameras to render and publish, of {list(CAMERA_TOPICS)}")
-    heartbeat_hz: float = param(5.0, "wall-clock rate at which the newest joint_states and /clock are re-sent "
-                                "while no command runs (same stamp); 0: never", unit="Hz", low=0.0, high=100.0)
+    heartbeat_hz: float = param(5.0, "wall-clock rate at which the newest images, joint_states and /clock are "
+                                "re-sent (same stamps) while no command runs; 0: never", unit="Hz", low=0.0,
+                                high=100.0)
     publish_clock: bool = param(True, "publish /clock (one bridge per graph may: with several arms, one only)")
     frame_id: str = param("world", "frame of task_state poses")
 
@@ -99,11 +105,11 @@ class SimBridge(Node):
         self.image_pubs = {c: self.create_publisher(Image, CAMERA_TOPICS[c], qos_profile_sensor_data)
                            for c in p.cameras}
         self.joint_pub = self.create_publisher(JointState, "joint_states", RELIABLE)
-        self.task_pub = self.create_publisher(TaskStateMsg, "task_state", RELIABLE)
+        self.task_pub = self.create_publisher(TaskStateMsg, "task_state", LATCHED)
         self.clock_pub = self.create_publisher(ClockMsg, "/clock", RELIABLE) if p.publish_clock else None
         self.create_subscription(JointTrajectory, "joint_trajectory", self.on_trajectory, RELIABLE)
         self.create_service(ResetEpisode, "reset_episode", self.on_reset)
-        self.joint_msg: JointState | None = None
+        self.sent: list[tuple[object, object]] = []  # (publisher, message) of the newest state, for the heartbeat
         if p.heartbeat_hz > 0:
             self.create_timer(1.0 / p.heartbeat_hz, self.heartbeat, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.publish(self.env.reset(p.seed))
@@ -179,26 +185,28 @@ class SimBridge(Node):
     # -- output ----------------------------------------------------------------------------------
     def publish(self, observation: Observation) -> None:
         """Images, task state, joint states, then /clock, all stamped with the current sim time.
-        Joint states go last but one: the executor steps on them, so the rest is out before."""
+        Joint states come after the rest: the executor steps on them."""
         stamp = self.now()
-        for camera, pub in self.image_pubs.items():
-            pub.publish(image_to_msg(observation.images[camera], stamp, frame_id=f"{camera}_camera"))
+        images = [(pub, image_to_msg(observation.images[camera], stamp, frame_id=f"{camera}_camera"))
+                  for camera, pub in self.image_pubs.items()]
         task = TaskStateMsg(episode_id=self.episode_id, task=self.env.task.name, seed=int(self.env.seed),
                             step=self.env.steps)
         task.header.stamp, task.header.frame_id = stamp, self.params.frame_id
-        self.task_pub.publish(task_state_to_msg(self.env.task_state(), task))
         names, positions, velocities = self.env.joint_state()
-        self.joint_msg = JointState(name=list(names), position=positions.tolist(), velocity=velocities.tolist())
-        self.joint_msg.header.stamp = stamp
-        self.joint_pub.publish(self.joint_msg)
-        if self.clock_pub is not None:
-            self.clock_pub.publish(ClockMsg(clock=stamp))
+        joints = JointState(name=list(names), position=positions.tolist(), velocity=velocities.tolist())
+        joints.header.stamp = stamp
+        clock = [(self.clock_pub, ClockMsg(clock=stamp))] if self.clock_pub is not None else []
+        for pub, msg in images:
+            pub.publish(msg)
+        self.task_pub.publish(task_state_to_msg(self.env.task_state(), task))
+        self.joint_pub.publish(joints)
+        for pub, msg in clock:
+            pub.publish(msg)
+        self.sent = [*images, (self.joint_pub, joints), *clock]
 
     def heartbeat(self) -> None:
-        if self.joint_msg is not None:
-            self.joint_pub.publish(self.joint_msg)
-        if self.clock_pub is not None:
-            self.clock_pub.publish(ClockMsg(clock=self.now()))
+        for pub, msg in self.sent:
+            pub.publish(msg)
 
     def close(self) -> None:
         self.env.close()

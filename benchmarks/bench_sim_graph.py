@@ -1,0 +1,111 @@
+"""Control steps per second through the full ROS graph (sim_bridge + executor + a scripted policy)
+against the core env, measured in one run.
+
+    .venv/bin/python benchmarks/bench_sim_graph.py [--steps 150] [--sizes 64,128,224] [--chunks 1,8]
+                                                   [--repeats 3] [--json out.json]
+
+core:  bench_sim_core's CoreLoop: SimEnv.step with random end-effector deltas, both cameras rendered.
+graph: the sim_bridge (both cameras rendered and published), the executor (IK, limits, lockstep) and
+       test/nodes/scripted_policy.py (the task's scripted expert answering every ChunkRequest with a
+       chunk of C steps) as separate processes on an isolated localhost domain; a probe subscribes to
+       both camera topics, as a policy and a recorder would. C=1 is one policy round trip per
+       step; C=8 a typical VLA chunk. Steps are counted on task_state over wall time, after warm-up.
+Each figure is the best of --repeats rounds (core) or one run of --steps steps (graph).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "benchmarks"), str(REPO / "test")]
+
+from bench_sim_core import BENCH_TASK, CoreLoop  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
+from rosgraph import RosGraph, wait_until  # noqa: E402  (the graph tests' isolated-domain helpers)
+from sensor_msgs.msg import Image  # noqa: E402
+from vla_rl_interfaces.msg import EpisodeStart, TaskState  # noqa: E402
+from vla_rl_interfaces.srv import ResetEpisode  # noqa: E402
+
+from vla_rl_ros.sim import TASKS  # noqa: E402
+
+SCRIPTED_POLICY = REPO / "test" / "nodes" / "scripted_policy.py"
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+WARMUP_STEPS = 10
+STARTUP_TIMEOUT_S = 120.0
+
+
+def graph_rate(size: int, chunk_size: int, steps: int) -> float:
+    """Control steps/s of one episode of BENCH_TASK through the graph (no step limit)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        graph = RosGraph(Path(tmp))
+        try:
+            graph.node("sim_bridge", "-p", f"image_size:={size}", "-p", f"task:={BENCH_TASK}")
+            graph.node("executor")
+            graph.start("scripted_policy", [sys.executable, str(SCRIPTED_POLICY), "--ros-args",
+                                            "-p", f"chunk_size:={chunk_size}"])
+            probe = graph.probe
+            frames = [0]
+            for topic in ("camera/image_raw", "wrist_camera/image_raw"):
+                probe.node.create_subscription(Image, topic, lambda _m: frames.__setitem__(0, frames[0] + 1),
+                                               qos_profile_sensor_data)
+            states = probe.collect(TaskState, "task_state", RELIABLE)
+            start_pub = probe.publisher(EpisodeStart, "episode_start", LATCHED)
+            wait_until(lambda: probe.node.count_publishers("action_chunk") and probe.node.count_subscribers(
+                "episode_start"), STARTUP_TIMEOUT_S, "the executor and the scripted policy")
+            seed = TASKS[BENCH_TASK].heldout_seeds[0]
+            reset = probe.call(ResetEpisode, "reset_episode", ResetEpisode.Request(task=BENCH_TASK, seed=seed,
+                                                                                 episode_id="bench"),
+                               STARTUP_TIMEOUT_S)
+            assert reset.success, reset.message
+            wait_until(lambda: states and states[-1].episode_id == "bench", what="the reset state")
+            start = EpisodeStart(episode_id="bench", task=BENCH_TASK, seed=seed, max_steps=0, evaluation=True)
+            start.header.stamp = states[-1].header.stamp
+            start_pub.publish(start)
+            wait_until(lambda: states[-1].step >= WARMUP_STEPS, what="warm-up steps")
+            first, t0 = states[-1].step, time.perf_counter()
+            wait_until(lambda: states[-1].step >= first + steps, 10 * STARTUP_TIMEOUT_S, f"{steps} steps")
+            rate = (states[-1].step - first) / (time.perf_counter() - t0)
+            assert frames[0] > 0, "no camera image reached the probe"
+            return rate
+        except (AssertionError, TimeoutError):
+            print(graph.logs(), file=sys.stderr)
+            raise
+        finally:
+            graph.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=150, help="control steps per measurement")
+    parser.add_argument("--sizes", default="64,128,224", help="image sizes (px, square)")
+    parser.add_argument("--chunks", default="1,8", help="chunk sizes C the scripted policy answers with")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of the core loop (best one kept)")
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    args = parser.parse_args()
+    chunks = [int(c) for c in args.chunks.split(",")]
+    rows = []
+    print(f"control steps/s of {BENCH_TASK}, both cameras, {args.steps} steps per graph measurement")
+    header = f"{'size':>5} {'core':>8}" + "".join(f" {f'graph C={c}':>11} {f'graph/core C={c}':>16}" for c in chunks)
+    print(header)
+    for size in (int(s) for s in args.sizes.split(",")):
+        core_loop = CoreLoop(size)
+        core = max(core_loop.run(args.steps) for _ in range(args.repeats))
+        core_loop.env.close()
+        graph = {c: graph_rate(size, c, args.steps) for c in chunks}
+        rows.append({"size": size, "core_steps_per_s": core, "graph_steps_per_s": graph,
+                     "graph_over_core": {c: g / core for c, g in graph.items()}})
+        print(f"{size:>5} {core:>8.1f}" + "".join(f" {graph[c]:>11.1f} {graph[c] / core:>16.3f}" for c in chunks),
+              flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"task": BENCH_TASK, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
