@@ -27,7 +27,7 @@ def test_tasks_lists_every_task_with_limits_and_seed_splits(capsys: pytest.Captu
 def test_demos_writes_successful_expert_episodes(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demos"
     args = ["demos", "--tasks", "reach,lift", "--per-task", "2", "--out", str(out), "--image-size", "32"]
-    assert vla_rl(args) == 0
+    assert vla_rl(args) == 0, capsys.readouterr().err
     assert "reach: wrote 2 episodes" in capsys.readouterr().out
     ds = EpisodeDataset.open(out)
     assert len(ds) == 4 and ds.fps == 10

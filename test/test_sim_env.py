@@ -34,6 +34,7 @@ def test_every_task_resets_and_steps_with_sane_outputs(task: str) -> None:
         n = len(state.object_names)
         assert state.object_pos.shape == (n, 3) and state.object_quat.shape == (n, 4)
         assert np.all(np.isfinite(state.object_pos)) and 0.0 <= state.gripper <= 1.0
+        assert set(state.values) == ({"drawer_opening"} if task == "open_drawer" else set())
         np.testing.assert_allclose(obs.state[7:10], state.ee_pos, atol=1e-6)
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from vla_rl_ros.sim.arm import ARM_JOINTS, FINGER_JOINTS, ArmModel
 from vla_rl_ros.sim.scene import (
+    DRAWER_OPENING,
     FIXTURES,
     OBJECT_SLOTS,
     PALETTE,
@@ -243,6 +244,9 @@ class SimEnv:
         d = self.data
         bodies = [self._body_id(p.body) for p in self.layout.placements]
         ee_pos, ee_quat = self._tcp_pose()
+        values = {}
+        if any(p.body == "cabinet" for p in self.layout.placements):
+            values[DRAWER_OPENING] = float(d.qpos[self.ids.drawer_qpos])
         return TaskState(
             object_names=tuple(p.name for p in self.layout.placements),
             object_pos=d.xpos[bodies].copy(),
@@ -250,6 +254,7 @@ class SimEnv:
             ee_pos=ee_pos,
             ee_quat=ee_quat,
             gripper=self.arm.gripper_closure(d.qpos[self.arm.finger_qpos_adr]),
+            values=values,
         )
 
     def render(self, camera: str) -> np.ndarray:

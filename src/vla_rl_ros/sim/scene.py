@@ -23,10 +23,13 @@ OBJECT_SLOTS: dict[str, str] = {
     "cube_a": "cube", "cube_b": "cube", "cylinder_a": "cylinder", "cylinder_b": "cylinder",
 }
 OBJECT_HALF_SIZE = 0.03  # m: cube half edge, cylinder radius and half height (6 cm objects)
-FIXTURES: tuple[str, ...] = ("plate", "target")
+FIXTURES: tuple[str, ...] = ("plate", "target", "cabinet")
 PLATE_RADIUS = 0.09  # m
 PLATE_TOP = 0.01  # m above the table
 TARGET_HALF_SIZE = 0.06  # m: the target square's half edge
+DRAWER_JOINT = "drawer"
+DRAWER_OPENING = "drawer_opening"  # TaskState.values key: how far the drawer is pulled out (m)
+HANDLE_OFFSET = (-0.04, 0.0, 0.095)  # m: drawer handle centre from the cabinet origin, drawer closed
 # Colours chosen far apart in hue so that a 64 px camera tells them apart (rgba).
 PALETTE: dict[str, tuple[float, float, float, float]] = {
     "red": (0.85, 0.08, 0.08, 1.0),
@@ -62,6 +65,7 @@ class SceneIds:
     object_qpos: dict[str, int]  # slot -> qpos address of its free joint (7 numbers: pos, quat)
     object_dof: dict[str, int]  # slot -> dof address (6 numbers)
     fixture_body: dict[str, int]
+    drawer_qpos: int  # qpos address of the drawer's slide joint (0 closed, positive open)
     cameras: dict[str, int]
 
     @classmethod
@@ -72,6 +76,7 @@ class SceneIds:
             object_qpos={s: int(model.joint(s).qposadr[0]) for s in OBJECT_SLOTS},
             object_dof={s: int(model.joint(s).dofadr[0]) for s in OBJECT_SLOTS},
             fixture_body={f: model.body(f).id for f in FIXTURES},
+            drawer_qpos=int(model.joint(DRAWER_JOINT).qposadr[0]),
             cameras={model.camera(i).name: i for i in range(model.ncam)},
         )
         ids._check_sizes(model)
@@ -83,6 +88,10 @@ class SceneIds:
         sizes["target"] = model.geom_size[model.geom("target").id]
         expected = {slot: OBJECT_HALF_SIZE for slot in OBJECT_SLOTS}
         expected |= {"plate": PLATE_RADIUS, "target": TARGET_HALF_SIZE}
+        handle = model.body_pos[model.body("drawer").id] + model.body_pos[model.body("drawer_handle").id]
+        if not np.allclose(handle, HANDLE_OFFSET):
+            raise ValueError(f"the scene's drawer handle sits at {handle} from the cabinet but scene.py expects "
+                             f"{HANDLE_OFFSET}; keep sim/{SCENE_FILE} and vla_rl_ros/sim/scene.py in step")
         for name, want in expected.items():
             if not np.isclose(sizes[name][0], want):
                 raise ValueError(f"scene geom {name!r} has size {sizes[name][0]} but scene.py expects {want}; "

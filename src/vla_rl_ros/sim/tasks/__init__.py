@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from vla_rl_ros.sim.tasks import lift, pick_place, push, reach, stack, two_on_plate
+from vla_rl_ros.sim.tasks import lift, open_drawer, pick_place, push, reach, stack, two_on_plate
 from vla_rl_ros.sim.tasks.base import TaskSpec, TaskState
 
 # in order of rising difficulty
 TASKS: dict[str, TaskSpec] = {
-    module.SPEC.name: module.SPEC for module in (reach, push, lift, pick_place, stack, two_on_plate)
+    module.SPEC.name: module.SPEC for module in (reach, push, lift, open_drawer, pick_place, stack, two_on_plate)
 }
 
 

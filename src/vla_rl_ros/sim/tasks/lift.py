@@ -39,8 +39,8 @@ def success(state: TaskState, cfg: LiftConfig) -> bool:
 
 
 def expert(state: TaskState, cfg: LiftConfig) -> np.ndarray:
-    if not is_held(state, 0, cfg.expert):
-        return grasp(state, 0, cfg.expert)
+    if not is_held(state, state.object_pos[0], cfg.expert):
+        return grasp(state, state.object_pos[0], cfg.expert)
     return ee_action(toward(state, np.array([*state.ee_pos[:2], cfg.expert_height]), cfg.expert), CLOSED)
 
 

@@ -66,16 +66,16 @@ def via_travel_height(state: TaskState, goal: np.ndarray, cfg: ExpertConfig) -> 
     return toward(state, np.array([goal[0], goal[1], max(goal[2], cfg.travel_height)]), cfg)
 
 
-def is_held(state: TaskState, i: int, cfg: ExpertConfig) -> bool:
-    """Object i sits between closed fingers."""
-    offset = state.object_pos[i] - state.ee_pos
+def is_held(state: TaskState, target: np.ndarray, cfg: ExpertConfig) -> bool:
+    """What is at target (3,) (an object's or a handle's centre) sits between closed fingers."""
+    offset = target - state.ee_pos
     return (state.gripper > cfg.held_closure and np.linalg.norm(offset[:2]) < cfg.held_offset
             and abs(offset[2]) < cfg.held_offset)
 
 
-def grasp(state: TaskState, i: int, cfg: ExpertConfig) -> np.ndarray:
-    """Approach object i from above with the gripper open, descend, and close on it."""
-    obj = state.object_pos[i]
+def grasp(state: TaskState, obj: np.ndarray, cfg: ExpertConfig) -> np.ndarray:
+    """Approach obj (3,), an object's or a handle's centre, from above with the gripper open,
+    descend, and close on it."""
     xy_err = np.linalg.norm(state.ee_pos[:2] - obj[:2])
     if xy_err < 2 * cfg.xy_tolerance and abs(state.ee_pos[2] - obj[2]) < cfg.z_tolerance:
         return ee_action(toward(state, obj, cfg), CLOSED)
@@ -88,9 +88,9 @@ def grasp(state: TaskState, i: int, cfg: ExpertConfig) -> np.ndarray:
 def place(state: TaskState, i: int, goal: np.ndarray, cfg: ExpertConfig) -> np.ndarray:
     """Pick object i up if needed, carry it above goal (the resting centre (3,) it should end at),
     lower it until it almost touches, then open and rise."""
-    if not is_held(state, i, cfg):
-        return grasp(state, i, cfg)
     obj = state.object_pos[i]
+    if not is_held(state, obj, cfg):
+        return grasp(state, obj, cfg)
     above = np.array([goal[0], goal[1], goal[2] + cfg.place_clearance])
     tcp_goal = above + (state.ee_pos - obj)  # keep the grip offset
     if np.linalg.norm(obj[:2] - goal[:2]) > cfg.xy_tolerance:
