@@ -36,6 +36,7 @@ TASK = "reach"
 SEED = TASKS[TASK].heldout_seeds[3]
 PERIOD_NS = 100_000_000  # the sim bridge's control period, 0.1 s
 QUIET_S = 1.0  # how long "nothing happens" is watched
+SETTLE_S = 0.3  # a command sent just before a hold still runs its one period (0.1 s sim, ms of wall time)
 
 
 def ns(stamp) -> int:
@@ -84,6 +85,7 @@ class Episode:
 
     def quiet(self) -> tuple[int, int]:
         """(commands, sim time) after QUIET_S of watching: both must not have changed meanwhile."""
+        time.sleep(SETTLE_S)
         before = (len(self.commands), self.sim_ns())
         time.sleep(QUIET_S)
         after = (len(self.commands), self.sim_ns())
