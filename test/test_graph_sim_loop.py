@@ -276,3 +276,15 @@ def test_dry_run_computes_commands_but_sends_none(ros_graph: RosGraph) -> None:
     assert commands == 0 and ep.states[-1].step == 0
     assert list(dry[0].joint_names) == [*ArmModel.from_mjcf().joint_names, "finger_joint1"]
     assert "DRY RUN" in ros_graph.log("executor")
+
+
+@pytest.mark.parametrize(("node", "args", "message"), [
+    ("executor", ["-p", "robot_config:=/no/such/robot.yaml"], "no robot config at /no/such/robot.yaml"),
+    ("sim_bridge", ["-p", "seed:=500000"], "seed 500000 is in neither seed set of task 'reach'"),
+    ("sim_bridge", ["-p", "cameras:=[front, top]"], "each must be one of ['front', 'wrist']"),
+])
+def test_bad_configuration_stops_the_node_with_a_clear_message(ros_graph: RosGraph, node: str, args: list[str],
+                                                               message: str) -> None:
+    proc = ros_graph.node(node, *args)
+    assert proc.wait(timeout=60) == 2
+    assert message in ros_graph.log(node)
