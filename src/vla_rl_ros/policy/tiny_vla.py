@@ -14,8 +14,6 @@ Llava's do (there the image tokens sit inside `input_ids`)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 from torch import nn
@@ -237,13 +235,9 @@ def build_word_tokenizer(texts: list[str], *, num_slots: int, num_action_tokens:
                                    padding_side="left")
 
 
-def build_tiny_vla(texts: list[str], *, chunk_size: int, action_dim: int, out: str | Path | None = None,
+def build_tiny_vla(texts: list[str], *, chunk_size: int, action_dim: int,
                    **config_kwargs) -> tuple[TinyVLAForActions, PreTrainedTokenizerFast]:
-    """A fresh tiny VLA and its tokenizer (vocabulary from `texts`), saved to `out` if given."""
+    """A fresh tiny VLA and its tokenizer (vocabulary from `texts`)."""
     tokenizer = build_word_tokenizer(texts, num_slots=chunk_size * action_dim)
     config = TinyVLAConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **config_kwargs)
-    model = TinyVLAForActions(config)
-    if out is not None:
-        model.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-    return model, tokenizer
+    return TinyVLAForActions(config), tokenizer

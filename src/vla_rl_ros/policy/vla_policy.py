@@ -315,6 +315,3 @@ class VLAPolicy:
                              f"[{self.action_token_offset}, {self.vocab_size}), got shape {tuple(bins.shape)}")
         log_p = F.log_softmax(self.action_logits(images, state, instructions) / temperature, -1)
         return log_p.gather(-1, bins[..., None].long())[..., 0]
-
-    def bins_to_token_ids(self, bins: np.ndarray) -> np.ndarray:
-        return np.asarray(bins, np.int64) + self.action_token_offset
