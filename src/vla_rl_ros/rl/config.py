@@ -23,7 +23,7 @@ class GRPOConfig:
     group_size: int = field(default=8, metadata={
         "help": "G: rollouts of one task from one initial state per group (SimpleVLA-RL n_samples=8)"})
     groups_per_update: int = field(default=8, metadata={
-        "help": "kept groups per update (SimpleVLA-RL train_batch_size=32 tasks on 8 GPUs; the probe "
+        "help": "kept groups per update (SimpleVLA-RL train_batch_size=32 tasks; the probe "
                 "used 8 on 2 CPU cores)"})
     temperature: float = field(default=1.6, metadata={
         "help": "sampling temperature of rollouts; log-probs are computed from logits / temperature so "
