@@ -250,6 +250,7 @@ class GRPOLearner:
                 "config": self.config.to_dict(), "buffer": self.buffer.accounting()})
 
         _atomic_dir(path, write)
+        os.sync()  # the checkpoint's files reach the disk before `latest` points at them
         write_json(root / LATEST_FILE, {"checkpoint": path.name})
         self.buffer.commit(self.updates)
         _prune(root, "update_", KEEP_CHECKPOINTS)
