@@ -88,7 +88,7 @@ class GRPOLearner:
         self.policy_version = 0  # the weights' version; +1 per update
         self.optimizer_steps = 0
         self.trajectories_trained = 0
-        self._last_mark = (time.monotonic(), 0, self.buffer.accounting()["results"], {})
+        self._mark(self.buffer.accounting())
 
     # --- the update ----------------------------------------------------------------------------
 
@@ -178,21 +178,24 @@ class GRPOLearner:
 
     def _progress_metrics(self) -> dict[str, float]:
         """Rollout/eval success since the last update, kept-group fraction, episodes per second."""
-        now = time.monotonic()
         account = self.buffer.accounting()
-        last_time, _, last_results, last_groups = self._last_mark
-        groups = {k: v for k, v in account.items() if k.startswith("groups/")}
-        delta = {k: v - last_groups.get(k, 0) for k, v in groups.items()}
+        last_time, last_results, last_groups = self._last_mark
+        delta = {k: v - last_groups.get(k, 0) for k, v in account.items() if k.startswith("groups/")}
         completed = sum(delta.values())
         out = self.buffer.drain_outcomes()
         if completed:
             out["grpo/kept_group_fraction"] = delta.get("groups/kept", 0) / completed
-        out["time/episodes_per_s"] = (account["results"] - last_results) / max(now - last_time, 1e-9)
+        out["time/episodes_per_s"] = (account["results"] - last_results) / max(time.monotonic() - last_time, 1e-9)
         for key in ("results", "used", "stale", "evaluation", "aborted", "filtered_all_same",
                     "incomplete", "pending"):
             out[f"buffer/{key}"] = float(account[key])
-        self._last_mark = (now, self.updates, account["results"], groups)
+        self._mark(account)
         return out
+
+    def _mark(self, account: dict[str, int]) -> None:
+        """Remember time, results and group counts: the next update reports rates since now."""
+        groups = {k: v for k, v in account.items() if k.startswith("groups/")}
+        self._last_mark = (time.monotonic(), account["results"], groups)
 
     def _forward_slices(self, indices: Iterable[int], trajectories: list[TrajectoryRecord]) -> list[list[int]]:
         """Split trajectory indices into consecutive parts of at most forward_chunks chunks (a longer
@@ -301,7 +304,7 @@ class GRPOLearner:
     def _restart(self, after_update: int) -> None:
         self.buffer.rollback(after_update)
         self.buffer.set_policy_version(self.policy_version)
-        self._last_mark = (time.monotonic(), self.updates, self.buffer.accounting()["results"], {})
+        self._mark(self.buffer.accounting())
 
 
 def latest_checkpoint(run_dir: Path | str) -> Path | None:
