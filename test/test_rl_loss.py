@@ -2,9 +2,12 @@
 
 import dataclasses
 import math
+import statistics
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vla_rl_ros.rl import GRPOConfig, clipped_policy_loss, group_advantages, keep_group
 
@@ -133,3 +136,39 @@ def test_config_to_dict_keeps_only_grpo_fields_of_a_subclass():
         run_dir: str = "runs/x"
 
     assert GRPOConfig.from_dict(NodeParams(group_size=4).to_dict()) == GRPOConfig(group_size=4)
+
+
+def reference_loss(logp_new, logp_old, adv, mask, clip_low, clip_high):
+    """Plain loops over trajectories and tokens: the definition, nothing vectorised."""
+    per_traj = []
+    for b in range(len(adv)):
+        terms = []
+        for t in range(len(mask[b])):
+            if mask[b][t]:
+                r = math.exp(logp_new[b][t] - logp_old[b][t])
+                clipped = min(max(r, 1 - clip_low), 1 + clip_high)
+                terms.append(max(-adv[b] * r, -adv[b] * clipped))
+        per_traj.append(sum(terms) / len(terms))
+    return sum(per_traj) / len(per_traj)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 6), st.integers(0, 2**31 - 1))
+def test_loss_matches_the_plain_loop_reference(B, T, seed):
+    g = torch.Generator().manual_seed(seed)
+    logp_old = -torch.rand(B, T, generator=g, dtype=torch.float64) * 3
+    logp_new = logp_old + torch.randn(B, T, generator=g, dtype=torch.float64) * 0.4
+    adv = torch.randn(B, generator=g, dtype=torch.float64)
+    mask = torch.rand(B, T, generator=g) < 0.7
+    mask[:, 0] = True  # every trajectory has a token
+    loss, _ = clipped_policy_loss(logp_new, logp_old, adv, mask, clip_low=0.2, clip_high=0.28)
+    expected = reference_loss(logp_new.tolist(), logp_old.tolist(), adv.tolist(), mask.tolist(), 0.2, 0.28)
+    assert loss.item() == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from([0.0, 1.0]), min_size=2, max_size=16))
+def test_advantages_match_statistics_stdev(rewards):
+    mean, std = statistics.fmean(rewards), statistics.stdev(rewards)  # sample (n - 1) std
+    expected = [(r - mean) / (std + 1e-6) for r in rewards]
+    assert group_advantages(rewards).tolist() == pytest.approx(expected, rel=1e-5, abs=1e-5)
