@@ -74,32 +74,27 @@ def fill(buffer, n_groups, cfg, *, seed=0, start=0, version=0):
 CFG = GRPOConfig(group_size=4, groups_per_update=2, epochs=2, minibatch_size=4, lr=3e-3, forward_chunks=64)
 
 
-def sequence_logp(policy, groups):
-    """Per trajectory: sum of its tokens' log-probs, and whether its advantage is positive."""
-    out = []
-    with torch.no_grad():
-        for g in groups:
-            for e in g.episodes:
-                t = e.trajectory
-                lp = policy.token_log_probs(t.images, t.state, [t.instruction] * t.num_chunks,
-                                            torch.from_numpy(t.token_ids), temperature=1.6)
-                out.append((float(lp.sum()), e.result.success))
-    return out
-
-
 PAD = 1e9  # marks padding in token_logp
+
+
+def token_rows(policy, groups):
+    """Each trajectory's token log-probs (T_b,) under the policy now, in batch order."""
+    with torch.no_grad():
+        return [policy.token_log_probs(e.trajectory.images, e.trajectory.state,
+                                       [e.trajectory.instruction] * e.trajectory.num_chunks,
+                                       torch.from_numpy(e.trajectory.token_ids), temperature=1.6).flatten()
+                for g in groups for e in g.episodes]
 
 
 def token_logp(policy, groups):
     """(B, T) token log-probs of every trajectory, padded with PAD."""
-    rows = []
-    with torch.no_grad():
-        for g in groups:
-            for e in g.episodes:
-                t = e.trajectory
-                rows.append(policy.token_log_probs(t.images, t.state, [t.instruction] * t.num_chunks,
-                                                   torch.from_numpy(t.token_ids), temperature=1.6).flatten())
-    return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=PAD)
+    return torch.nn.utils.rnn.pad_sequence(token_rows(policy, groups), batch_first=True, padding_value=PAD)
+
+
+def sequence_logp(policy, groups):
+    """Per trajectory: (sum of its tokens' log-probs, success)."""
+    successes = [e.result.success for g in groups for e in g.episodes]
+    return [(float(row.sum()), s) for row, s in zip(token_rows(policy, groups), successes, strict=True)]
 
 
 def test_update_raises_advantaged_tokens_and_lowers_the_others(tmp_path):
