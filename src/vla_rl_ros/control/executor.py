@@ -70,6 +70,8 @@ class Hold(str, Enum):
 
 # Holds that mean something is wrong (logged once per occurrence, WARN/ERROR on /diagnostics).
 FAULTS = frozenset({Hold.ESTOP, Hold.NO_JOINT_STATES, Hold.STALE_JOINT_STATES, Hold.STALE_IMAGE, Hold.CHUNK_TIMEOUT})
+# The normal rhythm of a running episode, changing every step (not reported as a hold).
+STEPPING = frozenset({Hold.RUNNING, Hold.EXECUTING, Hold.WAITING_FOR_CHUNK, Hold.WAITING_FOR_STATE})
 
 
 @dataclass(frozen=True)

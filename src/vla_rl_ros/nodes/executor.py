@@ -43,6 +43,7 @@ from vla_rl_interfaces.msg import ActionChunk, ChunkRequest, EpisodeResult, Epis
 from vla_rl_ros.control import (
     FAULTS,
     SIM_PANDA,
+    STEPPING,
     ChunkIn,
     Commander,
     CommandOut,
@@ -195,7 +196,7 @@ class Executor(Node):
 
     def report(self) -> None:
         """Log a fault hold when it starts (at most every HOLD_LOG_INTERVAL_S per cause); publish
-        /diagnostics when the level, the hold cause or the rejection count changes, else periodically."""
+        /diagnostics when the hold cause, the e-stop or the rejection count changes, else periodically."""
         core, now = self.core, time.monotonic()
         hold = core.hold
         fault = hold in FAULTS
@@ -203,7 +204,7 @@ class Executor(Node):
                 self.reported[:1] != (hold,):
             self.hold_logged[hold] = now
             self.get_logger().warning(f"holding: {hold.value}")
-        state = (hold if fault else None, core.estopped, sum(core.rejections.values()))
+        state = (None if hold in STEPPING else hold, core.estopped, sum(core.rejections.values()))
         if state != self.reported or now - self.last_diagnostics >= self.params.diagnostics_period:
             self.reported, self.last_diagnostics = state, now
             self.diagnostics_pub.publish(self.diagnostics(fault))
@@ -211,8 +212,7 @@ class Executor(Node):
     def diagnostics(self, fault: bool) -> DiagnosticArray:
         core = self.core
         level = DiagnosticStatus.ERROR if core.estopped else DiagnosticStatus.WARN if fault else DiagnosticStatus.OK
-        message = f"holding: {core.hold.value}" if fault or core.hold in (Hold.EPISODE_ENDED, Hold.MAX_STEPS,
-                                                                           Hold.NO_EPISODE) else "running"
+        message = "running" if core.hold in STEPPING else f"holding: {core.hold.value}"
         if core.last_rejection is not None:
             message += f"; last rejected chunk: {core.last_rejection}"
         status = DiagnosticStatus(level=level, name=self.get_fully_qualified_name(), message=message,
