@@ -150,6 +150,7 @@ def test_chunk_timeout_requests_again_and_refuses_the_late_answer() -> None:
     core.joint_state(NAMES, HOME, 5 * PERIOD, now=2.5)  # the same state, fresh (a lockstep sim idles)
     (again,) = core.advance(2.5)
     assert again.request_id == 2 and again.step == 0 and core.hold is Hold.CHUNK_TIMEOUT
+    assert core.status()["chunk_timeouts"] == "1"
     assert core.chunk(chunk(request, [UP])).reason is RejectReason.UNREQUESTED
     assert core.chunk(chunk(again, [UP])) is None
 

@@ -131,6 +131,7 @@ class ExecutorCore:
         self.clamps: Counter[str] = Counter()
         self.last_rejection: Rejection | None = None
         self.commands_sent = 0
+        self.chunk_timeouts = 0  # requests asked again after chunk_timeout
         self._request_ids = 0
         self._episode: _Episode | None = None
         self._ended = False
@@ -234,7 +235,7 @@ class ExecutorCore:
         request = self._request
         timed_out = request is not None and now - request.sent_at > self.config.chunk_timeout
         if timed_out:
-            self.rejections[Hold.CHUNK_TIMEOUT.value] += 1
+            self.chunk_timeouts += 1
         limit = self._episode.max_steps
         if (request is None or timed_out) and self._next is None and remaining <= self.config.request_ahead_steps \
                 and (limit == 0 or self.step + remaining < limit):
@@ -263,6 +264,7 @@ class ExecutorCore:
             "step": str(self.step),
             "policy_version": str(self.policy_version),
             "commands_sent": str(self.commands_sent),
+            "chunk_timeouts": str(self.chunk_timeouts),
             "last_rejection": str(self.last_rejection or ""),
             **{f"rejected/{k}": str(v) for k, v in sorted(self.rejections.items())},
             **{f"clamped/{k}": str(v) for k, v in sorted(self.clamps.items())},
