@@ -12,6 +12,7 @@ NODES: dict[str, str] = {
     "executor": "vla_rl_ros.nodes.executor",
     "learner": "vla_rl_ros.nodes.learner",
     "policy_node": "vla_rl_ros.nodes.policy_node",
+    "recorder": "vla_rl_ros.nodes.recorder",
     "sim_bridge": "vla_rl_ros.nodes.sim_bridge",
     "success_detector": "vla_rl_ros.nodes.success_detector",
 }

@@ -6,11 +6,14 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from cv_bridge import CvBridge
 from geometry_msgs.msg import Pose
+from rclpy.time import Time as RclTime
 from sensor_msgs.msg import Image, JointState
+from vla_rl_interfaces.msg import ActionChunk as ActionChunkMsg
 from vla_rl_interfaces.msg import EpisodeResult as EpisodeResultMsg
 from vla_rl_interfaces.msg import TaskState as TaskStateMsg
 from vla_rl_interfaces.msg import Trajectory as TrajectoryMsg
 
+from vla_rl_ros.control.chunks import ChunkIn
 from vla_rl_ros.rl.records import ResultRecord, TrajectoryRecord
 from vla_rl_ros.sim import ArmModel
 from vla_rl_ros.sim.tasks import TaskState
@@ -138,3 +141,15 @@ def result_from_msg(msg: EpisodeResultMsg) -> ResultRecord:
             evaluation=msg.evaluation, end_reason=msg.end_reason)
     except ValueError as exc:
         raise MessageError(str(exc)) from exc
+
+
+def stamp_ns(stamp: Time) -> int:
+    """A header stamp in integer nanoseconds (exact, unlike float seconds)."""
+    return RclTime.from_msg(stamp).nanoseconds
+
+
+def chunk_from_msg(msg: ActionChunkMsg) -> ChunkIn:
+    """An ActionChunk as the executor core's ChunkIn (validated by control.chunks.validate_chunk)."""
+    return ChunkIn(episode_id=msg.episode_id, request_id=msg.request_id, policy_version=msg.policy_version,
+                   chunk_size=msg.chunk_size, action_dim=msg.action_dim, action_mode=msg.action_mode,
+                   actions=np.asarray(msg.actions, dtype=np.float64), stamp_ns=stamp_ns(msg.header.stamp))

@@ -13,18 +13,19 @@ from vla_rl_ros.ros.params import ParameterError
 
 
 def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
-             executor: Executor | None = None) -> int:
+             make_executor: Callable[[], Executor] = SingleThreadedExecutor) -> int:
     """Create the node and spin it until shutdown. Returns the process exit status.
 
     A bad parameter ends the process with status 2 and one clear log line, before anything moves.
     `rclpy.init` installs handlers that turn SIGINT and SIGTERM into a context shutdown, so both
-    stop the spin here and reach the same `finally`.
+    stop the spin here and reach the same `finally`. `make_executor` is called after `rclpy.init`
+    (an executor needs an initialised context).
     """
     rclpy.init(args=args)
     node: Node | None = None
     try:
         node = make_node()
-        executor = executor or SingleThreadedExecutor()
+        executor = make_executor()
         executor.add_node(node)
         executor.spin()
     except ParameterError as exc:

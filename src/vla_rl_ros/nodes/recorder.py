@@ -1,0 +1,472 @@
+"""recorder: writes one arm's episodes to a dataset on disk (LeRobotDataset v3 layout), reward-labelled.
+
+ROS surface (names relative to the arm's namespace)
+  subscribes  episode_start      vla_rl_interfaces/EpisodeStart   reliable, transient local: opens an episode
+              chunk_request      vla_rl_interfaces/ChunkRequest   reliable: the control step a chunk starts at
+              action_chunk       vla_rl_interfaces/ActionChunk    reliable: the actions, accepted as the executor
+                                                                  accepts them (control.chunks.validate_chunk)
+              joint_states       sensor_msgs/JointState           reliable, depth 100 (the sim bridge and
+                                                                  ros2_control's broadcaster publish reliable;
+                                                                  a lost one would shift the frames)
+              <camera_topics>    sensor_msgs/Image rgb8/bgr8      sensor data QoS, one topic per camera
+              success            vla_rl_interfaces/SuccessSignal  reliable (into the episode's bag only)
+              episode_result     vla_rl_interfaces/EpisodeResult  reliable, depth 100: labels, closes the episode
+  services    label_episode      vla_rl_interfaces/LabelEpisode   relabel a recorded episode (operator's
+                                                                  correction, persistent); empty id: the last one
+  parameters  see Params below (config/recorder.yaml)
+
+Frames: frame k of an episode is control step k as the executor runs it (ExecutorCore's rule,
+mirrored). The chunk answering the episode's outstanding chunk_request holds the actions of steps
+request.step, request.step + 1, ...; step k is taken at the first joint_states stamped at or after
+the episode's start and the previous frame's stamp + one control period, once step k's action is
+known (whichever comes last, as the executor sends its command then, from the newest joint state).
+The frame holds that joint state as the policy's proprioception (ros.convert.proprio_from_joint_state,
+what the policy node sees), the newest image of each camera stamped at or before it (waiting until
+an image stamped at or after it shows that nothing closer can come, or until the episode's end), and
+step k's action. Labels come from the EpisodeResult, the instruction from the EpisodeStart. An
+episode is written only if the recorder saw it from step 0 and every frame has an image per camera.
+
+Writing: finished episodes go through a queue to a writer thread (an append encodes videos for
+seconds; no message is missed meanwhile), which creates the dataset with the first episode's camera
+sizes if the root holds none, and appends atomically. Relabels go through the same queue, so a label
+for an episode still waiting is applied after it is written. On shutdown the queue is drained: a
+finished episode is never lost to Ctrl-C; kill -9 loses at most the episodes still queued, never
+an earlier one (appends are atomic), and a restarted recorder appends to the same dataset.
+With bag_dir set, each episode is also written as a rosbag2 MCAP (data.bag.export_mcap: cameras,
+joint_states, actions, instruction, success, reward, labels).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image, JointState
+from vla_rl_interfaces.msg import ActionChunk, ChunkRequest, EpisodeResult, EpisodeStart, SuccessSignal
+from vla_rl_interfaces.srv import LabelEpisode
+
+from vla_rl_ros.control import SIM_PANDA, RobotConfig, make_arm
+from vla_rl_ros.control.chunks import Rejection, validate_chunk
+from vla_rl_ros.data import DatasetError, Episode, EpisodeBuilder, EpisodeDataset, VideoConfig
+from vla_rl_ros.data.bag import export_mcap
+from vla_rl_ros.ros.causes import DropLog
+from vla_rl_ros.ros.convert import MessageError, chunk_from_msg, image_from_msg, proprio_from_joint_state, stamp_ns
+from vla_rl_ros.ros.node_main import run_node
+from vla_rl_ros.ros.params import ParameterError, declare, param
+from vla_rl_ros.sim import action_names
+
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+DEEP = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+NS_PER_S = 1_000_000_000
+TICK_S = 0.05  # wall-clock period of the check for closed episodes whose last images are in
+IMAGE_HISTORY = 16  # images kept per camera: a frame takes one within a few camera periods of its stamp
+BACKLOG_WARNING = 4  # episodes waiting for the writer before the log says it falls behind
+LABEL_TIMEOUT_S = 300.0  # how long a label_episode call waits for the writer (behind queued appends)
+STATE_EE_NAMES = ("ee_x", "ee_y", "ee_z", "gripper")  # after the joints: proprio_from_joint_state's layout
+_VIDEO = {f.name: f for f in dataclasses.fields(VideoConfig)}
+
+
+def video_param(name: str, **limits: Any) -> Any:
+    """A parameter that is a VideoConfig field: same default and help (used when creating a dataset)."""
+    f = _VIDEO[name]
+    return param(f.default, f.metadata["help"] + " (applies when the dataset is created)", **limits)
+
+
+@dataclass
+class Params:
+    dataset: str = param("", "dataset root directory (required): created with the first episode if it holds "
+                         "none, appended to if it does")
+    cameras: list[str] = param(["front", "wrist"], "dataset camera names, one per camera_topics entry")
+    camera_topics: list[str] = param(["camera/image_raw", "wrist_camera/image_raw"],
+                                     "image topic of each camera (relative to the arm's namespace)")
+    robot_config: str = param(SIM_PANDA, "robot config YAML (the executor's): model for the state's end-effector "
+                              "part, control rate, action mode")
+    fps: int = param(0, "dataset frames per second; 0: the robot config's control rate (a frame is a control step, "
+                     "so any other value must equal it)", unit="Hz", low=0, high=1000)
+    record_evaluation: bool = param(True, "also record held-out evaluation episodes (EpisodeStart.evaluation)")
+    bag_dir: str = param("", "if set, also write each episode as a rosbag2 MCAP folder here "
+                         "(<bag_dir>/episode_<index>)")
+    video_codec: str = video_param("codec")
+    video_crf: int = video_param("crf", low=0, high=63)
+    video_preset: str = video_param("preset")
+    video_pix_fmt: str = video_param("pix_fmt", choices=("yuv420p", "yuv444p"))
+    video_gop: int = video_param("gop", low=1, high=1000)
+
+    def __post_init__(self) -> None:
+        if len(self.cameras) != len(self.camera_topics) or not self.cameras or len(set(self.cameras)) != \
+                len(self.cameras):
+            raise ValueError(f"cameras={self.cameras} and camera_topics={self.camera_topics} must be non-empty "
+                             "lists of equal length with distinct camera names")
+
+    def video(self) -> VideoConfig:
+        return VideoConfig(codec=self.video_codec, crf=self.video_crf, preset=self.video_preset,
+                           pix_fmt=self.video_pix_fmt, gop=self.video_gop)
+
+
+# ------------------------------------------------------------------------------ recording (no ROS)
+@dataclass
+class Frame:
+    stamp_ns: int  # the joint state's stamp
+    state: np.ndarray  # (P,) float32
+    action: np.ndarray  # (A,)
+    images: dict[str, np.ndarray] = field(default_factory=dict)  # camera -> (H, W, 3) uint8, filled later
+
+
+@dataclass
+class Recording:
+    """One episode being recorded: its announcement, actions by step, frames, and its result once out."""
+
+    start: EpisodeStart
+    start_ns: int
+    actions: dict[int, np.ndarray] = field(default_factory=dict)  # step -> (A,)
+    request: tuple[int, int, int] | None = None  # outstanding (request_id, step, stamp_ns)
+    from_start: bool = False  # the request for step 0 was seen
+    frames: list[Frame] = field(default_factory=list)
+    boundary_ns: int = 0  # the next frame needs a joint state stamped at or after this
+    action_mode: str = ""
+    result: EpisodeResult | None = None
+    closed_at: float = 0.0  # wall time the result arrived
+
+    @property
+    def episode_id(self) -> str:
+        return self.start.episode_id
+
+
+class EpisodeWriter:
+    """Owns the dataset: appends and relabels run in order on one thread, fed by a queue.
+
+    `submit(episode, action_names)` returns at once; `relabel(...)` returns a Future of (accepted,
+    message); `close()` writes everything still queued, then joins the thread."""
+
+    def __init__(self, root: Path, *, fps: int, cameras: list[str], state_names: tuple[str, ...], robot_type: str,
+                 video: VideoConfig, bag_dir: Path | None, namespace: str, log: Callable[[str, str], None]) -> None:
+        self.root, self.fps, self.cameras, self.state_names = root, fps, cameras, state_names
+        self.robot_type, self.video, self.bag_dir, self.namespace, self.log = robot_type, video, bag_dir, namespace, log
+        self.ds: EpisodeDataset | None = None
+        self.last_id = ""  # the episode written or queued last, for a relabel with an empty id
+        if (root / "meta" / "info.json").is_file():
+            self.ds = EpisodeDataset.open(root)  # also removes what a killed append left
+            self.check_schema(self.ds)
+        else:
+            root.mkdir(parents=True, exist_ok=True)
+        self.jobs: queue.Queue[tuple[str, Any] | None] = queue.Queue()
+        self.thread = threading.Thread(target=self.run, name="episode_writer", daemon=True)
+        self.thread.start()
+
+    def check_schema(self, ds: EpisodeDataset) -> None:
+        state = tuple(ds.features["observation.state"]["names"])
+        if sorted(ds.cameras) != sorted(self.cameras) or ds.fps != self.fps or state != self.state_names:
+            raise ParameterError(f"dataset {self.root} holds cameras {sorted(ds.cameras)} at {ds.fps} fps with state "
+                                 f"{list(state)}; this recorder makes cameras {sorted(self.cameras)} at {self.fps} "
+                                 f"fps with state {list(self.state_names)}: choose another dataset root")
+
+    @property
+    def image_sizes(self) -> dict[str, tuple[int, int]]:
+        """camera -> (H, W) the dataset holds ({} before it exists)."""
+        return self.ds.cameras if self.ds is not None else {}
+
+    def backlog(self) -> int:
+        return self.jobs.qsize()
+
+    def submit(self, episode: Episode, names: tuple[str, ...]) -> None:
+        self.last_id = episode.episode_id
+        self.jobs.put(("append", (episode, names)))
+
+    def relabel(self, episode_id: str, success: bool) -> Future:
+        done: Future = Future()
+        self.jobs.put(("relabel", (episode_id or self.last_id, success, done)))
+        return done
+
+    def close(self) -> None:
+        self.jobs.put(None)
+        self.thread.join()
+
+    def run(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            kind, args = job
+            if kind == "append":
+                self.append(*args)
+            else:
+                self.do_relabel(*args)
+
+    def append(self, episode: Episode, names: tuple[str, ...]) -> None:
+        try:
+            if self.ds is None:
+                self.ds = EpisodeDataset.create(
+                    self.root, fps=self.fps, cameras={c: episode.images[c].shape[1:3] for c in self.cameras},
+                    state_names=self.state_names, action_names=names, robot_type=self.robot_type, video=self.video)
+            if any(m["episode_id"] == episode.episode_id for m in self.ds.episodes_meta()):
+                self.log("warning", f"episode {episode.episode_id} is already in {self.root}; not written again")
+                return
+            index = self.ds.append(episode)
+        except (DatasetError, OSError, ValueError) as exc:
+            self.log("error", f"episode {episode.episode_id} NOT written to {self.root}: {exc}")
+            return
+        self.log("info", f"episode {episode.episode_id} written as #{index} ({episode.length} frames, "
+                         f"{'success' if episode.success else episode.end_reason})")
+        if self.bag_dir is not None:
+            try:
+                bag = export_mcap(self.ds, self.bag_dir / f"episode_{index:06d}", namespace=self.namespace,
+                                  episodes=[index])
+            except (DatasetError, OSError, ValueError) as exc:
+                self.log("error", f"bag of episode #{index} not written: {exc}")
+            else:
+                self.log("info", f"episode #{index} also in {bag}")
+
+    def do_relabel(self, episode_id: str, success: bool, done: Future) -> None:
+        try:
+            if self.ds is None or len(self.ds) == 0:
+                raise KeyError(f"no episode is recorded in {self.root} yet")
+            index = self.ds.index_of(episode_id) if episode_id else len(self.ds) - 1
+            self.ds.relabel(index, success=success)
+        except (KeyError, DatasetError, OSError) as exc:
+            done.set_result((False, str(exc).strip("'\"")))
+            return
+        self.log("info", f"episode #{index} ({episode_id or 'the last'}) relabelled success={success}")
+        done.set_result((True, f"episode #{index} of {self.root} now has success={success}"))
+
+
+# ------------------------------------------------------------------------------ the node
+class Recorder(Node):
+    def __init__(self) -> None:
+        super().__init__("recorder")
+        self.params = p = declare(self, Params)
+        if not p.dataset:
+            raise ParameterError("parameter dataset is required: the dataset root directory, e.g. "
+                                 "-p dataset:=$HOME/vla_rl_data/arm0")
+        try:
+            self.robot = RobotConfig.load(p.robot_config)
+            self.arm = make_arm(self.robot)
+            video = p.video()
+        except (OSError, ValueError) as exc:
+            raise ParameterError(f"recorder: {exc}") from exc
+        rate = self.robot.control_rate_hz
+        if (p.fps or rate) != rate or rate != round(rate):
+            raise ParameterError(f"fps={p.fps} with a {rate:g} Hz robot ({self.robot.source}): a frame is one "
+                                 "control step, so fps must be 0 or the control rate, and that rate a whole number")
+        self.period_ns = round(NS_PER_S / rate)
+        namespace = self.get_namespace().rstrip("/")
+        self.state_names = (*self.arm.joint_names, *STATE_EE_NAMES)
+        try:
+            self.writer = EpisodeWriter(
+                Path(p.dataset).expanduser(), fps=p.fps or round(rate), cameras=list(p.cameras),
+                state_names=self.state_names, robot_type=self.robot.name, video=video,
+                bag_dir=Path(p.bag_dir).expanduser() if p.bag_dir else None, namespace=namespace, log=self.log)
+        except (DatasetError, OSError) as exc:
+            raise ParameterError(f"dataset {p.dataset!r}: {exc}") from exc
+        self.drops = DropLog(self.get_logger())
+        self.images: dict[str, deque[tuple[int, np.ndarray]]] = {c: deque(maxlen=IMAGE_HISTORY) for c in p.cameras}
+        self.sizes: dict[str, tuple[int, int]] = dict(self.writer.image_sizes)  # fixed by the first image if new
+        self.joints: tuple[int, np.ndarray] | None = None  # newest usable joint state (stamp, state (P,))
+        self.recording: Recording | None = None  # the running episode
+        self.closing: list[Recording] = []  # ended, waiting for their last images
+        self.wall = Clock(clock_type=ClockType.STEADY_TIME)
+
+        self.create_subscription(EpisodeStart, "episode_start", self.on_start, LATCHED)
+        self.create_subscription(ChunkRequest, "chunk_request", self.on_request, RELIABLE)
+        self.create_subscription(ActionChunk, "action_chunk", self.on_chunk, RELIABLE)
+        self.create_subscription(JointState, "joint_states", self.on_joint_states, DEEP)
+        for camera, topic in zip(p.cameras, p.camera_topics, strict=True):
+            self.create_subscription(Image, topic, lambda m, c=camera: self.on_image(c, m), qos_profile_sensor_data)
+        self.create_subscription(SuccessSignal, "success", self.on_success, RELIABLE)
+        self.create_subscription(EpisodeResult, "episode_result", self.on_result, DEEP)
+        # The service waits for the writer (possibly behind a long append) in its own callback group, so
+        # the multi-threaded executor of main() keeps delivering messages to the others meanwhile.
+        self.create_service(LabelEpisode, "label_episode", self.on_label,
+                            callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_timer(TICK_S, self.tick, clock=self.wall)
+        self.get_logger().info(f"recording {list(p.cameras)} at {p.fps or round(rate)} fps into {p.dataset}")
+
+    def log(self, level: str, text: str) -> None:
+        """Log from the writer thread (rclpy wants one severity per call site)."""
+        logger = self.get_logger()
+        {"info": logger.info, "warning": logger.warning, "error": logger.error}[level](text)
+
+    # -- episodes --------------------------------------------------------------------------------
+    def on_start(self, msg: EpisodeStart) -> None:
+        if self.recording is not None:
+            if self.recording.episode_id == msg.episode_id:
+                return  # the latched start again
+            self.drops.drop("episode without a result", f"{self.recording.episode_id} replaced by {msg.episode_id}")
+        if msg.evaluation and not self.params.record_evaluation:
+            self.recording = None
+            return
+        self.recording = Recording(msg, stamp_ns(msg.header.stamp), boundary_ns=stamp_ns(msg.header.stamp))
+
+    def on_result(self, msg: EpisodeResult) -> None:
+        rec = self.recording
+        if rec is None or rec.episode_id != msg.episode_id:
+            if not any(r.episode_id == msg.episode_id for r in self.closing):
+                self.drops.drop("result of an episode not being recorded", f"{msg.episode_id!r}")
+            return
+        rec.result, rec.closed_at = msg, self.wall.now().nanoseconds / NS_PER_S
+        self.recording = None
+        self.closing.append(rec)
+        self.tick()
+
+    def tick(self) -> None:
+        """Write each closed episode once every frame has its images (or the wait is over)."""
+        now = self.wall.now().nanoseconds / NS_PER_S
+        for rec in list(self.closing):
+            if all(len(f.images) == len(self.images) for f in rec.frames) or now - rec.closed_at > 2 * TICK_S + \
+                    self.period_ns / NS_PER_S:
+                self.closing.remove(rec)
+                self.finish(rec)
+
+    def finish(self, rec: Recording) -> None:
+        assert rec.result is not None
+        for camera in self.images:
+            self.fill_images(rec, camera, final=True)
+        missing = [i for i, f in enumerate(rec.frames) if len(f.images) != len(self.images)]
+        if not rec.from_start or not rec.frames or missing:
+            why = ("episode joined after its start (no chunk_request for step 0 seen)" if not rec.from_start else
+                   "episode without frames (no joint_states or chunks received)" if not rec.frames else
+                   f"frames {missing[:5]} lack a camera image stamped at or before them")
+            self.drops.drop("episode not recorded", f"{rec.episode_id}: {why}")
+            return
+        builder = EpisodeBuilder()
+        r, s = rec.result, rec.start
+        try:
+            for f in rec.frames:
+                builder.add({c: f.images[c] for c in self.params.cameras}, f.state, f.action)
+            episode = builder.build(
+                task=r.task or s.task, instruction=s.instruction or r.instruction, seed=r.seed, success=r.success,
+                reward=float(r.reward), end_reason=r.end_reason, policy_version=r.policy_version,
+                group_id=r.group_id, episode_id=rec.episode_id, evaluation=r.evaluation)
+            names = action_names(rec.action_mode or self.robot.action_mode, episode.actions.shape[1])
+        except ValueError as exc:
+            self.drops.drop("episode not recorded", f"{rec.episode_id}: {exc}")
+            return
+        self.writer.submit(episode, names)
+        if self.writer.backlog() > BACKLOG_WARNING:
+            self.get_logger().warning(f"{self.writer.backlog()} episodes wait for the writer: appends are slower "
+                                      "than episodes (video settings, disk); memory grows until they catch up")
+
+    # -- actions -----------------------------------------------------------------------------------
+    def on_request(self, msg: ChunkRequest) -> None:
+        rec = self.recording
+        if rec is None or rec.result is not None or msg.episode_id != rec.episode_id:
+            return
+        rec.request = (msg.request_id, msg.step, stamp_ns(msg.header.stamp))
+        rec.from_start = rec.from_start or msg.step == 0
+
+    def on_chunk(self, msg: ActionChunk) -> None:
+        rec = self.recording
+        if rec is None or msg.episode_id != rec.episode_id:
+            return  # other episodes' chunks are the executor's to reject
+        request_id, step, request_ns = rec.request or (None, 0, 0)
+        chunk = validate_chunk(chunk_from_msg(msg), episode_id=rec.episode_id, request_id=request_id,
+                               request_stamp_ns=request_ns, action_mode=self.robot.action_mode,
+                               action_dims=self.robot.action_dims)
+        if isinstance(chunk, Rejection):
+            self.drops.drop(f"action_chunk not executed ({chunk.reason.value})", chunk.detail)
+            return
+        rec.request = None
+        rec.action_mode = msg.action_mode
+        for i, row in enumerate(chunk.actions):  # (C, A): steps step .. step + C - 1
+            rec.actions[step + i] = row.astype(np.float32)
+        self.take_frame()
+
+    # -- observations ------------------------------------------------------------------------------
+    def on_joint_states(self, msg: JointState) -> None:
+        try:
+            state = proprio_from_joint_state(self.arm, msg)
+        except MessageError as exc:
+            self.drops.drop("unusable joint_states", str(exc))
+            return
+        self.joints = (stamp_ns(msg.header.stamp), state)
+        self.take_frame()
+
+    def take_frame(self) -> None:
+        """Step k's frame, when the executor would send step k's command (see the module docstring)."""
+        rec, joints = self.recording, self.joints
+        if rec is None or joints is None or joints[0] < rec.boundary_ns:
+            return
+        step = len(rec.frames)
+        if (rec.start.max_steps and step >= rec.start.max_steps) or step not in rec.actions:
+            return
+        frame = Frame(joints[0], joints[1], rec.actions.pop(step))
+        rec.frames.append(frame)
+        rec.boundary_ns = joints[0] + self.period_ns
+        for camera in self.images:
+            self.fill_images(rec, camera)
+
+    def on_image(self, camera: str, msg: Image) -> None:
+        try:
+            rgb = image_from_msg(msg)
+        except MessageError as exc:
+            self.drops.drop(f"unusable {camera} image", str(exc))
+            return
+        size = self.sizes.setdefault(camera, rgb.shape[:2])
+        if rgb.shape[:2] != size:
+            self.drops.drop(f"{camera} image size", f"{rgb.shape[1]}x{rgb.shape[0]}, the dataset's is "
+                                                    f"{size[1]}x{size[0]} (W x H)")
+            return
+        history, stamp = self.images[camera], stamp_ns(msg.header.stamp)
+        if history and stamp <= history[-1][0]:
+            return  # a re-sent (heartbeat) or out-of-order image
+        history.append((stamp, rgb))
+        for rec in (*self.closing, *([self.recording] if self.recording else [])):
+            self.fill_images(rec, camera)
+
+    def fill_images(self, rec: Recording, camera: str, final: bool = False) -> None:
+        """Give frames their newest `camera` image stamped at or before them, once an image stamped at
+        or after them has arrived (nothing closer can come then), or now if `final`."""
+        history = self.images[camera]
+        if not history:
+            return
+        for f in rec.frames:
+            if camera in f.images:
+                continue
+            if not final and history[-1][0] < f.stamp_ns:
+                return  # later frames are later still
+            older = [image for stamp, image in history if stamp <= f.stamp_ns]
+            if older:
+                f.images[camera] = older[-1]
+
+    def on_success(self, msg: SuccessSignal) -> None:
+        pass  # the verdicts reach the dataset through EpisodeResult; the bag carries the labels
+
+    # -- labels ------------------------------------------------------------------------------------
+    def on_label(self, request: LabelEpisode.Request, response: LabelEpisode.Response) -> LabelEpisode.Response:
+        rec = self.recording
+        if rec is not None and request.episode_id == rec.episode_id:
+            response.accepted, response.message = False, (f"episode {rec.episode_id} is still running; label it "
+                                                          "after its result")
+            return response
+        done = self.writer.relabel(request.episode_id, request.success)
+        try:
+            response.accepted, response.message = done.result(timeout=LABEL_TIMEOUT_S)
+        except TimeoutError:
+            response.accepted, response.message = False, f"the writer is busy for over {LABEL_TIMEOUT_S:.0f} s"
+        return response
+
+    def close(self) -> None:
+        """Write what ended (also episodes still waiting for images), then drain the writer's queue."""
+        for rec in self.closing:
+            self.finish(rec)
+        self.closing = []
+        backlog = self.writer.backlog()
+        if backlog:
+            self.get_logger().info(f"writing the {backlog} episode(s) still queued before exiting")
+        self.writer.close()
+        self.get_logger().info("episode writer joined")
+
+
+def main(args: list[str] | None = None) -> int:
+    # Two threads: the label service may wait for the writer while messages keep arriving.
+    return run_node(Recorder, args, lambda: MultiThreadedExecutor(num_threads=2))
