@@ -219,3 +219,14 @@ def test_crashes_at_random_points_lose_no_episode(tmp_path):
     assert acc["used"] + acc["pending"] + acc["filtered_all_same"] + acc["evaluation"] + acc["incomplete"] == (
         acc["results"])
     assert trained  # some updates happened on the way
+
+
+def test_halves_written_before_the_first_state_save_are_taken_in(tmp_path):
+    buf = EpisodeBuffer(CFG, tmp_path)
+    buf.add_trajectory(traj("y/0"))
+    buf.add_result(result("y/0", "y", False))
+    (tmp_path / "state.json").unlink()  # crash before state.json ever existed
+    (tmp_path / "episodes" / "y%2F0.traj.npz.tmp-1").write_bytes(b"torn")  # an interrupted write
+    acc = EpisodeBuffer(CFG, tmp_path).accounting()
+    assert (acc["results"], acc["joined"], acc["pending"]) == (1, 1, 1)
+    assert not list((tmp_path / "episodes").glob("*.tmp-*"))

@@ -101,8 +101,7 @@ class EpisodeBuffer:
         self._tally: dict[str, Counter] = {"rollout": Counter(), "eval": Counter()}
         if self.directory is not None:
             (self.directory / EPISODES_DIR).mkdir(parents=True, exist_ok=True)
-            if (self.directory / STATE_FILE).exists():
-                self._load()
+            self._load()
 
     # --- input ---------------------------------------------------------------------------------
 
@@ -357,28 +356,13 @@ class EpisodeBuffer:
 
     def _load(self) -> None:
         """Rebuild from the journal. Halves written but not yet in state.json (a crash between the
-        two writes) are taken in again as if they had just arrived."""
+        two writes, or before the first state.json) are taken in again as if they had just arrived."""
         assert self.directory is not None
-        state = json.loads((self.directory / STATE_FILE).read_text())
-        if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"{self.directory / STATE_FILE}: format {state.get('format')!r}, expected "
-                             f"{STATE_FORMAT}; start the buffer in an empty directory")
-        saved = GRPOConfig.from_dict(state["config"])
-        if (saved.group_size, saved.groups_per_update) != (self.config.group_size,
-                                                          self.config.groups_per_update):
-            raise ValueError(f"{self.directory}: buffer was built with group_size={saved.group_size}, "
-                             f"groups_per_update={saved.groups_per_update}; resume with the same values "
-                             "or start a new run directory")
-        self.policy_version = state["policy_version"]
-        self.counters = Counter(state["counters"])
-        self._groups = state["groups"]
-        self._ready = [(gid, list(eids)) for gid, eids in state["ready"]]
-        self._in_flight = [{"update": f["update"], "groups": [(g, list(e)) for g, e in f["groups"]]}
-                           for f in state["in_flight"]]
-        self._settled = list(state["settled"])
-        self._tally = {k: Counter(v) for k, v in state["tally"].items()}
+        known_trajectories: set[str] = set()
+        if (self.directory / STATE_FILE).exists():
+            known_trajectories = self._restore_state(json.loads((self.directory / STATE_FILE).read_text()))
         flying = {e for f in self._in_flight for _, eids in f["groups"] for e in eids}
-        known_trajectories = set(state["trajectories"]) | flying
+        known_trajectories |= flying
         held = {e for g in self._groups.values() for e in g["members"]}
         held |= {e for _, eids in self._ready for e in eids} | flying
         settled = set(self._settled)
@@ -410,3 +394,24 @@ class EpisodeBuffer:
             self.add_trajectory(record)
         for record in late_results:
             self.add_result(record)
+
+    def _restore_state(self, state: dict) -> set[str]:
+        """Counters, groups, queues from state.json; returns the ids of the trajectories it held."""
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"{self.directory / STATE_FILE}: format {state.get('format')!r}, expected "
+                             f"{STATE_FORMAT}; start the buffer in an empty directory")
+        saved = GRPOConfig.from_dict(state["config"])
+        if (saved.group_size, saved.groups_per_update) != (self.config.group_size,
+                                                          self.config.groups_per_update):
+            raise ValueError(f"{self.directory}: buffer was built with group_size={saved.group_size}, "
+                             f"groups_per_update={saved.groups_per_update}; resume with the same values "
+                             "or start a new run directory")
+        self.policy_version = state["policy_version"]
+        self.counters = Counter(state["counters"])
+        self._groups = state["groups"]
+        self._ready = [(gid, list(eids)) for gid, eids in state["ready"]]
+        self._in_flight = [{"update": f["update"], "groups": [(g, list(e)) for g, e in f["groups"]]}
+                           for f in state["in_flight"]]
+        self._settled = list(state["settled"])
+        self._tally = {k: Counter(v) for k, v in state["tally"].items()}
+        return set(state["trajectories"])
