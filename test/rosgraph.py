@@ -147,6 +147,10 @@ class Probe:
     def wait_for_publisher(self, name: str, timeout: float = DEFAULT_TIMEOUT_S) -> None:
         wait_until(lambda: self.node.count_publishers(name) > 0, timeout, f"a publisher on {name}")
 
+    def wait_for_subscriber(self, name: str, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        """Discovery matches each publisher/subscription pair on its own: wait before publishing."""
+        wait_until(lambda: self.node.count_subscribers(name) > 0, timeout, f"a subscriber on {name}")
+
     def collect(self, msg_type: type, topic: str, qos: QoSProfile | int = 10) -> list[Any]:
         """Subscribe and return the list the messages are appended to, as they arrive."""
         received: list[Any] = []

@@ -35,7 +35,8 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
         pass
     finally:
         if node is not None:
-            node.get_logger().info("shutting down")
+            # Not node.get_logger(): after Ctrl-C the context is gone and rosout cannot publish.
+            rclpy.logging.get_logger(node.get_name()).info("shutting down")
             close = getattr(node, "close", None)
             if close is not None:
                 close()
