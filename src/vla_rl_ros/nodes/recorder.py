@@ -1,7 +1,7 @@
 """recorder: writes one arm's episodes to a dataset on disk (LeRobotDataset v3 layout), reward-labelled.
 
 ROS surface (names relative to the arm's namespace)
-  subscribes  episode_start      vla_rl_interfaces/EpisodeStart   reliable, transient local: opens an episode
+  subscribes  episode_start      vla_rl_interfaces/EpisodeStart   reliable, transient local, depth 10: opens one
               chunk_request      vla_rl_interfaces/ChunkRequest   reliable: the control step a chunk starts at
               action_chunk       vla_rl_interfaces/ActionChunk    reliable: the actions, accepted as the executor
                                                                   accepts them (control.chunks.validate_chunk)
@@ -16,15 +16,21 @@ ROS surface (names relative to the arm's namespace)
   parameters  see Params below (config/recorder.yaml)
 
 Frames: frame k of an episode is control step k as the executor runs it (ExecutorCore's rule,
-mirrored). The chunk answering the episode's outstanding chunk_request holds the actions of steps
-request.step, request.step + 1, ...; step k is taken at the first joint_states stamped at or after
-the episode's start and the previous frame's stamp + one control period, once step k's action is
-known (whichever comes last, as the executor sends its command then, from the newest joint state).
-The frame holds that joint state as the policy's proprioception (ros.convert.proprio_from_joint_state,
-what the policy node sees), the newest image of each camera stamped at or before it (waiting until
-an image stamped at or after it shows that nothing closer can come, or until the episode's end), and
-step k's action. Labels come from the EpisodeResult, the instruction from the EpisodeStart. An
-episode is written only if the recorder saw it from step 0 and every frame has an image per camera.
+mirrored). The chunk answering the episode's newest chunk_request (validated as the executor does)
+holds the actions of steps request.step, request.step + 1, ...; step k's joint state is the first one
+stamped at or after the episode's start and the previous frame's stamp + one control period (the
+state the executor computed step k's command from: exact in lockstep sim and mid-chunk; on a real arm
+that waited for a chunk, the held arm's state at the boundary). The frame holds that joint state as
+the policy's proprioception (ros.convert.proprio_from_joint_state, what the policy node sees), the
+newest image of each camera stamped at or before it (waiting until an image stamped at or after it
+shows that nothing closer can come, or until the episode's end), and step k's action. Frames are
+formed from short histories of joint states and images, so messages of different topics may arrive
+in any order (they do, when the writer thread keeps the process busy).
+
+Labels come from the EpisodeResult, the instruction from the EpisodeStart. Frames beyond the
+result's `steps` or stamped after it are cut (a command sent while the result was on its way, whose
+outcome the episode does not contain; the core env's episodes end there too). An episode is written
+only if the recorder saw it from step 0 and every frame has an image per camera.
 
 Writing: finished episodes go through a queue to a writer thread (an append encodes videos for
 seconds; no message is missed meanwhile), which creates the dataset with the first episode's camera
@@ -68,12 +74,24 @@ from vla_rl_ros.ros.node_main import run_node
 from vla_rl_ros.ros.params import ParameterError, declare, param
 from vla_rl_ros.sim import action_names
 
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+LATCHED = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 DEEP = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 NS_PER_S = 1_000_000_000
-TICK_S = 0.05  # wall-clock period of the check for closed episodes whose last images are in
+TICK_S = 0.05  # wall-clock period of the check for ended episodes whose last images and result are in
+# A start may overtake the previous episode's result (another topic): the ended episode waits this
+# long (wall s) for its result before it is dropped.
+RESULT_WAIT_S = 10.0
+# Frames and images stamped before an episode's end may arrive after its result, by this much (wall s):
+# a recorder busy appending the previous episode reads its queues late, in no particular topic order.
+LATE_MESSAGES_S = 2.0
+IMAGE_QUEUE = 30  # sensor-data (best effort) queue depth: a second of a 30 Hz camera while busy
+UNANNOUNCED = 8  # requests/chunks kept while their EpisodeStart has not arrived yet
+IMAGES = QoSProfile(depth=IMAGE_QUEUE, reliability=qos_profile_sensor_data.reliability,
+                    durability=qos_profile_sensor_data.durability)
+JOINT_HISTORY = 2000  # joint states kept: 2 s of a 1 kHz ros2_control broadcaster
 IMAGE_HISTORY = 16  # images kept per camera: a frame takes one within a few camera periods of its stamp
+SKIPPED_IDS = 16  # ids of episodes skipped on purpose, remembered so their results are not dropped noisily
 BACKLOG_WARNING = 4  # episodes waiting for the writer before the log says it falls behind
 LABEL_TIMEOUT_S = 300.0  # how long a label_episode call waits for the writer (behind queued appends)
 STATE_EE_NAMES = ("ee_x", "ee_y", "ee_z", "gripper")  # after the joints: proprio_from_joint_state's layout
@@ -133,13 +151,16 @@ class Recording:
     start: EpisodeStart
     start_ns: int
     actions: dict[int, np.ndarray] = field(default_factory=dict)  # step -> (A,)
-    request: tuple[int, int, int] | None = None  # outstanding (request_id, step, stamp_ns)
+    newest_request: int = -1  # the newest request id seen; only its answer is executed
+    request: tuple[int, int] | None = None  # (step, stamp_ns) of that request while unanswered
+    early_chunks: list[ActionChunk] = field(default_factory=list)  # chunks whose request has not arrived yet
     from_start: bool = False  # the request for step 0 was seen
     frames: list[Frame] = field(default_factory=list)
     boundary_ns: int = 0  # the next frame needs a joint state stamped at or after this
     action_mode: str = ""
     result: EpisodeResult | None = None
-    closed_at: float = 0.0  # wall time the result arrived
+    ended_at: float = 0.0  # wall time it stopped taking frames (its result, or the next episode's start)
+    end_ns: int = 0  # the result's stamp: no frame comes from a joint state stamped later
 
     @property
     def episode_id(self) -> str:
@@ -271,9 +292,11 @@ class Recorder(Node):
         self.drops = DropLog(self.get_logger())
         self.images: dict[str, deque[tuple[int, np.ndarray]]] = {c: deque(maxlen=IMAGE_HISTORY) for c in p.cameras}
         self.sizes: dict[str, tuple[int, int]] = dict(self.writer.image_sizes)  # fixed by the first image if new
-        self.joints: tuple[int, np.ndarray] | None = None  # newest usable joint state (stamp, state (P,))
+        self.joints: deque[tuple[int, np.ndarray]] = deque(maxlen=JOINT_HISTORY)  # (stamp, state (P,))
         self.recording: Recording | None = None  # the running episode
-        self.closing: list[Recording] = []  # ended, waiting for their last images
+        self.closing: list[Recording] = []  # ended, waiting for their result and last images
+        self.skipped: deque[str] = deque(maxlen=SKIPPED_IDS)  # evaluation episodes not recorded (parameter)
+        self.unannounced: deque[ChunkRequest | ActionChunk] = deque(maxlen=UNANNOUNCED)
         self.wall = Clock(clock_type=ClockType.STEADY_TIME)
 
         self.create_subscription(EpisodeStart, "episode_start", self.on_start, LATCHED)
@@ -281,7 +304,7 @@ class Recorder(Node):
         self.create_subscription(ActionChunk, "action_chunk", self.on_chunk, RELIABLE)
         self.create_subscription(JointState, "joint_states", self.on_joint_states, DEEP)
         for camera, topic in zip(p.cameras, p.camera_topics, strict=True):
-            self.create_subscription(Image, topic, lambda m, c=camera: self.on_image(c, m), qos_profile_sensor_data)
+            self.create_subscription(Image, topic, lambda m, c=camera: self.on_image(c, m), IMAGES)
         self.create_subscription(SuccessSignal, "success", self.on_success, RELIABLE)
         self.create_subscription(EpisodeResult, "episode_result", self.on_result, DEEP)
         # The service waits for the writer (possibly behind a long append) in its own callback group, so
@@ -297,33 +320,57 @@ class Recorder(Node):
         {"info": logger.info, "warning": logger.warning, "error": logger.error}[level](text)
 
     # -- episodes --------------------------------------------------------------------------------
+    def now(self) -> float:
+        return self.wall.now().nanoseconds / NS_PER_S
+
+    def end_recording(self) -> None:
+        """Stop the running episode taking frames; it waits in `closing` for its result and images."""
+        rec, self.recording = self.recording, None
+        if rec is not None:
+            rec.ended_at = self.now()
+            self.closing.append(rec)
+
     def on_start(self, msg: EpisodeStart) -> None:
-        if self.recording is not None:
-            if self.recording.episode_id == msg.episode_id:
-                return  # the latched start again
-            self.drops.drop("episode without a result", f"{self.recording.episode_id} replaced by {msg.episode_id}")
+        if self.recording is not None and self.recording.episode_id == msg.episode_id:
+            return  # the latched start again
+        if msg.episode_id in (r.episode_id for r in self.closing) or msg.episode_id in self.skipped:
+            return
+        self.end_recording()
         if msg.evaluation and not self.params.record_evaluation:
-            self.recording = None
+            self.skipped.append(msg.episode_id)
             return
         self.recording = Recording(msg, stamp_ns(msg.header.stamp), boundary_ns=stamp_ns(msg.header.stamp))
+        early = [m for m in self.unannounced if m.episode_id == msg.episode_id]
+        self.unannounced.clear()
+        for m in early:  # requests and chunks that overtook the start, in their order
+            (self.on_request if isinstance(m, ChunkRequest) else self.on_chunk)(m)
 
     def on_result(self, msg: EpisodeResult) -> None:
-        rec = self.recording
-        if rec is None or rec.episode_id != msg.episode_id:
-            if not any(r.episode_id == msg.episode_id for r in self.closing):
+        rec = self.recording if self.recording is not None and self.recording.episode_id == msg.episode_id else \
+            next((r for r in self.closing if r.episode_id == msg.episode_id), None)
+        if rec is None or rec.result is not None:
+            if msg.episode_id not in self.skipped and rec is None:
                 self.drops.drop("result of an episode not being recorded", f"{msg.episode_id!r}")
             return
-        rec.result, rec.closed_at = msg, self.wall.now().nanoseconds / NS_PER_S
-        self.recording = None
-        self.closing.append(rec)
+        rec.result, rec.ended_at, rec.end_ns = msg, self.now(), stamp_ns(msg.header.stamp)
         self.tick()
 
     def tick(self) -> None:
-        """Write each closed episode once every frame has its images (or the wait is over)."""
-        now = self.wall.now().nanoseconds / NS_PER_S
+        """Move the running episode to `closing` once its result is in and its frames are complete; write
+        each closing episode once every frame has its images; drop one whose result does not come."""
+        now = self.now()
+        rec = self.recording
+        # Messages stamped before the result may be delivered after it (topics are not ordered).
+        if rec is not None and rec.result is not None and (len(rec.frames) >= rec.result.steps or
+                                                           now - rec.ended_at > LATE_MESSAGES_S):
+            self.end_recording()
         for rec in list(self.closing):
-            if all(len(f.images) == len(self.images) for f in rec.frames) or now - rec.closed_at > 2 * TICK_S + \
-                    self.period_ns / NS_PER_S:
+            if rec.result is None:
+                if now - rec.ended_at > RESULT_WAIT_S:
+                    self.closing.remove(rec)
+                    self.drops.drop("episode without a result", f"{rec.episode_id}: none within {RESULT_WAIT_S:.0f} s "
+                                                               "of its end")
+            elif all(len(f.images) == len(self.images) for f in rec.frames) or now - rec.ended_at > LATE_MESSAGES_S:
                 self.closing.remove(rec)
                 self.finish(rec)
 
@@ -340,8 +387,11 @@ class Recorder(Node):
             return
         builder = EpisodeBuilder()
         r, s = rec.result, rec.start
+        # A command sent while the result was on its way has no outcome in the episode (the core env's
+        # episode ends after result.steps actions too): its frame is cut.
+        frames = rec.frames[: r.steps] if 0 < r.steps < len(rec.frames) else rec.frames
         try:
-            for f in rec.frames:
+            for f in frames:
                 builder.add({c: f.images[c] for c in self.params.cameras}, f.state, f.action)
             episode = builder.build(
                 task=r.task or s.task, instruction=s.instruction or r.instruction, seed=r.seed, success=r.success,
@@ -359,19 +409,30 @@ class Recorder(Node):
     # -- actions -----------------------------------------------------------------------------------
     def on_request(self, msg: ChunkRequest) -> None:
         rec = self.recording
-        if rec is None or rec.result is not None or msg.episode_id != rec.episode_id:
+        if rec is None or msg.episode_id != rec.episode_id:
+            self.unannounced.append(msg)
             return
-        rec.request = (msg.request_id, msg.step, stamp_ns(msg.header.stamp))
+        if msg.request_id <= rec.newest_request:
+            return
+        rec.newest_request, rec.request = msg.request_id, (msg.step, stamp_ns(msg.header.stamp))
         rec.from_start = rec.from_start or msg.step == 0
+        waiting = [c for c in rec.early_chunks if c.request_id == msg.request_id]
+        rec.early_chunks = [c for c in rec.early_chunks if c.request_id > msg.request_id]
+        for chunk in waiting:
+            self.on_chunk(chunk)
 
     def on_chunk(self, msg: ActionChunk) -> None:
         rec = self.recording
         if rec is None or msg.episode_id != rec.episode_id:
-            return  # other episodes' chunks are the executor's to reject
-        request_id, step, request_ns = rec.request or (None, 0, 0)
-        chunk = validate_chunk(chunk_from_msg(msg), episode_id=rec.episode_id, request_id=request_id,
-                               request_stamp_ns=request_ns, action_mode=self.robot.action_mode,
-                               action_dims=self.robot.action_dims)
+            self.unannounced.append(msg)  # its start may still come; else the executor rejects it too
+            return
+        if msg.request_id > rec.newest_request:
+            rec.early_chunks.append(msg)  # delivered before its request (topics are not ordered)
+            return
+        step, request_ns = rec.request or (0, 0)
+        chunk = validate_chunk(chunk_from_msg(msg), episode_id=rec.episode_id,
+                               request_id=rec.newest_request if rec.request else None, request_stamp_ns=request_ns,
+                               action_mode=self.robot.action_mode, action_dims=self.robot.action_dims)
         if isinstance(chunk, Rejection):
             self.drops.drop(f"action_chunk not executed ({chunk.reason.value})", chunk.detail)
             return
@@ -379,7 +440,7 @@ class Recorder(Node):
         rec.action_mode = msg.action_mode
         for i, row in enumerate(chunk.actions):  # (C, A): steps step .. step + C - 1
             rec.actions[step + i] = row.astype(np.float32)
-        self.take_frame()
+        self.take_frames()
 
     # -- observations ------------------------------------------------------------------------------
     def on_joint_states(self, msg: JointState) -> None:
@@ -388,22 +449,36 @@ class Recorder(Node):
         except MessageError as exc:
             self.drops.drop("unusable joint_states", str(exc))
             return
-        self.joints = (stamp_ns(msg.header.stamp), state)
-        self.take_frame()
+        stamp = stamp_ns(msg.header.stamp)
+        if self.joints and stamp <= self.joints[-1][0]:
+            return  # a re-sent (heartbeat) or out-of-order joint state
+        self.joints.append((stamp, state))
+        self.take_frames()
 
-    def take_frame(self) -> None:
-        """Step k's frame, when the executor would send step k's command (see the module docstring)."""
-        rec, joints = self.recording, self.joints
-        if rec is None or joints is None or joints[0] < rec.boundary_ns:
-            return
-        step = len(rec.frames)
-        if (rec.start.max_steps and step >= rec.start.max_steps) or step not in rec.actions:
-            return
-        frame = Frame(joints[0], joints[1], rec.actions.pop(step))
-        rec.frames.append(frame)
-        rec.boundary_ns = joints[0] + self.period_ns
-        for camera in self.images:
-            self.fill_images(rec, camera)
+    def next_joint_state(self, rec: Recording) -> tuple[int, np.ndarray] | None:
+        """The first joint state stamped at or after the frame boundary (what the executor acts on)."""
+        found = None
+        for stamp, state in reversed(self.joints):
+            if stamp < rec.boundary_ns:
+                break
+            found = (stamp, state)
+        return found
+
+    def take_frames(self) -> None:
+        """Each step's frame once its action and joint state are in (see the module docstring)."""
+        rec = self.recording
+        while rec is not None:
+            step = len(rec.frames)
+            if (rec.start.max_steps and step >= rec.start.max_steps) or step not in rec.actions or \
+                    (rec.result is not None and step >= rec.result.steps):
+                return  # no command was sent for it (limit, no action yet, or the episode ended before it)
+            joints = self.next_joint_state(rec)
+            if joints is None or (rec.result is not None and joints[0] > rec.end_ns):
+                return
+            rec.frames.append(Frame(joints[0], joints[1], rec.actions.pop(step)))
+            rec.boundary_ns = joints[0] + self.period_ns
+            for camera in self.images:
+                self.fill_images(rec, camera)
 
     def on_image(self, camera: str, msg: Image) -> None:
         try:
@@ -457,9 +532,14 @@ class Recorder(Node):
 
     def close(self) -> None:
         """Write what ended (also episodes still waiting for images), then drain the writer's queue."""
+        if self.recording is not None and self.recording.result is not None:
+            self.end_recording()
         for rec in self.closing:
-            self.finish(rec)
+            if rec.result is not None:
+                self.finish(rec)
         self.closing = []
+        if self.drops.counts:
+            self.get_logger().info(f"dropped input, by cause: {dict(self.drops.counts)}")
         backlog = self.writer.backlog()
         if backlog:
             self.get_logger().info(f"writing the {backlog} episode(s) still queued before exiting")
