@@ -26,6 +26,7 @@ import rclpy
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.time import Time
 from std_msgs.msg import Bool
 from vla_rl_interfaces.msg import ActionChunk, EpisodeResult, EpisodeStart, PolicyUpdate, SuccessSignal
 from vla_rl_interfaces.srv import ResetEpisode
@@ -167,7 +168,9 @@ class EpisodeManager(Node):
             self.plan = None
             return
         plan = self.plan
-        self.start_time = self.get_clock().now()
+        # The reset state's own stamp: this node's clock may not have caught up with it yet.
+        reset_at = Time.from_msg(response.stamp, clock_type=self.get_clock().clock_type)
+        self.start_time = reset_at if reset_at.nanoseconds else self.get_clock().now()
         self.last_progress = time.monotonic()
         self.ending = None
         self.running = True

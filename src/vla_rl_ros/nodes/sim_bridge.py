@@ -177,7 +177,7 @@ class SimBridge(Node):
         observation = self.env.reset(request.seed, task=request.task)
         self.episode_id, self.closure = request.episode_id, 0.0
         self.publish(observation)
-        response.success, response.instruction = True, observation.instruction
+        response.success, response.instruction, response.stamp = True, observation.instruction, self.now()
         response.message = f"reset {request.task}/{request.seed} as {request.episode_id!r}"
         self.get_logger().info(f"{response.message}: {observation.instruction!r}")
         return response

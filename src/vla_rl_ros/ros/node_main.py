@@ -23,8 +23,10 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
     """
     rclpy.init(args=args)
     node: Node | None = None
+    name = "node"
     try:
         node = make_node()
+        name = node.get_name()  # read now: after a shutdown from inside the node its handle is gone
         executor = make_executor()
         executor.add_node(node)
         executor.spin()
@@ -36,7 +38,7 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
     finally:
         if node is not None:
             # Not node.get_logger(): after Ctrl-C the context is gone and rosout cannot publish.
-            rclpy.logging.get_logger(node.get_name()).info("shutting down")
+            rclpy.logging.get_logger(name).info("shutting down")
             close = getattr(node, "close", None)
             if close is not None:
                 close()
