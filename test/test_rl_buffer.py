@@ -1,5 +1,7 @@
 """EpisodeBuffer: joining in either order, groups, filters, staleness, accounting, the disk journal."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -230,3 +232,14 @@ def test_halves_written_before_the_first_state_save_are_taken_in(tmp_path):
     acc = EpisodeBuffer(CFG, tmp_path).accounting()
     assert (acc["results"], acc["joined"], acc["pending"]) == (1, 1, 1)
     assert not list((tmp_path / "episodes").glob("*.tmp-*"))
+
+
+
+def test_without_dynamic_sampling_all_equal_groups_are_trained_on():
+    """SimpleVLA-RL's group filter can be switched off; all-equal groups then count as used."""
+    buf = EpisodeBuffer(replace(CFG, dynamic_sampling=False))
+    add_group(buf, "all_fail", [0, 0, 0, 0])
+    add_group(buf, "all_win", [1, 1, 1, 1])
+    batch = buf.pop_batch(1)
+    assert batch is not None and sorted(g.group_id for g in batch) == ["all_fail", "all_win"]
+    assert buf.accounting()["filtered_all_same"] == 0 and balanced(buf.accounting())

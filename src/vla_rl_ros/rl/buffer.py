@@ -295,7 +295,7 @@ class EpisodeBuffer:
         if len(eids) < MIN_VALID_MEMBERS:
             self.counters["groups/incomplete"] += 1
             self._settle(eids, "incomplete")
-        elif not keep_group([self._results[e].reward for e in eids]):
+        elif self.config.dynamic_sampling and not keep_group([self._results[e].reward for e in eids]):
             self.counters["groups/filtered_all_same"] += 1
             self._settle(eids, "filtered_all_same")
         else:

@@ -29,6 +29,10 @@ class GRPOConfig:
         "help": "sampling temperature of rollouts; log-probs are computed from logits / temperature so "
                 "the ratio compares like with like, as veRL does (SimpleVLA-RL rollout.temperature=1.6)"})
 
+    dynamic_sampling: bool = field(default=True, metadata={
+        "help": "keep only groups with some but not all successes (SimpleVLA-RL/DAPO filter_groups); off, "
+                "all-equal groups are trained on with zero advantage (no gradient, but the update runs)"})
+
     # --- loss ----------------------------------------------------------------------------------
     clip_low: float = field(default=0.2, metadata={
         "help": "PPO ratio lower clip, ratio >= 1 - clip_low (SimpleVLA-RL clip_ratio_low=0.2)"})
