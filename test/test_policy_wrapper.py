@@ -220,3 +220,24 @@ def test_a_stock_llava_works_through_the_same_wrapper(tmp_path):
     again = VLAPolicy.load(tmp_path / "llava_policy")
     np.testing.assert_allclose(again.act(images, None, INSTRUCTIONS[:2], greedy=True).log_probs,
                                policy.act(images, None, INSTRUCTIONS[:2], greedy=True).log_probs, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", [{"vision": "keypoints"}, {"film": True}], ids=["keypoints", "film"])
+def test_encoder_variants_see_the_image_and_instruction_and_round_trip(variant, batch, tmp_path):
+    policy = make_policy(**variant)
+    images, state, _ = batch
+    targets = np.full((3, CHUNK * ACTION_DIM), policy.vocab_size - 1)
+    same_text = [INSTRUCTIONS[0]] * 3
+    base = policy.token_log_probs(images, state, same_text, targets, temperature=1)
+    flipped = policy.token_log_probs(images[::-1].copy(), state, same_text, targets, temperature=1)
+    retold = policy.token_log_probs(images, state, INSTRUCTIONS[::-1], targets, temperature=1)
+    assert not torch.allclose(base[0], flipped[0]) and not torch.allclose(base[0], retold[0])
+    if variant.get("film"):  # the image tokens themselves depend on the instruction
+        pixels, text = torch.rand(1, 3, 64, 64), torch.randn(2, SMALL["hidden_size"])
+        vision = policy.base_model.vision
+        assert not torch.allclose(vision(pixels, text[:1]), vision(pixels, text[1:]))
+    policy.save(tmp_path / "ckpt")
+    loaded = VLAPolicy.load(tmp_path / "ckpt")
+    assert loaded.base_model.config.to_dict() | {"_name_or_path": ""} == (
+        policy.base_model.config.to_dict() | {"_name_or_path": ""})
+    np.testing.assert_array_equal(loaded.act(*batch, greedy=True).log_probs, policy.act(*batch, greedy=True).log_probs)

@@ -40,6 +40,8 @@ class SFTConfig:
     chunk_size: int = field(default=4, metadata={"help": "C, actions per chunk (fresh model only)"})
     vision: str = field(default="grid", metadata={"help": "fresh tiny VLA image encoder: grid or keypoints"})
     proprio: bool = field(default=True, metadata={"help": "fresh tiny VLA gets a proprioception token"})
+    film: bool = field(default=False, metadata={"help": "fresh tiny VLA conditions its conv stem on the "
+                                                        "instruction (FiLM)"})
     hidden_size: int = field(default=128, metadata={"help": "fresh tiny VLA decoder width"})
     layers: int = field(default=3, metadata={"help": "fresh tiny VLA decoder layers"})
     finetune: str = field(default="full", metadata={"help": "full or lora"})
@@ -145,7 +147,7 @@ def make_policy(config: SFTConfig, samples: Samples, action_names: list[str]) ->
     policy = new_tiny_policy(sorted(set(samples.instructions)), valid_actions, chunk_size=config.chunk_size,
                              state_dim=samples.state.shape[1] if config.proprio else 0, camera=config.camera,
                              image_size=samples.images.shape[1], action_names=action_names,
-                             vision=config.vision, hidden_size=config.hidden_size,
+                             vision=config.vision, film=config.film, hidden_size=config.hidden_size,
                              num_hidden_layers=config.layers)
     policy.model.to(config.device)
     return policy

@@ -36,6 +36,7 @@ PAD_TOKEN = "[PAD]"
 UNK_TOKEN = "[UNK]"
 SLOT_TOKEN = "<slot_{}>"
 ACTION_TOKEN = "<act_{}>"
+BLOCK = 3  # modules per conv block in the stem: conv, norm, activation
 
 
 class TinyVLAConfig(PretrainedConfig):
@@ -58,6 +59,7 @@ class TinyVLAConfig(PretrainedConfig):
         grid_size: int = 4,  # "grid": image tokens = grid_size ** 2 (adaptive average pooling)
         num_keypoints: int = 16,  # "keypoints": one token per keypoint
         proprio_dim: int = 0,  # length of the state vector; 0 = no proprioception token
+        film: bool = False,  # condition every conv block on the instruction (FiLM, as RT-1)
         initializer_range: float = 0.02,
         pad_token_id: int = 0,
         **kwargs,
@@ -80,6 +82,7 @@ class TinyVLAConfig(PretrainedConfig):
         self.grid_size = grid_size
         self.num_keypoints = num_keypoints
         self.proprio_dim = proprio_dim
+        self.film = film
         self.initializer_range = initializer_range
         super().__init__(pad_token_id=pad_token_id, **kwargs)
 
@@ -103,7 +106,9 @@ def coordinate_channels(batch: int, height: int, width: int, like: torch.Tensor)
 
 
 class ConvEncoder(nn.Module):
-    """Images (B, 3, H, W) in [0, 1] -> image tokens (B, N, D)."""
+    """Images (B, 3, H, W) in [0, 1] -> image tokens (B, N, D); with FiLM (Perez et al. 2018, as in
+    RT-1) each conv block is scaled and shifted by the instruction, so the image tokens can already
+    single out the named object instead of leaving that to the decoder."""
 
     def __init__(self, config: TinyVLAConfig) -> None:
         super().__init__()
@@ -112,7 +117,9 @@ class ConvEncoder(nn.Module):
         for out in config.conv_channels:
             layers += [nn.Conv2d(channels, out, 3, stride=2, padding=1), nn.GroupNorm(8, out), nn.GELU()]
             channels = out
-        self.stem = nn.Sequential(*layers)
+        self.stem = nn.Sequential(*layers)  # blocks of (conv, norm, activation)
+        self.film = nn.ModuleList(nn.Linear(config.hidden_size, 2 * out) for out in config.conv_channels
+                                  ) if config.film else None
         self.kind = config.vision
         D = config.hidden_size
         if self.kind == "grid":
@@ -123,10 +130,18 @@ class ConvEncoder(nn.Module):
             self.keypoint_embed = nn.Parameter(torch.zeros(config.num_keypoints, D))
             self.proj = nn.Linear(2 + channels, D)  # keypoint (x, y) + features pooled under it
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixel_values: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        """text (B, D): the instruction summary FiLM conditions on (ignored without FiLM)."""
         x = (pixel_values - PIXEL_MEAN) / PIXEL_STD
         B, _, H, W = x.shape
-        feats = self.stem(torch.cat([x, coordinate_channels(B, H, W, x)], dim=1))  # (B, F, h, w)
+        feats = torch.cat([x, coordinate_channels(B, H, W, x)], dim=1)
+        for k in range(len(self.stem) // BLOCK):
+            conv, norm, act = self.stem[BLOCK * k:BLOCK * (k + 1)]
+            feats = norm(conv(feats))
+            if self.film is not None:
+                scale, shift = self.film[k](text)[..., None, None].chunk(2, dim=1)  # (B, F, 1, 1) each
+                feats = feats * (1 + scale) + shift
+            feats = act(feats)  # (B, F, h, w)
         _, _, h, w = feats.shape
         coords = coordinate_channels(B, h, w, feats)  # (B, 2, h, w)
         if self.kind == "grid":
@@ -184,7 +199,10 @@ class TinyVLAForActions(PreTrainedModel):
         B = input_ids.shape[0]
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        prefix = [self.vision(pixel_values.to(self.dtype))]  # (B, N, D)
+        text_embeds = self.decoder.embed_tokens(input_ids)  # (B, T, D)
+        weights = attention_mask.to(text_embeds.dtype)[..., None]  # (B, T, 1)
+        summary = (text_embeds * weights).sum(1) / weights.sum(1).clamp(min=1)  # (B, D) mean over the prompt
+        prefix = [self.vision(pixel_values.to(self.dtype), summary)]  # (B, N, D)
         if self.proprio is not None:
             if state is None:
                 raise ValueError(f"this model has a proprioception token (proprio_dim="
@@ -196,7 +214,7 @@ class TinyVLAForActions(PreTrainedModel):
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         positions = torch.cat([torch.arange(N, device=input_ids.device).expand(B, N), position_ids + N], 1)
         mask = torch.cat([attention_mask.new_ones(B, N), attention_mask], dim=1)
-        embeds = torch.cat([prefix_embeds, self.decoder.embed_tokens(input_ids)], dim=1)  # (B, N'+T, D)
+        embeds = torch.cat([prefix_embeds, text_embeds], dim=1)  # (B, N'+T, D)
         hidden = self.decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
         text = hidden[:, N:] if not logits_to_keep else hidden[:, -logits_to_keep:]
         return CausalLMOutputWithPast(logits=self.lm_head(text))
