@@ -42,6 +42,7 @@ ARM = make_arm(RobotConfig.load(SIM_PANDA))
 HOME = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.8, 0.02, 0.02])  # 7 arm joints (rad), 2 fingers (m)
 CHUNK = 4  # C
 ACTION_DIM = 4  # A: ee_delta [dx, dy, dz, gripper]
+DISCOVERY_S = 1.0  # after the probe sees a subscription, until the other side has matched too (0.25-0.7 s)
 SCRIPTED_POLICY = Path(__file__).parent / "nodes" / "scripted_policy.py"
 
 
@@ -70,7 +71,7 @@ def wait_for_recorder(probe, old: frozenset = frozenset()) -> None:
         new = subscriptions(probe) - old
         return {t for t, _ in new} == set(RECORDER_TOPICS)
     wait_until(ready, 60, "the recorder's subscriptions")
-    time.sleep(0.5)  # matched on the probe's side; give the recorder's side a moment too
+    time.sleep(DISCOVERY_S)  # matched on the probe's side; give the recorder's side a moment too
 
 
 def frame_image(episode: int, t: int, camera: int) -> np.ndarray:
@@ -335,6 +336,8 @@ def test_records_a_scripted_expert_episode_from_the_real_sim(ros_graph: RosGraph
     wait_for_recorder(probe)
     wait_until(lambda: probe.node.count_publishers(f"{NS}/action_chunk") > 0, 60, "the scripted policy")
     wait_until(lambda: probe.node.count_subscribers(f"{NS}/episode_start") >= 2, 60, "the executor")
+    wait_until(lambda: probe.node.count_publishers(f"{NS}/chunk_request") > 0, 60, "the executor's requests")
+    time.sleep(DISCOVERY_S)  # the recorder must hear the executor's first request (step 0)
     reset = probe.call(ResetEpisode, f"{NS}/reset_episode", ResetEpisode.Request(task=task, seed=seed,
                                                                                   episode_id="expert"), timeout=60)
     assert reset.success

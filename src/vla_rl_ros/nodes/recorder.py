@@ -16,7 +16,7 @@ ROS surface (names relative to the arm's namespace)
   parameters  see Params below (config/recorder.yaml)
 
 Frames: frame k of an episode is control step k as the executor runs it (ExecutorCore's rule,
-mirrored). The chunk answering the episode's newest chunk_request (validated as the executor does)
+mirrored). The chunk answering an outstanding chunk_request (validated as the executor does)
 holds the actions of steps request.step, request.step + 1, ...; step k's joint state is the first one
 stamped at or after the episode's start and the previous frame's stamp + one control period (the
 state the executor computed step k's command from: exact in lockstep sim and mid-chunk; on a real arm
@@ -84,7 +84,7 @@ TICK_S = 0.05  # wall-clock period of the check for ended episodes whose last im
 RESULT_WAIT_S = 10.0
 # Frames and images stamped before an episode's end may arrive after its result, by this much (wall s):
 # a recorder busy appending the previous episode reads its queues late, in no particular topic order.
-LATE_MESSAGES_S = 2.0
+LATE_MESSAGES_S = 5.0
 IMAGE_QUEUE = 30  # sensor-data (best effort) queue depth: a second of a 30 Hz camera while busy
 UNANNOUNCED = 8  # requests/chunks kept while their EpisodeStart has not arrived yet
 IMAGES = QoSProfile(depth=IMAGE_QUEUE, reliability=qos_profile_sensor_data.reliability,
@@ -151,16 +151,16 @@ class Recording:
     start: EpisodeStart
     start_ns: int
     actions: dict[int, np.ndarray] = field(default_factory=dict)  # step -> (A,)
-    newest_request: int = -1  # the newest request id seen; only its answer is executed
-    request: tuple[int, int] | None = None  # (step, stamp_ns) of that request while unanswered
+    requests: dict[int, tuple[int, int]] = field(default_factory=dict)  # request_id -> (step, stamp_ns)
+    answered: set[int] = field(default_factory=set)  # request ids whose chunk was taken
     early_chunks: list[ActionChunk] = field(default_factory=list)  # chunks whose request has not arrived yet
     from_start: bool = False  # the request for step 0 was seen
     frames: list[Frame] = field(default_factory=list)
     boundary_ns: int = 0  # the next frame needs a joint state stamped at or after this
     action_mode: str = ""
     result: EpisodeResult | None = None
-    ended_at: float = 0.0  # wall time it stopped taking frames (its result, or the next episode's start)
-    end_ns: int = 0  # the result's stamp: no frame comes from a joint state stamped later
+    ended_at: float = 0.0  # wall time its result (or the next episode's start) arrived; 0 while running
+    end_ns: int = 2**63 - 1  # no frame from a joint state stamped later: the result's or next start's stamp
 
     @property
     def episode_id(self) -> str:
@@ -293,8 +293,9 @@ class Recorder(Node):
         self.images: dict[str, deque[tuple[int, np.ndarray]]] = {c: deque(maxlen=IMAGE_HISTORY) for c in p.cameras}
         self.sizes: dict[str, tuple[int, int]] = dict(self.writer.image_sizes)  # fixed by the first image if new
         self.joints: deque[tuple[int, np.ndarray]] = deque(maxlen=JOINT_HISTORY)  # (stamp, state (P,))
-        self.recording: Recording | None = None  # the running episode
-        self.closing: list[Recording] = []  # ended, waiting for their result and last images
+        # Episodes not written yet, oldest first: the last is the running one; earlier ones wait for their
+        # result, late frames and images.
+        self.episodes: list[Recording] = []
         self.skipped: deque[str] = deque(maxlen=SKIPPED_IDS)  # evaluation episodes not recorded (parameter)
         self.unannounced: deque[ChunkRequest | ActionChunk] = deque(maxlen=UNANNOUNCED)
         self.wall = Clock(clock_type=ClockType.STEADY_TIME)
@@ -323,56 +324,57 @@ class Recorder(Node):
     def now(self) -> float:
         return self.wall.now().nanoseconds / NS_PER_S
 
-    def end_recording(self) -> None:
-        """Stop the running episode taking frames; it waits in `closing` for its result and images."""
-        rec, self.recording = self.recording, None
-        if rec is not None:
-            rec.ended_at = self.now()
-            self.closing.append(rec)
+    def episode(self, episode_id: str) -> Recording | None:
+        return next((r for r in self.episodes if r.episode_id == episode_id), None)
 
     def on_start(self, msg: EpisodeStart) -> None:
-        if self.recording is not None and self.recording.episode_id == msg.episode_id:
+        if self.episode(msg.episode_id) is not None or msg.episode_id in self.skipped:
             return  # the latched start again
-        if msg.episode_id in (r.episode_id for r in self.closing) or msg.episode_id in self.skipped:
-            return
-        self.end_recording()
+        start = stamp_ns(msg.header.stamp)
+        for rec in self.episodes:  # no earlier episode takes frames from this one's time on
+            rec.end_ns = min(rec.end_ns, start)
+            rec.ended_at = rec.ended_at or self.now()
         if msg.evaluation and not self.params.record_evaluation:
             self.skipped.append(msg.episode_id)
             return
-        self.recording = Recording(msg, stamp_ns(msg.header.stamp), boundary_ns=stamp_ns(msg.header.stamp))
+        self.episodes.append(Recording(msg, start, boundary_ns=start))
         early = [m for m in self.unannounced if m.episode_id == msg.episode_id]
-        self.unannounced.clear()
         for m in early:  # requests and chunks that overtook the start, in their order
+            self.unannounced.remove(m)
             (self.on_request if isinstance(m, ChunkRequest) else self.on_chunk)(m)
 
     def on_result(self, msg: EpisodeResult) -> None:
-        rec = self.recording if self.recording is not None and self.recording.episode_id == msg.episode_id else \
-            next((r for r in self.closing if r.episode_id == msg.episode_id), None)
-        if rec is None or rec.result is not None:
-            if msg.episode_id not in self.skipped and rec is None:
+        rec = self.episode(msg.episode_id)
+        if rec is None:
+            if msg.episode_id not in self.skipped:
                 self.drops.drop("result of an episode not being recorded", f"{msg.episode_id!r}")
             return
-        rec.result, rec.ended_at, rec.end_ns = msg, self.now(), stamp_ns(msg.header.stamp)
-        self.tick()
+        if rec.result is None:
+            rec.result, rec.ended_at = msg, self.now()
+            rec.end_ns = min(rec.end_ns, stamp_ns(msg.header.stamp))
+            self.tick()
+
+    def complete(self, rec: Recording) -> bool:
+        """Every frame of the ended episode is in, each with its images (messages stamped before the
+        result may be delivered after it: topics are not ordered)."""
+        assert rec.result is not None
+        frames_in = len(rec.frames) >= rec.result.steps or (
+            # joint states arrive in order: one stamped after the end means none of the episode is left
+            bool(self.joints) and self.joints[-1][0] > rec.end_ns and not rec.early_chunks)
+        return frames_in and all(len(f.images) == len(self.images) for f in rec.frames)
 
     def tick(self) -> None:
-        """Move the running episode to `closing` once its result is in and its frames are complete; write
-        each closing episode once every frame has its images; drop one whose result does not come."""
+        """Write each ended episode once it is complete (or the wait for late messages is over); drop
+        one whose result does not come."""
         now = self.now()
-        rec = self.recording
-        # Messages stamped before the result may be delivered after it (topics are not ordered).
-        if rec is not None and rec.result is not None and (len(rec.frames) >= rec.result.steps or
-                                                           now - rec.ended_at > LATE_MESSAGES_S):
-            self.end_recording()
-        for rec in list(self.closing):
-            if rec.result is None:
-                if now - rec.ended_at > RESULT_WAIT_S:
-                    self.closing.remove(rec)
-                    self.drops.drop("episode without a result", f"{rec.episode_id}: none within {RESULT_WAIT_S:.0f} s "
-                                                               "of its end")
-            elif all(len(f.images) == len(self.images) for f in rec.frames) or now - rec.ended_at > LATE_MESSAGES_S:
-                self.closing.remove(rec)
+        for rec in list(self.episodes):
+            if rec.result is not None and (self.complete(rec) or now - rec.ended_at > LATE_MESSAGES_S):
+                self.episodes.remove(rec)
                 self.finish(rec)
+            elif rec.result is None and rec.ended_at and now - rec.ended_at > RESULT_WAIT_S:
+                self.episodes.remove(rec)
+                self.drops.drop("episode without a result", f"{rec.episode_id}: none within {RESULT_WAIT_S:.0f} s "
+                                                           "of the next episode's start")
 
     def finish(self, rec: Recording) -> None:
         assert rec.result is not None
@@ -408,39 +410,47 @@ class Recorder(Node):
 
     # -- actions -----------------------------------------------------------------------------------
     def on_request(self, msg: ChunkRequest) -> None:
-        rec = self.recording
-        if rec is None or msg.episode_id != rec.episode_id:
+        rec = self.episode(msg.episode_id)
+        if rec is None:
             self.unannounced.append(msg)
             return
-        if msg.request_id <= rec.newest_request:
-            return
-        rec.newest_request, rec.request = msg.request_id, (msg.step, stamp_ns(msg.header.stamp))
+        rec.requests.setdefault(msg.request_id, (msg.step, stamp_ns(msg.header.stamp)))
         rec.from_start = rec.from_start or msg.step == 0
         waiting = [c for c in rec.early_chunks if c.request_id == msg.request_id]
-        rec.early_chunks = [c for c in rec.early_chunks if c.request_id > msg.request_id]
+        rec.early_chunks = [c for c in rec.early_chunks if c.request_id != msg.request_id]
         for chunk in waiting:
             self.on_chunk(chunk)
 
+    def outstanding(self, rec: Recording, request_id: int) -> bool:
+        """The executor still waits for this request's answer: it is known, unanswered, and no later
+        request starts at its step or before (a re-request after a time-out supersedes it). Decided
+        from the requests, not from arrival order, which differs between topics."""
+        if request_id not in rec.requests or request_id in rec.answered:
+            return False
+        step = rec.requests[request_id][0]
+        return not any(r > request_id and s <= step for r, (s, _) in rec.requests.items())
+
     def on_chunk(self, msg: ActionChunk) -> None:
-        rec = self.recording
-        if rec is None or msg.episode_id != rec.episode_id:
+        rec = self.episode(msg.episode_id)
+        if rec is None:
             self.unannounced.append(msg)  # its start may still come; else the executor rejects it too
             return
-        if msg.request_id > rec.newest_request:
-            rec.early_chunks.append(msg)  # delivered before its request (topics are not ordered)
+        if msg.request_id not in rec.requests and msg.request_id > max(rec.requests, default=-1):
+            rec.early_chunks.append(msg)  # delivered before its request
             return
-        step, request_ns = rec.request or (0, 0)
+        ok = self.outstanding(rec, msg.request_id)
+        step, request_ns = rec.requests.get(msg.request_id, (0, 0))
         chunk = validate_chunk(chunk_from_msg(msg), episode_id=rec.episode_id,
-                               request_id=rec.newest_request if rec.request else None, request_stamp_ns=request_ns,
+                               request_id=msg.request_id if ok else None, request_stamp_ns=request_ns,
                                action_mode=self.robot.action_mode, action_dims=self.robot.action_dims)
         if isinstance(chunk, Rejection):
             self.drops.drop(f"action_chunk not executed ({chunk.reason.value})", chunk.detail)
             return
-        rec.request = None
+        rec.answered.add(msg.request_id)
         rec.action_mode = msg.action_mode
         for i, row in enumerate(chunk.actions):  # (C, A): steps step .. step + C - 1
             rec.actions[step + i] = row.astype(np.float32)
-        self.take_frames()
+        self.take_frames(rec)
 
     # -- observations ------------------------------------------------------------------------------
     def on_joint_states(self, msg: JointState) -> None:
@@ -453,7 +463,8 @@ class Recorder(Node):
         if self.joints and stamp <= self.joints[-1][0]:
             return  # a re-sent (heartbeat) or out-of-order joint state
         self.joints.append((stamp, state))
-        self.take_frames()
+        for rec in self.episodes:
+            self.take_frames(rec)
 
     def next_joint_state(self, rec: Recording) -> tuple[int, np.ndarray] | None:
         """The first joint state stamped at or after the frame boundary (what the executor acts on)."""
@@ -464,16 +475,15 @@ class Recorder(Node):
             found = (stamp, state)
         return found
 
-    def take_frames(self) -> None:
+    def take_frames(self, rec: Recording) -> None:
         """Each step's frame once its action and joint state are in (see the module docstring)."""
-        rec = self.recording
-        while rec is not None:
+        while True:
             step = len(rec.frames)
             if (rec.start.max_steps and step >= rec.start.max_steps) or step not in rec.actions or \
                     (rec.result is not None and step >= rec.result.steps):
                 return  # no command was sent for it (limit, no action yet, or the episode ended before it)
             joints = self.next_joint_state(rec)
-            if joints is None or (rec.result is not None and joints[0] > rec.end_ns):
+            if joints is None or joints[0] > rec.end_ns:
                 return
             rec.frames.append(Frame(joints[0], joints[1], rec.actions.pop(step)))
             rec.boundary_ns = joints[0] + self.period_ns
@@ -495,7 +505,7 @@ class Recorder(Node):
         if history and stamp <= history[-1][0]:
             return  # a re-sent (heartbeat) or out-of-order image
         history.append((stamp, rgb))
-        for rec in (*self.closing, *([self.recording] if self.recording else [])):
+        for rec in self.episodes:
             self.fill_images(rec, camera)
 
     def fill_images(self, rec: Recording, camera: str, final: bool = False) -> None:
@@ -518,10 +528,10 @@ class Recorder(Node):
 
     # -- labels ------------------------------------------------------------------------------------
     def on_label(self, request: LabelEpisode.Request, response: LabelEpisode.Response) -> LabelEpisode.Response:
-        rec = self.recording
-        if rec is not None and request.episode_id == rec.episode_id:
-            response.accepted, response.message = False, (f"episode {rec.episode_id} is still running; label it "
-                                                          "after its result")
+        rec = self.episode(request.episode_id)
+        if rec is not None:
+            response.accepted, response.message = False, (f"episode {rec.episode_id} is still being recorded; "
+                                                          "label it once it is written (seconds after its result)")
             return response
         done = self.writer.relabel(request.episode_id, request.success)
         try:
@@ -532,12 +542,10 @@ class Recorder(Node):
 
     def close(self) -> None:
         """Write what ended (also episodes still waiting for images), then drain the writer's queue."""
-        if self.recording is not None and self.recording.result is not None:
-            self.end_recording()
-        for rec in self.closing:
+        for rec in self.episodes:
             if rec.result is not None:
                 self.finish(rec)
-        self.closing = []
+        self.episodes = []
         if self.drops.counts:
             self.get_logger().info(f"dropped input, by cause: {dict(self.drops.counts)}")
         backlog = self.writer.backlog()
