@@ -192,3 +192,12 @@ def test_joint_states_in_any_order_are_matched_by_name() -> None:
     (cmd,) = core.advance(0.0)
     expected = COMMANDER.command(np.array(HOME[:7]), np.array(UP))
     np.testing.assert_allclose(cmd.command.arm, expected.arm, atol=1e-12)
+
+
+def test_no_request_goes_out_while_no_policy_listens_and_a_fresh_one_when_it_appears() -> None:
+    core, first = started()
+    core.policy_connected(False)  # the policy died: its outstanding request is lost with it
+    assert core.advance(1.0) == [] and core.hold is Hold.NO_POLICY
+    core.policy_connected(True)
+    (again,) = requests(core.advance(1.0))  # at once, not after chunk_timeout
+    assert again.request_id == first.request_id + 1 and again.step == 0

@@ -60,6 +60,7 @@ class Hold(str, Enum):
     EPISODE_ENDED = "episode_ended"
     MAX_STEPS = "max_steps"
     ESTOP = "estop"
+    NO_POLICY = "no_policy"  # no policy is listening for chunk requests
     NO_JOINT_STATES = "no_joint_states"  # none received yet
     WAITING_FOR_STATE = "waiting_for_state"  # none stamped at or after the episode's start yet
     STALE_JOINT_STATES = "stale_joint_states"
@@ -69,7 +70,8 @@ class Hold(str, Enum):
 
 
 # Holds that mean something is wrong (logged once per occurrence, WARN/ERROR on /diagnostics).
-FAULTS = frozenset({Hold.ESTOP, Hold.NO_JOINT_STATES, Hold.STALE_JOINT_STATES, Hold.STALE_IMAGE, Hold.CHUNK_TIMEOUT})
+FAULTS = frozenset({Hold.ESTOP, Hold.NO_POLICY, Hold.NO_JOINT_STATES, Hold.STALE_JOINT_STATES, Hold.STALE_IMAGE,
+                    Hold.CHUNK_TIMEOUT})
 # The normal rhythm of a running episode, changing every step (not reported as a hold).
 STEPPING = frozenset({Hold.RUNNING, Hold.EXECUTING, Hold.WAITING_FOR_CHUNK, Hold.WAITING_FOR_STATE})
 
@@ -137,6 +139,7 @@ class ExecutorCore:
         self._ended = False
         self._js: _JointState | None = None
         self._image_at: float | None = None
+        self._policy_connected = True  # the node reports it; the core alone assumes a policy listens
         self._js_index: dict[tuple[str, ...], np.ndarray] = {}
         self._reset_episode_state()
 
@@ -213,6 +216,13 @@ class ExecutorCore:
         self._drop_plan()
         return not was
 
+    def policy_connected(self, connected: bool) -> None:
+        """Whether a policy listens for requests. A request sent with none listening is lost, so the
+        outstanding one is forgotten and a fresh one goes out as soon as a policy (re)appears."""
+        if not connected:
+            self._request = None
+        self._policy_connected = connected
+
     def release(self) -> tuple[bool, str]:
         """Release a latched e-stop (only the release service calls this)."""
         if not self.estopped:
@@ -281,6 +291,8 @@ class ExecutorCore:
             return Hold.EPISODE_ENDED
         if episode.max_steps and self.step >= episode.max_steps:
             return Hold.MAX_STEPS
+        if not self._policy_connected:
+            return Hold.NO_POLICY
         if js is None:
             return Hold.NO_JOINT_STATES
         if now - js.received_at > cfg.joint_state_timeout:

@@ -178,6 +178,8 @@ class Executor(Node):
 
     # -- the loop --------------------------------------------------------------------------------
     def advance(self) -> None:
+        # A request published before the policy's subscription is matched would be lost.
+        self.core.policy_connected(self.request_pub.get_subscription_count() > 0)
         for out in self.core.advance(time.monotonic()):
             if isinstance(out, RequestOut):
                 request = ChunkRequest(episode_id=out.episode_id, request_id=out.request_id, step=out.step,

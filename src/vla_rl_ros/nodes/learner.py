@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import rclpy
+import transformers
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from vla_rl_interfaces.msg import EpisodeResult, PolicyUpdate, Trajectory
@@ -65,6 +66,7 @@ class Learner(Node):
     def __init__(self) -> None:
         super().__init__("learner")
         self.params = p = declare(self, Params)
+        transformers.logging.disable_progress_bar()  # per-shard bars would flood the launch output
         self.drops = DropLog(self.get_logger())
         self.run_dir = Path(p.run_dir).resolve()
         checkpoint = Path(p.checkpoint) if p.checkpoint else default_checkpoint()

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import transformers
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.time import Time
@@ -88,6 +89,7 @@ class PolicyNode(Node):
     def __init__(self) -> None:
         super().__init__("policy_node")
         self.params = p = declare(self, Params)
+        transformers.logging.disable_progress_bar()  # per-shard bars would flood the launch output
         self.drops = DropLog(self.get_logger())
         checkpoint = Path(p.checkpoint) if p.checkpoint else default_checkpoint()
         try:
@@ -180,8 +182,9 @@ class PolicyNode(Node):
         if waiting and len(ready) < self.params.max_batch and now - min(a.ready_since for a in ready) < \
                 self.params.batch_window_s:
             return  # give the other arms' requests a moment to join this forward pass
-        for greedy in (True, False):
-            batch = [a for a in ready if a.request.greedy == greedy][: self.params.max_batch]
+        batches = [([a for a in ready if a.request.greedy == greedy][: self.params.max_batch], greedy)
+                   for greedy in (True, False)]  # answering clears the requests: split first
+        for batch, greedy in batches:
             if batch:
                 self.answer(batch, greedy)
 

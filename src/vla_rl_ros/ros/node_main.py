@@ -37,8 +37,8 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
         pass
     finally:
         if node is not None:
-            # Not node.get_logger(): after Ctrl-C the context is gone and rosout cannot publish.
-            rclpy.logging.get_logger(name).info("shutting down")
+            # Not a ROS logger: after Ctrl-C the context is gone and rosout cannot publish.
+            print(f"[INFO] [{name}]: shutting down", file=sys.stderr)
             close = getattr(node, "close", None)
             if close is not None:
                 close()
