@@ -86,7 +86,9 @@ RESULT_WAIT_S = 10.0
 # a recorder busy appending the previous episode reads its queues late, in no particular topic order.
 LATE_MESSAGES_S = 5.0
 IMAGE_QUEUE = 30  # sensor-data (best effort) queue depth: a second of a 30 Hz camera while busy
-UNANNOUNCED = 8  # requests/chunks kept while their EpisodeStart has not arrived yet
+# Requests, chunks and results may be read before their EpisodeStart (a busy recorder reads its
+# queues in no particular topic order): they wait this long (wall s) for it, then count as dropped.
+UNANNOUNCED_WAIT_S = 5.0
 IMAGES = QoSProfile(depth=IMAGE_QUEUE, reliability=qos_profile_sensor_data.reliability,
                     durability=qos_profile_sensor_data.durability)
 JOINT_HISTORY = 2000  # joint states kept: 2 s of a 1 kHz ros2_control broadcaster
@@ -201,7 +203,8 @@ class EpisodeWriter:
         return self.ds.cameras if self.ds is not None else {}
 
     def backlog(self) -> int:
-        return self.jobs.qsize()
+        """Jobs queued or running."""
+        return self.jobs.unfinished_tasks
 
     def submit(self, episode: Episode, names: tuple[str, ...]) -> None:
         self.last_id = episode.episode_id
@@ -223,6 +226,7 @@ class EpisodeWriter:
                 self.append(*args)
             else:
                 self.do_relabel(*args)
+            self.jobs.task_done()
 
     def append(self, episode: Episode, names: tuple[str, ...]) -> None:
         try:
@@ -297,7 +301,7 @@ class Recorder(Node):
         # result, late frames and images.
         self.episodes: list[Recording] = []
         self.skipped: deque[str] = deque(maxlen=SKIPPED_IDS)  # evaluation episodes not recorded (parameter)
-        self.unannounced: deque[ChunkRequest | ActionChunk] = deque(maxlen=UNANNOUNCED)
+        self.unannounced: list[tuple[float, ChunkRequest | ActionChunk | EpisodeResult]] = []  # (wall s, msg)
         self.wall = Clock(clock_type=ClockType.STEADY_TIME)
 
         self.create_subscription(EpisodeStart, "episode_start", self.on_start, LATCHED)
@@ -338,21 +342,25 @@ class Recorder(Node):
             self.skipped.append(msg.episode_id)
             return
         self.episodes.append(Recording(msg, start, boundary_ns=start))
-        early = [m for m in self.unannounced if m.episode_id == msg.episode_id]
-        for m in early:  # requests and chunks that overtook the start, in their order
-            self.unannounced.remove(m)
-            (self.on_request if isinstance(m, ChunkRequest) else self.on_chunk)(m)
+        early = [m for _, m in self.unannounced if m.episode_id == msg.episode_id]
+        self.unannounced = [(t, m) for t, m in self.unannounced if m.episode_id != msg.episode_id]
+        handlers = {ChunkRequest: self.on_request, ActionChunk: self.on_chunk, EpisodeResult: self.on_result}
+        for m in sorted(early, key=lambda m: isinstance(m, EpisodeResult)):  # what overtook the start, result last
+            handlers[type(m)](m)
 
     def on_result(self, msg: EpisodeResult) -> None:
         rec = self.episode(msg.episode_id)
         if rec is None:
-            if msg.episode_id not in self.skipped:
-                self.drops.drop("result of an episode not being recorded", f"{msg.episode_id!r}")
+            self.wait_for_start(msg)
             return
         if rec.result is None:
             rec.result, rec.ended_at = msg, self.now()
             rec.end_ns = min(rec.end_ns, stamp_ns(msg.header.stamp))
             self.tick()
+
+    def wait_for_start(self, msg: ChunkRequest | ActionChunk | EpisodeResult) -> None:
+        if msg.episode_id not in self.skipped:
+            self.unannounced.append((self.now(), msg))
 
     def complete(self, rec: Recording) -> bool:
         """Every frame of the ended episode is in, each with its images (messages stamped before the
@@ -367,6 +375,11 @@ class Recorder(Node):
         """Write each ended episode once it is complete (or the wait for late messages is over); drop
         one whose result does not come."""
         now = self.now()
+        stale = [m for t, m in self.unannounced if now - t > UNANNOUNCED_WAIT_S]
+        self.unannounced = [(t, m) for t, m in self.unannounced if now - t <= UNANNOUNCED_WAIT_S]
+        for m in stale:
+            kind = {ChunkRequest: "chunk_request", ActionChunk: "action_chunk", EpisodeResult: "result"}[type(m)]
+            self.drops.drop(f"{kind} of an episode not being recorded", f"{m.episode_id!r}")
         for rec in list(self.episodes):
             if rec.result is not None and (self.complete(rec) or now - rec.ended_at > LATE_MESSAGES_S):
                 self.episodes.remove(rec)
@@ -412,7 +425,7 @@ class Recorder(Node):
     def on_request(self, msg: ChunkRequest) -> None:
         rec = self.episode(msg.episode_id)
         if rec is None:
-            self.unannounced.append(msg)
+            self.wait_for_start(msg)
             return
         rec.requests.setdefault(msg.request_id, (msg.step, stamp_ns(msg.header.stamp)))
         rec.from_start = rec.from_start or msg.step == 0
@@ -433,7 +446,7 @@ class Recorder(Node):
     def on_chunk(self, msg: ActionChunk) -> None:
         rec = self.episode(msg.episode_id)
         if rec is None:
-            self.unannounced.append(msg)  # its start may still come; else the executor rejects it too
+            self.wait_for_start(msg)
             return
         if msg.request_id not in rec.requests and msg.request_id > max(rec.requests, default=-1):
             rec.early_chunks.append(msg)  # delivered before its request
@@ -550,7 +563,7 @@ class Recorder(Node):
             self.get_logger().info(f"dropped input, by cause: {dict(self.drops.counts)}")
         backlog = self.writer.backlog()
         if backlog:
-            self.get_logger().info(f"writing the {backlog} episode(s) still queued before exiting")
+            self.get_logger().info(f"writing the {backlog} episode(s) and label(s) still queued before exiting")
         self.writer.close()
         self.get_logger().info("episode writer joined")
 
