@@ -170,6 +170,26 @@ def test_journal_survives_a_restart_without_losing_episodes(tmp_path):
     assert balanced(again.accounting())
 
 
+def test_a_kill_while_a_commit_writes_its_state_leaves_a_loadable_journal(tmp_path, monkeypatch):
+    buf = EpisodeBuffer(CFG, tmp_path)
+    add_group(buf, "g1", [1, 0, 0, 0])
+    add_group(buf, "g2", [0, 1, 0, 0])
+    assert buf.pop_batch(1) is not None
+    add_group(buf, "g3", [1, 1, 0, 0])
+    before = buf.accounting()
+
+    def die(*_args, **_kwargs):
+        raise KeyboardInterrupt("killed while writing state.json")
+
+    monkeypatch.setattr("vla_rl_ros.rl.buffer.write_json", die)
+    with pytest.raises(KeyboardInterrupt):
+        buf.commit(1)
+    monkeypatch.undo()
+    again = EpisodeBuffer(CFG, tmp_path)  # the old state still lists g1 and g2: their files must be there
+    assert again.accounting() == before
+    assert again.rollback(after_update=0) == 2 and again.ready_groups() == 3
+
+
 def test_a_half_written_after_the_last_state_save_is_taken_in(tmp_path):
     buf = EpisodeBuffer(CFG, tmp_path)
     buf.add_result(result("x/0", "x", True))

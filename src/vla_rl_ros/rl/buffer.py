@@ -98,6 +98,7 @@ class EpisodeBuffer:
         self._ready: list[tuple[str, list[str]]] = []  # kept complete groups, oldest first
         self._in_flight: list[dict] = []  # {"update": int, "groups": [(gid, [eid])]}
         self._settled: list[str] = []  # recently settled episode ids, oldest first
+        self._doomed: list[Path] = []  # files of forgotten episodes, deleted after the next state.json
         self._tally: dict[str, Counter] = {"rollout": Counter(), "eval": Counter()}
         if self.directory is not None:
             (self.directory / EPISODES_DIR).mkdir(parents=True, exist_ok=True)
@@ -309,11 +310,11 @@ class EpisodeBuffer:
     def _forget(self, eids: list[str]) -> None:
         for eid in eids:
             self._results.pop(eid, None)
-            if self._trajectories.pop(eid, None) is None:
-                self._settled.append(eid)  # its trajectory may still come: recognise it then
-            if self.directory is not None:
-                self._path(eid, "traj.npz").unlink(missing_ok=True)
-                self._path(eid, "result.json").unlink(missing_ok=True)
+            self._trajectories.pop(eid, None)
+            # Recognised later: a trajectory still on its way, or files orphaned by a kill before unlinking.
+            self._settled.append(eid)
+            if self.directory is not None:  # deleted only once a state.json without them is written
+                self._doomed += [self._path(eid, "traj.npz"), self._path(eid, "result.json")]
         self._settled = self._settled[-SETTLED_MEMORY:]
 
     def _settled_set(self) -> set[str]:
@@ -353,6 +354,11 @@ class EpisodeBuffer:
             write_json(self.directory / STATE_FILE, state)
         else:
             replace_write(self.directory / STATE_FILE, json.dumps(state).encode())
+        # Files of forgotten episodes go after the state that no longer lists them: a kill in between
+        # leaves orphan files (cleaned up at the next load), never a state naming missing files.
+        for path in self._doomed:
+            path.unlink(missing_ok=True)
+        self._doomed = []
 
     def _load(self) -> None:
         """Rebuild from the journal. Halves written but not yet in state.json (a crash between the
