@@ -19,7 +19,7 @@ from rosbags.highlevel import AnyReader
 from rosgraph import RosGraph, wait_until
 from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory
-from vla_rl_interfaces.msg import ActionChunk, ChunkRequest, EpisodeResult, EpisodeStart, SuccessSignal, TaskState
+from vla_rl_interfaces.msg import ActionChunk, ChunkRequest, EpisodeResult, EpisodeStart, TaskState
 from vla_rl_interfaces.srv import LabelEpisode, ResetEpisode
 
 from vla_rl_ros.control import SIM_PANDA, RobotConfig, make_arm
@@ -103,7 +103,6 @@ class FakeArm:
         self.joint_pub = probe.publisher(JointState, f"{NS}/joint_states", DEEP)
         self.image_pubs = [probe.publisher(Image, f"{NS}/camera/image_raw", qos_profile_sensor_data),
                            probe.publisher(Image, f"{NS}/wrist_camera/image_raw", qos_profile_sensor_data)]
-        self.success_pub = probe.publisher(SuccessSignal, f"{NS}/success", RELIABLE)
         self.result_pub = probe.publisher(EpisodeResult, f"{NS}/episode_result", DEEP)
         self.request_id = 0
         self.clock_ns = 1_000 * PERIOD_NS
@@ -156,8 +155,6 @@ class FakeArm:
                                                                            position=joints.tolist())))
             played.actions.append(chunk[t % CHUNK])
             played.images.append((frame_image(episode, t, 0), frame_image(episode, t, 1)))
-            self.success_pub.publish(SuccessSignal(episode_id=episode_id, success=success and t == steps - 1,
-                                                   confidence=1.0, source="operator"))
             time.sleep(STEP_PAUSE_S)
             self.clock_ns += PERIOD_NS
         # After the last command: the state it led to (no frame of its own), then the result.
@@ -251,9 +248,12 @@ def test_kill_9_keeps_earlier_episodes_restart_appends_and_ctrl_c_drains(ros_gra
     # A restarted recorder appends to the same dataset; episodes finished just before Ctrl-C are written.
     old = frozenset(subscriptions(arm.probe))
     # Bags make each write slower than an episode, so the writer falls behind (as with big images).
-    second_proc = recorder(ros_graph, root, "-p", f"bag_dir:={tmp_path / 'bags'}", label="recorder2")
+    second_proc = recorder(ros_graph, root, "-p", f"bag_dir:={tmp_path / 'bags'}", "-p", "record_evaluation:=false",
+                           label="recorder2")
     arm.wait_for_recorder(old)
-    later = [arm.play(2 + i, 4, success=bool(i % 2)) for i in range(LATER)]
+    later = [arm.play(2 + i, 4, success=bool(i % 2)) for i in range(2)]
+    skipped = arm.play(9, 4, success=True, evaluation=True)  # not recorded: record_evaluation is false
+    later += [arm.play(4 + i, 4, success=bool(i % 2)) for i in range(LATER - 2)]
     # The last result reaches the recorder; the writer is usually still busy (the log then says "still
     # queued before exiting"), and every finished episode must be on disk after the exit either way.
     time.sleep(0.15)
@@ -264,7 +264,18 @@ def test_kill_9_keeps_earlier_episodes_restart_appends_and_ctrl_c_drains(ros_gra
     check_round_trip(ds, 0, kept)
     for index, played in enumerate(later, start=1):
         check_round_trip(ds, index, played)
-    assert partial.start.episode_id not in [m["episode_id"] for m in ds.episodes_meta()]
+    recorded = [m["episode_id"] for m in ds.episodes_meta()]
+    assert partial.start.episode_id not in recorded and skipped.start.episode_id not in recorded
+    assert "dropped input" not in ros_graph.log("recorder2")  # the skipped episode's messages are no drops
+
+
+def test_bad_parameters_stop_the_recorder_with_a_clear_error(ros_graph: RosGraph, tmp_path: Path) -> None:
+    missing = ros_graph.node("recorder", label="no_dataset")
+    mismatch = ros_graph.node("recorder", "-p", f"dataset:={tmp_path / 'd'}", "-p", "cameras:=[front]",
+                              label="mismatch")
+    assert missing.wait(timeout=60) == 2 and mismatch.wait(timeout=60) == 2
+    assert "parameter dataset is required" in ros_graph.log("no_dataset")
+    assert "cameras=['front'] and camera_topics=" in ros_graph.log("mismatch")
 
 
 def test_garbage_is_dropped_with_one_line_per_cause_and_recording_goes_on(ros_graph: RosGraph,
@@ -358,8 +369,10 @@ def test_records_a_scripted_expert_episode_from_the_real_sim(ros_graph: RosGraph
     start.header.stamp = states[-1].header.stamp
     start_pub.publish(start)
     wait_until(lambda: states[-1].step >= steps, 60, f"{steps} steps")
-    result_pub.publish(EpisodeResult(episode_id="expert", arm=NS, task=task, seed=seed, success=True, reward=1.0,
-                                     steps=steps, evaluation=True, end_reason=EpisodeResult.END_SUCCESS))
+    result = EpisodeResult(episode_id="expert", arm=NS, task=task, seed=seed, success=True, reward=1.0,
+                           steps=steps, evaluation=True, end_reason=EpisodeResult.END_SUCCESS)
+    result.header.stamp = states[-1].header.stamp  # as the episode manager stamps it: the sim time at the end
+    result_pub.publish(result)
     ep = episodes(root, 1)[0]
     assert len(commands) == ep.length == steps and ep.instruction == reset.instruction
     # Lockstep: step k's command was computed from the joint state stamped start + k periods.

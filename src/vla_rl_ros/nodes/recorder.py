@@ -8,8 +8,7 @@ ROS surface (names relative to the arm's namespace)
               joint_states       sensor_msgs/JointState           reliable, depth 100 (the sim bridge and
                                                                   ros2_control's broadcaster publish reliable;
                                                                   a lost one would shift the frames)
-              <camera_topics>    sensor_msgs/Image rgb8/bgr8      sensor data QoS, one topic per camera
-              success            vla_rl_interfaces/SuccessSignal  reliable (into the episode's bag only)
+              <camera_topics>    sensor_msgs/Image rgb8/bgr8      sensor data QoS, depth 30; one topic per camera
               episode_result     vla_rl_interfaces/EpisodeResult  reliable, depth 100: labels, closes the episode
   services    label_episode      vla_rl_interfaces/LabelEpisode   relabel a recorded episode (operator's
                                                                   correction, persistent); empty id: the last one
@@ -40,6 +39,9 @@ finished episode is never lost to Ctrl-C; kill -9 loses at most the episodes sti
 an earlier one (appends are atomic), and a restarted recorder appends to the same dataset.
 With bag_dir set, each episode is also written as a rosbag2 MCAP (data.bag.export_mcap: cameras,
 joint_states, actions, instruction, success, reward, labels).
+
+The success detector's verdicts (`success`) are not subscribed: the episode manager ends an episode
+on them and its EpisodeResult carries the label, which is what the dataset and the bag record.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
-from vla_rl_interfaces.msg import ActionChunk, ChunkRequest, EpisodeResult, EpisodeStart, SuccessSignal
+from vla_rl_interfaces.msg import ActionChunk, ChunkRequest, EpisodeResult, EpisodeStart
 from vla_rl_interfaces.srv import LabelEpisode
 
 from vla_rl_ros.control import SIM_PANDA, RobotConfig, make_arm
@@ -74,26 +76,22 @@ from vla_rl_ros.ros.node_main import run_node
 from vla_rl_ros.ros.params import ParameterError, declare, param
 from vla_rl_ros.sim import action_names
 
+NS_PER_S = 1_000_000_000
+IMAGE_QUEUE = 30  # sensor-data (best effort) queue depth: a second of a 30 Hz camera while busy
 LATCHED = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 DEEP = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-NS_PER_S = 1_000_000_000
-TICK_S = 0.05  # wall-clock period of the check for ended episodes whose last images and result are in
-# A start may overtake the previous episode's result (another topic): the ended episode waits this
-# long (wall s) for its result before it is dropped.
-RESULT_WAIT_S = 10.0
-# Frames and images stamped before an episode's end may arrive after its result, by this much (wall s):
-# a recorder busy appending the previous episode reads its queues late, in no particular topic order.
-LATE_MESSAGES_S = 5.0
-IMAGE_QUEUE = 30  # sensor-data (best effort) queue depth: a second of a 30 Hz camera while busy
-# Requests, chunks and results may be read before their EpisodeStart (a busy recorder reads its
-# queues in no particular topic order): they wait this long (wall s) for it, then count as dropped.
-UNANNOUNCED_WAIT_S = 5.0
 IMAGES = QoSProfile(depth=IMAGE_QUEUE, reliability=qos_profile_sensor_data.reliability,
                     durability=qos_profile_sensor_data.durability)
 JOINT_HISTORY = 2000  # joint states kept: 2 s of a 1 kHz ros2_control broadcaster
 IMAGE_HISTORY = 16  # images kept per camera: a frame takes one within a few camera periods of its stamp
-SKIPPED_IDS = 16  # ids of episodes skipped on purpose, remembered so their results are not dropped noisily
+# A busy recorder (the writer thread appending) reads its queues late and in no particular topic
+# order, so messages of one episode may be read in any order; these waits (wall s) bound that:
+UNANNOUNCED_WAIT_S = 5.0  # requests, chunks and results read before their EpisodeStart wait this long for it
+LATE_MESSAGES_S = 5.0  # frames and images stamped before an episode's end may be read this long after its result
+RESULT_WAIT_S = 10.0  # an episode ended by the next one's start waits this long for its own result
+TICK_S = 0.05  # wall-clock period of those checks
+SKIPPED_IDS = 16  # ids of episodes skipped on purpose, remembered so their messages are not counted as drops
 BACKLOG_WARNING = 4  # episodes waiting for the writer before the log says it falls behind
 LABEL_TIMEOUT_S = 300.0  # how long a label_episode call waits for the writer (behind queued appends)
 STATE_EE_NAMES = ("ee_x", "ee_y", "ee_z", "gripper")  # after the joints: proprio_from_joint_state's layout
@@ -310,7 +308,6 @@ class Recorder(Node):
         self.create_subscription(JointState, "joint_states", self.on_joint_states, DEEP)
         for camera, topic in zip(p.cameras, p.camera_topics, strict=True):
             self.create_subscription(Image, topic, lambda m, c=camera: self.on_image(c, m), IMAGES)
-        self.create_subscription(SuccessSignal, "success", self.on_success, RELIABLE)
         self.create_subscription(EpisodeResult, "episode_result", self.on_result, DEEP)
         # The service waits for the writer (possibly behind a long append) in its own callback group, so
         # the multi-threaded executor of main() keeps delivering messages to the others meanwhile.
@@ -355,7 +352,8 @@ class Recorder(Node):
             return
         if rec.result is None:
             rec.result, rec.ended_at = msg, self.now()
-            rec.end_ns = min(rec.end_ns, stamp_ns(msg.header.stamp))
+            if stamp_ns(msg.header.stamp) > 0:  # an unstamped result (a hand-made one) limits nothing
+                rec.end_ns = min(rec.end_ns, stamp_ns(msg.header.stamp))
             self.tick()
 
     def wait_for_start(self, msg: ChunkRequest | ActionChunk | EpisodeResult) -> None:
@@ -535,9 +533,6 @@ class Recorder(Node):
             older = [image for stamp, image in history if stamp <= f.stamp_ns]
             if older:
                 f.images[camera] = older[-1]
-
-    def on_success(self, msg: SuccessSignal) -> None:
-        pass  # the verdicts reach the dataset through EpisodeResult; the bag carries the labels
 
     # -- labels ------------------------------------------------------------------------------------
     def on_label(self, request: LabelEpisode.Request, response: LabelEpisode.Response) -> LabelEpisode.Response:
