@@ -129,6 +129,7 @@ class Probe:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.lock = threading.Lock()
+        self.subscriptions: dict[str, Any] = {}
         self.thread = threading.Thread(target=self._spin, daemon=True)
         self.thread.start()
 
@@ -148,13 +149,24 @@ class Probe:
         wait_until(lambda: self.node.count_publishers(name) > 0, timeout, f"a publisher on {name}")
 
     def wait_for_subscriber(self, name: str, timeout: float = DEFAULT_TIMEOUT_S) -> None:
-        """Discovery matches each publisher/subscription pair on its own: wait before publishing."""
         wait_until(lambda: self.node.count_subscribers(name) > 0, timeout, f"a subscriber on {name}")
 
+    @staticmethod
+    def wait_matched(*endpoints: Any, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        """Wait until each of this probe's publishers/subscriptions is matched with a peer in DDS.
+
+        The graph (count_subscribers) is learned from a separate discovery topic and can run ahead
+        of the actual matching; a message published before its pair is matched is lost.
+        """
+        for endpoint in endpoints:
+            count = getattr(endpoint, "get_subscription_count", None) or endpoint.get_publisher_count
+            wait_until(lambda c=count: c() > 0, timeout, f"{endpoint.topic_name} to be matched")
+
     def collect(self, msg_type: type, topic: str, qos: QoSProfile | int = 10) -> list[Any]:
-        """Subscribe and return the list the messages are appended to, as they arrive."""
+        """Subscribe and return the list the messages are appended to, as they arrive
+        (the subscription is `self.subscriptions[topic]`, for wait_matched)."""
         received: list[Any] = []
-        self.node.create_subscription(msg_type, topic, received.append, qos)
+        self.subscriptions[topic] = self.node.create_subscription(msg_type, topic, received.append, qos)
         return received
 
     def publisher(self, msg_type: type, topic: str, qos: QoSProfile | int = 10) -> Any:

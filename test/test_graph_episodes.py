@@ -46,7 +46,7 @@ def test_groups_share_a_seed_and_success_ends_the_episode(ros_graph: RosGraph) -
     ros_graph.node("episode_manager", "-r", f"__ns:={NS}", "-p", "tasks:=[reach]", "-p", "group_size:=2",
                    "-p", "control_rate_hz:=1.0")
     ros_graph.node("success_detector", "-r", f"__ns:={NS}")
-    ros_graph.probe.wait_for_topic(f"{NS}/success")
+    ros_graph.probe.wait_matched(arm.task_state, arm.chunks, *ros_graph.probe.subscriptions.values(), timeout=60)
 
     for episode in range(2):
         wait_until(lambda n=episode: len(arm.starts) > n, 30, f"episode {episode} to start")
@@ -73,6 +73,8 @@ def test_silence_ends_the_episode_as_lost_node_and_timeouts_count_steps(ros_grap
     arm = FakeArm(ros_graph)
     ros_graph.node("episode_manager", "-r", f"__ns:={NS}", "-p", "tasks:=[reach]", "-p", "group_size:=2",
                    "-p", "lost_node_timeout_s:=1.0", "-p", "max_episodes:=2", label="manager")
+    subs = ros_graph.probe.subscriptions
+    ros_graph.probe.wait_matched(arm.chunks, subs[f"{NS}/episode_start"], subs[f"{NS}/episode_result"], timeout=60)
     wait_until(lambda: arm.starts, 30, "an episode to start")
     arm.chunks.publish(ActionChunk(episode_id=arm.starts[0].episode_id))
     wait_until(lambda: arm.results, 30, "the silent episode to end")

@@ -83,11 +83,9 @@ def start_policy(graph: RosGraph, checkpoint: Path) -> Arms:
     arms = Arms(graph)
     graph.node("policy_node", "-p", f"checkpoint:={checkpoint}", "-p", "arms:=[arm0, arm1]",
                "-p", "batch_window_s:=0.5")
-    for arm in ARMS:  # every pair must be matched before the test publishes or expects anything
-        for topic in ("action_chunk", "trajectory"):
-            graph.probe.wait_for_publisher(f"/{arm}/{topic}", timeout=60)
-        for topic in ("chunk_request", "camera/image_raw", "joint_states", "episode_start", "episode_result"):
-            graph.probe.wait_for_subscriber(f"/{arm}/{topic}", timeout=60)
+    # Every pair must be matched before the test publishes or expects anything.
+    graph.probe.wait_matched(arms.update, *[pub for arm in ARMS for pub in arms.pub[arm].values()],
+                             *graph.probe.subscriptions.values(), timeout=60)
     return arms
 
 
