@@ -121,9 +121,9 @@ class FakeArm:
         self.joint_pub.publish(msg)
 
     def play(self, episode: int, steps: int, *, success: bool, evaluation: bool = False,
-             end_reason: str = EpisodeResult.END_SUCCESS) -> Played:
+             end_reason: str = EpisodeResult.END_SUCCESS, episode_id: str = "") -> Played:
         """An episode of `steps` executed control steps, chunks of CHUNK, then its result."""
-        episode_id = f"ep-{episode}-{time.monotonic_ns()}"
+        episode_id = episode_id or f"ep-{episode}-{time.monotonic_ns()}"
         rng = np.random.default_rng(episode)
         start = EpisodeStart(episode_id=episode_id, arm=NS, task="push", seed=100 + episode, group_id=f"g{episode}",
                              instruction=f"push the cube {episode}", evaluation=evaluation, max_steps=steps + 10)
@@ -218,6 +218,12 @@ def test_episodes_round_trip_labels_persist_and_bags_hold_the_reward(ros_graph: 
     assert not unknown.accepted and "nope" in unknown.message
     meta = EpisodeDataset.open(root).episodes_meta()
     assert [(m["success"], m["reward"]) for m in meta] == [(False, 0.0), (True, 1.0)]
+    # An episode id already in the dataset is not written twice (a replayed or re-announced episode).
+    arm.play(2, 3, success=True, episode_id=first.start.episode_id)
+    wait_until(lambda: "is already in" in ros_graph.log("recorder"), 30, "the duplicate to be refused")
+    assert len(EpisodeDataset.open(root)) == 2
+    assert call(LabelEpisode, f"{NS}/label_episode", LabelEpisode.Request(episode_id="", success=False)).accepted
+    assert [m["success"] for m in EpisodeDataset.open(root).episodes_meta()] == [False, False]  # the last written
 
     # One rosbag2 MCAP per episode, with the reward and success in it.
     wait_until(lambda: len(list(bags.glob("episode_*"))) == 2, 30, "two bags")

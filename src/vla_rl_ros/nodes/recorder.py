@@ -135,7 +135,7 @@ class Params:
                            pix_fmt=self.video_pix_fmt, gop=self.video_gop)
 
 
-# ------------------------------------------------------------------------------ recording (no ROS)
+# ------------------------------------------------------------------------------ one episode, the writer
 @dataclass
 class Frame:
     stamp_ns: int  # the joint state's stamp
@@ -178,7 +178,7 @@ class EpisodeWriter:
         self.root, self.fps, self.cameras, self.state_names = root, fps, cameras, state_names
         self.robot_type, self.video, self.bag_dir, self.namespace, self.log = robot_type, video, bag_dir, namespace, log
         self.ds: EpisodeDataset | None = None
-        self.last_id = ""  # the episode written or queued last, for a relabel with an empty id
+        self.last_id = ""  # the episode this writer wrote last, for a relabel with an empty id
         if (root / "meta" / "info.json").is_file():
             self.ds = EpisodeDataset.open(root)  # also removes what a killed append left
             self.check_schema(self.ds)
@@ -205,12 +205,12 @@ class EpisodeWriter:
         return self.jobs.unfinished_tasks
 
     def submit(self, episode: Episode, names: tuple[str, ...]) -> None:
-        self.last_id = episode.episode_id
         self.jobs.put(("append", (episode, names)))
 
     def relabel(self, episode_id: str, success: bool) -> Future:
+        """Relabel after the appends queued before it; an empty id is the last episode written by then."""
         done: Future = Future()
-        self.jobs.put(("relabel", (episode_id or self.last_id, success, done)))
+        self.jobs.put(("relabel", (episode_id, success, done)))
         return done
 
     def close(self) -> None:
@@ -220,10 +220,15 @@ class EpisodeWriter:
     def run(self) -> None:
         while (job := self.jobs.get()) is not None:
             kind, args = job
-            if kind == "append":
-                self.append(*args)
-            else:
-                self.do_relabel(*args)
+            try:
+                if kind == "append":
+                    self.append(*args)
+                else:
+                    self.do_relabel(*args)
+            except Exception as exc:  # a bug in one job must not silently stop every later write
+                self.log("error", f"writer {kind} job failed: {exc!r}")
+                if kind == "relabel" and not args[-1].done():
+                    args[-1].set_result((False, f"relabel failed: {exc!r}"))
             self.jobs.task_done()
 
     def append(self, episode: Episode, names: tuple[str, ...]) -> None:
@@ -236,6 +241,7 @@ class EpisodeWriter:
                 self.log("warning", f"episode {episode.episode_id} is already in {self.root}; not written again")
                 return
             index = self.ds.append(episode)
+            self.last_id = episode.episode_id
         except (DatasetError, OSError, ValueError) as exc:
             self.log("error", f"episode {episode.episode_id} NOT written to {self.root}: {exc}")
             return
@@ -254,6 +260,7 @@ class EpisodeWriter:
         try:
             if self.ds is None or len(self.ds) == 0:
                 raise KeyError(f"no episode is recorded in {self.root} yet")
+            episode_id = episode_id or self.last_id
             index = self.ds.index_of(episode_id) if episode_id else len(self.ds) - 1
             self.ds.relabel(index, success=success)
         except (KeyError, DatasetError, OSError) as exc:
@@ -317,9 +324,14 @@ class Recorder(Node):
         self.get_logger().info(f"recording {list(p.cameras)} at {p.fps or round(rate)} fps into {p.dataset}")
 
     def log(self, level: str, text: str) -> None:
-        """Log from the writer thread (rclpy wants one severity per call site)."""
+        """Log for the writer thread; one call site per severity, as rclpy requires."""
         logger = self.get_logger()
-        {"info": logger.info, "warning": logger.warning, "error": logger.error}[level](text)
+        if level == "error":
+            logger.error(text)
+        elif level == "warning":
+            logger.warning(text)
+        else:
+            logger.info(text)
 
     # -- episodes --------------------------------------------------------------------------------
     def now(self) -> float:
