@@ -27,7 +27,7 @@ def fresh_default() -> VLAPolicy:
     defaults = SFTConfig()
     demos = np.random.default_rng(0).uniform(-0.04, 0.04, (256, 4))
     return new_tiny_policy([INSTRUCTION], demos, chunk_size=defaults.chunk_size, state_dim=STATE_DIM,
-                           vision=defaults.vision, hidden_size=defaults.hidden_size,
+                           vision=defaults.vision, film=defaults.film, hidden_size=defaults.hidden_size,
                            num_hidden_layers=defaults.layers)
 
 

@@ -40,7 +40,7 @@ class SFTConfig:
     chunk_size: int = field(default=4, metadata={"help": "C, actions per chunk (fresh model only)"})
     vision: str = field(default="grid", metadata={"help": "fresh tiny VLA image encoder: grid or keypoints"})
     proprio: bool = field(default=True, metadata={"help": "fresh tiny VLA gets a proprioception token"})
-    film: bool = field(default=False, metadata={"help": "fresh tiny VLA conditions its conv stem on the "
+    film: bool = field(default=True, metadata={"help": "fresh tiny VLA conditions its conv stem on the "
                                                         "instruction (FiLM)"})
     hidden_size: int = field(default=128, metadata={"help": "fresh tiny VLA decoder width"})
     layers: int = field(default=3, metadata={"help": "fresh tiny VLA decoder layers"})
