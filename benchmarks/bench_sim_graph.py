@@ -1,5 +1,5 @@
-"""Control steps per second through the full ROS graph (sim_bridge + executor + a scripted policy)
-against the core env, measured in one run.
+"""Control steps per second of a raw MuJoCo step + render loop, the core env, and the full ROS graph
+(sim_bridge + executor + a scripted policy), with the ratios core/raw and graph/core, in one run.
 
     .venv/bin/python benchmarks/bench_sim_graph.py [--steps 150] [--sizes 64,128,224] [--chunks 1,8]
                                                    [--repeats 3] [--json out.json]
@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "benchmarks"), str(REPO / "test")]
 
-from bench_sim_core import BENCH_TASK, CoreLoop  # noqa: E402
+from bench_sim_core import BENCH_TASK, CoreLoop, RawLoop  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from rosgraph import RosGraph, wait_until  # noqa: E402  (the graph tests' isolated-domain helpers)
 from sensor_msgs.msg import Image  # noqa: E402
@@ -93,7 +93,8 @@ def main() -> None:
     chunks = [int(c) for c in args.chunks.split(",")]
     rows = []
     print(f"control steps/s of {BENCH_TASK}, both cameras, {args.steps} steps per graph measurement")
-    header = f"{'size':>5} {'core':>8}" + "".join(f" {f'graph C={c}':>11} {f'graph/core C={c}':>16}" for c in chunks)
+    header = f"{'size':>5} {'raw':>8} {'core':>8} {'core/raw':>9}"
+    header += "".join(f" {f'graph C={c}':>11} {f'graph/core C={c}':>16}" for c in chunks)
     print(header)
     for size in (int(s) for s in args.sizes.split(",")):
         core_loop = CoreLoop(size)
@@ -104,10 +105,14 @@ def main() -> None:
             core_rates.append(core_loop.run(args.steps))
         core = max(core_rates)
         core_loop.env.close()
-        rows.append({"size": size, "core_steps_per_s": core, "graph_steps_per_s": graph,
+        raw_loop = RawLoop(size)  # a raw MuJoCo step + render loop: the floor of what the core env adds
+        raw = max(raw_loop.run(args.steps) for _ in range(args.repeats))
+        raw_loop.renderer.close()
+        rows.append({"size": size, "raw_steps_per_s": raw, "core_steps_per_s": core, "core_over_raw": core / raw,
+                     "graph_steps_per_s": graph,
                      "graph_over_core": {c: g / core for c, g in graph.items()}})
-        print(f"{size:>5} {core:>8.1f}" + "".join(f" {graph[c]:>11.1f} {graph[c] / core:>16.3f}" for c in chunks),
-              flush=True)
+        cells = "".join(f" {graph[c]:>11.1f} {graph[c] / core:>16.3f}" for c in chunks)
+        print(f"{size:>5} {raw:>8.1f} {core:>8.1f} {core / raw:>9.3f}{cells}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"task": BENCH_TASK, "rows": rows}, indent=2))
 
