@@ -109,6 +109,8 @@ class FakeArm:
 
     def wait_for_recorder(self, old: frozenset = frozenset()) -> None:
         wait_for_recorder(self.probe, old)
+        self.probe.wait_matched(self.start_pub, self.request_pub, self.chunk_pub, self.joint_pub, *self.image_pubs,
+                                self.result_pub)
 
     def stamp(self, ns: int):
         return Time(nanoseconds=ns).to_msg()
