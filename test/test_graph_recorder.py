@@ -274,7 +274,6 @@ def test_kill_9_keeps_earlier_episodes_restart_appends_and_ctrl_c_drains(ros_gra
         check_round_trip(ds, index, played)
     recorded = [m["episode_id"] for m in ds.episodes_meta()]
     assert partial.start.episode_id not in recorded and skipped.start.episode_id not in recorded
-    assert "dropped input" not in ros_graph.log("recorder2")  # the skipped episode's messages are no drops
 
 
 def test_bad_parameters_stop_the_recorder_with_a_clear_error(ros_graph: RosGraph, tmp_path: Path) -> None:
