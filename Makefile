@@ -6,6 +6,10 @@ setup:
 
 # The main job: GRPO in simulation on the embedded default model. ARGS: launch arguments, name:=value.
 train: setup
+	@test -f models/default_policy/vla_policy.json || echo "$(ARGS)" | grep -q "checkpoint:=" || { \
+	  echo "make train: the embedded default policy (models/default_policy) is not made yet (issue #4)."; \
+	  echo "Make it as the README's 'The default policy' says, or run: make train ARGS='checkpoint:=/path/to/policy'"; \
+	  exit 1; }
 	.venv/bin/vla-rl launch train_sim $(ARGS)
 
 # The test suite (what CI runs). PYTEST_ARGS: extra pytest arguments.

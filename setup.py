@@ -39,6 +39,7 @@ setup(
         *tree("launch"),
         *tree("config"),
         *tree("sim"),
+        *tree("models"),
     ],
     python_requires=">=3.10",
     # torch is a range the pinned CPU build (2.13.0) satisfies; see requirements/torch.txt.

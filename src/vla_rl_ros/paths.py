@@ -36,4 +36,9 @@ def package_share(package: str) -> Path:
 
 def default_checkpoint() -> Path:
     """The embedded default policy shipped with the package (made by `vla-rl sft`, see README)."""
-    return package_share("vla_rl_ros") / "models" / "default_policy"
+    path = package_share("vla_rl_ros") / "models" / "default_policy"
+    if not (path / "vla_policy.json").is_file():
+        raise FileNotFoundError(
+            f"no embedded default policy at {path} yet: make one with `vla-rl demos` and `vla-rl sft --out {path}` "
+            "(README, 'The default policy'), or pass checkpoint:=DIR with your own")
+    return path
