@@ -55,9 +55,10 @@ def test_groups_share_a_seed_and_success_ends_the_episode(ros_graph: RosGraph) -
         chunk = ActionChunk(episode_id=start.episode_id, policy_version=3)
         arm.chunks.publish(chunk)
         msg = task_state_to_msg(reached, TaskState(episode_id=start.episode_id, task="reach"))
-        for _ in range(5):  # reach holds for 3 steps
-            arm.task_state.publish(msg)
-        wait_until(lambda n=episode: len(arm.results) > n, 30, f"episode {episode} to end")
+        # One task state per control step, as the bridge sends them, until the episode ends (reach must
+        # hold for 3 steps; the detector may see the episode's start after the first few states).
+        wait_until(lambda n=episode, m=msg: (arm.task_state.publish(m), len(arm.results) > n)[1], 30,
+                   f"episode {episode} to end")
     first, second = arm.results[:2]
     assert first.group_id == second.group_id != "" and first.seed == second.seed
     assert first.episode_id != second.episode_id
@@ -66,7 +67,7 @@ def test_groups_share_a_seed_and_success_ends_the_episode(ros_graph: RosGraph) -
     assert [r.seed for r in arm.resets[:2]] == [first.seed] * 2
     # The detector reported success only after the predicate held for the task's 3 steps.
     verdicts = [s.success for s in arm.success if s.episode_id == first.episode_id]
-    assert verdicts[:3] == [False, False, True]
+    assert verdicts[:3] == [False, False, True], verdicts
 
 
 def test_silence_ends_the_episode_as_lost_node_and_timeouts_count_steps(ros_graph: RosGraph) -> None:

@@ -58,13 +58,25 @@ class Arms:
         self.chunks = {a: probe.collect(ActionChunk, f"/{a}/action_chunk", RELIABLE) for a in ARMS}
         self.trajectories = {a: probe.collect(Trajectory, f"/{a}/trajectory", RELIABLE) for a in ARMS}
         self.rng = np.random.default_rng(1)
+        self.streams: dict[str, tuple[Image, JointState]] = {}
 
-    def observe(self, arm: str, sec: int) -> None:
-        image = self.rng.integers(0, 255, size=(48, 48, 3), dtype=np.uint8)
-        self.pub[arm]["image"].publish(image_to_msg(image, stamp(sec)))
+    def observe(self, arm: str, sec: int, image: Image | None = None) -> None:
+        """The arm's newest camera image and joint state, stamped `sec`; `wait` keeps re-sending them
+        as a camera and a driver keep streaming (images are best-effort: one may be lost)."""
+        if image is None:
+            image = image_to_msg(self.rng.integers(0, 255, size=(48, 48, 3), dtype=np.uint8), stamp(sec))
         joints = JointState(name=list(JOINT_STATE_NAMES), position=[0.0, -0.5, 0.0, -2.3, 0.0, 1.8, 0.8, 0.04, 0.04])
         joints.header.stamp = stamp(sec)
-        self.pub[arm]["joints"].publish(joints)
+        self.streams[arm] = (image, joints)
+        self.stream()
+
+    def stream(self) -> None:
+        for arm, (image, joints) in self.streams.items():
+            self.pub[arm]["image"].publish(image)
+            self.pub[arm]["joints"].publish(joints)
+
+    def wait(self, predicate, what: str, timeout: float = 30) -> None:
+        wait_until(lambda: (self.stream(), predicate())[1], timeout, what)
 
     def start(self, arm: str, episode: str, evaluation: bool = False) -> None:
         self.pub[arm]["start"].publish(EpisodeStart(episode_id=episode, arm=f"/{arm}", task="reach",
@@ -103,7 +115,7 @@ def test_chunks_come_from_fresh_observations_and_trajectories_follow(ros_graph: 
     assert arms.chunks["arm0"] == [] and arms.chunks["arm1"] == []
     arms.observe("arm0", sec=6)
     arms.observe("arm1", sec=6)
-    wait_until(lambda: arms.chunks["arm0"] and arms.chunks["arm1"], 30, "both chunks")
+    arms.wait(lambda: arms.chunks["arm0"] and arms.chunks["arm1"], "both chunks")
     for arm, episode in (("arm0", "ep-a"), ("arm1", "ep-b")):
         chunk = arms.chunks[arm][0]
         assert (chunk.episode_id, chunk.request_id, chunk.policy_version) == (episode, 1, 0)
@@ -112,9 +124,9 @@ def test_chunks_come_from_fresh_observations_and_trajectories_follow(ros_graph: 
     # A second step, then the end of the episode: the trajectory holds both chunks.
     arms.observe("arm0", sec=7)
     arms.request("arm0", "ep-a", 2, sec=7, step=2)
-    wait_until(lambda: len(arms.chunks["arm0"]) == 2, 30, "the second chunk")
+    arms.wait(lambda: len(arms.chunks["arm0"]) == 2, "the second chunk")
     arms.end("arm0", "ep-a")
-    wait_until(lambda: arms.trajectories["arm0"], 30, "the trajectory")
+    arms.wait(lambda: arms.trajectories["arm0"], "the trajectory")
     traj = arms.trajectories["arm0"][0]
     assert traj.episode_id == "ep-a" and list(traj.steps) == [0, 2] and len(traj.images) == 2
     assert list(traj.token_ids) == [*arms.chunks["arm0"][0].token_ids, *arms.chunks["arm0"][1].token_ids]
@@ -129,28 +141,28 @@ def test_weights_change_only_between_episodes_and_bad_updates_are_refused(
     arms.start("arm0", "ep-1")
     arms.observe("arm0", sec=1)
     arms.request("arm0", "ep-1", 1, sec=1)
-    wait_until(lambda: arms.chunks["arm0"], 30, "a chunk")
+    arms.wait(lambda: arms.chunks["arm0"], "a chunk")
     # New weights announced mid-episode: ep-1 keeps v0 to its end.
     arms.update.publish(PolicyUpdate(version=2, checkpoint_dir=str(second), digest=checkpoint_digest(second)))
     arms.observe("arm0", sec=2)
     arms.request("arm0", "ep-1", 2, sec=2, step=2)
-    wait_until(lambda: len(arms.chunks["arm0"]) == 2, 30, "a second chunk")
+    arms.wait(lambda: len(arms.chunks["arm0"]) == 2, "a second chunk")
     assert [c.policy_version for c in arms.chunks["arm0"]] == [0, 0]
     arms.end("arm0", "ep-1")
     arms.start("arm0", "ep-2")
     arms.observe("arm0", sec=3)
     arms.request("arm0", "ep-2", 1, sec=3)
-    wait_until(lambda: len(arms.chunks["arm0"]) == 3, 30, "the next episode's chunk")
+    arms.wait(lambda: len(arms.chunks["arm0"]) == 3, "the next episode's chunk")
     assert arms.chunks["arm0"][2].policy_version == 2
     # A wrong digest is refused between episodes; v2 keeps serving.
     arms.update.publish(PolicyUpdate(version=3, checkpoint_dir=str(first), digest="0" * 64))
     arms.end("arm0", "ep-2")
-    wait_until(lambda: "rejected, keeping v2" in ros_graph.log("policy_node"), 30, "the refusal")
+    arms.wait(lambda: "rejected, keeping v2" in ros_graph.log("policy_node"), "the refusal")
     assert "does not match" in ros_graph.log("policy_node")
     arms.start("arm0", "ep-3")
     arms.observe("arm0", sec=4)
     arms.request("arm0", "ep-3", 1, sec=4)
-    wait_until(lambda: len(arms.chunks["arm0"]) == 4, 30, "a chunk after the refusal")
+    arms.wait(lambda: len(arms.chunks["arm0"]) == 4, "a chunk after the refusal")
     assert arms.chunks["arm0"][3].policy_version == 2
 
 
@@ -159,18 +171,15 @@ def test_garbage_is_dropped_and_the_node_keeps_serving(ros_graph: RosGraph, chec
     arms.start("arm0", "ep-g")
     bad = Image(height=48, width=48, encoding="rgb8", step=144, data=bytes(10))  # too few bytes
     bad.header.stamp = stamp(4)
-    arms.pub["arm0"]["image"].publish(bad)
-    joints = JointState(name=list(JOINT_STATE_NAMES), position=[0.0] * 9)
-    joints.header.stamp = stamp(4)
-    arms.pub["arm0"]["joints"].publish(joints)
+    arms.observe("arm0", sec=4, image=bad)
     arms.request("arm0", "ep-g", 1, sec=4)
-    wait_until(lambda: "unusable observation" in ros_graph.log("policy_node"), 30, "the drop to be logged")
+    arms.wait(lambda: "unusable observation" in ros_graph.log("policy_node"), "the drop to be logged")
     arms.update.publish(PolicyUpdate(version=5, checkpoint_dir="/nonexistent", digest="ab" * 32))
     arms.observe("arm0", sec=5)
-    wait_until(lambda: arms.chunks["arm0"], 30, "a chunk after the garbage")
+    arms.wait(lambda: arms.chunks["arm0"], "a chunk after the garbage")
     # The pending request is answered from the next good image, never from the garbage.
     assert (arms.chunks["arm0"][0].request_id, arms.chunks["arm0"][0].header.stamp.sec) == (1, 5)
     arms.end("arm0", "ep-g")
-    wait_until(lambda: "rejected, keeping v0" in ros_graph.log("policy_node"), 30, "the missing checkpoint")
+    arms.wait(lambda: "rejected, keeping v0" in ros_graph.log("policy_node"), "the missing checkpoint")
     proc = next(p for name, p, _ in ros_graph.procs if name == "policy_node")
     assert proc.poll() is None
