@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import rclpy
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
 from std_msgs.msg import Bool
 from vla_rl_interfaces.msg import ActionChunk, EpisodeResult, EpisodeStart, PolicyUpdate, SuccessSignal
@@ -35,10 +34,8 @@ from vla_rl_ros.episodes import EpisodePlan, Scheduler
 from vla_rl_ros.ros.causes import DropLog
 from vla_rl_ros.ros.node_main import run_node
 from vla_rl_ros.ros.params import ParameterError, declare, param
+from vla_rl_ros.ros.qos import EPISODES, LATCHED, RELIABLE
 
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-RESULTS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 TICK_S = 0.02  # wall-clock period of the state machine
 
 
@@ -82,7 +79,7 @@ class EpisodeManager(Node):
         self.wall = Clock(clock_type=ClockType.STEADY_TIME)
 
         self.start_pub = self.create_publisher(EpisodeStart, "episode_start", LATCHED)
-        self.result_pub = self.create_publisher(EpisodeResult, "episode_result", RESULTS)
+        self.result_pub = self.create_publisher(EpisodeResult, "episode_result", EPISODES)
         self.reset_client = self.create_client(ResetEpisode, "reset_episode")
         self.create_subscription(SuccessSignal, "success", self.on_success, RELIABLE)
         self.create_subscription(ActionChunk, "action_chunk", self.on_chunk, RELIABLE)

@@ -32,7 +32,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from rclpy.time import Time as RclTime
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool
@@ -57,10 +57,8 @@ from vla_rl_ros.control import (
 from vla_rl_ros.ros.causes import DropLog
 from vla_rl_ros.ros.node_main import run_node
 from vla_rl_ros.ros.params import ParameterError, declare, param
+from vla_rl_ros.ros.qos import LATCHED, RELIABLE, RESULTS
 
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-RESULTS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 TICK_S = 0.05  # wall-clock period of the watchdogs (s): well under any useful timeout
 HOLD_LOG_INTERVAL_S = 10.0  # a fault hold that comes back is logged again at most this often (s)
 NS_PER_S = 1_000_000_000

@@ -25,7 +25,6 @@ from pathlib import Path
 import rclpy
 import transformers
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from vla_rl_interfaces.msg import EpisodeResult, PolicyUpdate, Trajectory
 
 from vla_rl_ros.paths import default_checkpoint
@@ -37,9 +36,8 @@ from vla_rl_ros.ros.causes import DropLog
 from vla_rl_ros.ros.convert import MessageError, result_from_msg, trajectory_from_msg
 from vla_rl_ros.ros.node_main import run_node
 from vla_rl_ros.ros.params import ParameterError, declare, param
+from vla_rl_ros.ros.qos import EPISODES, LATCHED
 
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-EPISODES = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 IDLE_S = 0.05  # the worker's wait for new messages
 
 

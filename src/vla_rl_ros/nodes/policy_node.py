@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import transformers
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from rclpy.time import Time
 from sensor_msgs.msg import Image, JointState
 from vla_rl_interfaces.msg import ActionChunk, ChunkRequest, EpisodeResult, EpisodeStart, PolicyUpdate, Trajectory
@@ -41,10 +41,8 @@ from vla_rl_ros.ros.causes import DropLog
 from vla_rl_ros.ros.convert import MessageError, image_from_msg, proprio_from_joint_state
 from vla_rl_ros.ros.node_main import run_node
 from vla_rl_ros.ros.params import ParameterError, declare, param
+from vla_rl_ros.ros.qos import EPISODES, LATCHED, RELIABLE, RESULTS
 
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-TRAJECTORIES = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 SERVE_PERIOD_S = 0.002
 # A request may overtake its episode's EpisodeStart (different topics are not ordered): it waits this
 # long for the episode to be announced before it is dropped.
@@ -103,7 +101,7 @@ class PolicyNode(Node):
         for name in p.arms:
             prefix = f"{name.rstrip('/')}/" if name else ""
             arm = Arm(name, self.create_publisher(ActionChunk, prefix + "action_chunk", RELIABLE),
-                      self.create_publisher(Trajectory, prefix + "trajectory", TRAJECTORIES))
+                      self.create_publisher(Trajectory, prefix + "trajectory", EPISODES))
             self.arms[name] = arm
             self.create_subscription(ChunkRequest, prefix + "chunk_request",
                                      lambda m, a=arm: self.on_request(a, m), RELIABLE)
@@ -114,7 +112,7 @@ class PolicyNode(Node):
             self.create_subscription(EpisodeStart, prefix + "episode_start", lambda m, a=arm: self.on_start(a, m),
                                      LATCHED)
             self.create_subscription(EpisodeResult, prefix + "episode_result",
-                                     lambda m, a=arm: self.on_result(a, m), TRAJECTORIES)
+                                     lambda m, a=arm: self.on_result(a, m), RESULTS)
         self.create_subscription(PolicyUpdate, "/policy_update", self.on_update, LATCHED)
         self.create_timer(SERVE_PERIOD_S, self.serve)
         self.get_logger().info(

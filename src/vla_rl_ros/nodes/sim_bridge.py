@@ -39,7 +39,7 @@ from builtin_interfaces.msg import Time
 from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory
@@ -50,10 +50,9 @@ from vla_rl_ros.ros.causes import DropLog
 from vla_rl_ros.ros.convert import image_to_msg, task_state_to_msg
 from vla_rl_ros.ros.node_main import run_node
 from vla_rl_ros.ros.params import ParameterError, declare, param
+from vla_rl_ros.ros.qos import LATCHED, RELIABLE
 from vla_rl_ros.sim import CAMERAS, TASKS, Observation, get_task, make_env
 
-RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 CAMERA_TOPICS = {"front": "camera/image_raw", "wrist": "wrist_camera/image_raw"}
 # How far a point's duration may differ from the control period (s): rounding of builtin Duration.
 DURATION_TOLERANCE_S = 1e-3

@@ -14,17 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from vla_rl_interfaces.msg import EpisodeStart, SuccessSignal, TaskState
 
 from vla_rl_ros.ros.causes import DropLog
 from vla_rl_ros.ros.convert import MessageError, task_state_from_msg
 from vla_rl_ros.ros.node_main import run_node
 from vla_rl_ros.ros.params import ParameterError, declare, param
+from vla_rl_ros.ros.qos import LATCHED, RELIABLE
 from vla_rl_ros.success import HoldFilter, backend_class
-
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
 @dataclass
