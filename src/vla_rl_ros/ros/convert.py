@@ -58,8 +58,7 @@ def proprio_from_joint_state(arm: ArmModel, msg: JointState) -> np.ndarray:
             from None
     if not (np.all(np.isfinite(q)) and np.all(np.isfinite(fingers))):
         raise MessageError("joint_states holds non-finite positions")
-    ee_pos, _ = arm.fk(q)
-    return np.array([*q, *ee_pos, arm.gripper_closure(fingers)], dtype=np.float32)  # (P,) as SimEnv's state
+    return arm.proprio(q, fingers)
 
 
 def _pose(pos: np.ndarray, quat: np.ndarray) -> Pose:

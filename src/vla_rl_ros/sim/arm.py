@@ -183,6 +183,11 @@ class ArmModel:
         """Finger position targets (2,) m for a gripper command 0 (open) .. 1 (closed)."""
         return np.full(2, self.finger_travel * (1.0 - float(np.clip(closure, 0.0, 1.0))))
 
+    def proprio(self, q: np.ndarray, finger_q: np.ndarray) -> np.ndarray:
+        """The policy's proprioception (P,) float32: joints (J,) rad, TCP position (3,) m, gripper
+        closure, in STATE_NAMES order; the sim env and the policy node (from joint_states) both use it."""
+        return np.array([*q, *self.fk(q)[0], self.gripper_closure(finger_q)], dtype=np.float32)
+
     def gripper_closure(self, finger_q: np.ndarray) -> float:
         """Measured closure 0 (open) .. 1 (closed) from the finger positions (2,) m."""
         return float(np.clip(1.0 - np.mean(finger_q) / self.finger_travel, 0.0, 1.0))

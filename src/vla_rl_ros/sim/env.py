@@ -157,6 +157,7 @@ class SimEnv:
                 m.geom_rgba[self.ids.object_geom[slot]] = PALETTE[p.colour]
         mujoco.mj_forward(m, d)
         mujoco.mj_step(m, d, round(self.config.settle_time / m.opt.timestep))
+        mujoco.mj_kinematics(m, d)  # see step(): positions of the state that is observed
         d.time = 0.0  # episode time starts after settling
         self._q_cmd = self.arm.home.copy()
         self._held_quat = self.arm.fk(self.arm.home)[1]  # gripper pointing down
@@ -194,6 +195,10 @@ class SimEnv:
         for q in path:  # (points, J)
             self.data.ctrl[self.arm.actuator_ids] = q
             mujoco.mj_step(self.model, self.data, self._substeps // points)
+        # mj_step leaves body and site positions one integration behind qpos; recompute them so the
+        # TCP in the state, the task state and the images describe the same instant as the joint
+        # angles, and equal what the policy node computes by FK from a JointState.
+        mujoco.mj_kinematics(self.model, self.data)
         self._q_cmd = q_target
         self._steps += 1
         success = self.task.success(self.task_state())
@@ -278,10 +283,7 @@ class SimEnv:
 
     def _observe(self) -> Observation:
         images = {cam: self.render(cam) for cam in self.cameras}
-        d = self.data
-        ee_pos, _ = self._tcp_pose()
-        gripper = self.arm.gripper_closure(d.qpos[self.arm.finger_qpos_adr])
-        state = np.array([*d.qpos[self.arm.qpos_adr], *ee_pos, gripper], dtype=np.float32)  # (P,)
+        state = self.arm.proprio(self.data.qpos[self.arm.qpos_adr], self.data.qpos[self.arm.finger_qpos_adr])
         return Observation(images=images, state=state, instruction=self.instruction)
 
     def _tcp_pose(self) -> tuple[np.ndarray, np.ndarray]:

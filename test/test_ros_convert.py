@@ -1,0 +1,20 @@
+"""Message conversions the nodes rely on, checked against the sim core they must agree with."""
+
+from __future__ import annotations
+
+import numpy as np
+from sensor_msgs.msg import JointState
+
+from vla_rl_ros.ros.convert import proprio_from_joint_state
+from vla_rl_ros.sim import make_env
+
+
+def test_the_policy_nodes_state_from_joint_states_equals_the_sim_envs_state() -> None:
+    """SFT trains on SimEnv's state; in the graph the policy node rebuilds it from joint_states."""
+    with make_env("pick_place", cameras=()) as env:
+        observation = env.reset(seed=1_000_003)
+        for _ in range(12):
+            names, q, _ = env.joint_state()
+            from_msg = proprio_from_joint_state(env.arm, JointState(name=list(names), position=q.tolist()))
+            np.testing.assert_allclose(from_msg, observation.state, atol=1e-6)
+            observation = env.step(env.task.expert(env)).observation
