@@ -31,6 +31,7 @@ from vla_rl_ros.sim.scene import (
 )
 from vla_rl_ros.sim.tasks import TASKS, get_task
 from vla_rl_ros.sim.tasks.base import Layout, TaskSpec, TaskState
+from vla_rl_ros.success.hold import HoldFilter
 
 ACTION_MODES = ("ee_delta", "joint_position")
 EE_DIMS = (4, 7)  # ee_delta: [dx, dy, dz, g] or [dx, dy, dz, droll, dpitch, dyaw, g]
@@ -129,7 +130,7 @@ class SimEnv:
         self.layout: Layout | None = None
         self.seed: int | None = None
         self._steps = 0
-        self._streak = 0
+        self._hold = HoldFilter(self.task.hold_steps)
         self._q_cmd = self.arm.home.copy()
         self._held_quat = np.array([1.0, 0.0, 0.0, 0.0])
 
@@ -162,7 +163,7 @@ class SimEnv:
         self._q_cmd = self.arm.home.copy()
         self._held_quat = self.arm.fk(self.arm.home)[1]  # gripper pointing down
         self._steps = 0
-        self._streak = 0
+        self._hold.reset(self.task.hold_steps)
         return self._observe()
 
     def step(self, action: np.ndarray) -> StepResult:
@@ -202,11 +203,10 @@ class SimEnv:
         self._q_cmd = q_target
         self._steps += 1
         success = self.task.success(self.task_state())
-        self._streak = self._streak + 1 if success else 0
-        episode_success = self._streak >= self.task.hold_steps
+        episode_success = self._hold.update(success)  # the success detector node's filter
         timeout = self._steps >= self.task.max_steps
         end_reason = "success" if episode_success else "timeout" if timeout else ""
-        info = {"step": self._steps, "success_streak": self._streak, "episode_success": episode_success,
+        info = {"step": self._steps, "success_streak": self._hold.count, "episode_success": episode_success,
                 "end_reason": end_reason, "applied_action": applied.astype(np.float32)}
         return StepResult(self._observe(), success, episode_success or timeout, info)
 
