@@ -27,13 +27,11 @@ import time
 from dataclasses import dataclass, fields
 from typing import Any
 
-from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
-from rclpy.time import Time as RclTime
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
@@ -44,7 +42,6 @@ from vla_rl_ros.control import (
     FAULTS,
     SIM_PANDA,
     STEPPING,
-    ChunkIn,
     Commander,
     CommandOut,
     ExecutorConfig,
@@ -55,13 +52,13 @@ from vla_rl_ros.control import (
     make_arm,
 )
 from vla_rl_ros.ros.causes import DropLog
+from vla_rl_ros.ros.convert import chunk_from_msg, stamp_ns, to_stamp
 from vla_rl_ros.ros.node_main import run_node
 from vla_rl_ros.ros.params import ParameterError, declare, param
 from vla_rl_ros.ros.qos import LATCHED, RELIABLE, RESULTS
 
 TICK_S = 0.05  # wall-clock period of the watchdogs (s): well under any useful timeout
 HOLD_LOG_INTERVAL_S = 10.0  # a fault hold that comes back is logged again at most this often (s)
-NS_PER_S = 1_000_000_000
 _CORE = {f.name: f for f in fields(ExecutorConfig)}
 
 
@@ -85,14 +82,6 @@ class Params:
     dry_run: bool = param(False, "run everything but send no command (they go to executor/dry_run_trajectory)")
     diagnostics_period: float = param(1.0, "period of /diagnostics between changes", unit="s", low=0.05,
                                       high=60.0)
-
-
-def stamp_ns(stamp: Time) -> int:
-    return RclTime.from_msg(stamp).nanoseconds
-
-
-def to_stamp(ns: int) -> Time:
-    return Time(sec=ns // NS_PER_S, nanosec=ns % NS_PER_S)
 
 
 class Executor(Node):
@@ -146,10 +135,7 @@ class Executor(Node):
         self.advance()
 
     def on_chunk(self, msg: ActionChunk) -> None:
-        chunk = ChunkIn(episode_id=msg.episode_id, request_id=msg.request_id, policy_version=msg.policy_version,
-                        chunk_size=msg.chunk_size, action_dim=msg.action_dim, action_mode=msg.action_mode,
-                        actions=msg.actions, stamp_ns=stamp_ns(msg.header.stamp))
-        rejection = self.core.chunk(chunk)
+        rejection = self.core.chunk(chunk_from_msg(msg))
         if rejection is not None:
             self.drops.drop(f"action_chunk rejected ({rejection.reason.value})", rejection.detail)
         self.advance()

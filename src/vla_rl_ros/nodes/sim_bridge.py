@@ -47,7 +47,7 @@ from vla_rl_interfaces.msg import TaskState as TaskStateMsg
 from vla_rl_interfaces.srv import ResetEpisode
 
 from vla_rl_ros.ros.causes import DropLog
-from vla_rl_ros.ros.convert import image_to_msg, task_state_to_msg
+from vla_rl_ros.ros.convert import image_to_msg, task_state_to_msg, to_stamp
 from vla_rl_ros.ros.node_main import run_node
 from vla_rl_ros.ros.params import ParameterError, declare, param
 from vla_rl_ros.ros.qos import LATCHED, RELIABLE
@@ -119,7 +119,7 @@ class SimBridge(Node):
     def now(self) -> Time:
         """Sim time: the episode's start plus the env's time since its reset."""
         ns = self.clock_base_ns + round(self.env.sim_time * NS_PER_S)
-        return Time(sec=ns // NS_PER_S, nanosec=ns % NS_PER_S)
+        return to_stamp(ns)
 
     # -- commands --------------------------------------------------------------------------------
     def on_trajectory(self, msg: JointTrajectory) -> None:

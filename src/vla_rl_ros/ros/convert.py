@@ -147,6 +147,11 @@ def stamp_ns(stamp: Time) -> int:
     return RclTime.from_msg(stamp).nanoseconds
 
 
+def to_stamp(ns: int) -> Time:
+    """Integer nanoseconds as a header stamp."""
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
 def chunk_from_msg(msg: ActionChunkMsg) -> ChunkIn:
     """An ActionChunk as the executor core's ChunkIn (validated by control.chunks.validate_chunk)."""
     return ChunkIn(episode_id=msg.episode_id, request_id=msg.request_id, policy_version=msg.policy_version,
