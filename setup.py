@@ -8,6 +8,7 @@ PACKAGE = "vla_rl_ros"
 
 # One console entry point per node: `ros2 run vla_rl_ros <name>` and the launch files' `exec:`.
 NODES: dict[str, str] = {
+    "camera_node": "vla_rl_ros.nodes.camera_node",
     "episode_manager": "vla_rl_ros.nodes.episode_manager",
     "executor": "vla_rl_ros.nodes.executor",
     "learner": "vla_rl_ros.nodes.learner",

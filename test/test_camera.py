@@ -1,0 +1,225 @@
+"""Camera sources and processing on real files: an H.264 video written by the project's own encoder,
+a folder of PNGs, a calibration YAML in camera_calibration_parsers' format. No ROS."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from vla_rl_ros.camera import (
+    Calibration,
+    CameraConfig,
+    CameraDisconnectedError,
+    CameraError,
+    CameraStream,
+    CameraTimeoutError,
+    EndOfStreamError,
+    Event,
+    FrameError,
+    FrameProcessor,
+    ImageFolderCamera,
+    OpenCVCamera,
+    make_source,
+)
+from vla_rl_ros.data.video import VideoConfig, encode_video
+
+H, W = 48, 64  # even sizes: yuv420p
+FPS = 20.0
+TIMEOUT_S = 2.0
+
+
+def colours(n: int) -> np.ndarray:
+    """(n, 3) RGB: frame i's flat colour, far apart so lossy decoding cannot confuse two frames."""
+    i = np.arange(n)
+    return np.stack([20 + 20 * i, np.full(n, 100), 220 - 20 * i], axis=1).astype(np.uint8)
+
+
+def write_video(path: Path, n: int = 8) -> np.ndarray:
+    """An MP4 (H.264) of n flat-coloured frames; returns their RGB colours."""
+    rgb = colours(n)
+    frames = np.broadcast_to(rgb[:, None, None, :], (n, H, W, 3)).copy()
+    encode_video(path, frames, int(FPS), VideoConfig(crf=0, pix_fmt="yuv444p"))
+    return rgb
+
+
+def write_folder(folder: Path, n: int = 5) -> np.ndarray:
+    folder.mkdir(parents=True, exist_ok=True)
+    rgb = colours(n)
+    for i, c in enumerate(rgb):
+        cv2.imwrite(str(folder / f"frame_{i:03d}.png"), np.full((H, W, 3), c[::-1], np.uint8))  # BGR on disk
+    return rgb
+
+
+def which(image_bgr: np.ndarray, rgb: np.ndarray) -> int:
+    """Index of the frame colour an image (BGR, as a source returns it) shows."""
+    mean = image_bgr.reshape(-1, 3).mean(axis=0)[::-1]
+    return int(np.argmin(np.abs(rgb.astype(float) - mean).sum(axis=1)))
+
+
+def test_video_file_replays_in_order_at_its_rate_then_ends(tmp_path: Path) -> None:
+    video = tmp_path / "replay.mp4"
+    rgb = write_video(video)
+    with OpenCVCamera(CameraConfig(source=str(video), fps=FPS)) as cam:
+        t0 = time.monotonic()
+        frames = [cam.read(TIMEOUT_S) for _ in range(len(rgb))]
+        elapsed = time.monotonic() - t0
+        with pytest.raises(EndOfStreamError, match="end of"):
+            cam.read(TIMEOUT_S)
+    assert [which(f.image, rgb) for f in frames] == list(range(len(rgb)))
+    assert frames[0].image.shape == (H, W, 3) and frames[0].image.dtype == np.uint8
+    assert [f.index for f in frames] == list(range(len(rgb)))
+    # Real time: 8 frames at 20 Hz span 7 periods (0.35 s); decoding alone takes milliseconds.
+    assert elapsed >= (len(rgb) - 1) / FPS * 0.9
+
+
+def test_video_loops_and_a_removed_file_is_a_lost_camera(tmp_path: Path) -> None:
+    video = tmp_path / "replay.mp4"
+    rgb = write_video(video, n=4)
+    with OpenCVCamera(CameraConfig(source=str(video), fps=100.0, loop=True)) as cam:
+        seen = [which(cam.read(TIMEOUT_S).image, rgb) for _ in range(10)]
+        assert seen == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
+        video.unlink()  # an open handle could read on; the source must not
+        with pytest.raises(CameraDisconnectedError, match="was removed"):
+            for _ in range(5):
+                cam.read(TIMEOUT_S)
+        with pytest.raises(CameraError, match="read before connect"):  # read closed it: connect again
+            cam.read(TIMEOUT_S)
+    with pytest.raises(CameraDisconnectedError, match="no video file"):
+        OpenCVCamera(CameraConfig(source=str(video))).connect()
+
+
+def test_image_folder_in_name_order_skips_unreadable_files_and_times_out(tmp_path: Path) -> None:
+    folder = tmp_path / "frames"
+    rgb = write_folder(folder)
+    (folder / "frame_002.png").write_bytes(b"not a png")  # replaced by garbage: skipped, counted
+    (folder / "notes.txt").write_text("ignored")
+    with ImageFolderCamera(CameraConfig(source=str(folder), fps=100.0)) as cam:
+        seen = [which(cam.read(TIMEOUT_S).image, rgb) for _ in range(4)]
+        with pytest.raises(EndOfStreamError):
+            cam.read(TIMEOUT_S)
+    assert seen == [0, 1, 3, 4] and cam.unreadable == 1
+    with ImageFolderCamera(CameraConfig(source=str(folder), fps=1.0)) as slow:
+        slow.read(TIMEOUT_S)  # the first frame is due at once, the next in 1 s
+        t0 = time.monotonic()
+        with pytest.raises(CameraTimeoutError, match=r"no frame within 0\.2 s"):
+            slow.read(0.2)
+        assert 0.15 < time.monotonic() - t0 < 0.9
+    with pytest.raises(ValueError, match="set fps > 0"):
+        ImageFolderCamera(CameraConfig(source=str(folder), fps=0.0))
+    with pytest.raises(CameraDisconnectedError, match="holds no images"):
+        ImageFolderCamera(CameraConfig(source=str(tmp_path), fps=10.0)).connect()
+
+
+def test_stream_reconnects_when_the_folder_comes_back_and_counts_attempts(tmp_path: Path) -> None:
+    folder = tmp_path / "frames"
+    rgb = write_folder(folder, n=3)
+    events: list[Event] = []
+    stream = CameraStream(lambda: make_source("image_folder", CameraConfig(source=str(folder), fps=50.0, loop=True)),
+                          FrameProcessor(encoding="rgb8"), read_timeout_s=TIMEOUT_S, reconnect_period_s=0.01,
+                          fps=50.0, on_event=events.append)
+
+    def no_stop(seconds: float) -> bool:
+        time.sleep(seconds)
+        return False
+
+    image, frame = stream.step(no_stop)
+    assert np.array_equal(image[0, 0], rgb[0]) and frame.index == 0  # processed: RGB out
+    shutil.rmtree(folder)
+    outcomes = [stream.step(no_stop) for _ in range(4)]
+    assert outcomes[0] is None and not stream.connected  # lost on the next read
+    assert [e.kind for e in events[:3]] == ["connected", "lost", "retry_failed"]
+    assert "was removed" in events[1].message and stream.reconnect_attempts >= 3
+    write_folder(folder, n=3)
+    back = next(out for out in (stream.step(no_stop) for _ in range(5)) if out is not None)
+    assert stream.connected and stream.reconnects == 1 and events[-1].kind == "connected"
+    assert np.array_equal(back[0][0, 0], rgb[0])  # a fresh connection replays from the start
+    status = stream.status()
+    assert status["connected"] == "true" and int(status["reconnect_attempts"]) == stream.reconnect_attempts
+    stream.close()
+
+
+def test_stream_counts_frames_lost_to_a_slow_reader(tmp_path: Path) -> None:
+    folder = tmp_path / "frames"
+    write_folder(folder, n=5)
+    stream = CameraStream(lambda: make_source("image_folder", CameraConfig(source=str(folder), fps=50.0, loop=True)),
+                          FrameProcessor(), read_timeout_s=TIMEOUT_S, reconnect_period_s=0.01, fps=50.0,
+                          on_event=lambda e: None)
+    stream.step(time.sleep)
+    time.sleep(0.25)  # about 12 frames are produced meanwhile; only the newest is kept
+    stream.step(time.sleep)
+    stream.close()
+    assert 6 <= stream.dropped["overwritten"] <= 14, stream.dropped
+    assert stream.status()["frames_dropped"] == str(sum(stream.dropped.values()))
+
+
+def test_crop_resize_and_encodings_exactly() -> None:
+    bgr = np.zeros((40, 60, 3), np.uint8)
+    bgr[10:30, 20:40] = (255, 0, 0)  # a blue square, BGR
+    cropped = FrameProcessor(crop=(20, 10, 20, 20), encoding="rgb8")(bgr)
+    assert cropped.shape == (20, 20, 3) and np.all(cropped == (0, 0, 255))
+    small = FrameProcessor(crop=(10, 10, 40, 20), resize=(4, 2), encoding="bgr8")(bgr)
+    assert small.shape == (2, 4, 3)
+    assert np.array_equal(small[:, 1:3, 0], np.full((2, 2), 255)) and np.all(small[:, [0, 3]] == 0)
+    mono = FrameProcessor(encoding="mono8")(bgr)
+    assert mono.shape == (40, 60) and mono[20, 30] == round(0.114 * 255) and mono[0, 0] == 0
+    assert FrameProcessor(encoding="rgb8")(np.full((4, 4), 7, np.uint8)).shape == (4, 4, 3)  # mono camera
+    with pytest.raises(FrameError, match=r"crop \[50, 0, 20, 20\] does not fit the 60x40 frame"):
+        FrameProcessor(crop=(50, 0, 20, 20))(bgr)
+    with pytest.raises(FrameError, match="not 8-bit"):
+        FrameProcessor()(bgr.astype(np.float32))
+    for bad in ({"crop": (0, 0, 10, 0)}, {"resize": (10, 0)}, {"encoding": "yuv422"}):
+        with pytest.raises(ValueError):
+            FrameProcessor(**bad)
+    with pytest.raises(ValueError, match="unknown camera type 'kinect'; known: opencv, image_folder"):
+        make_source("kinect", CameraConfig())
+
+
+CALIBRATION = """\
+image_width: 640
+image_height: 480
+camera_name: front
+camera_matrix:
+  rows: 3
+  cols: 3
+  data: [500.0, 0.0, 320.0, 0.0, 510.0, 240.0, 0.0, 0.0, 1.0]
+distortion_model: plumb_bob
+distortion_coefficients:
+  rows: 1
+  cols: 5
+  data: [0.1, -0.2, 0.001, 0.002, 0.0]
+rectification_matrix:
+  rows: 3
+  cols: 3
+  data: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+projection_matrix:
+  rows: 3
+  cols: 4
+  data: [500.0, 0.0, 320.0, -25.0, 0.0, 510.0, 240.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+"""
+
+
+def test_calibration_loads_and_follows_crop_and_resize(tmp_path: Path) -> None:
+    path = tmp_path / "front.yaml"
+    path.write_text(CALIBRATION)
+    cal = Calibration.load(path)
+    assert (cal.width, cal.height, cal.camera_name, cal.distortion_model) == (640, 480, "front", "plumb_bob")
+    assert cal.d == (0.1, -0.2, 0.001, 0.002, 0.0)
+    # Crop the central 320x240 and halve it: cx = (320 - 160) / 2, fx = 500 / 2; Tx scales with fx.
+    out = cal.for_output(FrameProcessor(crop=(160, 120, 320, 240), resize=(160, 120)))
+    assert (out.width, out.height) == (160, 120)
+    assert out.k == pytest.approx((250.0, 0.0, 80.0, 0.0, 255.0, 60.0, 0.0, 0.0, 1.0))
+    assert out.p == pytest.approx((250.0, 0.0, 80.0, -12.5, 0.0, 255.0, 60.0, 0.0, 0.0, 0.0, 1.0, 0.0))
+    assert out.d == cal.d and out.r == cal.r
+    path.write_text(CALIBRATION.replace("rows: 3\n  cols: 4", "rows: 3\n  cols: 3"))
+    with pytest.raises(ValueError, match="`projection_matrix` is 3x3 with 12 finite values; expected 3x4"):
+        Calibration.load(path)
+    path.write_text("camera_name: front\n")
+    with pytest.raises(ValueError, match="image_width and image_height are required"):
+        Calibration.load(path)
+    with pytest.raises(ValueError, match="cannot read camera calibration"):
+        Calibration.load(tmp_path / "none.yaml")
