@@ -1,14 +1,16 @@
 """`vla-rl sft` and `vla-rl eval` end to end on real sim demonstrations (tiny settings)."""
 
 import json
+import math
 
 import numpy as np
 import pytest
+import torch
 
 from vla_rl_ros.cli import main as vla_rl
 from vla_rl_ros.data import EpisodeDataset
 from vla_rl_ros.policy import VLAPolicy
-from vla_rl_ros.policy.sft import LOG_FILE, load_samples
+from vla_rl_ros.policy.sft import LOG_FILE, load_samples, soft_labels
 from vla_rl_ros.sim.demos import write_demos
 
 CHUNK = 4
@@ -74,3 +76,18 @@ def test_bad_data_gives_errors_that_say_what_to_do(tmp_path, demos):
         load_samples([str(empty.root)], "front", CHUNK)
     with pytest.raises(ValueError, match="not 'wrist'; pass --camera"):
         load_samples([str(demos)], "wrist", CHUNK)
+
+
+def test_soft_labels_are_the_gaussian_mass_per_bin_renormalised():
+    """HL-Gauss: bin b gets the Gaussian's mass over [b, b + 1), cut at the ends and renormalised."""
+    positions = torch.tensor([[2.5, 0.2], [255.9, 100.0]])
+    labels = soft_labels(positions, 1.5, 256).numpy()
+    assert labels.shape == (2, 2, 256)
+    np.testing.assert_allclose(labels.sum(-1), 1.0, atol=1e-6)
+    edges = np.arange(257)
+    for position, row in zip(positions.flatten().tolist(), labels.reshape(4, 256), strict=True):
+        mass = np.diff([0.5 * (1 + math.erf((e - position) / (1.5 * math.sqrt(2)))) for e in edges])
+        np.testing.assert_allclose(row, mass / mass.sum(), atol=1e-6)
+    assert labels[0, 0].argmax() == 2 and labels[0, 0, 1] == pytest.approx(labels[0, 0, 3], abs=1e-6)
+    assert labels[1, 0].argmax() == 255  # an end bin keeps all that falls off the edge
+    np.testing.assert_allclose(soft_labels(torch.tensor([7.5]), 0.05, 256)[0].numpy(), np.eye(256)[7], atol=1e-6)

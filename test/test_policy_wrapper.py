@@ -241,3 +241,36 @@ def test_encoder_variants_see_the_image_and_instruction_and_round_trip(variant, 
     assert loaded.base_model.config.to_dict() | {"_name_or_path": ""} == (
         policy.base_model.config.to_dict() | {"_name_or_path": ""})
     np.testing.assert_array_equal(loaded.act(*batch, greedy=True).log_probs, policy.act(*batch, greedy=True).log_probs)
+
+
+def test_state_is_normalised_by_the_demonstrations_statistics_and_survives_a_reload(batch, tmp_path):
+    """A 1 cm TCP move must matter as much to the proprio token as a joint's swing: the model
+    standardises the state with the demonstrations' mean and spread, stored in its config."""
+    images, _, instructions = batch
+    rng = np.random.default_rng(2)
+    scale = np.array([3.0, 1.0, 0.01, 0.01, 0.0])  # radians, radians, metres, metres, a locked joint
+    states = (rng.normal(size=(500, STATE_DIM)) * scale + 0.4).astype(np.float32)
+    torch.manual_seed(0)
+    policy = new_tiny_policy(INSTRUCTIONS, rng.uniform(-0.02, 0.02, (200, ACTION_DIM)), chunk_size=CHUNK,
+                             state_dim=STATE_DIM, states=states, **SMALL)
+    config = policy.base_model.config
+    np.testing.assert_allclose(config.state_mean, states.astype(np.float64).mean(0), atol=1e-9)
+    np.testing.assert_allclose(config.state_std[:4], states.astype(np.float64).std(0)[:4], rtol=1e-9)
+    assert config.state_std[4] == 1.0  # constant: no division by zero
+    targets = np.full((2, CHUNK * ACTION_DIM), policy.vocab_size - 1)
+    here, moved = states[:2].copy(), states[:2].copy()
+    moved[:, 2] += 0.01  # 1 cm
+    base = policy.token_log_probs(images[:2], here, instructions[:2], targets, temperature=1)
+    shifted = policy.token_log_probs(images[:2], moved, instructions[:2], targets, temperature=1)
+    unnormalised = new_tiny_policy(INSTRUCTIONS, rng.uniform(-0.02, 0.02, (200, ACTION_DIM)), chunk_size=CHUNK,
+                                   state_dim=STATE_DIM, **SMALL)
+    unnormalised.model.load_state_dict(policy.model.state_dict())
+    raw_shift = (unnormalised.token_log_probs(images[:2], moved, instructions[:2], targets, temperature=1)
+                 - unnormalised.token_log_probs(images[:2], here, instructions[:2], targets, temperature=1))
+    assert (shifted - base).abs().mean() > 10 * raw_shift.abs().mean()
+    policy.save(tmp_path / "ckpt")
+    loaded = VLAPolicy.load(tmp_path / "ckpt")
+    np.testing.assert_array_equal(loaded.act(images[:2], here, instructions[:2], greedy=True).log_probs,
+                                  policy.act(images[:2], here, instructions[:2], greedy=True).log_probs)
+    with pytest.raises(ValueError, match=r"states must be \(N, 5\)"):
+        new_tiny_policy(INSTRUCTIONS, states[:, :4], chunk_size=CHUNK, state_dim=STATE_DIM, states=states[:, :3])

@@ -68,14 +68,19 @@ class ActionTokenizer:
     def encode(self, actions: np.ndarray) -> np.ndarray:
         """Actions (..., A) in robot units -> bins (..., A) int64 in [0, n_bins). Values outside the
         bounds clip to the end bins; NaN or inf raise ValueError."""
+        position = self.bin_position(actions)
+        return np.minimum(np.floor(position), self.n_bins - 1).astype(np.int64)
+
+    def bin_position(self, actions: np.ndarray) -> np.ndarray:
+        """Actions (..., A) -> where they fall on the bin axis (..., A) float64 in [0, n_bins]: bin b
+        spans [b, b + 1). What a distributional (HL-Gauss) label is centred on, finer than the bin."""
         actions = np.asarray(actions, np.float64)
         self._check_dim(actions)
         _check_finite(actions)
         low, width = np.asarray(self.low), np.asarray(self.high) - np.asarray(self.low)
         live = width > DEGENERATE_WIDTH
         unit = np.clip((actions - low) / np.where(live, width, 1.0), 0.0, 1.0)
-        bins = np.minimum(np.floor(unit * self.n_bins), self.n_bins - 1).astype(np.int64)
-        return np.where(live, bins, DEGENERATE_BIN)
+        return np.where(live, unit * self.n_bins, DEGENERATE_BIN + 0.5)
 
     def decode(self, bins: np.ndarray) -> np.ndarray:
         """Bins (..., A) -> actions (..., A) float32 at the bin centres (the constant for a

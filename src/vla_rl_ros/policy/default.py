@@ -8,15 +8,25 @@ from vla_rl_ros.policy.action_tokenizer import ActionTokenizer
 from vla_rl_ros.policy.tiny_vla import SLOT_TOKEN, build_tiny_vla
 from vla_rl_ros.policy.vla_policy import DEFAULT_PROMPT, PolicyConfig, VLAPolicy
 
+STATE_STD_FLOOR = 1e-6  # robot units; below it a state dimension counts as constant
+
 
 def new_tiny_policy(instructions: list[str], actions: np.ndarray, *, chunk_size: int, state_dim: int,
-                    camera: str = "front", image_size: int = 64, action_names: list[str] | None = None,
-                    **model_kwargs) -> VLAPolicy:
+                    states: np.ndarray | None = None, camera: str = "front", image_size: int = 64,
+                    action_names: list[str] | None = None, **model_kwargs) -> VLAPolicy:
     """Untrained tiny VLA: word vocabulary from `instructions` and the prompt, action bounds from the
-    demonstration `actions` (N, A), a proprioception token of `state_dim` (0 = none).
+    demonstration `actions` (N, A), a proprioception token of `state_dim` (0 = none), normalised by
+    the mean and spread of the demonstration `states` (N, P) when given.
     `model_kwargs` go to TinyVLAConfig (vision kind, sizes)."""
     actions = np.asarray(actions, np.float32)
     action_dim = actions.shape[-1]
+    if states is not None and state_dim:
+        states = np.asarray(states, np.float64)
+        if states.ndim != 2 or states.shape[1] != state_dim:
+            raise ValueError(f"states must be (N, {state_dim}), got shape {states.shape}")
+        # A constant dimension (a locked joint) keeps unit spread instead of dividing by zero.
+        std = np.where(states.std(0) > STATE_STD_FLOOR, states.std(0), 1.0)
+        model_kwargs |= {"state_mean": states.mean(0).tolist(), "state_std": std.tolist()}
     model, tokenizer = build_tiny_vla([DEFAULT_PROMPT, *instructions], chunk_size=chunk_size,
                                       action_dim=action_dim, image_size=image_size, proprio_dim=state_dim,
                                       **model_kwargs)

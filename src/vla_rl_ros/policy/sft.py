@@ -50,6 +50,8 @@ class SFTConfig:
     lr: float = field(default=1e-3, metadata={"help": "peak AdamW learning rate (cosine decay after warm-up)"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     warmup_steps: int = field(default=100, metadata={"help": "linear warm-up steps"})
+    label_sigma: float = field(default=0.0, metadata={"help": "spread (bins) of HL-Gauss soft labels over the "
+                                                              "action bins; 0: one-hot labels (OpenVLA)"})
     shift_pixels: int = field(default=4, metadata={"help": "random-shift augmentation, pixels (DrQ, "
                                                            "Kostrikov et al. 2020); 0 = off"})
     val_fraction: float = field(default=0.1, metadata={"help": "fraction of episodes held back for validation"})
@@ -68,6 +70,8 @@ class SFTConfig:
             raise ValueError(f"finetune must be full or lora, got {self.finetune!r}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.label_sigma < 0:
+            raise ValueError(f"label_sigma must be >= 0 bins (0: one-hot labels), got {self.label_sigma}")
         for name in ("steps", "batch_size", "chunk_size", "val_every", "eval_episodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -125,14 +129,32 @@ def random_shift(images: np.ndarray, pad: int, rng: np.random.Generator) -> np.n
     return np.stack([padded[i, dy[i]:dy[i] + H, dx[i]:dx[i] + W] for i in range(B)])
 
 
-def chunk_loss(policy: VLAPolicy, samples: Samples, bins: np.ndarray, idx: np.ndarray,
-               images: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Masked cross-entropy over the 256 action bins and token accuracy, for samples `idx`."""
+def soft_labels(positions: torch.Tensor, sigma: float, n_bins: int) -> torch.Tensor:
+    """(..., n_bins) HL-Gauss targets (Imani & White 2018; Farebrother et al. 2024): the mass of a
+    Gaussian centred on each continuous bin position (...) with spread `sigma` bins that falls in
+    each bin, renormalised over the bins. Neighbouring bins share credit, so the policy learns that
+    bin 130 is nearly as good as 131 instead of treating 256 bins as unrelated classes."""
+    edges = torch.arange(n_bins + 1, device=positions.device, dtype=torch.float32)  # (n_bins + 1,)
+    cdf = torch.special.ndtr((edges - positions[..., None].float()) / sigma)  # (..., n_bins + 1)
+    mass = cdf[..., 1:] - cdf[..., :-1]
+    return mass / mass.sum(-1, keepdim=True)
+
+
+def chunk_loss(policy: VLAPolicy, samples: Samples, positions: np.ndarray, idx: np.ndarray,
+               images: np.ndarray | None = None, *, label_sigma: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masked cross-entropy over the 256 action bins and token accuracy, for samples `idx`;
+    positions (N, C*A) are the targets on the bin axis; label_sigma > 0 spreads them (HL-Gauss)."""
     images = samples.images[idx] if images is None else images
     logits = policy.action_logits(images, samples.state[idx], [samples.instructions[i] for i in idx])  # (B, CA, 256)
-    target = torch.as_tensor(bins[idx], device=logits.device)  # (B, C*A)
+    n_bins = logits.shape[-1]
+    position = torch.as_tensor(positions[idx], device=logits.device)  # (B, C*A)
+    target = position.floor().long().clamp(max=n_bins - 1)  # (B, C*A) the bin each target falls in
     mask = torch.as_tensor(np.repeat(samples.valid[idx], policy.action_dim, axis=1), device=logits.device)
-    per_token = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")  # (B, C*A)
+    if label_sigma > 0:
+        log_p = F.log_softmax(logits, -1)  # (B, C*A, 256)
+        per_token = -(soft_labels(position, label_sigma, n_bins) * log_p).sum(-1)  # (B, C*A)
+    else:
+        per_token = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")  # (B, C*A)
     loss = (per_token * mask).sum() / mask.sum()
     accuracy = ((logits.argmax(-1) == target) * mask).sum() / mask.sum()
     return loss, accuracy
@@ -145,7 +167,8 @@ def make_policy(config: SFTConfig, samples: Samples, action_names: list[str]) ->
 
     valid_actions = samples.chunks[:, 0][samples.valid[:, 0]]  # (N, A): each frame's own action
     policy = new_tiny_policy(sorted(set(samples.instructions)), valid_actions, chunk_size=config.chunk_size,
-                             state_dim=samples.state.shape[1] if config.proprio else 0, camera=config.camera,
+                             state_dim=samples.state.shape[1] if config.proprio else 0, states=samples.state,
+                             camera=config.camera,
                              image_size=samples.images.shape[1], action_names=action_names,
                              vision=config.vision, film=config.film, hidden_size=config.hidden_size,
                              num_hidden_layers=config.layers)
@@ -173,7 +196,7 @@ def train(config: SFTConfig) -> dict:
     if samples.chunks.shape[1] != policy.chunk_size:  # a loaded checkpoint fixes C
         samples = load_samples(config.data, config.camera, policy.chunk_size)
     policy.configure_finetuning(FinetuneConfig(mode=config.finetune))
-    bins = policy.action_tokenizer.encode(samples.chunks).reshape(len(samples.episode), -1)  # (N, C*A)
+    positions = policy.action_tokenizer.bin_position(samples.chunks).reshape(len(samples.episode), -1)  # (N, C*A)
 
     episodes = rng.permutation(samples.episode.max() + 1)
     n_val = round(len(episodes) * config.val_fraction)
@@ -202,8 +225,9 @@ def train(config: SFTConfig) -> dict:
     for step in bar:
         policy.model.train()
         idx = rng.choice(train_idx, config.batch_size)
-        loss, accuracy = chunk_loss(policy, samples, bins, idx,
-                                    random_shift(samples.images[idx], config.shift_pixels, rng))
+        loss, accuracy = chunk_loss(policy, samples, positions, idx,
+                                    random_shift(samples.images[idx], config.shift_pixels, rng),
+                                    label_sigma=config.label_sigma)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(policy.trainable_parameters(), 1.0)
@@ -214,7 +238,7 @@ def train(config: SFTConfig) -> dict:
                   "time/elapsed_s": time.perf_counter() - started}
         last = step == config.steps
         if len(val_idx) and (step % config.val_every == 0 or last):
-            record |= validate(policy, samples, bins, val_idx, config.batch_size)
+            record |= validate(policy, samples, positions, val_idx, config.batch_size)
         if tasks and ((config.eval_every and step % config.eval_every == 0) or last):
             policy.model.eval()
             report = evaluate(policy, tasks, config.eval_episodes, tail=True)
@@ -235,13 +259,14 @@ def train(config: SFTConfig) -> dict:
     return record
 
 
-def validate(policy: VLAPolicy, samples: Samples, bins: np.ndarray, val_idx: np.ndarray, batch: int) -> dict:
+def validate(policy: VLAPolicy, samples: Samples, positions: np.ndarray, val_idx: np.ndarray, batch: int) -> dict:
+    """Validation loss on one-hot targets whatever the training labels, so runs compare."""
     policy.model.eval()
     losses, accuracies, weights = [], [], []
     with torch.no_grad():
         for start in range(0, len(val_idx), batch):
             idx = val_idx[start:start + batch]
-            loss, accuracy = chunk_loss(policy, samples, bins, idx)
+            loss, accuracy = chunk_loss(policy, samples, positions, idx)
             losses.append(loss.item())
             accuracies.append(accuracy.item())
             weights.append(samples.valid[idx].sum())

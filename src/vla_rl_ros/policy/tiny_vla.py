@@ -59,6 +59,8 @@ class TinyVLAConfig(PretrainedConfig):
         grid_size: int = 4,  # "grid": image tokens = grid_size ** 2 (adaptive average pooling)
         num_keypoints: int = 16,  # "keypoints": one token per keypoint
         proprio_dim: int = 0,  # length of the state vector; 0 = no proprioception token
+        state_mean: list[float] | None = None,  # (P,) proprio normalisation from the demonstrations
+        state_std: list[float] | None = None,  # (P,); None: the state goes in as it is
         film: bool = False,  # condition every conv block on the instruction (FiLM, as RT-1)
         initializer_range: float = 0.02,
         pad_token_id: int = 0,
@@ -82,6 +84,15 @@ class TinyVLAConfig(PretrainedConfig):
         self.grid_size = grid_size
         self.num_keypoints = num_keypoints
         self.proprio_dim = proprio_dim
+        # Joint angles span radians while the TCP moves centimetres: normalised per dimension, a 1 cm
+        # move is as visible to the proprio token as a joint's swing (LeRobot normalises state so too).
+        if (state_mean is None) != (state_std is None):
+            raise ValueError("give both state_mean and state_std, or neither")
+        for name, stats in (("state_mean", state_mean), ("state_std", state_std)):
+            if stats is not None and len(stats) != proprio_dim:
+                raise ValueError(f"{name} has {len(stats)} entries but proprio_dim is {proprio_dim}")
+        self.state_mean = None if state_mean is None else [float(v) for v in state_mean]
+        self.state_std = None if state_std is None else [float(v) for v in state_std]
         self.film = film
         self.initializer_range = initializer_range
         super().__init__(pad_token_id=pad_token_id, **kwargs)
@@ -207,7 +218,11 @@ class TinyVLAForActions(PreTrainedModel):
             if state is None:
                 raise ValueError(f"this model has a proprioception token (proprio_dim="
                                  f"{self.config.proprio_dim}); pass state (B, P)")
-            prefix.append(self.proprio(state.to(self.dtype))[:, None])  # (B, 1, D)
+            state = state.to(self.dtype)
+            if self.config.state_mean is not None:  # (P,) each; from the config, so loading restores them
+                state = ((state - state.new_tensor(self.config.state_mean))
+                         / state.new_tensor(self.config.state_std))
+            prefix.append(self.proprio(state)[:, None])  # (B, 1, D)
         prefix_embeds = torch.cat(prefix, dim=1)  # (B, N', D)
         N = prefix_embeds.shape[1]
         if position_ids is None:
