@@ -27,6 +27,9 @@ class EpisodePlan:
     group_id: str  # empty for evaluation episodes
     evaluation: bool
     max_steps: int
+    group_index: int = 0  # 1-based number of the group (training) or evaluation round on this arm
+    rollout: int = 0  # 0-based index of this episode in its group or round
+    rollouts: int = 1  # episodes in its group or round
 
 
 class Scheduler:
@@ -47,6 +50,7 @@ class Scheduler:
         self.eval_seeds_per_task = eval_seeds_per_task
         self.rng = np.random.default_rng([seed, arm_index])
         self.groups_planned = 0
+        self.rounds_planned = 0
         self.queue: deque[EpisodePlan] = deque()
         self.pending_eval = False
 
@@ -58,11 +62,11 @@ class Scheduler:
         self.pending_eval = True
 
     def _evaluation_round(self) -> list[EpisodePlan]:
-        plans = []
-        for spec in self.specs:
-            seeds = spec.heldout_seeds[: self.eval_seeds_per_task][self.arm_index :: self.num_arms]
-            plans += [EpisodePlan(self._id("eval"), spec.name, int(s), "", True, spec.max_steps) for s in seeds]
-        return plans
+        self.rounds_planned += 1
+        pairs = [(spec, int(s)) for spec in self.specs
+                 for s in spec.heldout_seeds[: self.eval_seeds_per_task][self.arm_index :: self.num_arms]]
+        return [EpisodePlan(self._id("eval"), spec.name, seed, "", True, spec.max_steps, self.rounds_planned, k,
+                            len(pairs)) for k, (spec, seed) in enumerate(pairs)]
 
     def _group(self) -> list[EpisodePlan]:
         spec = self.specs[self.groups_planned % len(self.specs)]
@@ -70,8 +74,8 @@ class Scheduler:
         seeds = spec.train_seeds
         seed = int(seeds[int(self.rng.integers(len(seeds)))])
         group_id = self._id("group")
-        return [EpisodePlan(self._id("ep"), spec.name, seed, group_id, False, spec.max_steps)
-                for _ in range(self.group_size)]
+        return [EpisodePlan(self._id("ep"), spec.name, seed, group_id, False, spec.max_steps, self.groups_planned, k,
+                            self.group_size) for k in range(self.group_size)]
 
     def next(self) -> EpisodePlan:
         if not self.queue:

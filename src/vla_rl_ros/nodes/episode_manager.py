@@ -1,14 +1,34 @@
 """episode_manager: runs one arm's episodes: reset -> announce -> run -> end, and says why each ended.
 
 ROS surface (names relative to the arm's namespace)
-  clients     reset_episode   vla_rl_interfaces/ResetEpisode  the sim bridge (or a real-arm reset)
+  clients     reset_episode   vla_rl_interfaces/ResetEpisode  (reset sim) the sim bridge
   publishes   episode_start   vla_rl_interfaces/EpisodeStart  reliable, transient local
               episode_result  vla_rl_interfaces/EpisodeResult reliable, depth 100
-  subscribes  success         vla_rl_interfaces/SuccessSignal ends the episode as a success
+              operator_prompt std_msgs/String                 reliable, transient local: what the manager
+                                                              waits for (shown by `vla-rl operator`)
+              <command_topic> trajectory_msgs/JointTrajectory (reset operator) the robot config's command
+                                                              topic, only between episodes: the way home
+  subscribes  success         vla_rl_interfaces/SuccessSignal ends the episode as a success; an operator's
+                                                              verdict (source operator) ends it either way
               action_chunk    vla_rl_interfaces/ActionChunk   progress, and the policy version acting
               estop           std_msgs/Bool                   true ends the episode as estop
               /policy_update  vla_rl_interfaces/PolicyUpdate  every eval_every_versions: an evaluation round
+              joint_states    sensor_msgs/JointState          (reset operator) sensor data QoS: homing
+              /diagnostics    diagnostic_msgs/DiagnosticArray (reset operator) the executor's e-stop state
+  services    episode_manager/ready  std_srvs/Trigger         (reset operator) the operator restored the
+                                                              layout (or, after an abort, the arm is clear)
+              episode_manager/abort  std_srvs/Trigger         end the running episode as abort (take over)
   parameters  see Params below (config/episode_manager.yaml)
+
+Resets: with reset=sim the manager calls the sim bridge's reset_episode. With reset=operator (a real
+arm) it sends the arm home between episodes (episodes.Homing: the robot config's home pose, one
+command per control step inside the executor's limits, while the executor holds after the result)
+and then waits for the operator's ready; operator_prompt says which group and rollout comes next and
+what to do. An abort (the operator's, through episode_manager/abort) or an e-stop leaves the arm to
+the operator: it goes home only after they press r, and never while the executor reports a latched
+e-stop. Aborted episodes carry end reason abort, which the learner discards (rl.records.DISCARD_REASONS).
+An operator's failure verdict ends the episode as a failure with end reason timeout (the operator
+called time; reward 0, used for learning like any failed rollout).
 
 Time-outs count control steps as ROS time (max_steps / control_rate_hz): with use_sim_time and the
 sim bridge's lockstep clock, that is exactly the number of steps executed. An episode in which no
@@ -22,21 +42,34 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock, ClockType
+from rclpy.duration import Duration
 from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
 from rclpy.time import Time
-from std_msgs.msg import Bool
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from vla_rl_interfaces.msg import ActionChunk, EpisodeResult, EpisodeStart, PolicyUpdate, SuccessSignal
 from vla_rl_interfaces.srv import ResetEpisode
 
-from vla_rl_ros.episodes import EpisodePlan, Scheduler
+from vla_rl_ros.control import SIM_PANDA, RobotConfig
+from vla_rl_ros.episodes import EpisodePlan, Homing, Scheduler, layout_prompt, plan_label
 from vla_rl_ros.ros.causes import DropLog
+from vla_rl_ros.ros.convert import stamp_ns
 from vla_rl_ros.ros.node_main import run_node
 from vla_rl_ros.ros.params import ParameterError, declare, param
 from vla_rl_ros.ros.qos import EPISODES, LATCHED, RELIABLE
+from vla_rl_ros.sim.tasks import get_task
+from vla_rl_ros.success import OPERATOR
 
 TICK_S = 0.02  # wall-clock period of the state machine
+# Operator-reset phases between two episodes.
+CLEAR, HOMING, LAYOUT = "clear", "homing", "layout"
 
 
 @dataclass
@@ -58,6 +91,15 @@ class Params:
     seed: int = param(0, "seed of the task/seed schedule", low=0, high=2**31 - 1)
     reset_timeout_s: float = param(30.0, "wall time a reset may take before it is retried", unit="s",
                                    low=0.1, high=3600.0)
+    reset: str = param("sim", "how the world is reset: sim (the sim bridge's reset_episode) or operator (a real "
+                       "arm: home pose through the robot's controller, then the operator's ready)",
+                       choices=("sim", "operator"))
+    robot_config: str = param(SIM_PANDA, "the executor's robot config (reset operator): home pose, joints, limits, "
+                              "command topic, control rate")
+    home_tolerance: float = param(0.02, "largest joint error at which the arm counts as home (reset operator)",
+                                  unit="rad", low=0.001, high=0.5)
+    home_timeout_s: float = param(60.0, "wall time homing may take before the operator is asked to move the arm "
+                                  "home by hand (reset operator)", unit="s", low=1.0, high=3600.0)
 
     def __post_init__(self) -> None:
         if self.arm_index >= self.num_arms:
@@ -80,7 +122,21 @@ class EpisodeManager(Node):
 
         self.start_pub = self.create_publisher(EpisodeStart, "episode_start", LATCHED)
         self.result_pub = self.create_publisher(EpisodeResult, "episode_result", EPISODES)
-        self.reset_client = self.create_client(ResetEpisode, "reset_episode")
+        self.prompt_pub = self.create_publisher(String, "operator_prompt", LATCHED)
+        self.create_service(Trigger, "episode_manager/abort", self.on_abort)
+        self.operator = p.reset == "operator"
+        if self.operator:
+            try:
+                self.robot = RobotConfig.load(p.robot_config)
+                self.homing = Homing(self.robot, p.home_tolerance)
+            except (OSError, ValueError) as exc:
+                raise ParameterError(f"robot_config {p.robot_config!r}: {exc}") from exc
+            self.command_pub = self.create_publisher(JointTrajectory, self.robot.command_topic, RELIABLE)
+            self.create_subscription(JointState, "joint_states", self.on_joint_states, qos_profile_sensor_data)
+            self.create_subscription(DiagnosticArray, "/diagnostics", self.on_diagnostics, RELIABLE)
+            self.create_service(Trigger, "episode_manager/ready", self.on_ready)
+        else:
+            self.reset_client = self.create_client(ResetEpisode, "reset_episode")
         self.create_subscription(SuccessSignal, "success", self.on_success, RELIABLE)
         self.create_subscription(ActionChunk, "action_chunk", self.on_chunk, RELIABLE)
         self.create_subscription(Bool, "estop", self.on_estop, RELIABLE)
@@ -98,13 +154,27 @@ class EpisodeManager(Node):
         self.instruction = ""
         self.ending: str | None = None            # set by callbacks, acted on by the tick
         self.waiting_logged = False
+        # Operator reset: the phase between episodes, the arm's newest joints and e-stop state.
+        self.phase = CLEAR  # nothing moves before the operator's first r
+        self.ready = False
+        self.joints: np.ndarray | None = None     # (J,) rad, robot config order
+        self.joints_ns = 0
+        self.command_boundary_ns = 0              # the previous home command's end, arm clock
+        self.homing_since = 0.0
+        self.estop_latched = False
+        self.executor_name = (self.get_namespace().rstrip("/") + "/executor")
+        self.prompt = ""
         self.create_timer(TICK_S, self.tick, clock=self.wall)
         self.get_logger().info(f"scheduling {p.tasks} in groups of {p.group_size}")
 
     # -- inputs ------------------------------------------------------------------------------
     def on_success(self, msg: SuccessSignal) -> None:
-        if self.running and self.plan and msg.episode_id == self.plan.episode_id and msg.success:
+        if not (self.running and self.plan and msg.episode_id == self.plan.episode_id):
+            return
+        if msg.success:
             self.ending = self.ending or EpisodeResult.END_SUCCESS
+        elif msg.source == OPERATOR:  # an operator's verdict is final: a failure, time called
+            self.ending = self.ending or EpisodeResult.END_TIMEOUT
 
     def on_chunk(self, msg: ActionChunk) -> None:
         if self.running and self.plan and msg.episode_id == self.plan.episode_id:
@@ -112,8 +182,51 @@ class EpisodeManager(Node):
             self.last_progress = time.monotonic()
 
     def on_estop(self, msg: Bool) -> None:
-        if msg.data and self.running:
-            self.ending = EpisodeResult.END_ESTOP
+        if msg.data:
+            self.estop_latched = True  # the executor latches it too; released only by its service
+            if self.running:
+                self.ending = EpisodeResult.END_ESTOP
+
+    def on_diagnostics(self, msg: DiagnosticArray) -> None:
+        """The executor says whether its e-stop is latched (released only by executor/release_estop)."""
+        for status in msg.status:
+            if status.name == self.executor_name:
+                values = {kv.key: kv.value for kv in status.values}
+                if "estop" in values:
+                    self.estop_latched = values["estop"] == "true"
+
+    def on_joint_states(self, msg: JointState) -> None:
+        names = list(msg.name)
+        try:
+            q = np.array([msg.position[names.index(j)] for j in self.robot.joints], dtype=float)
+        except (ValueError, IndexError):
+            self.drops.drop("unusable joint_states", f"names {names} lack some of {list(self.robot.joints)}")
+            return
+        if not np.all(np.isfinite(q)):
+            self.drops.drop("unusable joint_states", "non-finite positions")
+            return
+        self.joints, self.joints_ns = q, stamp_ns(msg.header.stamp)
+
+    def on_ready(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        if self.running or self.phase == HOMING or self.plan is None:
+            response.success = False
+            response.message = f"not waiting for ready: {self.prompt or 'starting up'}"
+        elif self.estop_latched:
+            response.success, response.message = False, "the e-stop is latched: release it first " \
+                                                        "(executor/release_estop), then press r"
+        else:
+            self.ready = True
+            response.success = True
+            response.message = "sending the arm home" if self.phase == CLEAR else f"starting {plan_label(self.plan)}"
+        return response
+
+    def on_abort(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        if not self.running:
+            response.success, response.message = False, "no episode is running"
+            return response
+        self.ending = self.ending or EpisodeResult.END_ABORT
+        response.success, response.message = True, f"aborting {self.plan.episode_id}: the arm holds; it is yours"
+        return response
 
     def on_policy_update(self, msg: PolicyUpdate) -> None:
         if msg.version in self.versions_seen:
@@ -127,10 +240,71 @@ class EpisodeManager(Node):
     def tick(self) -> None:
         if self.running:
             self.check_running()
+        elif self.params.max_episodes and self.episodes_done >= self.params.max_episodes:
+            return
+        elif self.operator:
+            self.operator_reset()
         elif self.reset_future is not None:
             self.check_reset()
-        elif not self.params.max_episodes or self.episodes_done < self.params.max_episodes:
+        else:
             self.begin_reset()
+
+    def say(self, prompt: str) -> None:
+        """Publish what the manager waits for (latched: a tool started later still sees it)."""
+        if prompt != self.prompt:
+            self.prompt = prompt
+            self.prompt_pub.publish(String(data=prompt))
+            if self.operator:  # in sim nobody waits on it: keep training logs quiet
+                self.get_logger().info(f"operator: {prompt}")
+
+    # -- operator reset ----------------------------------------------------------------------
+    def operator_reset(self) -> None:
+        if self.count_publishers("action_chunk") == 0 or self.joints is None:
+            self.say("waiting for a policy (action_chunk) and the arm's joint_states")
+            return
+        self.plan = self.plan or self.scheduler.next()
+        if self.phase == CLEAR:
+            self.say("the arm is yours and will not move; when it is clear, press r to send it home")
+            if self.ready:
+                self.ready, self.phase, self.homing_since = False, HOMING, time.monotonic()
+        elif self.phase == HOMING:
+            self.home_step()
+        else:
+            self.say(layout_prompt(self.plan, self.instruction_of(self.plan)))
+            if self.ready:
+                self.ready = False
+                self.start_episode(self.plan, self.instruction_of(self.plan),
+                                   Time(nanoseconds=self.joints_ns, clock_type=self.get_clock().clock_type))
+
+    def home_step(self) -> None:
+        """One command towards home once the previous one's period has ended (lockstep in sim)."""
+        assert self.joints is not None
+        if self.estop_latched:
+            self.say("e-stop latched: release it (executor/release_estop); the arm then goes home")
+            self.homing_since = time.monotonic()
+            return
+        if self.homing.at_home(self.joints):
+            self.get_logger().info("the arm is home")
+            self.phase = LAYOUT
+            return
+        if time.monotonic() - self.homing_since > self.params.home_timeout_s:
+            self.get_logger().error(f"the arm did not reach home within {self.params.home_timeout_s:.0f} s")
+            self.say("homing failed: move the arm home by hand, then press r")
+            self.phase = CLEAR
+            return
+        self.say("sending the arm home")
+        if self.joints_ns < self.command_boundary_ns:
+            return
+        command = self.homing.command(self.joints)
+        period = Duration(nanoseconds=round(self.robot.period * 1e9))
+        point = JointTrajectoryPoint(positions=self.homing.positions(command), time_from_start=period.to_msg())
+        self.command_pub.publish(JointTrajectory(joint_names=list(self.robot.command_joints), points=[point]))
+        self.command_boundary_ns = self.joints_ns + period.nanoseconds
+
+    @staticmethod
+    def instruction_of(plan: EpisodePlan) -> str:
+        """The instruction of the plan's layout (the task's template for its seed, as the sim's)."""
+        return get_task(plan.task).sample(plan.seed).instruction
 
     def graph_ready(self) -> bool:
         """A reset service to call and a policy to answer chunk requests."""
@@ -164,19 +338,23 @@ class EpisodeManager(Node):
             self.get_logger().error(f"reset {self.plan.task}/{self.plan.seed} failed: {why}; skipping it")
             self.plan = None
             return
-        plan = self.plan
         # The reset state's own stamp: this node's clock may not have caught up with it yet.
-        reset_at = Time.from_msg(response.stamp, clock_type=self.get_clock().clock_type)
+        self.start_episode(self.plan, response.instruction,
+                           Time.from_msg(response.stamp, clock_type=self.get_clock().clock_type))
+
+    def start_episode(self, plan: EpisodePlan, instruction: str, reset_at: Time) -> None:
+        """Announce `plan`, starting at the reset state's stamp (now if it has none)."""
         self.start_time = reset_at if reset_at.nanoseconds else self.get_clock().now()
         self.last_progress = time.monotonic()
         self.ending = None
         self.running = True
         msg = EpisodeStart(episode_id=plan.episode_id, arm=self.get_namespace(), task=plan.task, seed=plan.seed,
-                           group_id=plan.group_id, instruction=response.instruction, evaluation=plan.evaluation,
+                           group_id=plan.group_id, instruction=instruction, evaluation=plan.evaluation,
                            max_steps=plan.max_steps)
         msg.header.stamp = self.start_time.to_msg()
-        self.instruction = response.instruction
+        self.instruction = instruction
         self.start_pub.publish(msg)
+        self.say(f"{plan_label(plan)} running: s success, f failure, a abort (take over)")
 
     def steps_elapsed(self) -> int:
         elapsed = (self.get_clock().now() - self.start_time).nanoseconds * 1e-9
@@ -203,6 +381,9 @@ class EpisodeManager(Node):
         self.result_pub.publish(msg)
         self.running, self.plan, self.ending = False, None, None
         self.episodes_done += 1
+        # Operator reset: after an abort or e-stop the arm stays the operator's until they press r.
+        self.phase = CLEAR if reason in (EpisodeResult.END_ABORT, EpisodeResult.END_ESTOP) else HOMING
+        self.ready, self.homing_since = False, time.monotonic()
         kind = "eval" if plan.evaluation else f"group {plan.group_id[-6:]}"
         line = (f"episode {self.episodes_done} {plan.task}/{plan.seed} ({kind}, policy v{self.policy_version}): "
                 f"{reason} after {msg.steps} steps")

@@ -1,12 +1,22 @@
-"""success_detector: is the running episode a success? One per arm.
+"""success_detector: is the running episode a success? One per arm; the backend is the `type` parameter.
 
 ROS surface (names relative to the arm's namespace)
-  subscribes  episode_start  vla_rl_interfaces/EpisodeStart  reliable, transient local: which task runs
-              task_state     vla_rl_interfaces/TaskState     reliable (type sim_oracle): privileged state
-  publishes   success        vla_rl_interfaces/SuccessSignal reliable: one verdict per judged step;
-                                                             success is true once the predicate held
-                                                             for hold_steps consecutive steps
+  subscribes  episode_start   vla_rl_interfaces/EpisodeStart   reliable, transient local: which task runs
+              task_state      vla_rl_interfaces/TaskState      reliable (type sim_oracle): privileged state
+              <image_topic>   sensor_msgs/Image rgb8/bgr8      sensor data QoS (type classifier): the camera
+              episode_result  vla_rl_interfaces/EpisodeResult  reliable (type operator): labels close with it
+  publishes   success         vla_rl_interfaces/SuccessSignal  reliable. sim_oracle, classifier: one verdict
+                                                               per judged step, success true once the raw
+                                                               verdict held for hold_steps steps; operator:
+                                                               one final verdict per episode (success or not)
+  services    success_detector/label_episode  vla_rl_interfaces/LabelEpisode  (type operator) the operator's
+                                                               verdict on the running episode (empty id: the
+                                                               running one); refused for any other episode
   parameters  see Params below (config/success_detector.yaml)
+
+A classifier judges each camera frame once: the sim bridge re-sends its newest image while idle
+(same stamp), and a re-sent frame is not a new step. Frames stamped before the episode's start
+belong to the previous episode and are skipped.
 """
 
 from __future__ import annotations
@@ -14,38 +24,57 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rclpy.node import Node
-from vla_rl_interfaces.msg import EpisodeStart, SuccessSignal, TaskState
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from vla_rl_interfaces.msg import EpisodeResult, EpisodeStart, SuccessSignal, TaskState
+from vla_rl_interfaces.srv import LabelEpisode
 
 from vla_rl_ros.ros.causes import DropLog
-from vla_rl_ros.ros.convert import MessageError, task_state_from_msg
+from vla_rl_ros.ros.convert import MessageError, image_from_msg, stamp_ns, task_state_from_msg
 from vla_rl_ros.ros.node_main import run_node
 from vla_rl_ros.ros.params import ParameterError, declare, param
-from vla_rl_ros.ros.qos import LATCHED, RELIABLE
-from vla_rl_ros.success import HoldFilter, backend_class
+from vla_rl_ros.ros.qos import LATCHED, RELIABLE, RESULTS
+from vla_rl_ros.success import BACKENDS, HoldFilter, LabelError, backend_class
 
 
 @dataclass
 class Params:
-    type: str = param("sim_oracle", "success detector backend", choices=("sim_oracle",))
-    hold_steps: int = param(0, "consecutive steps success must hold; 0: the task's own hold_steps",
-                            unit="steps", low=0, high=1000)
+    type: str = param("sim_oracle", "success detector backend: sim_oracle (privileged sim state), classifier "
+                      "(camera images, `vla-rl train-classifier`), operator (vla-rl operator)", choices=tuple(BACKENDS))
+    hold_steps: int = param(0, "consecutive steps success must hold; 0: the backend's own (the task's for "
+                            "sim_oracle, the model's for classifier)", unit="steps", low=0, high=1000)
+    model: str = param("", "classifier directory (model.safetensors + classifier.json); type classifier only")
+    threshold: float = param(0.0, "classifier success probability threshold; 0: the one stored with the model",
+                             low=0.0, high=0.999)
+    image_topic: str = param("camera/image_raw", "camera topic the classifier judges (the sim bridge's front "
+                             "camera)")
 
 
 class SuccessDetector(Node):
     def __init__(self) -> None:
         super().__init__("success_detector")
-        self.params = declare(self, Params)
+        self.params = p = declare(self, Params)
+        cls = backend_class(p.type)
         try:
-            self.backend = backend_class(self.params.type)()
-        except ValueError as exc:
-            raise ParameterError(str(exc)) from exc
+            self.backend = cls(**{name: getattr(p, name) for name in cls.options})
+        except ValueError as exc:  # ClassifierError is one: a missing or corrupt model
+            raise ParameterError(f"type {p.type}: {exc}") from exc
         self.drops = DropLog(self.get_logger())
         self.episode: EpisodeStart | None = None
+        self.last_frame_ns = -1  # stamp of the newest frame judged (classifier)
         self.hold = HoldFilter(1)
         self.success_pub = self.create_publisher(SuccessSignal, "success", RELIABLE)
         self.create_subscription(EpisodeStart, "episode_start", self.on_episode_start, LATCHED)
-        self.create_subscription(TaskState, "task_state", self.on_task_state, RELIABLE)
-        self.get_logger().info(f"judging success with {self.params.type}")
+        observes = self.backend.observes
+        if observes == "task_state":
+            self.create_subscription(TaskState, "task_state", self.on_task_state, RELIABLE)
+        elif observes == "image":
+            self.create_subscription(Image, p.image_topic, self.on_image, qos_profile_sensor_data)
+        else:
+            self.create_subscription(EpisodeResult, "episode_result", self.on_episode_result, RESULTS)
+            self.create_service(LabelEpisode, "success_detector/label_episode", self.on_label)
+        where = p.model if observes == "image" else observes
+        self.get_logger().info(f"judging success with {p.type} ({where})")
 
     def on_episode_start(self, msg: EpisodeStart) -> None:
         try:
@@ -54,8 +83,21 @@ class SuccessDetector(Node):
             self.drops.drop("unknown task", str(exc))
             self.episode = None
             return
+        if self.episode is not None and self.episode.episode_id == msg.episode_id:
+            return  # the latched start again
         self.episode = msg
         self.hold.reset(hold)
+        self.last_frame_ns = -1
+        if self.backend.observes == "operator":
+            self.backend.start(msg.episode_id)
+            self.get_logger().info(f"episode {msg.episode_id} running: waiting for the operator's label")
+
+    def verdict(self, raw: bool, confidence: float, header: object) -> None:
+        assert self.episode is not None
+        out = SuccessSignal(episode_id=self.episode.episode_id, success=self.hold.update(raw),
+                            confidence=confidence, source=self.backend.source)
+        out.header = header
+        self.success_pub.publish(out)
 
     def on_task_state(self, msg: TaskState) -> None:
         if self.episode is None or msg.episode_id != self.episode.episode_id:
@@ -66,10 +108,38 @@ class SuccessDetector(Node):
         except (MessageError, KeyError, ValueError) as exc:
             self.drops.drop("malformed task_state", str(exc))
             return
-        out = SuccessSignal(episode_id=msg.episode_id, success=self.hold.update(raw), confidence=confidence,
-                            source=self.backend.source)
-        out.header = msg.header
+        self.verdict(raw, confidence, msg.header)
+
+    def on_image(self, msg: Image) -> None:
+        if self.episode is None:
+            return
+        stamp = stamp_ns(msg.header.stamp)
+        if stamp <= self.last_frame_ns or stamp < stamp_ns(self.episode.header.stamp):
+            return  # a re-sent frame, or one of the previous episode
+        try:
+            raw, confidence = self.backend.judge(self.episode.task, image_from_msg(msg))
+        except (MessageError, ValueError) as exc:
+            self.drops.drop("unusable image", str(exc))
+            return
+        self.last_frame_ns = stamp
+        self.verdict(raw, confidence, msg.header)
+
+    def on_episode_result(self, msg: EpisodeResult) -> None:
+        self.backend.end(msg.episode_id)
+
+    def on_label(self, request: LabelEpisode.Request, response: LabelEpisode.Response) -> LabelEpisode.Response:
+        try:
+            episode_id = self.backend.label(request.episode_id, request.success)
+        except LabelError as exc:
+            response.accepted, response.message = False, str(exc)
+            self.drops.drop("label refused", str(exc))
+            return response
+        out = SuccessSignal(episode_id=episode_id, success=request.success, confidence=1.0, source=self.backend.source)
+        out.header.stamp = self.get_clock().now().to_msg()
         self.success_pub.publish(out)
+        response.accepted, response.message = True, f"episode {episode_id} labelled success={request.success}"
+        self.get_logger().info(response.message)
+        return response
 
 
 def main(args: list[str] | None = None) -> int:

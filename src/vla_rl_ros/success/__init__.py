@@ -4,22 +4,35 @@ A backend's `judge` turns one observation into a raw verdict and a confidence (1
 and an operator, a probability for a classifier); `HoldFilter` turns raw
 verdicts into success only once they have held for k consecutive control steps, so a gripper
 brushing past the goal is not a success.
+
+Each backend class names what it judges (`observes`: "task_state", "image" or "operator") and the
+node parameters its constructor takes (`options`). The registry holds import paths, so importing
+this package (the sim env does, for HoldFilter) does not import torch for the classifier.
 """
 
 from __future__ import annotations
 
+import importlib
+
 from vla_rl_ros.success.hold import HoldFilter
+from vla_rl_ros.success.operator import OPERATOR, LabelError, OperatorLabels
 from vla_rl_ros.success.sim_oracle import SimOracle
 
-BACKENDS: dict[str, type] = {"sim_oracle": SimOracle}
+# type -> "module:Class"
+BACKENDS: dict[str, str] = {
+    "sim_oracle": "vla_rl_ros.success.sim_oracle:SimOracle",
+    "classifier": "vla_rl_ros.success.classifier:SuccessClassifier",
+    "operator": "vla_rl_ros.success.operator:OperatorLabels",
+}
 
 
 def backend_class(name: str) -> type:
     """The backend called `name`; a ValueError listing the known ones otherwise."""
     try:
-        return BACKENDS[name]
+        module, _, cls = BACKENDS[name].partition(":")
     except KeyError:
         raise ValueError(f"unknown success detector type {name!r}; known: {', '.join(BACKENDS)}") from None
+    return getattr(importlib.import_module(module), cls)
 
 
-__all__ = ["BACKENDS", "HoldFilter", "SimOracle", "backend_class"]
+__all__ = ["BACKENDS", "OPERATOR", "HoldFilter", "LabelError", "OperatorLabels", "SimOracle", "backend_class"]

@@ -9,6 +9,8 @@ class SimOracle:
     """Evaluates `TaskSpec.success` on a `TaskState`; never guesses, so its confidence is 1."""
 
     source = "sim_oracle"
+    observes = "task_state"
+    options: tuple[str, ...] = ()
 
     def hold_steps(self, task: str) -> int:
         """How long the task requires success to hold (its own config)."""
