@@ -1,6 +1,15 @@
-"""Policy speed on CPU: act() latency p50/p95 at batch 1, and chunks/s at batch 1, 4 and 8.
+"""Policy speed on CPU, direct and through the ROS graph, in one run:
+
+- request-to-chunk latency p50/p95 at batch 1 (greedy): a direct `VLAPolicy.act` call, and a real
+  policy_node process answering a ChunkRequest with an ActionChunk (from publishing the request to
+  receiving the chunk, the image and joint state stamped as the request streamed just before it, as
+  the sim bridge and the executor do: the node answers only from observations no older than the request);
+- throughput (sampled, T=1.6): direct `act` chunks/s at batch 1, 4, 8, and chunks/s of one policy
+  node serving 1, 4 and 8 arm namespaces that each re-request as soon as their chunk arrives
+  (closed loop; the node batches the requests that are ready together).
 
     .venv/bin/python benchmarks/bench_policy.py [--checkpoint DIR] [--threads 2] [--repeats 100]
+                                                [--seconds 10] [--no-graph] [--json out.json]
 
 Without --checkpoint it times a fresh tiny VLA of the default architecture (the weights do not
 change the speed). Prints figures; asserts nothing (tests do not time things)."""
@@ -8,34 +17,44 @@ change the speed). Prints figures; asserts nothing (tests do not time things).""
 from __future__ import annotations
 
 import argparse
-import json
+import tempfile
+import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+from common import (
+    DEFAULT_INSTRUCTION,
+    STATE_DIM,
+    fresh_default,
+    isolated_graph,
+    peak_rss_mib,
+    percentiles_ms,
+    write_json,
+)
+from rclpy.qos import qos_profile_sensor_data
+from rosgraph import REPO, RosGraph, wait_until
+from sensor_msgs.msg import Image, JointState
+from vla_rl_interfaces.msg import ActionChunk, ChunkRequest, EpisodeResult, EpisodeStart
 
-from vla_rl_ros.policy import VLAPolicy, new_tiny_policy
-from vla_rl_ros.policy.sft import SFTConfig
+from vla_rl_ros.policy import VLAPolicy
+from vla_rl_ros.ros.convert import image_to_msg, to_stamp
+from vla_rl_ros.ros.qos import LATCHED, RELIABLE, RESULTS
+from vla_rl_ros.sim.env import JOINT_STATE_NAMES
 
 BATCHES = (1, 4, 8)
 WARMUP = 5
-INSTRUCTION = "put the blue cube on the plate"
-STATE_DIM = 11  # the sim's proprioception (7 joints, TCP xyz, gripper)
-
-
-def fresh_default() -> VLAPolicy:
-    defaults = SFTConfig()
-    demos = np.random.default_rng(0).uniform(-0.04, 0.04, (256, 4))
-    return new_tiny_policy([INSTRUCTION], demos, chunk_size=defaults.chunk_size, state_dim=STATE_DIM,
-                           vision=defaults.vision, film=defaults.film, hidden_size=defaults.hidden_size,
-                           num_hidden_layers=defaults.layers)
+STARTUP_TIMEOUT_S = 180.0
+RESEND_S = 0.05  # an arm whose chunk has not come re-sends its observation (images are best effort)
+HOME = [0.0, -0.5, 0.0, -2.3, 0.0, 1.8, 0.8, 0.04, 0.04]  # a plausible Panda joint state (rad, m)
 
 
 def time_calls(policy: VLAPolicy, batch: int, repeats: int, greedy: bool) -> np.ndarray:
     rng = np.random.default_rng(batch)
     images = rng.integers(0, 256, (batch, policy.image_size, policy.image_size, 3), dtype=np.uint8)
     state = rng.normal(size=(batch, STATE_DIM)).astype(np.float32)
-    texts = [INSTRUCTION] * batch
+    texts = [DEFAULT_INSTRUCTION] * batch
     for _ in range(WARMUP):
         policy.act(images, state, texts, greedy=greedy)
     seconds = []
@@ -46,11 +65,141 @@ def time_calls(policy: VLAPolicy, batch: int, repeats: int, greedy: bool) -> np.
     return np.array(seconds)
 
 
+class ProbeArm:
+    """One arm as the policy node sees it: a camera, a joint-state stream, an executor requesting
+    chunks and an episode manager announcing one episode. Played by the benchmark's probe node."""
+
+    def __init__(self, graph: RosGraph, name: str, image_size: int, greedy: bool) -> None:
+        probe = graph.probe
+        self.name, self.greedy = name, greedy
+        self.start_pub = probe.publisher(EpisodeStart, f"/{name}/episode_start", LATCHED)
+        self.result_pub = probe.publisher(EpisodeResult, f"/{name}/episode_result", RESULTS)
+        self.request_pub = probe.publisher(ChunkRequest, f"/{name}/chunk_request", RELIABLE)
+        self.image_pub = probe.publisher(Image, f"/{name}/camera/image_raw", qos_profile_sensor_data)
+        self.joint_pub = probe.publisher(JointState, f"/{name}/joint_states", qos_profile_sensor_data)
+        self.chunk_sub = probe.node.create_subscription(ActionChunk, f"/{name}/action_chunk", self.on_chunk,
+                                                        RELIABLE)
+        pixels = np.random.default_rng(len(name)).integers(0, 256, (image_size, image_size, 3), dtype=np.uint8)
+        self.image = image_to_msg(pixels, to_stamp(0))
+        self.joints = JointState(name=list(JOINT_STATE_NAMES), position=HOME)
+        self.episode_id = f"bench-{name}"
+        self.request_id = 0
+        self.sent_at = 0.0
+        self.latencies: list[float] = []
+        self.answered = threading.Event()
+        self.closed_loop = False  # re-request as soon as a chunk arrives (throughput)
+        self.chunks = 0
+
+    def endpoints(self) -> list:
+        return [self.start_pub, self.result_pub, self.request_pub, self.image_pub, self.joint_pub, self.chunk_sub]
+
+    def start(self) -> None:
+        self.start_pub.publish(EpisodeStart(episode_id=self.episode_id, arm=f"/{self.name}", task="bench",
+                                            instruction=DEFAULT_INSTRUCTION, evaluation=True))
+
+    def observe(self) -> None:
+        self.image_pub.publish(self.image)
+        self.joint_pub.publish(self.joints)
+
+    def request(self) -> None:
+        """A new observation (stamped with the next step), then the request stamped the same."""
+        self.request_id += 1
+        stamp = to_stamp(self.request_id * 100_000_000)  # 10 Hz sim time
+        self.image.header.stamp = self.joints.header.stamp = stamp
+        msg = ChunkRequest(episode_id=self.episode_id, request_id=self.request_id, step=self.request_id,
+                           greedy=self.greedy)
+        msg.header.stamp = stamp
+        self.answered.clear()
+        self.observe()
+        self.sent_at = time.perf_counter()
+        self.request_pub.publish(msg)
+
+    def on_chunk(self, msg: ActionChunk) -> None:
+        if msg.episode_id != self.episode_id or msg.request_id != self.request_id:
+            return
+        self.latencies.append(time.perf_counter() - self.sent_at)
+        self.chunks += 1
+        self.answered.set()
+        if self.closed_loop:
+            self.request()
+
+    def nudge(self) -> None:
+        """Re-send the observation if the answer is late (a best-effort image may have been lost)."""
+        if not self.answered.is_set() and time.perf_counter() - self.sent_at > RESEND_S:
+            self.observe()
+
+    def end(self) -> None:
+        self.result_pub.publish(EpisodeResult(episode_id=self.episode_id, arm=f"/{self.name}", end_reason="timeout"))
+
+
+def start_policy_node(graph: RosGraph, checkpoint: Path, arms: int) -> None:
+    names = ", ".join(f"arm{i}" for i in range(arms))
+    graph.node("policy_node", "--params-file", str(REPO / "config" / "policy_node.yaml"),
+               "-p", f"checkpoint:={checkpoint}", "-p", f"arms:=[{names}]")
+
+
+def graph_latency(arm: ProbeArm, repeats: int) -> np.ndarray:
+    arm.latencies.clear()
+    for i in range(WARMUP + repeats):
+        arm.request()
+        wait_until(lambda: (arm.nudge(), arm.answered.wait(0.01))[1], 60, f"the chunk of request {i}")
+    return np.array(arm.latencies[WARMUP:])
+
+
+def graph_throughput(arms: list[ProbeArm], seconds: float) -> float:
+    """Chunks/s of the node serving these arms in closed loop, after a short warm-up."""
+    for arm in arms:
+        arm.closed_loop = True
+        arm.request()
+
+    def run(duration: float) -> tuple[int, float]:
+        before, start = sum(a.chunks for a in arms), time.perf_counter()
+        while time.perf_counter() - start < duration:
+            time.sleep(0.01)
+            for arm in arms:
+                arm.nudge()
+        return sum(a.chunks for a in arms) - before, time.perf_counter() - start
+
+    run(min(2.0, seconds / 4))
+    chunks, elapsed = run(seconds)
+    for arm in arms:
+        arm.closed_loop = False
+    time.sleep(0.5)  # the last requests' answers drain
+    return chunks / elapsed
+
+
+def measure_graph(policy: VLAPolicy, checkpoint: Path | None, repeats: int, seconds: float,
+                  threads: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        if checkpoint is None:
+            checkpoint = Path(tmp) / "policy"
+            policy.save(checkpoint)
+        with isolated_graph(Path(tmp), threads) as graph:
+            start_policy_node(graph, checkpoint, max(BATCHES))
+            arms = [ProbeArm(graph, f"arm{i}", policy.image_size, greedy=False) for i in range(max(BATCHES))]
+            graph.probe.wait_matched(*[e for arm in arms for e in arm.endpoints()], timeout=STARTUP_TIMEOUT_S)
+            for arm in arms:
+                arm.start()
+            time.sleep(0.5)  # the latched starts reach the node
+            arms[0].greedy = True
+            latency = graph_latency(arms[0], repeats)
+            arms[0].greedy = False
+            figures: dict = {"graph_latency_ms_batch1": percentiles_ms(latency)}
+            for batch in BATCHES:
+                figures[f"graph_chunks_per_s_arms{batch}"] = graph_throughput(arms[:batch], seconds)
+            figures["policy_node_peak_rss_mib"] = peak_rss_mib(graph.procs[0][1].pid)
+            for arm in arms:
+                arm.end()
+            return figures
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", help="policy checkpoint (default: a fresh default-size tiny VLA)")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--repeats", type=int, default=100, help="timed calls per batch size")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, help="policy checkpoint (default: a fresh default-size tiny VLA)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (direct calls and the node)")
+    parser.add_argument("--repeats", type=int, default=100, help="timed calls (direct) and requests (graph)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="graph throughput: seconds per arm count")
+    parser.add_argument("--no-graph", action="store_true", help="direct calls only")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -59,17 +208,25 @@ def main() -> None:
     print(f"policy: {args.checkpoint or 'fresh default'}, {params / 1e6:.2f} M parameters, chunk "
           f"{policy.chunk_size} x {policy.action_dim}, {policy.image_size} px, {args.threads} threads")
     figures: dict = {"parameters": params, "threads": args.threads}
-    one = time_calls(policy, 1, args.repeats, greedy=True)
-    figures["act_latency_ms_batch1"] = {"p50": 1e3 * np.percentile(one, 50), "p95": 1e3 * np.percentile(one, 95)}
-    print(f"act() latency at batch 1 (greedy): p50 {figures['act_latency_ms_batch1']['p50']:.2f} ms, "
-          f"p95 {figures['act_latency_ms_batch1']['p95']:.2f} ms")
+    figures["act_latency_ms_batch1"] = percentiles_ms(time_calls(policy, 1, args.repeats, greedy=True))
     for batch in BATCHES:
         seconds = time_calls(policy, batch, args.repeats, greedy=False)
-        figures[f"chunks_per_s_batch{batch}"] = batch / np.median(seconds)
-        print(f"batch {batch}: {batch / np.median(seconds):8.1f} chunks/s (sampled, T=1.6)")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(figures, f, indent=2)
+        figures[f"chunks_per_s_batch{batch}"] = batch / float(np.median(seconds))
+    if not args.no_graph:
+        figures |= measure_graph(policy, args.checkpoint, args.repeats, args.seconds, args.threads)
+    direct, graph = figures["act_latency_ms_batch1"], figures.get("graph_latency_ms_batch1")
+    print(f"request-to-chunk latency, batch 1 (greedy): direct act() p50 {direct['p50']:.2f} ms, "
+          f"p95 {direct['p95']:.2f} ms" + (f"; graph p50 {graph['p50']:.2f} ms, p95 {graph['p95']:.2f} ms"
+                                            if graph else ""))
+    print(f"{'batch/arms':>10} {'direct chunks/s':>16} {'graph chunks/s':>15} {'graph/direct':>13}   (sampled, T=1.6)")
+    for batch in BATCHES:
+        direct_rate = figures[f"chunks_per_s_batch{batch}"]
+        graph_rate = figures.get(f"graph_chunks_per_s_arms{batch}")
+        cells = f"{graph_rate:>15.1f} {graph_rate / direct_rate:>13.2f}" if graph_rate else f"{'-':>15} {'-':>13}"
+        print(f"{batch:>10} {direct_rate:>16.1f} {cells}")
+    if figures.get("policy_node_peak_rss_mib"):
+        print(f"policy_node peak RSS: {figures['policy_node_peak_rss_mib']:.0f} MiB")
+    write_json(args.json, figures)
 
 
 if __name__ == "__main__":

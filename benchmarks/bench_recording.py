@@ -1,7 +1,7 @@
 """Recording throughput of EpisodeDataset.append at 224 px with one and two cameras, bytes per
 episode, read-back speed and video PSNR, printed in one run.
 
-    .venv/bin/python benchmarks/bench_recording.py [--frames 200] [--episodes 5]
+    .venv/bin/python benchmarks/bench_recording.py [--frames 200] [--episodes 3] [--json out.json]
 
 Frames are synthetic: "render" is smooth shading and a moving box (like a MuJoCo camera), "camera"
 adds per-pixel noise of NOISE_STD grey levels (like a real sensor), which H.264 encodes more slowly
@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import write_json
 
 from vla_rl_ros.data import Episode, EpisodeDataset
 from vla_rl_ros.data.video import psnr
@@ -86,7 +87,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=200, help="frames per episode (T)")
     parser.add_argument("--episodes", type=int, default=3, help="episodes per configuration")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
+    rows = []
     print(f"{IMAGE_SIZE} px, {args.frames} frames per episode, {args.episodes} episodes, H.264 crf 18 veryfast")
     print(
         f"{'frames':<8}{'cameras':<14}{'write fps':>10}{'read fps':>10}{'KiB/episode':>13}{'ratio':>8}{'min PSNR':>10}"
@@ -96,11 +99,13 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 r = run(cameras, args.frames, args.episodes, noise, Path(tmp) / "ds")
             ratio = r["raw_bytes_per_episode"] / r["bytes_per_episode"]
+            rows.append({"frames": kind, "cameras": cameras, **r, "compression": ratio})
             print(
                 f"{kind:<8}{'+'.join(cameras):<14}{r['write_fps']:>10.0f}{r['read_fps']:>10.0f}"
                 f"{r['bytes_per_episode'] / 1024:>13.0f}{ratio:>7.0f}x{r['psnr_db']:>8.1f} dB"
             )
     print("write fps: frames (all cameras of one time step) appended per second, including encoding and fsync")
+    write_json(args.json, {"image_size": IMAGE_SIZE, "frames_per_episode": args.frames, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -27,8 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "benchmarks"), str(REPO / "test")]
 
 from bench_sim_core import BENCH_TASK, CoreLoop, RawLoop  # noqa: E402
+from common import isolated_graph  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
-from rosgraph import RosGraph, wait_until  # noqa: E402  (the graph tests' isolated-domain helpers)
+from rosgraph import wait_until  # noqa: E402  (the graph tests' isolated-domain helpers)
 from sensor_msgs.msg import Image  # noqa: E402
 from vla_rl_interfaces.msg import EpisodeStart, TaskState  # noqa: E402
 from vla_rl_interfaces.srv import ResetEpisode  # noqa: E402
@@ -44,42 +45,35 @@ STARTUP_TIMEOUT_S = 120.0
 
 def graph_rate(size: int, chunk_size: int, steps: int) -> float:
     """Control steps/s of one episode of BENCH_TASK through the graph (no step limit)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        graph = RosGraph(Path(tmp))
-        try:
-            graph.node("sim_bridge", "-p", f"image_size:={size}", "-p", f"task:={BENCH_TASK}")
-            graph.node("executor")
-            graph.start("scripted_policy", [sys.executable, str(SCRIPTED_POLICY), "--ros-args",
-                                            "-p", f"chunk_size:={chunk_size}"])
-            probe = graph.probe
-            frames = [0]
-            for topic in ("camera/image_raw", "wrist_camera/image_raw"):
-                probe.node.create_subscription(Image, topic, lambda _m: frames.__setitem__(0, frames[0] + 1),
-                                               qos_profile_sensor_data)
-            states = probe.collect(TaskState, "task_state", RELIABLE)
-            start_pub = probe.publisher(EpisodeStart, "episode_start", LATCHED)
-            wait_until(lambda: probe.node.count_publishers("action_chunk") and probe.node.count_subscribers(
-                "episode_start"), STARTUP_TIMEOUT_S, "the executor and the scripted policy")
-            seed = TASKS[BENCH_TASK].heldout_seeds[0]
-            reset = probe.call(ResetEpisode, "reset_episode", ResetEpisode.Request(task=BENCH_TASK, seed=seed,
-                                                                                 episode_id="bench"),
-                               STARTUP_TIMEOUT_S)
-            assert reset.success, reset.message
-            wait_until(lambda: states and states[-1].episode_id == "bench", what="the reset state")
-            start = EpisodeStart(episode_id="bench", task=BENCH_TASK, seed=seed, max_steps=0, evaluation=True)
-            start.header.stamp = states[-1].header.stamp
-            start_pub.publish(start)
-            wait_until(lambda: states[-1].step >= WARMUP_STEPS, what="warm-up steps")
-            first, t0 = states[-1].step, time.perf_counter()
-            wait_until(lambda: states[-1].step >= first + steps, 10 * STARTUP_TIMEOUT_S, f"{steps} steps")
-            rate = (states[-1].step - first) / (time.perf_counter() - t0)
-            assert frames[0] > 0, "no camera image reached the probe"
-            return rate
-        except (AssertionError, TimeoutError):
-            print(graph.logs(), file=sys.stderr)
-            raise
-        finally:
-            graph.close()
+    with tempfile.TemporaryDirectory() as tmp, isolated_graph(Path(tmp)) as graph:
+        graph.node("sim_bridge", "-p", f"image_size:={size}", "-p", f"task:={BENCH_TASK}")
+        graph.node("executor")
+        graph.start("scripted_policy", [sys.executable, str(SCRIPTED_POLICY), "--ros-args",
+                                        "-p", f"chunk_size:={chunk_size}"])
+        probe = graph.probe
+        frames = [0]
+        for topic in ("camera/image_raw", "wrist_camera/image_raw"):
+            probe.node.create_subscription(Image, topic, lambda _m: frames.__setitem__(0, frames[0] + 1),
+                                           qos_profile_sensor_data)
+        states = probe.collect(TaskState, "task_state", RELIABLE)
+        start_pub = probe.publisher(EpisodeStart, "episode_start", LATCHED)
+        wait_until(lambda: probe.node.count_publishers("action_chunk") and probe.node.count_subscribers(
+            "episode_start"), STARTUP_TIMEOUT_S, "the executor and the scripted policy")
+        seed = TASKS[BENCH_TASK].heldout_seeds[0]
+        reset = probe.call(ResetEpisode, "reset_episode", ResetEpisode.Request(task=BENCH_TASK, seed=seed,
+                                                                             episode_id="bench"),
+                           STARTUP_TIMEOUT_S)
+        assert reset.success, reset.message
+        wait_until(lambda: states and states[-1].episode_id == "bench", what="the reset state")
+        start = EpisodeStart(episode_id="bench", task=BENCH_TASK, seed=seed, max_steps=0, evaluation=True)
+        start.header.stamp = states[-1].header.stamp
+        start_pub.publish(start)
+        wait_until(lambda: states[-1].step >= WARMUP_STEPS, what="warm-up steps")
+        first, t0 = states[-1].step, time.perf_counter()
+        wait_until(lambda: states[-1].step >= first + steps, 10 * STARTUP_TIMEOUT_S, f"{steps} steps")
+        rate = (states[-1].step - first) / (time.perf_counter() - t0)
+        assert frames[0] > 0, "no camera image reached the probe"
+        return rate
 
 
 def main() -> None:

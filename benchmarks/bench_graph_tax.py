@@ -1,0 +1,117 @@
+"""The graph tax: episodes/s of GRPO-style sampled rollouts through the ROS graph divided by episodes/s
+of the same rollouts in-process through the core env and model, in one run (target >= 0.8).
+
+    .venv/bin/python benchmarks/bench_graph_tax.py [--task reach] [--episodes 16] [--arms 2]
+                                                   [--checkpoint DIR] [--threads 1] [--json out.json]
+
+graph:      `vla-rl launch train_sim learner:=false`: per arm a sim_bridge, executor, success_detector
+            and episode_manager, and one policy_node batching every arm's requests; the task's
+            training seeds in groups, sampled at T=1.6, only the policy's camera rendered. Timed from
+            the end of each arm's first episode (start-up and the first reset excluded) to the
+            --episodes-th result after it; the peak RSS (VmHWM) of every node is read at the end.
+in-process: `run_episodes(policy, task, seeds, greedy=False, record=True)` with --arms episodes side
+            by side (one forward pass per decision, as the policy node batches the arms), after one
+            untimed warm-up batch; run before and after the graph, the mean of both counts.
+Both sides run the same task, image size, camera, chunk size, temperature and episode count; an
+untrained policy rarely succeeds, so nearly every episode runs to the task's step limit on both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+from common import edited_config, fresh_default, isolated_graph, launched_pids, peak_rss_by_node, write_json
+from rosgraph import wait_until
+from vla_rl_interfaces.msg import EpisodeResult
+
+from vla_rl_ros.policy import VLAPolicy
+from vla_rl_ros.policy.evaluate import run_episodes
+from vla_rl_ros.ros.qos import RESULTS
+from vla_rl_ros.sim import TASKS
+
+STARTUP_TIMEOUT_S = 300.0
+GROUP_SIZE = 8  # SimpleVLA-RL's group size, the episode manager's default
+
+
+def in_process_rate(policy: VLAPolicy, task: str, episodes: int, arms: int) -> dict:
+    """Episodes/s of `episodes` sampled rollouts, `arms` at a time, after one untimed batch."""
+    seeds = list(TASKS[task].train_seeds[: episodes + arms])
+    generator = torch.Generator().manual_seed(0)
+    run_episodes(policy, task, seeds[:arms], greedy=False, record=True, generator=generator)  # warm-up
+    start = time.perf_counter()
+    results = []
+    for i in range(arms, arms + episodes, arms):
+        results += run_episodes(policy, task, seeds[i:i + arms], greedy=False, record=True, generator=generator)
+    elapsed = time.perf_counter() - start
+    return {"episodes": len(results), "seconds": elapsed, "episodes_per_s": len(results) / elapsed,
+            "steps_per_episode": sum(r["steps"] for r in results) / len(results),
+            "end_reasons": dict(Counter(r["end_reason"] for r in results))}
+
+
+def graph_rate(checkpoint: Path, policy: VLAPolicy, task: str, episodes: int, arms: int, threads: int,
+               tmp: Path) -> dict:
+    config = edited_config(tmp, {
+        "episode_manager": {"tasks": [task], "group_size": GROUP_SIZE},
+        "sim_bridge": {"image_size": policy.image_size, "cameras": [policy.camera]},
+    })
+    with isolated_graph(tmp, threads) as graph:
+        names = [f"arm{i}" for i in range(arms)]
+        results = {a: graph.probe.collect(EpisodeResult, f"/{a}/episode_result", RESULTS) for a in names}
+        graph.launch("train_sim", f"num_arms:={arms}", "learner:=false", f"checkpoint:={checkpoint}",
+                     f"config_dir:={config}", "eval_seeds_per_task:=0")
+        wait_until(lambda: all(results.values()), STARTUP_TIMEOUT_S, "every arm's first episode")
+        counted = [len(r) for r in results.values()]
+        start = time.perf_counter()
+        wait_until(lambda: sum(len(r) for r in results.values()) - sum(counted) >= episodes,
+                   STARTUP_TIMEOUT_S + 60 * episodes, f"{episodes} episodes")
+        elapsed = time.perf_counter() - start
+        timed = [m for r, c in zip(results.values(), counted, strict=True) for m in r[c:]]
+        memory = peak_rss_by_node(launched_pids(graph.log("launch")))
+        return {"episodes": len(timed), "seconds": elapsed, "episodes_per_s": len(timed) / elapsed,
+                "steps_per_episode": sum(m.steps for m in timed) / len(timed),
+                "end_reasons": dict(Counter(m.end_reason for m in timed)), "peak_rss_mib": memory}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="reach", choices=list(TASKS), help="the task every episode runs")
+    parser.add_argument("--episodes", type=int, default=16, help="timed episodes on each side")
+    parser.add_argument("--arms", type=int, default=2, choices=(1, 2, 4), help="arms (graph) = episodes side by "
+                        "side (in-process)")
+    parser.add_argument("--checkpoint", type=Path, help="policy checkpoint (default: a fresh default-size tiny VLA)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (this process and the nodes)")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    instructions = [TASKS[args.task].sample(s).instruction for s in TASKS[args.task].train_seeds[:200]]
+    policy = VLAPolicy.load(args.checkpoint) if args.checkpoint else fresh_default(instructions)
+    print(f"{args.task}: {args.episodes} sampled episodes per side, {args.arms} arm(s) / side by side, "
+          f"{policy.image_size} px {policy.camera} camera, chunk {policy.chunk_size}, {args.threads} thread(s)")
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = args.checkpoint
+        if checkpoint is None:
+            checkpoint = Path(tmp) / "policy"
+            policy.save(checkpoint)
+        before = in_process_rate(policy, args.task, args.episodes, args.arms)
+        graph = graph_rate(checkpoint, policy, args.task, args.episodes, args.arms, args.threads, Path(tmp))
+        after = in_process_rate(policy, args.task, args.episodes, args.arms)
+    core = (before["episodes_per_s"] + after["episodes_per_s"]) / 2
+    figures = {"task": args.task, "arms": args.arms, "episodes": args.episodes, "in_process_before": before,
+               "in_process_after": after, "graph": graph, "in_process_episodes_per_s": core,
+               "graph_episodes_per_s": graph["episodes_per_s"], "graph_over_in_process": graph["episodes_per_s"] / core,
+               "peak_rss_mib": graph["peak_rss_mib"]}
+    print(f"{'':>12} {'episodes/s':>11} {'steps/episode':>14}  end reasons")
+    for name, r in (("in-process", before), ("graph", graph), ("in-process", after)):
+        print(f"{name:>12} {r['episodes_per_s']:>11.3f} {r['steps_per_episode']:>14.1f}  {r['end_reasons']}")
+    print(f"graph / in-process: {figures['graph_over_in_process']:.2f} (target >= 0.8)")
+    print("peak RSS (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(graph["peak_rss_mib"].items())))
+    write_json(args.json, figures)
+
+
+if __name__ == "__main__":
+    main()
