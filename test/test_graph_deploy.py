@@ -83,6 +83,7 @@ def test_launch_files_pick_the_hardware_layer_the_camera_and_the_success_backend
     assert deploy["executor"]["params"].items() >= {"use_sim_time": True, "always_greedy": True, "dry_run": False,
                                                 "request_ahead_steps": 0, "image_timeout": 1.0}.items()
     assert deploy["executor"]["params"]["robot_config"].endswith("config/robots/sim_panda.yaml")
+    assert deploy["policy_node"]["params"]["checkpoint"] == ""  # an empty argument is a string, not null
 
     replay = expand("deploy", tmp_path, camera="node", camera_source="/data/replay.mp4", dry_run="true")
     assert replay["sim_bridge"]["remaps"]["camera/image_raw"] == "sim_render/image_raw"  # one camera publisher
@@ -106,7 +107,7 @@ def test_launch_files_pick_the_hardware_layer_the_camera_and_the_success_backend
     assert collect["recorder"]["params"].items() >= {"dataset": "/data/arm0", "cameras": ["front"],
                                                  "camera_topics": ["camera/image_raw"]}.items()
     assert collect["recorder"]["params"]["robot_config"] == collect["executor"]["params"]["robot_config"]
-    assert not collect["episode_manager"]["params"]["use_sim_time"]
+    assert not collect["episode_manager"]["params"]["use_sim_time"] and collect["recorder"]["params"]["bag_dir"] == ""
 
     train = expand("train_real", tmp_path, max_updates="3")
     assert sorted(train) == ["episode_manager", "executor", "learner", "policy_node", "recorder", "sim_bridge",
@@ -200,15 +201,20 @@ def test_collect_records_episodes_and_an_unplugged_camera_holds_the_arm_and_ends
     assert len(first.state) == len(first.actions) == (TASKS["reach"].max_steps if first.end_reason == "timeout"
                                                       else len(first.state))
 
-    # Unplug mid-episode: the replay file disappears while an episode runs.
-    wait_until(lambda: arm.starts and arm.commands and arm.starts[-1].episode_id not in
-               {r.episode_id for r in arm.results}, 60, "an episode under way")
-    victim = arm.starts[-1].episode_id
+    # Unplug mid-episode: the replay file disappears once an episode has run 2 of its 10 chunks.
+    def under_way() -> str | None:
+        if not arm.starts or arm.starts[-1].episode_id in {r.episode_id for r in arm.results}:
+            return None
+        eid = arm.starts[-1].episode_id
+        return eid if 2 <= sum(c.episode_id == eid for c in arm.chunks) <= 5 else None
+
+    victim = wait_until(under_way, 60, "an episode under way")
     shutil.move(video, tmp_path / "away.mp4")
     wait_until(lambda: arm.status("executor").get("hold") == "stale_image", 30, "the executor's stale-image hold")
     held = len(arm.commands)
     result = wait_until(lambda: next((r for r in arm.results if r.episode_id == victim), None), 30, "its end")
     assert result.end_reason == EpisodeResult.END_LOST_NODE and not result.success
+    assert 0 < result.steps < TASKS["reach"].max_steps  # cut mid-episode, the sim clock stood still meanwhile
     assert result.end_reason in DISCARD_REASONS  # the learner never trains on it
     assert len(arm.commands) <= held + 1  # held until the end: nothing moved without a camera
     assert int(arm.status("camera_node").get("reconnect_attempts", "0")) >= 1
@@ -219,5 +225,8 @@ def test_collect_records_episodes_and_an_unplugged_camera_holds_the_arm_and_ends
     wait_until(lambda: any(r.end_reason in ("timeout", "success") for r in arm.results[after:]), 90,
                "an episode after the camera came back")
     assert arm.status("camera_node")["reconnects"] == "1"
+    # The cut episode is in the dataset with its reason, up to where the arm stopped.
+    cut = next(e for e in EpisodeDataset.open(dataset) if e.episode_id == victim)
+    assert cut.end_reason == "lost_node" and not cut.success and len(cut.actions) == result.steps
     log = ros_graph.log("launch")
     assert "camera lost" in log and "holding: stale_image" in log
