@@ -113,14 +113,15 @@ class SuccessDetector(Node):
     def on_image(self, msg: Image) -> None:
         if self.episode is None:
             return
+        try:
+            image = image_from_msg(msg)  # before the stamp checks: garbage is reported whatever its stamp
+        except MessageError as exc:
+            self.drops.drop("unusable image", str(exc))
+            return
         stamp = stamp_ns(msg.header.stamp)
         if stamp <= self.last_frame_ns or stamp < stamp_ns(self.episode.header.stamp):
             return  # a re-sent frame, or one of the previous episode
-        try:
-            raw, confidence = self.backend.judge(self.episode.task, image_from_msg(msg))
-        except (MessageError, ValueError) as exc:
-            self.drops.drop("unusable image", str(exc))
-            return
+        raw, confidence = self.backend.judge(self.episode.task, image)
         self.last_frame_ns = stamp
         self.verdict(raw, confidence, msg.header)
 

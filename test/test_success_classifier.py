@@ -1,0 +1,190 @@
+"""The classifier success backend: the labelling rule, `vla-rl train-classifier` on episodes recorded
+from the sim (held-out precision/recall it prints), refusal of missing or corrupt model files, and the
+success detector judging real sim camera images in a running graph.
+
+The episodes are what the recorder writes on an arm: successful ones run on for a few steps after the
+task is done (an operator presses s on seeing it; the recorder keeps frames until the result), failed
+ones are the expert with its gripper kept open (it never grasps the handle) or random actions, cut
+short as an operator's f would.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rclpy.qos import qos_profile_sensor_data
+from rosgraph import RELIABLE, RosGraph, wait_until
+from sensor_msgs.msg import Image
+from vla_rl_interfaces.msg import EpisodeStart, SuccessSignal, TaskState
+from vla_rl_interfaces.srv import ResetEpisode
+
+from vla_rl_ros.data import Episode
+from vla_rl_ros.ros.convert import stamp_ns
+from vla_rl_ros.ros.qos import LATCHED
+from vla_rl_ros.sim import TASKS, make_env
+from vla_rl_ros.sim.demos import open_or_create
+from vla_rl_ros.success import backend_class
+from vla_rl_ros.success.classifier import CONFIG, WEIGHTS, ClassifierError, SuccessClassifier, load_classifier
+from vla_rl_ros.success.train import frame_labels, split_episodes
+
+TASK = "open_drawer"
+SUCCESSES, FAILURES = 24, 12
+AFTER_SUCCESS = 8  # steps recorded after success (an operator's reaction time at 10 Hz)
+FAILURE_STEPS = 40  # an operator ends a failing episode early
+POSITIVE_TAIL = 6  # < AFTER_SUCCESS + 2: only frames that show the open drawer
+PERIOD_NS = 100_000_000
+SCRIPTED_POLICY = Path(__file__).parent / "nodes" / "scripted_policy.py"
+
+
+def record(out: Path) -> None:
+    """SUCCESSES expert episodes and FAILURES failed ones of TASK on training seeds, front camera 64 px."""
+    rng = np.random.default_rng(0)
+    with make_env(TASK, cameras=("front",), image_size=64) as env:
+        ds = open_or_create(out, env)
+        for k in range(SUCCESSES + FAILURES):
+            failing = k >= SUCCESSES
+            obs, frames, states, actions, done_at = env.reset(k), [], [], [], None
+            while len(frames) < (FAILURE_STEPS if failing else 200):
+                if not failing or k % 2 == 0:
+                    action = env.task.expert(env)
+                    if failing:
+                        action[-1] = 0.0  # gripper open: the handle is never held
+                else:
+                    action = np.append(rng.uniform(-0.05, 0.05, 3), rng.integers(0, 2)).astype(np.float32)
+                frames.append(obs.images["front"])
+                states.append(obs.state)
+                actions.append(action)
+                step = env.step(action)
+                obs = step.observation
+                if step.info["episode_success"] and done_at is None:
+                    done_at = len(frames)
+                if done_at is not None and len(frames) >= done_at + AFTER_SUCCESS:
+                    break
+            success = done_at is not None
+            assert success != failing, f"episode {k}: the {'failing' if failing else 'expert'} policy " \
+                                       f"{'succeeded' if success else 'failed'}"
+            ds.append(Episode(task=TASK, instruction=env.instruction, seed=k, success=success, reward=float(success),
+                              end_reason="success" if success else "timeout", images={"front": np.stack(frames)},
+                              state=np.stack(states), actions=np.stack(actions)))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """(model directory, the command's output) of `vla-rl train-classifier` on recorded sim episodes."""
+    root = tmp_path_factory.mktemp("classifier")
+    record(root / "episodes")
+    out = subprocess.run([sys.executable, "-m", "vla_rl_ros.cli", "train-classifier", "--data", str(root / "episodes"),
+                          "--out", str(root / "model"), "--positive-tail", str(POSITIVE_TAIL)],
+                         check=False, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return root / "model", out.stdout
+
+
+def test_labelling_rule() -> None:
+    # success: first half negative, middle left out, the tail positive; failure: all negative
+    assert frame_labels(8, True, 2, 0.5).tolist() == [0, 0, 0, 0, -1, -1, 1, 1]
+    assert frame_labels(3, True, 2, 0.5).tolist() == [0, 1, 1]
+    assert frame_labels(4, False, 2, 0.5).tolist() == [0, 0, 0, 0]
+    train, heldout = split_episodes([True] * 8 + [False] * 4, 0.25, seed=3)
+    assert not set(train) & set(heldout) and sorted(train + heldout) == list(range(12))
+    assert sum(i < 8 for i in heldout) == 2 and sum(i >= 8 for i in heldout) == 1
+
+
+def test_train_classifier_reaches_its_heldout_precision_and_recall(trained: tuple[Path, str]) -> None:
+    model, printed = trained
+    found = re.search(r"held-out frames: precision ([0-9.]+) recall ([0-9.]+)", printed)
+    assert found, printed
+    precision, recall = float(found[1]), float(found[2])
+    # A detector that says "success" everywhere has precision ~0.1 here, one that never does recall 0.
+    assert precision >= 0.75 and recall >= 0.5, printed
+    episodes = re.search(r"success found in (\d+)/(\d+) successful, (\d+)/(\d+) failed", printed)
+    assert episodes and int(episodes[1]) >= int(episodes[2]) - 1 and int(episodes[3]) == 0, printed
+    config = json.loads((model / CONFIG).read_text())
+    assert config["heldout"]["precision"] == pytest.approx(precision, abs=1e-3)
+    held = config["trained_on"]["heldout_episodes"]
+    assert len(held) == round(SUCCESSES * 0.25) + round(FAILURES * 0.25)
+    assert (model / WEIGHTS).read_bytes()[8:9] == b"{"  # a safetensors header, not a pickle
+    net, cfg = load_classifier(model)
+    assert cfg.positive_tail == POSITIVE_TAIL and sum(p.numel() for p in net.parameters()) < 100_000
+
+
+def test_missing_or_corrupt_model_files_are_refused_clearly(trained: tuple[Path, str], tmp_path: Path) -> None:
+    model, _ = trained
+    with pytest.raises(ClassifierError, match="needs the model parameter"):
+        SuccessClassifier("")
+    with pytest.raises(ClassifierError, match=f"no {CONFIG} in .*nowhere"):
+        load_classifier(tmp_path / "nowhere")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / CONFIG).write_text((model / CONFIG).read_text())
+    (broken / WEIGHTS).write_bytes((model / WEIGHTS).read_bytes()[:100])  # truncated
+    with pytest.raises(ClassifierError, match="not a readable safetensors file"):
+        load_classifier(broken)
+    (broken / WEIGHTS).write_bytes((model / WEIGHTS).read_bytes())
+    (broken / CONFIG).write_text('{"format": "vla_rl_ros.success_classifier/1", "channels": [8, 8, 8]}')
+    with pytest.raises(ClassifierError, match="does not match the architecture"):
+        load_classifier(broken)
+    (broken / CONFIG).write_text("{not json")
+    with pytest.raises(ClassifierError, match="is corrupt"):
+        load_classifier(broken)
+    with pytest.raises(ValueError, match="unknown success detector type 'magic'"):
+        backend_class("magic")
+
+
+@pytest.mark.graph
+def test_classifier_detects_success_from_sim_camera_images(ros_graph: RosGraph, trained: tuple[Path, str]) -> None:
+    model, _ = trained
+    seed = TASKS[TASK].heldout_seeds[0]  # a layout no training episode had
+    with make_env(TASK, cameras=()) as env:  # the oracle's success step in the core env (the graph matches it)
+        env.reset(seed)
+        while not (step := env.step(env.task.expert(env))).done:
+            pass
+        assert step.info["episode_success"]
+        oracle_step = env.steps
+
+    bad = ros_graph.node("success_detector", "-p", "type:=classifier", "-p", f"model:={model.parent / 'nowhere'}",
+                         label="bad_model")
+    ros_graph.node("sim_bridge", "-p", f"task:={TASK}", "-p", "cameras:=[front]")
+    ros_graph.node("executor")
+    ros_graph.node("success_detector", "-p", "type:=classifier", "-p", f"model:={model}")
+    ros_graph.start("scripted_policy", [sys.executable, str(SCRIPTED_POLICY)])
+    probe = ros_graph.probe
+    verdicts = probe.collect(SuccessSignal, "success", RELIABLE)
+    states = probe.collect(TaskState, "task_state", LATCHED)
+    start_pub = probe.publisher(EpisodeStart, "episode_start", LATCHED)
+    garbage = probe.publisher(Image, "camera/image_raw", qos_profile_sensor_data)
+    assert bad.wait(timeout=60) == 2
+    assert f"no {CONFIG} in" in ros_graph.log("bad_model")
+
+    wait_until(lambda: probe.node.count_publishers("action_chunk") > 0 and
+               probe.node.count_subscribers("episode_start") >= 2, 60, "the policy, executor and detector")
+    probe.wait_matched(probe.subscriptions["success"], start_pub, timeout=60)
+    reset = probe.call(ResetEpisode, "reset_episode", ResetEpisode.Request(task=TASK, seed=seed, episode_id="ep-cls"),
+                       timeout=60)
+    assert reset.success
+    wait_until(lambda: states and states[-1].episode_id == "ep-cls", what="the reset state")
+    start = EpisodeStart(episode_id="ep-cls", task=TASK, seed=seed, max_steps=TASKS[TASK].max_steps, evaluation=True)
+    start.header.stamp = reset.stamp
+    start_pub.publish(start)
+    wait_until(lambda: verdicts, 30, "the detector's first verdict")
+    junk = Image(height=2, width=2, encoding="mono8", step=2, data=bytes(4))
+    junk.header.stamp.sec, junk.header.stamp.nanosec = reset.stamp.sec, reset.stamp.nanosec + 1
+    garbage.publish(junk)  # dropped with a log line; the detector goes on
+
+    found = wait_until(lambda: next((v for v in verdicts if v.success), None), 60, "the classifier's success")
+    first = (stamp_ns(found.header.stamp) - stamp_ns(reset.stamp)) // PERIOD_NS
+    # Held for 3 frames, it comes about when the oracle's does (success held 3 steps), never in the first half.
+    assert oracle_step - 5 <= first <= oracle_step + 10, (first, oracle_step)
+    early = [v for v in verdicts if (stamp_ns(v.header.stamp) - stamp_ns(reset.stamp)) // PERIOD_NS < oracle_step // 2]
+    assert early and not any(v.success for v in early) and max(v.confidence for v in early) < 0.5
+    assert all(v.source == "classifier" and v.episode_id == "ep-cls" for v in verdicts)
+    # One verdict per camera frame: the bridge's idle re-sends of a frame are not judged again.
+    stamps = [stamp_ns(v.header.stamp) for v in verdicts]
+    assert len(stamps) == len(set(stamps))
+    assert "dropped input: unusable image" in ros_graph.log("success_detector")
