@@ -104,6 +104,8 @@ def test_launch_files_pick_the_hardware_layer_the_camera_and_the_success_backend
     assert sorted(collect) == ["camera_node", "episode_manager", "executor", "policy_node", "recorder",
                                "success_detector"]
     assert collect["success_detector"]["params"]["type"] == "operator"
+    assert collect["episode_manager"]["params"].items() >= {"reset": "operator", "robot_config": collect["executor"][
+        "params"]["robot_config"]}.items()
     assert collect["recorder"]["params"].items() >= {"dataset": "/data/arm0", "cameras": ["front"],
                                                  "camera_topics": ["camera/image_raw"]}.items()
     assert collect["recorder"]["params"]["robot_config"] == collect["executor"]["params"]["robot_config"]
@@ -115,6 +117,7 @@ def test_launch_files_pick_the_hardware_layer_the_camera_and_the_success_backend
     assert train["learner"]["params"].items() >= {"arms": ["arm0"], "max_updates": 3}.items()
     assert not train["executor"]["params"]["always_greedy"]  # GRPO needs sampled rollouts
     assert train["success_detector"]["params"]["type"] == "sim_oracle"
+    assert train["episode_manager"]["params"]["reset"] == "sim"
 
 
 # -- the graphs -------------------------------------------------------------------------------------
