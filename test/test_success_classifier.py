@@ -2,10 +2,9 @@
 from the sim (held-out precision/recall it prints), refusal of missing or corrupt model files, and the
 success detector judging real sim camera images in a running graph.
 
-The episodes are what the recorder writes on an arm: successful ones run on for a few steps after the
-task is done (an operator presses s on seeing it; the recorder keeps frames until the result), failed
-ones are the expert with its gripper kept open (it never grasps the handle) or random actions, cut
-short as an operator's f would.
+The episodes are shaped like a recorder's on an arm (success.sim_episodes): successful ones run on
+for a few steps after the task is done, failed ones are the expert that never grasps the handle or
+random actions, cut short.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from rclpy.qos import qos_profile_sensor_data
 from rosgraph import RELIABLE, RosGraph, wait_until
@@ -24,13 +22,12 @@ from sensor_msgs.msg import Image
 from vla_rl_interfaces.msg import EpisodeStart, SuccessSignal, TaskState
 from vla_rl_interfaces.srv import ResetEpisode
 
-from vla_rl_ros.data import Episode
 from vla_rl_ros.ros.convert import stamp_ns
 from vla_rl_ros.ros.qos import LATCHED
 from vla_rl_ros.sim import TASKS, make_env
-from vla_rl_ros.sim.demos import open_or_create
 from vla_rl_ros.success import backend_class
 from vla_rl_ros.success.classifier import CONFIG, WEIGHTS, ClassifierError, SuccessClassifier, load_classifier
+from vla_rl_ros.success.sim_episodes import record_episodes
 from vla_rl_ros.success.train import frame_labels, split_episodes
 
 TASK = "open_drawer"
@@ -42,43 +39,12 @@ PERIOD_NS = 100_000_000
 SCRIPTED_POLICY = Path(__file__).parent / "nodes" / "scripted_policy.py"
 
 
-def record(out: Path) -> None:
-    """SUCCESSES expert episodes and FAILURES failed ones of TASK on training seeds, front camera 64 px."""
-    rng = np.random.default_rng(0)
-    with make_env(TASK, cameras=("front",), image_size=64) as env:
-        ds = open_or_create(out, env)
-        for k in range(SUCCESSES + FAILURES):
-            failing = k >= SUCCESSES
-            obs, frames, states, actions, done_at = env.reset(k), [], [], [], None
-            while len(frames) < (FAILURE_STEPS if failing else 200):
-                if not failing or k % 2 == 0:
-                    action = env.task.expert(env)
-                    if failing:
-                        action[-1] = 0.0  # gripper open: the handle is never held
-                else:
-                    action = np.append(rng.uniform(-0.05, 0.05, 3), rng.integers(0, 2)).astype(np.float32)
-                frames.append(obs.images["front"])
-                states.append(obs.state)
-                actions.append(action)
-                step = env.step(action)
-                obs = step.observation
-                if step.info["episode_success"] and done_at is None:
-                    done_at = len(frames)
-                if done_at is not None and len(frames) >= done_at + AFTER_SUCCESS:
-                    break
-            success = done_at is not None
-            assert success != failing, f"episode {k}: the {'failing' if failing else 'expert'} policy " \
-                                       f"{'succeeded' if success else 'failed'}"
-            ds.append(Episode(task=TASK, instruction=env.instruction, seed=k, success=success, reward=float(success),
-                              end_reason="success" if success else "timeout", images={"front": np.stack(frames)},
-                              state=np.stack(states), actions=np.stack(actions)))
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """(model directory, the command's output) of `vla-rl train-classifier` on recorded sim episodes."""
     root = tmp_path_factory.mktemp("classifier")
-    record(root / "episodes")
+    record_episodes(root / "episodes", TASK, SUCCESSES, FAILURES, after_success=AFTER_SUCCESS,
+                    failure_steps=FAILURE_STEPS)
     out = subprocess.run([sys.executable, "-m", "vla_rl_ros.cli", "train-classifier", "--data", str(root / "episodes"),
                           "--out", str(root / "model"), "--positive-tail", str(POSITIVE_TAIL)],
                          check=False, capture_output=True, text=True, timeout=300)
