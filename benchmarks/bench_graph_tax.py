@@ -25,8 +25,9 @@ from collections import Counter
 from pathlib import Path
 
 import torch
-from common import edited_config, fresh_default, isolated_graph, launched_pids, peak_rss_by_node, write_json
+from common import fresh_default, isolated_graph, launched_pids, peak_rss_by_node, write_json
 from rosgraph import wait_until
+from test_graph_deploy import small_config  # config/ copied with edits, as the graph tests use it
 from vla_rl_interfaces.msg import EpisodeResult
 
 from vla_rl_ros.policy import VLAPolicy
@@ -55,10 +56,8 @@ def in_process_rate(policy: VLAPolicy, task: str, episodes: int, arms: int) -> d
 
 def graph_rate(checkpoint: Path, policy: VLAPolicy, task: str, episodes: int, arms: int, threads: int,
                tmp: Path) -> dict:
-    config = edited_config(tmp, {
-        "episode_manager": {"tasks": [task], "group_size": GROUP_SIZE},
-        "sim_bridge": {"image_size": policy.image_size, "cameras": [policy.camera]},
-    })
+    config = small_config(tmp, episode_manager={"tasks": [task], "group_size": GROUP_SIZE},
+                          sim_bridge={"image_size": policy.image_size, "cameras": [policy.camera]})
     with isolated_graph(tmp, threads) as graph:
         names = [f"arm{i}" for i in range(arms)]
         results = {a: graph.probe.collect(EpisodeResult, f"/{a}/episode_result", RESULTS) for a in names}

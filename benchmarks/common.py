@@ -79,22 +79,6 @@ def write_json(path: str | None, figures: dict[str, Any]) -> None:
         Path(path).write_text(json.dumps(figures, indent=2, default=float) + "\n")
 
 
-def edited_config(tmp: Path, edits: dict[str, dict[str, Any]]) -> Path:
-    """A copy of config/ under `tmp` with per-node parameter changes (config_dir:= of the launch files)."""
-    import shutil
-
-    import yaml
-
-    config = tmp / "config"
-    shutil.copytree(REPO / "config", config)
-    for node, values in edits.items():
-        path = config / f"{node}.yaml"
-        doc = yaml.safe_load(path.read_text())
-        doc[f"/**/{node}"]["ros__parameters"].update(values)
-        path.write_text(yaml.safe_dump(doc))
-    return config
-
-
 @contextlib.contextmanager
 def isolated_graph(tmp: Path, threads: int | None = None) -> Iterator[Any]:  # -> RosGraph
     """A RosGraph on its own domain whose processes use `threads` torch/OpenMP threads; the processes'
