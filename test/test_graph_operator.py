@@ -17,6 +17,8 @@ import pytest
 from rclpy.qos import qos_profile_sensor_data
 from rosgraph import RELIABLE, RosGraph, wait_until
 from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool
+from std_srvs.srv import Trigger
 from vla_rl_interfaces.msg import ActionChunk, ChunkRequest, EpisodeResult, EpisodeStart
 from vla_rl_interfaces.srv import LabelEpisode
 
@@ -149,13 +151,33 @@ def test_operator_labels_resets_and_aborts_episodes_of_a_running_graph(ros_graph
     op.press("r")
     at = op.wait_for("group 2, rollout 2/2", at)
     assert arm_error() <= 0.03
+
+    # An e-stop ends the episode; nothing moves until it is released at the executor and r is pressed.
+    op.press("r")
+    wait_until(lambda: len(starts) > 3, 30, "episode 4")
+    wait_until(moved_away, 30, "the arm to move in episode 4")
+    estop = probe.publisher(Bool, f"{NS}/estop", RELIABLE)
+    probe.wait_matched(estop)
+    estop.publish(Bool(data=True))
+    wait_until(lambda: len(results) > 3, 30, "episode 4's result")
+    assert results[3].end_reason == EpisodeResult.END_ESTOP
+    at = op.wait_for("e-stop latched: release it", at)
+    op.press("r")
+    at = op.wait_for("[ready] refused: the e-stop is latched", at)
+    assert arm_error() > 0.1
+    assert probe.call(Trigger, f"{NS}/executor/release_estop", Trigger.Request()).success
+    at = op.wait_for("the arm is yours and will not move", at)  # the executor reported the release
+    op.press("r")
+    at = op.wait_for("group 3, rollout 1/2", at)
+    assert arm_error() <= 0.03
     op.press("q")
     assert op.proc.wait(timeout=15) == 0
 
     # What the learner makes of them: the aborted episode is discarded, the others count.
     buffer = EpisodeBuffer(GRPOConfig(group_size=2, minibatch_size=2))
-    for msg in results[:3]:
+    for msg in results[:4]:
         buffer.add_result(result_from_msg(msg))
-    assert buffer.counters["aborted/abort"] == 1 and buffer.counters["results"] == 3
+    assert buffer.counters["aborted/abort"] == 1 and buffer.counters["aborted/estop"] == 1
+    assert buffer.counters["results"] == 4
     text = op.text()
     assert f"[episode] {first.episode_id} started" in text and f"[result] {first.episode_id}: success" in text

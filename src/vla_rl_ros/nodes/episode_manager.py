@@ -264,7 +264,9 @@ class EpisodeManager(Node):
             return
         self.plan = self.plan or self.scheduler.next()
         if self.phase == CLEAR:
-            self.say("the arm is yours and will not move; when it is clear, press r to send it home")
+            self.say("e-stop latched: release it (executor/release_estop), then press r to send the arm home"
+                     if self.estop_latched else
+                     "the arm is yours and will not move; when it is clear, press r to send it home")
             if self.ready:
                 self.ready, self.phase, self.homing_since = False, HOMING, time.monotonic()
         elif self.phase == HOMING:
@@ -279,9 +281,8 @@ class EpisodeManager(Node):
     def home_step(self) -> None:
         """One command towards home once the previous one's period has ended (lockstep in sim)."""
         assert self.joints is not None
-        if self.estop_latched:
-            self.say("e-stop latched: release it (executor/release_estop); the arm then goes home")
-            self.homing_since = time.monotonic()
+        if self.estop_latched:  # the arm is the operator's again: it moves only after their next r
+            self.phase = CLEAR
             return
         if self.homing.at_home(self.joints):
             self.get_logger().info("the arm is home")
