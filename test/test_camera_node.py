@@ -78,9 +78,11 @@ def test_video_replay_publishes_images_and_camera_info_and_survives_an_unplug(ro
 def test_image_folder_frames_arrive_exactly_in_the_asked_encoding(ros_graph: RosGraph, tmp_path: Path,
                                                                    encoding: str) -> None:
     rgb = write_folder(tmp_path / "frames", n=3)
-    images = ros_graph.probe.collect(Image, "camera/image_raw", qos_profile_sensor_data)
+    (tmp_path / "frames" / "frame_001.png").write_bytes(b"garbage")  # skipped, counted and logged as dropped
+    images = ros_graph.probe.collect(Image, f"{NS}/camera/image_raw", qos_profile_sensor_data)
+    diagnostics = ros_graph.probe.collect(DiagnosticArray, "/diagnostics", RELIABLE)
     ros_graph.node("camera_node", "-p", "type:=image_folder", "-p", f"source:={tmp_path / 'frames'}",
-                   "-p", "fps:=30.0", "-p", "loop:=true", "-p", f"encoding:={encoding}")
+                   "-p", "fps:=30.0", "-p", "loop:=true", "-p", f"encoding:={encoding}", "-r", f"__ns:={NS}")
     wait_until(lambda: len(images) >= 4, 60, "frames")
     msg = images[-1]
     pixels = BRIDGE.imgmsg_to_cv2(msg)
@@ -92,6 +94,10 @@ def test_image_folder_frames_arrive_exactly_in_the_asked_encoding(ros_graph: Ros
     got = tuple(int(v) for v in pixels[0, 0]) if encoding == "bgr8" else int(pixels[0, 0])
     assert got in expected and len(np.unique(pixels.reshape(-1, pixels.shape[-1] if pixels.ndim == 3 else 1),
                                              axis=0)) == 1
+    assert got != expected[1]  # the garbage file's frame is never published
+    wait_until(lambda: int(values(camera_status(diagnostics) or DiagnosticStatus()).get("dropped/unreadable", 0)) >= 2,
+               30, "the unreadable frames counted")
+    wait_until(lambda: "frames dropped since the last report" in ros_graph.log("camera_node"), 30, "a drop log line")
 
 
 @pytest.mark.parametrize(("args", "message"), [

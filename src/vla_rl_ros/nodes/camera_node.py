@@ -2,13 +2,14 @@
 policy node and the recorder read; the real arm's counterpart of the sim bridge's front camera.
 
 ROS surface (names relative to the arm's namespace; remap camera/* for a second camera)
-  publishes   camera/image_raw    sensor_msgs/Image (encoding)      sensor data QoS; stamped with the node's
-                                                                    clock when read (sim time with use_sim_time)
+  publishes   camera/image_raw    sensor_msgs/Image (encoding)      sensor data QoS; stamped at capture (ROS
+                                                                    time); with use_sim_time, the sim time when read
               camera/camera_info  sensor_msgs/CameraInfo            sensor data QoS, same header; only with
                                                                     calibration_file, adjusted to crop and resize
               /diagnostics        diagnostic_msgs/DiagnosticArray   reliable; frames, drops by cause, reconnect
                                                                     attempts, measured rate; on every connect,
                                                                     loss or end, and every diagnostics_period
+                                                                    (drops and losses are also logged)
   parameters  see Params below (config/camera_node.yaml)
 
 Frames are read by a thread of their own (blocking reads, `vla_rl_ros.camera.CameraStream`) and
@@ -32,6 +33,7 @@ import numpy as np
 from cv_bridge import CvBridge
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.clock import Clock, ClockType
+from rclpy.duration import Duration
 from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
@@ -44,6 +46,7 @@ from vla_rl_ros.camera import (
     CameraConfig,
     CameraStream,
     Event,
+    Frame,
     FrameError,
     FrameProcessor,
     make_source,
@@ -54,6 +57,7 @@ from vla_rl_ros.ros.params import ParameterError, declare, param
 from vla_rl_ros.ros.qos import RELIABLE
 
 RETRY_LOG_INTERVAL_S = 10.0  # while the camera stays away, a failed reconnection is logged at most this often
+DROP_LOG_INTERVAL_S = 10.0  # frame drops are logged (with their count since the last line) at most this often
 _SOURCE = {f.name: f for f in fields(CameraConfig)}
 
 
@@ -117,7 +121,9 @@ class CameraNode(Node):
                                    reconnect_period_s=p.reconnect_period, fps=p.fps, on_event=self.on_event)
         self.info: CameraInfo | None = None  # for the current connection's capture size
         self.info_size: tuple[int, int] = (0, 0)
-        self.reported_drops = 0
+        self.reported_drops = 0  # frames dropped as of the last /diagnostics
+        self.logged_drops = 0  # and as of the last log line about them
+        self.last_drop_log = -DROP_LOG_INTERVAL_S
         self.last_retry_log = -RETRY_LOG_INTERVAL_S
         self.published = 0
         self.create_timer(p.diagnostics_period, self.report, clock=Clock(clock_type=ClockType.STEADY_TIME))
@@ -134,7 +140,7 @@ class CameraNode(Node):
             try:
                 out = self.stream.step(self.stop.wait)
                 if out is not None and not self.stop.is_set():
-                    self.publish(out[0])
+                    self.publish(*out)
             except FrameError as exc:
                 self.drops.drop("unusable frame", str(exc))
             except Exception:
@@ -142,9 +148,13 @@ class CameraNode(Node):
                     return
                 raise
 
-    def publish(self, image: np.ndarray) -> None:
+    def publish(self, image: np.ndarray, frame: Frame) -> None:
         msg = self.bridge.cv2_to_imgmsg(image, encoding=self.params.encoding)
-        msg.header.stamp = self.get_clock().now().to_msg()
+        clock = self.get_clock()
+        stamp = clock.now()
+        if not clock.ros_time_is_active:  # wall time: date the frame when it was captured, not published
+            stamp -= Duration(nanoseconds=max(0, round((time.monotonic() - frame.captured_at) * 1e9)))
+        msg.header.stamp = stamp.to_msg()
         msg.header.frame_id = self.params.frame_id
         self.image_pub.publish(msg)
         self.published += 1
@@ -198,6 +208,12 @@ class CameraNode(Node):
         else:
             level, message = DiagnosticStatus.OK, "streaming"
         self.reported_drops = dropped
+        now = time.monotonic()
+        if dropped > self.logged_drops and now - self.last_drop_log >= DROP_LOG_INTERVAL_S:
+            causes = ", ".join(f"{k} {v}" for k, v in sorted(stream.dropped.items()) if v)
+            self.get_logger().warning(f"{dropped - self.logged_drops} frames dropped since the last report "
+                                      f"(all so far: {causes})")
+            self.logged_drops, self.last_drop_log = dropped, now
         values = {"type": self.params.type, "source": self.params.source, "published": str(self.published), **status}
         diag = DiagnosticStatus(level=level, name=self.get_fully_qualified_name(), message=message,
                                 hardware_id=self.params.source,
