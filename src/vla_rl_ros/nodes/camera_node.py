@@ -126,6 +126,7 @@ class CameraNode(Node):
         self.last_drop_log = -DROP_LOG_INTERVAL_S
         self.last_retry_log = -RETRY_LOG_INTERVAL_S
         self.published = 0
+        self.report_lock = threading.Lock()
         self.create_timer(p.diagnostics_period, self.report, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.capture, name="camera capture", daemon=True)
@@ -196,6 +197,10 @@ class CameraNode(Node):
 
     # -- diagnostics -----------------------------------------------------------------------------
     def report(self) -> None:
+        with self.report_lock:  # called by the timer and by the capture thread's events
+            self._report()
+
+    def _report(self) -> None:
         stream = self.stream
         status = stream.status()
         dropped = sum(stream.dropped.values())
