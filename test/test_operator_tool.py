@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import termios
+import threading
 
 import pytest
 
@@ -23,7 +25,11 @@ def test_keys_from_a_terminal_act_at_once_and_the_terminal_is_restored() -> None
     try:
         with os.fdopen(slave, "r", closefd=False) as stream:
             before = termios.tcgetattr(slave)
-            os.write(master, b"s r")  # no newline: a terminal in cbreak mode delivers each key
+            # Typed once the tool reads (entering cbreak mode discards type-ahead), with no newline:
+            # a terminal in cbreak mode delivers each key as it is pressed.
+            typing = threading.Timer(0.5, os.write, (master, b"s r"))
+            typing.start()
+            signal.alarm(20)  # never hang the suite if a key is lost
             keys = read_keys(stream)
             assert next(keys) == "s"
             during = termios.tcgetattr(slave)
@@ -32,6 +38,7 @@ def test_keys_from_a_terminal_act_at_once_and_the_terminal_is_restored() -> None
             keys.close()
             assert termios.tcgetattr(slave) == before
     finally:
+        signal.alarm(0)
         os.close(master)
         os.close(slave)
 

@@ -45,7 +45,8 @@ HELP = "keys: " + ", ".join(f"{k} {v}" for k, v in KEYS.items())
 
 
 def read_keys(stream: IO[str]) -> Iterator[str]:
-    """Keys from `stream`: single key presses on a terminal, one key per line otherwise (blank lines skipped)."""
+    """Keys from `stream`: single key presses on a terminal (keys typed before it reads are discarded, as
+    tty.setcbreak does), one key per line otherwise (blank lines skipped)."""
     if stream.isatty():
         fd = stream.fileno()
         saved = termios.tcgetattr(fd)
