@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -131,14 +132,18 @@ class Arm:
         probe = self.probe = graph.probe
         self.commands = probe.collect(JointTrajectory, f"{NS}/joint_trajectory", RELIABLE)
         self.command_times: list[float] = []
-        probe.node.create_subscription(JointTrajectory, f"{NS}/joint_trajectory",
-                                       lambda _m: self.command_times.append(time.monotonic()), RELIABLE)
+        self.on_command: Callable[[int], None] = lambda count: None  # called with the number of commands so far
+        probe.node.create_subscription(JointTrajectory, f"{NS}/joint_trajectory", self._command, RELIABLE)
         self.joints = probe.collect(JointState, f"{NS}/joint_states", qos_profile_sensor_data)
         self.images = probe.collect(Image, f"{NS}/camera/image_raw", qos_profile_sensor_data)
         self.chunks = probe.collect(ActionChunk, f"{NS}/action_chunk", RELIABLE)
         self.starts = probe.collect(EpisodeStart, f"{NS}/episode_start", LATCHED)
         self.results = probe.collect(EpisodeResult, f"{NS}/episode_result", RESULTS)
         self.diagnostics = probe.collect(DiagnosticArray, "/diagnostics", RELIABLE)
+
+    def _command(self, _msg: JointTrajectory) -> None:
+        self.command_times.append(time.monotonic())
+        self.on_command(len(self.command_times))
 
     def status(self, node: str) -> dict[str, str]:
         """The newest /diagnostics key values of /arm0/<node> (empty before the first)."""
@@ -176,9 +181,17 @@ def test_deploy_executes_chunks_from_the_replayed_camera_and_an_estop_stops_with
     image_stamps = {(m.header.stamp.sec, m.header.stamp.nanosec) for m in arm.images}
     assert sum((c.header.stamp.sec, c.header.stamp.nanosec) in image_stamps for c in ours) >= len(ours) // 2
 
-    estop_pub.publish(Bool(data=True))
-    stopped_at = time.monotonic()
+    # E-stop mid-chunk: as soon as the first command of a chunk is seen, while its other steps remain.
+    stopped: list[float] = []
+
+    def estop_mid_chunk(count: int) -> None:
+        if not stopped and count % CHUNK == 1:
+            estop_pub.publish(Bool(data=True))
+            stopped.append(time.monotonic())
+
+    arm.on_command = estop_mid_chunk
     wait_until(lambda: arm.status("executor").get("hold") == "estop", 30, "the e-stop hold")
+    stopped_at = stopped[0]
     time.sleep(1.0)
     late = [t - stopped_at for t in arm.command_times if t > stopped_at + PERIOD_S]
     assert not late, f"commands {late} s after the e-stop"
