@@ -227,3 +227,13 @@ def test_calibration_loads_and_follows_crop_and_resize(tmp_path: Path) -> None:
         Calibration.load(path)
     with pytest.raises(ValueError, match="cannot read camera calibration"):
         Calibration.load(tmp_path / "none.yaml")
+
+
+@pytest.mark.parametrize("device", ["/dev/video99", "99"])
+def test_a_missing_device_is_a_disconnected_camera_not_a_crash(device: str) -> None:
+    """A device path or index with no camera behind it (unplugged) is the error the stream reconnects on."""
+    cam = OpenCVCamera(CameraConfig(source=device))
+    assert not cam.is_file
+    with pytest.raises(CameraDisconnectedError, match=f"OpenCV cannot open {device}"):
+        cam.connect()
+    cam.close()  # idempotent, never raises
