@@ -19,6 +19,7 @@ untrained policy rarely succeeds, so nearly every episode runs to the task's ste
 from __future__ import annotations
 
 import argparse
+import itertools
 import tempfile
 import time
 from collections import Counter
@@ -28,11 +29,11 @@ import torch
 from common import fresh_default, isolated_graph, launched_pids, peak_rss_by_node, write_json
 from rosgraph import wait_until
 from test_graph_deploy import small_config  # config/ copied with edits, as the graph tests use it
-from vla_rl_interfaces.msg import EpisodeResult
+from vla_rl_interfaces.msg import EpisodeResult, EpisodeStart
 
 from vla_rl_ros.policy import VLAPolicy
 from vla_rl_ros.policy.evaluate import run_episodes
-from vla_rl_ros.ros.qos import RESULTS
+from vla_rl_ros.ros.qos import LATCHED, RESULTS
 from vla_rl_ros.sim import TASKS
 
 STARTUP_TIMEOUT_S = 300.0
@@ -61,6 +62,12 @@ def graph_rate(checkpoint: Path, policy: VLAPolicy, task: str, episodes: int, ar
     with isolated_graph(tmp, threads) as graph:
         names = [f"arm{i}" for i in range(arms)]
         results = {a: graph.probe.collect(EpisodeResult, f"/{a}/episode_result", RESULTS) for a in names}
+        events: list[tuple[float, str, str]] = []  # (arrival, arm, "start" | "result"), for the breakdown
+        for a in names:
+            for kind, msg_type, qos in (("start", EpisodeStart, LATCHED), ("result", EpisodeResult, RESULTS)):
+                graph.probe.node.create_subscription(
+                    msg_type, f"/{a}/episode_{kind}",
+                    lambda _m, a=a, k=kind: events.append((time.perf_counter(), a, k)), qos)
         graph.launch("train_sim", f"num_arms:={arms}", "learner:=false", f"checkpoint:={checkpoint}",
                      f"config_dir:={config}", "eval_seeds_per_task:=0")
         wait_until(lambda: all(results.values()), STARTUP_TIMEOUT_S, "every arm's first episode")
@@ -73,7 +80,23 @@ def graph_rate(checkpoint: Path, policy: VLAPolicy, task: str, episodes: int, ar
         memory = peak_rss_by_node(launched_pids(graph.log("launch")))
         return {"episodes": len(timed), "seconds": elapsed, "episodes_per_s": len(timed) / elapsed,
                 "steps_per_episode": sum(m.steps for m in timed) / len(timed),
-                "end_reasons": dict(Counter(m.end_reason for m in timed)), "peak_rss_mib": memory}
+                "end_reasons": dict(Counter(m.end_reason for m in timed)), "peak_rss_mib": memory,
+                **phases([e for e in events if e[0] >= start], names)}
+
+
+def phases(events: list[tuple[float, str, str]], arms: list[str]) -> dict[str, float]:
+    """Mean seconds per arm from an EpisodeStart to its result (running) and from a result to the
+    next start (reset and announcement), as the probe saw them."""
+    running, between = [], []
+    for arm in arms:
+        mine = [(t, k) for t, a, k in events if a == arm]
+        for (t0, k0), (t1, k1) in itertools.pairwise(mine):
+            if (k0, k1) == ("start", "result"):
+                running.append(t1 - t0)
+            elif (k0, k1) == ("result", "start"):
+                between.append(t1 - t0)
+    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
+    return {"running_s": mean(running), "between_s": mean(between)}
 
 
 def main() -> None:
@@ -107,7 +130,8 @@ def main() -> None:
     print(f"{'':>12} {'episodes/s':>11} {'steps/episode':>14}  end reasons")
     for name, r in (("in-process", before), ("graph", graph), ("in-process", after)):
         print(f"{name:>12} {r['episodes_per_s']:>11.3f} {r['steps_per_episode']:>14.1f}  {r['end_reasons']}")
-    print(f"graph / in-process: {figures['graph_over_in_process']:.2f} (target >= 0.8)")
+    print(f"graph / in-process: {figures['graph_over_in_process']:.2f} (target >= 0.8); graph per arm: "
+          f"{graph['running_s']:.2f} s from start to result, {graph['between_s']:.2f} s from result to the next start")
     print("peak RSS (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(graph["peak_rss_mib"].items())))
     write_json(args.json, figures)
 

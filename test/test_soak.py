@@ -1,0 +1,141 @@
+"""Soak: train_sim for minutes (SOAK_SECONDS, default 300) with frequent updates, evaluations and
+checkpoints; memory, file handles, threads and processes must stay flat, and every episode must be
+accounted for. Outside the default suite (marker `soak`):
+
+    SOAK_SECONDS=600 .venv/bin/python -m pytest test/test_soak.py -m soak -s
+
+Sampled every SAMPLE_S from /proc for every node process the launcher started: resident memory
+(VmRSS), open file descriptors, threads. "Flat" compares the last sample with the one at the end of
+the warm-up (the first quarter: the first update, evaluation and checkpoint have happened by then).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+from rosgraph import RosGraph, wait_until
+from test_graph_deploy import small_config, tiny_checkpoint  # noqa: F401  (a module fixture)
+from vla_rl_interfaces.msg import EpisodeResult
+
+from vla_rl_ros.rl.buffer import BUCKETS
+from vla_rl_ros.ros.qos import RESULTS
+
+pytestmark = [pytest.mark.soak, pytest.mark.graph, pytest.mark.timeout(0)]
+SECONDS = float(os.environ.get("SOAK_SECONDS", "300"))
+ARMS = ("arm0", "arm1")
+SAMPLE_S = 10.0
+STARTUP_S = 180.0
+# Allowed growth from the end of the warm-up to the end: allocator noise and caches, not a leak.
+RSS_SLACK_MIB, RSS_SLACK_FRACTION = 30.0, 0.10
+FD_SLACK = 4  # a log rotation or a lazily opened library may add a few
+STARTED = re.compile(r"started (\S+) \[pid (\d+)\]")
+
+
+def proc_sample(pid: int) -> dict[str, float] | None:
+    """VmRSS (MiB), open fds and threads of a live process; None once it is gone (or a zombie)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    if "VmRSS" not in fields:  # exited, not yet reaped
+        return None
+    return {"rss_mib": int(fields["VmRSS"].split()[0]) / 1024, "fds": fds, "threads": int(fields["Threads"])}
+
+
+def children(pid: int) -> set[int]:
+    """Every live descendant of `pid` (the launcher's nodes and anything they started)."""
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        parents, frontier = frontier, set()
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (FileNotFoundError, ProcessLookupError, IndexError):
+                    continue
+                if ppid in parents and int(entry.name) not in found:
+                    found.add(int(entry.name))
+                    frontier.add(int(entry.name))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def asked_for(request: pytest.FixtureRequest) -> None:
+    """Run only when the marker expression names soak: a `-m 'not graph'` given on the command line
+    replaces the default `-m 'not soak'` of pyproject's addopts, and minutes of soak must not follow."""
+    if "soak" not in request.config.getoption("markexpr", ""):
+        pytest.skip("soak test: run with -m soak")
+
+
+def test_train_sim_for_minutes_stays_flat_and_accounts_for_every_episode(
+        ros_graph: RosGraph, tiny_checkpoint: Path, tmp_path: Path) -> None:  # noqa: F811
+    run_dir = tmp_path / "run"
+    config = small_config(
+        tmp_path,
+        episode_manager={"tasks": ["reach", "push"], "group_size": 2},
+        learner={"group_size": 2, "groups_per_update": 2, "minibatch_size": 4, "epochs": 1,
+                 "dynamic_sampling": False, "checkpoint_every": 2})
+    results = {a: ros_graph.probe.collect(EpisodeResult, f"/{a}/episode_result", RESULTS) for a in ARMS}
+    launch = ros_graph.launch("train_sim", f"num_arms:={len(ARMS)}", "max_updates:=0",
+                              f"max_wall_time_s:={SECONDS}", f"run_dir:={run_dir}", f"checkpoint:={tiny_checkpoint}",
+                              f"config_dir:={config}", "eval_seeds_per_task:=1", "eval_every_versions:=3")
+    wait_until(lambda: all(results.values()), STARTUP_S, "every arm's first episode")
+    started = time.monotonic()
+    pids = {label: int(pid) for label, pid in STARTED.findall(ros_graph.log("launch"))}
+    samples: list[dict[str, dict[str, float]]] = []
+    processes: list[int] = []
+    while launch.poll() is None:
+        sample = {label: s for label, pid in pids.items() if (s := proc_sample(pid)) is not None}
+        if len(sample) == len(pids):  # the last sample is the one before shutdown began
+            samples.append(sample)
+            processes.append(len(children(launch.pid)))
+        time.sleep(SAMPLE_S)
+    elapsed = time.monotonic() - started
+    log = ros_graph.log("launch")
+    # The figures first, so a failing soak still reports them.
+    warm, last = samples[len(samples) // 4], samples[-1]
+    report = []
+    for label in sorted(pids):
+        w, end = warm[label], last[label]
+        peak = max(s[label]["rss_mib"] for s in samples)
+        report.append(f"{label:<20} rss {samples[0][label]['rss_mib']:5.0f} / {w['rss_mib']:5.0f} -> "
+                      f"{end['rss_mib']:5.0f} MiB (peak {peak:5.0f})   fds {w['fds']:3.0f} -> {end['fds']:3.0f}   "
+                      f"threads {w['threads']:3.0f} -> {end['threads']:3.0f}")
+    metrics = run_dir / "metrics.csv"
+    rows = list(csv.DictReader(metrics.open())) if metrics.exists() else []
+    final = json.loads((run_dir / "checkpoints" / "latest").read_text())["checkpoint"]
+    account = json.loads((run_dir / "checkpoints" / final / "learner.json").read_text())["buffer"]
+    seen = sum(len(r) for r in results.values())
+    print(f"\nsoak: {elapsed:.0f} s, {len(samples)} samples, {len(rows)} updates, {seen} episodes published, "
+          f"processes {sorted(set(processes))}\naccounting {account}\n"
+          "rss: first sample / end of warm-up -> last\n" + "\n".join(report))
+
+    assert launch.returncode == 0, log[-5000:]
+    assert {(label, int(pid)) for label, pid in STARTED.findall(log)} == set(pids.items()), "a node restarted"
+    # No process outlives the launch, and none was added along the way.
+    assert not [pid for pid in pids.values() if proc_sample(pid) is not None]
+    assert len(set(processes)) == 1, processes
+    # Memory, file handles and threads flat after the warm-up.
+    for label in pids:
+        w, end = warm[label], last[label]
+        assert end["rss_mib"] <= w["rss_mib"] * (1 + RSS_SLACK_FRACTION) + RSS_SLACK_MIB, (label, w, end)
+        assert end["fds"] <= w["fds"] + FD_SLACK and end["threads"] <= w["threads"] + FD_SLACK, (label, w, end)
+    # Every episode accounted for: each result in exactly one bucket, or still pending; each
+    # trajectory joined, dropped or waiting; nothing lost between the managers and the learner
+    # (an episode per arm may end after the learner's final checkpoint).
+    assert len(rows) >= 2 and account["evaluation"] >= 1 and account["used"] >= 2 * 2 * 2
+    assert account["results"] == sum(account[b] for b in BUCKETS) + account["pending"]
+    assert account["trajectories"] == account["joined"] + account["trajectories_dropped"] + \
+        account["trajectories_waiting"]
+    assert 0 <= seen - account["results"] <= len(ARMS), (seen, account["results"])
+    assert account["duplicate_results"] == 0
+
