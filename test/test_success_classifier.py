@@ -22,6 +22,7 @@ from sensor_msgs.msg import Image
 from vla_rl_interfaces.msg import EpisodeStart, SuccessSignal, TaskState
 from vla_rl_interfaces.srv import ResetEpisode
 
+from vla_rl_ros.data import EpisodeDataset
 from vla_rl_ros.ros.convert import stamp_ns
 from vla_rl_ros.ros.qos import LATCHED
 from vla_rl_ros.sim import TASKS, make_env
@@ -45,6 +46,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     root = tmp_path_factory.mktemp("classifier")
     record_episodes(root / "episodes", TASK, SUCCESSES, FAILURES, after_success=AFTER_SUCCESS,
                     failure_steps=FAILURE_STEPS)
+    # An episode the operator aborted once the drawer was open: no verdict, so no labels from it.
+    ds = EpisodeDataset.open(root / "episodes")
+    aborted = ds[0]
+    aborted.success, aborted.reward, aborted.end_reason, aborted.seed = False, 0.0, "abort", 999
+    ds.append(aborted)
     out = subprocess.run([sys.executable, "-m", "vla_rl_ros.cli", "train-classifier", "--data", str(root / "episodes"),
                           "--out", str(root / "model"), "--positive-tail", str(POSITIVE_TAIL)],
                          check=False, capture_output=True, text=True, timeout=300)
@@ -66,6 +72,7 @@ def test_train_classifier_reaches_its_heldout_precision_and_recall(trained: tupl
     model, printed = trained
     found = re.search(r"held-out frames: precision ([0-9.]+) recall ([0-9.]+)", printed)
     assert found, printed
+    assert "skipped 1 without a verdict (abort, e-stop, ...)" in printed
     precision, recall = float(found[1]), float(found[2])
     # A detector that says "success" everywhere has precision ~0.1 here, one that never does recall 0.
     assert precision >= 0.75 and recall >= 0.5, printed

@@ -21,12 +21,13 @@ MAX_STEPS = 400  # a guard: every task's expert succeeds far sooner
 
 
 def record_episodes(out: Path, task: str, successes: int, failures: int, *, after_success: int = 8,
-                    failure_steps: int = 40, image_size: int = 64, first_seed: int = 0, seed: int = 0) -> None:
-    """Append `successes` expert and `failures` failed episodes of `task` (front camera) to the dataset
+                    failure_steps: int = 40, image_size: int = 64, camera: str = "front", first_seed: int = 0,
+                    seed: int = 0) -> None:
+    """Append `successes` expert and `failures` failed episodes of `task` (one camera) to the dataset
     at `out`, on consecutive training seeds from first_seed; a ValueError if an episode came out with the
     other label (an expert that failed, a failing policy that succeeded)."""
     rng = np.random.default_rng(seed)
-    with make_env(task, cameras=("front",), image_size=image_size) as env:
+    with make_env(task, cameras=(camera,), image_size=image_size) as env:
         ds = open_or_create(out, env)
         for k in range(successes + failures):
             failing = k >= successes
@@ -38,7 +39,7 @@ def record_episodes(out: Path, task: str, successes: int, failures: int, *, afte
                         action[-1] = 0.0  # gripper open
                 else:
                     action = np.append(rng.uniform(-0.05, 0.05, 3), rng.integers(0, 2)).astype(np.float32)
-                frames.append(obs.images["front"])
+                frames.append(obs.images[camera])
                 states.append(obs.state)
                 actions.append(action)
                 step = env.step(action)
@@ -53,4 +54,4 @@ def record_episodes(out: Path, task: str, successes: int, failures: int, *, afte
                                  f"{'succeeded' if success else 'failed'}; try other seeds")
             ds.append(Episode(task=task, instruction=env.instruction, seed=first_seed + k, success=success,
                               reward=float(success), end_reason="success" if success else "timeout",
-                              images={"front": np.stack(frames)}, state=np.stack(states), actions=np.stack(actions)))
+                              images={camera: np.stack(frames)}, state=np.stack(states), actions=np.stack(actions)))

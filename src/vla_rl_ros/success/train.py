@@ -6,7 +6,9 @@ Labelling rule (frames of an episode of T frames, frame t = the observation befo
   k-th success state is the observation after the last action, which no frame holds);
 - its first `negative_head` fraction of frames (default 0.5) are NEGATIVE: the task is not done yet;
 - the frames in between are left out (the task is being completed there; no label is reliable);
-- every frame of a failed episode (success false, whatever the end reason) is NEGATIVE.
+- every frame of a failed episode (success false, a time-out or an operator's f) is NEGATIVE;
+- episodes that ended by abort, e-stop, lost node or error carry no verdict and are skipped (the
+  learner discards them for the same reason, rl.records.DISCARD_REASONS).
 
 Episodes, not frames, are split into training and held-out sets (stratified by success, seeded), so
 no held-out frame has a near-identical neighbour in training. The command prints the held-out
@@ -28,6 +30,7 @@ import torch
 from torch import nn
 
 from vla_rl_ros.data import DatasetError, EpisodeDataset
+from vla_rl_ros.rl.records import DISCARD_REASONS
 from vla_rl_ros.success.classifier import ClassifierConfig, SuccessNet, preprocess, save_classifier
 from vla_rl_ros.success.hold import HoldFilter
 
@@ -51,6 +54,7 @@ class Episodes:
     labels: list[np.ndarray]
     success: list[bool]
     names: list[str]
+    skipped: int = 0  # episodes without a verdict (aborted, e-stopped, ...)
 
 
 def load_episodes(roots: Sequence[Path], camera: str, positive_tail: int, negative_head: float) -> Episodes:
@@ -59,7 +63,10 @@ def load_episodes(roots: Sequence[Path], camera: str, positive_tail: int, negati
         ds = EpisodeDataset.open(root)
         if camera not in ds.cameras:
             raise DatasetError(f"dataset {root} has no camera {camera!r}; it has {sorted(ds.cameras)}")
-        for index in range(len(ds)):
+        for index, meta in enumerate(ds.episodes_meta()):
+            if meta["end_reason"] in DISCARD_REASONS:
+                out.skipped += 1
+                continue
             episode = ds.read(index, cameras=[camera])
             out.images.append(episode.images[camera])
             out.labels.append(frame_labels(episode.length, episode.success, positive_tail, negative_head))
@@ -198,7 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     config.heldout = heldout
     save_classifier(args.out, model, config)
     s, f = heldout["successes_detected"], heldout["failures_flagged"]
-    print(f"trained on {len(train_idx)} episodes in {time.monotonic() - t0:.1f} s; held out {len(heldout_idx)}")
+    skipped = f"; skipped {eps.skipped} without a verdict (abort, e-stop, ...)" if eps.skipped else ""
+    print(f"trained on {len(train_idx)} episodes in {time.monotonic() - t0:.1f} s; held out {len(heldout_idx)}"
+          f"{skipped}")
     print(f"held-out frames: precision {heldout['precision']:.3f} recall {heldout['recall']:.3f} "
           f"({heldout['frames']} labelled frames, threshold {config.threshold})")
     print(f"held-out episodes (hold {config.hold_steps}): success found in {s[0]}/{s[1]} successful, "
