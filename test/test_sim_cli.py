@@ -52,3 +52,27 @@ def test_demos_writes_successful_expert_episodes(tmp_path, capsys: pytest.Captur
 def test_demos_rejects_an_unknown_task(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     assert vla_rl(["demos", "--tasks", "fly", "--per-task", "1", "--out", str(tmp_path / "d")]) == 1
     assert "unknown task 'fly'" in capsys.readouterr().err
+
+
+def test_dart_noise_moves_the_arm_off_course_but_labels_stay_the_experts() -> None:
+    """DART demonstrations: executed moves are perturbed, so states leave the clean path, and every
+    frame's label is what the expert says at that perturbed state; the same seed repeats exactly."""
+    from vla_rl_ros.sim import make_env
+    from vla_rl_ros.sim.demos import DART_STREAM, expert_episode
+
+    with make_env("reach", image_size=32, cameras=("front",)) as env:
+        clean = expert_episode(env, 3)
+        noisy = expert_episode(env, 3, noise=0.01)
+        np.testing.assert_array_equal(noisy.state, expert_episode(env, 3, noise=0.01).state)
+        assert noisy.success and clean.success
+        tcp = [STATE_NAMES.index(n) for n in ("ee_x", "ee_y", "ee_z")]
+        steps = min(clean.length, noisy.length)
+        assert np.abs(noisy.state[1:steps][:, tcp] - clean.state[1:steps][:, tcp]).max() > 0.005
+        # reference loop: at every recorded state the label is the expert's clean action there
+        rng = np.random.default_rng([3, DART_STREAM])
+        obs = env.reset(3)
+        for t in range(noisy.length):
+            np.testing.assert_allclose(obs.state, noisy.state[t], atol=1e-6, err_msg=f"frame {t}")
+            label = env.task.expert(env)
+            np.testing.assert_allclose(noisy.actions[t], label, atol=1e-6, err_msg=f"frame {t}")
+            obs = env.step(label + np.array([*rng.normal(0.0, 0.01, 3), 0.0], np.float32)).observation

@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vla_rl_ros.policy.vla_policy import VLAPolicy
+from vla_rl_ros.policy.vla_policy import ROLLOUT_TEMPERATURE, VLAPolicy
 
 # Environments stepped together per forward pass; bounds the renderers alive at once.
 EVAL_BATCH = 16
 DEFAULT_EPISODES = 50
+TRAJECTORY_KEYS = ("images", "state", "token_ids", "log_probs", "steps")  # TrajectoryRecord's arrays
 
 
 def heldout_seeds(task: str, episodes: int, *, tail: bool = False) -> list[int]:
@@ -34,8 +35,12 @@ def heldout_seeds(task: str, episodes: int, *, tail: bool = False) -> list[int]:
 
 
 def run_episodes(policy: VLAPolicy, task: str, seeds: list[int], *, greedy: bool = True,
-                 generator: torch.Generator | None = None) -> list[dict]:
-    """Roll the policy out from each seed; one dict per episode (seed, success, steps, end_reason)."""
+                 temperature: float = ROLLOUT_TEMPERATURE, generator: torch.Generator | None = None,
+                 record: bool = False) -> list[dict]:
+    """Roll the policy out from each seed; one dict per episode (seed, success, steps, end_reason,
+    and with `record` the `trajectory`: what the policy saw and sampled per chunk, as the policy
+    node publishes it: images (N, H, W, 3), state (N, P), token_ids (N, C*A), log_probs (N,),
+    steps (N,))."""
     from vla_rl_ros.sim import make_env
 
     results: list[dict] = []
@@ -46,19 +51,26 @@ def run_episodes(policy: VLAPolicy, task: str, seeds: list[int], *, greedy: bool
         try:
             observations = [env.reset(seed) for env, seed in zip(envs, batch, strict=True)]
             outcome: list[dict | None] = [None] * len(batch)
+            seen: list[dict[str, list]] = [{k: [] for k in TRAJECTORY_KEYS} for _ in batch]
             while any(o is None for o in outcome):
                 live = [i for i, o in enumerate(outcome) if o is None]
-                out = policy.act(np.stack([observations[i].images[policy.camera] for i in live]),
-                                 np.stack([observations[i].state for i in live]),
-                                 [observations[i].instruction for i in live], greedy=greedy,
-                                 generator=generator)
+                images = np.stack([observations[i].images[policy.camera] for i in live])
+                state = np.stack([observations[i].state for i in live])
+                out = policy.act(images, state, [observations[i].instruction for i in live], greedy=greedy,
+                                 temperature=temperature, generator=generator)
                 for row, i in enumerate(live):
+                    if record:
+                        for key, value in zip(TRAJECTORY_KEYS, (images[row], state[row], out.token_ids[row],
+                                                                out.log_probs[row], envs[i].steps), strict=True):
+                            seen[i][key].append(value)
                     for action in out.actions[row]:  # (C, A), open loop
                         step = envs[i].step(action)
                         observations[i] = step.observation
                         if step.done:
                             outcome[i] = {"seed": batch[i], "success": bool(step.info["episode_success"]),
                                           "steps": int(step.info["step"]), "end_reason": step.info["end_reason"]}
+                            if record:
+                                outcome[i]["trajectory"] = {k: np.stack(v) for k, v in seen[i].items()}
                             break
             results += outcome
         finally:

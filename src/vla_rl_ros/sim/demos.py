@@ -16,21 +16,31 @@ from vla_rl_ros.sim.env import ACTION_MODES, CAMERAS, STATE_NAMES, SimEnv, make_
 from vla_rl_ros.sim.tasks import TASKS, get_task
 
 ROBOT_TYPE = "franka_panda"
+DART_STREAM = 7  # second seed word of the noise generator, so noise never correlates with the layout
 SEED_TRIES_PER_EPISODE = 5  # seeds tried per kept episode before giving up (the experts fail < 5%)
 
 
-def expert_episode(env: SimEnv, seed: int) -> Episode:
-    """One expert episode from `seed`: frame t is the observation the expert acted on and its action."""
+def expert_episode(env: SimEnv, seed: int, *, noise: float = 0.0) -> Episode:
+    """One expert episode from `seed`: frame t is the observation the expert acted on and its action.
+
+    noise > 0 is DART (Laskey et al. 2017): the arm executes the expert's translation plus Gaussian
+    noise of that std (m per axis and step) while the frame keeps the expert's clean action as its
+    label, so the demonstrations visit the off-course states a learnt policy drifts into and show how
+    to recover from them (the experts are stateless, so they take over from anywhere)."""
     obs = env.reset(seed)
+    rng = np.random.default_rng([seed, DART_STREAM])
     images: dict[str, list[np.ndarray]] = {cam: [] for cam in env.cameras}
     states, actions = [], []
     while True:
-        action = env.task.expert(env)
+        clean = env.task.expert_fn(env.task_state(), env.task.config)  # (4,) [dx, dy, dz, gripper]
+        executed = clean.copy()
+        if noise > 0:
+            executed[:3] += rng.normal(0.0, noise, 3).astype(executed.dtype)
         for cam in env.cameras:
             images[cam].append(obs.images[cam])
         states.append(obs.state)
-        actions.append(action)
-        result = env.step(action)
+        actions.append(env.from_ee_action(clean))
+        result = env.step(env.from_ee_action(executed))
         obs = result.observation
         if result.done:
             break
@@ -54,7 +64,8 @@ def open_or_create(out: Path, env: SimEnv) -> EpisodeDataset:
 
 def write_demos(out: Path, tasks: list[str], per_task: int, *, image_size: int = 64,
                 cameras: tuple[str, ...] = CAMERAS, action_mode: str = "ee_delta", action_dim: int | None = None,
-                first_seed: int = 0, keep_failures: bool = False, progress: bool = True) -> dict[str, Counter]:
+                first_seed: int = 0, keep_failures: bool = False, noise: float = 0.0,
+                progress: bool = True) -> dict[str, Counter]:
     """Write `per_task` expert episodes of each task from consecutive training seeds starting at
     first_seed; failed episodes are skipped (and the next seed tried) unless keep_failures.
     Returns per-task counts of kept, failed and tried episodes."""
@@ -72,7 +83,7 @@ def write_demos(out: Path, tasks: list[str], per_task: int, *, image_size: int =
                     if count["tried"] >= SEED_TRIES_PER_EPISODE * per_task:
                         raise RuntimeError(f"task {spec.name}: the expert failed {count['failed']} of "
                                            f"{count['tried']} episodes; check the task's expert")
-                    episode = expert_episode(env, spec.train_seeds[seed])
+                    episode = expert_episode(env, spec.train_seeds[seed], noise=noise)
                     seed += 1
                     count["tried"] += 1
                     count["failed"] += not episode.success
@@ -98,14 +109,19 @@ def main(argv: list[str]) -> int:
                         help="index into each task's training seeds to start from (use disjoint ranges "
                              "when several runs write one dataset)")
     parser.add_argument("--keep-failures", action="store_true", help="also write episodes the expert failed")
+    parser.add_argument("--noise", type=float, default=0.0,
+                        help="DART: std (m per axis and step) of noise added to the executed translation; "
+                             "labels stay the expert's clean actions (default 0: none)")
     args = parser.parse_args(argv)
     if args.per_task < 1:
         parser.error(f"--per-task {args.per_task} must be at least 1")
+    if not 0 <= args.noise < 1:
+        parser.error(f"--noise {args.noise} must be in [0, 1) m")
     try:
         counts = write_demos(args.out, [t for t in args.tasks.split(",") if t], args.per_task,
                              image_size=args.image_size, cameras=tuple(args.cameras.split(",")),
                              action_mode=args.action_mode, action_dim=args.action_dim,
-                             first_seed=args.first_seed, keep_failures=args.keep_failures)
+                             first_seed=args.first_seed, keep_failures=args.keep_failures, noise=args.noise)
     except (ValueError, DatasetError, RuntimeError) as exc:
         print(f"vla-rl demos: {exc}", file=sys.stderr)
         return 1
