@@ -47,6 +47,10 @@ SERVE_PERIOD_S = 0.002
 # A request may overtake its episode's EpisodeStart (different topics are not ordered): it waits this
 # long for the episode to be announced before it is dropped.
 UNANNOUNCED_WAIT_S = 5.0
+# An episode's result and the arm's next EpisodeStart come on different topics, so the start may be
+# handled first (under load both wait for one spin, and the executor takes them in its own order): the
+# replaced episode's log waits for its result here, so its trajectory still reaches the learner.
+UNFINISHED_PER_ARM = 4
 
 
 @dataclass
@@ -97,6 +101,7 @@ class PolicyNode(Node):
             raise ParameterError(f"cannot start the policy: {exc}") from exc
         self.generator = torch.Generator(device=p.device).manual_seed(p.seed)
         self.serving = ServingState(version=0)
+        self.unfinished: dict[str, EpisodeLog] = {}  # replaced before their result, by episode id, oldest first
         self.arms: dict[str, Arm] = {}
         for name in p.arms:
             prefix = f"{name.rstrip('/')}/" if name else ""
@@ -125,14 +130,17 @@ class PolicyNode(Node):
 
     # -- episodes ------------------------------------------------------------------------------
     def on_start(self, arm: Arm, msg: EpisodeStart) -> None:
-        dropped = self.serving.start_episode(arm.name, msg.episode_id, msg.instruction, msg.evaluation)
-        if dropped is not None:
-            self.drops.drop("episode without a result", f"episode {dropped.episode_id} replaced by {msg.episode_id}")
+        replaced = self.serving.start_episode(arm.name, msg.episode_id, msg.instruction, msg.evaluation)
+        if replaced is not None:
+            self.unfinished[replaced.episode_id] = replaced
+            if len(self.unfinished) > UNFINISHED_PER_ARM * len(self.arms):
+                lost = self.unfinished.pop(next(iter(self.unfinished)))
+                self.drops.drop("episode without a result", f"episode {lost.episode_id} never got its result")
         if arm.request is not None and arm.request.episode_id != msg.episode_id:
             arm.request = None
 
     def on_result(self, arm: Arm, msg: EpisodeResult) -> None:
-        log = self.serving.end_episode(arm.name, msg.episode_id)
+        log = self.serving.end_episode(arm.name, msg.episode_id) or self.unfinished.pop(msg.episode_id, None)
         if log is None:
             return
         if arm.request is not None and arm.request.episode_id == msg.episode_id:
