@@ -5,8 +5,8 @@ accounted for. Outside the default suite (marker `soak`):
     SOAK_SECONDS=600 .venv/bin/python -m pytest test/test_soak.py -m soak -s
 
 Sampled every SAMPLE_S from /proc for every node process the launcher started: resident memory
-(VmRSS), open file descriptors, threads. "Flat" compares the last sample with the one at the end of
-the warm-up (the first quarter: the first update, evaluation and checkpoint have happened by then).
+(VmRSS), open file descriptors, threads. "Flat" compares the last sample before the learner ends the
+run with the first one after the warm-up (two updates, so an evaluation round and a checkpoint too).
 """
 
 from __future__ import annotations
@@ -34,7 +34,13 @@ STARTUP_S = 180.0
 # Allowed growth from the end of the warm-up to the end: allocator noise and caches, not a leak.
 RSS_SLACK_MIB, RSS_SLACK_FRACTION = 30.0, 0.10
 FD_SLACK = 4  # a log rotation or a lazily opened library may add a few
+WARM_UPDATES = 2
 STARTED = re.compile(r"started (\S+) \[pid (\d+)\]")
+
+
+def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
+    path = run_dir / "metrics.csv"
+    return list(csv.DictReader(path.open())) if path.exists() else []
 
 
 def proc_sample(pid: int) -> dict[str, float] | None:
@@ -82,7 +88,7 @@ def test_train_sim_for_minutes_stays_flat_and_accounts_for_every_episode(
     config = small_config(
         tmp_path,
         episode_manager={"tasks": ["reach", "push"], "group_size": 2},
-        learner={"group_size": 2, "groups_per_update": 2, "minibatch_size": 4, "epochs": 1,
+        learner={"group_size": 2, "groups_per_update": 1, "minibatch_size": 2, "epochs": 1,
                  "dynamic_sampling": False, "checkpoint_every": 2})
     results = {a: ros_graph.probe.collect(EpisodeResult, f"/{a}/episode_result", RESULTS) for a in ARMS}
     launch = ros_graph.launch("train_sim", f"num_arms:={len(ARMS)}", "max_updates:=0",
@@ -91,18 +97,24 @@ def test_train_sim_for_minutes_stays_flat_and_accounts_for_every_episode(
     wait_until(lambda: all(results.values()), STARTUP_S, "every arm's first episode")
     started = time.monotonic()
     pids = {label: int(pid) for label, pid in STARTED.findall(ros_graph.log("launch"))}
-    samples: list[dict[str, dict[str, float]]] = []
+    samples: list[dict[str, dict[str, float]]] = []  # taken while the run is steady (not shutting down)
+    updates: list[int] = []  # updates done at each sample
     processes: list[int] = []
-    while launch.poll() is None:
+    while launch.poll() is None and "reached;" not in ros_graph.log("launch"):  # the learner's last words
+        done = len(metrics_rows(run_dir))
         sample = {label: s for label, pid in pids.items() if (s := proc_sample(pid)) is not None}
-        if len(sample) == len(pids):  # the last sample is the one before shutdown began
+        if len(sample) == len(pids):
             samples.append(sample)
+            updates.append(done)
             processes.append(len(children(launch.pid)))
         time.sleep(SAMPLE_S)
+    launch.wait(timeout=120)
     elapsed = time.monotonic() - started
     log = ros_graph.log("launch")
-    # The figures first, so a failing soak still reports them.
-    warm, last = samples[len(samples) // 4], samples[-1]
+    # The figures first, so a failing soak still reports them. The warm-up ends with the second
+    # update (the first allocates autograd buffers and optimiser state, the first checkpoint is written).
+    warm_index = next((i for i, n in enumerate(updates) if n >= WARM_UPDATES), len(samples) - 1)
+    warm, last = samples[warm_index], samples[-1]
     report = []
     for label in sorted(pids):
         w, end = warm[label], last[label]
@@ -110,14 +122,15 @@ def test_train_sim_for_minutes_stays_flat_and_accounts_for_every_episode(
         report.append(f"{label:<20} rss {samples[0][label]['rss_mib']:5.0f} / {w['rss_mib']:5.0f} -> "
                       f"{end['rss_mib']:5.0f} MiB (peak {peak:5.0f})   fds {w['fds']:3.0f} -> {end['fds']:3.0f}   "
                       f"threads {w['threads']:3.0f} -> {end['threads']:3.0f}")
-    metrics = run_dir / "metrics.csv"
-    rows = list(csv.DictReader(metrics.open())) if metrics.exists() else []
+    rows = metrics_rows(run_dir)
     final = json.loads((run_dir / "checkpoints" / "latest").read_text())["checkpoint"]
     account = json.loads((run_dir / "checkpoints" / final / "learner.json").read_text())["buffer"]
     seen = sum(len(r) for r in results.values())
-    print(f"\nsoak: {elapsed:.0f} s, {len(samples)} samples, {len(rows)} updates, {seen} episodes published, "
+    print(f"\nsoak: {elapsed:.0f} s, {len(samples)} samples ({len(samples) - warm_index} after the warm-up), "
+          f"{len(rows)} updates, {seen} episodes published, "
           f"processes {sorted(set(processes))}\naccounting {account}\n"
-          "rss: first sample / end of warm-up -> last\n" + "\n".join(report))
+          "rss: first sample / end of warm-up -> last\n" + "\n".join(report) + "\nlearner rss per sample (MiB): "
+          + " ".join(f"{s[label]['rss_mib']:.0f}" for s in samples for label in s if label.startswith("learner")))
 
     assert launch.returncode == 0, log[-5000:]
     assert {(label, int(pid)) for label, pid in STARTED.findall(log)} == set(pids.items()), "a node restarted"
@@ -132,10 +145,14 @@ def test_train_sim_for_minutes_stays_flat_and_accounts_for_every_episode(
     # Every episode accounted for: each result in exactly one bucket, or still pending; each
     # trajectory joined, dropped or waiting; nothing lost between the managers and the learner
     # (an episode per arm may end after the learner's final checkpoint).
-    assert len(rows) >= 2 and account["evaluation"] >= 1 and account["used"] >= 2 * 2 * 2
+    assert len(samples) - warm_index >= 3, "too short a soak to judge (raise SOAK_SECONDS)"
+    assert len(rows) >= 2 * WARM_UPDATES and account["evaluation"] >= 1 and account["used"] >= 2 * len(rows)
     assert account["results"] == sum(account[b] for b in BUCKETS) + account["pending"]
     assert account["trajectories"] == account["joined"] + account["trajectories_dropped"] + \
         account["trajectories_waiting"]
     assert 0 <= seen - account["results"] <= len(ARMS), (seen, account["results"])
+    # Every training episode's trajectory reached the learner (one per arm may still be on its way).
+    training = account["results"] - account["evaluation"] - account["aborted"]
+    assert account["trajectories"] >= training - len(ARMS), (account["trajectories"], training)
     assert account["duplicate_results"] == 0
 
