@@ -77,6 +77,12 @@ class Operator:
         return found - 1 + len(text)
 
 
+def detector_sees(graph: RosGraph, episode_id: str) -> None:
+    """Wait until the success detector has the episode's start (its process may read it late)."""
+    wait_until(lambda: f"episode {episode_id} running" in graph.log("success_detector"), 30,
+               f"the detector to see {episode_id} start")
+
+
 def test_operator_labels_resets_and_aborts_episodes_of_a_running_graph(ros_graph: RosGraph) -> None:
     robot = RobotConfig.load(SIM_PANDA)
     home = Homing(robot, 0.02).home
@@ -113,6 +119,7 @@ def test_operator_labels_resets_and_aborts_episodes_of_a_running_graph(ros_graph
     wait_until(lambda: starts, 30, "episode 1 to start")
     first = starts[-1]
     wait_until(moved_away, 30, "the policy to move the arm away from home")
+    detector_sees(ros_graph, first.episode_id)
     wrong = probe.call(LabelEpisode, f"{NS}/success_detector/label_episode",
                        LabelEpisode.Request(episode_id="arm0-ep-nosuch", success=True))
     assert not wrong.accepted and "'arm0-ep-nosuch' is not the running episode" in wrong.message
@@ -131,6 +138,7 @@ def test_operator_labels_resets_and_aborts_episodes_of_a_running_graph(ros_graph
     second = starts[-1]
     assert (second.group_id, second.seed) == (first.group_id, first.seed)
     wait_until(moved_away, 30, "the arm to move in episode 2")
+    detector_sees(ros_graph, second.episode_id)
     op.press("f")
     wait_until(lambda: len(results) > 1, 30, "episode 2's result")
     assert (results[1].success, results[1].reward, results[1].end_reason) == (False, 0.0, "timeout")

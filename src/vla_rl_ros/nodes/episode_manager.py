@@ -162,7 +162,7 @@ class EpisodeManager(Node):
         self.command_boundary_ns = 0              # the previous home command's end, arm clock
         self.homing_since = 0.0
         self.estop_latched = False
-        self.estop_confirmed = False              # the executor has reported this e-stop latched
+        self.estop_confirmed = False              # the executor has reported an e-stop latched since the last release
         self.executor_name = (self.get_namespace().rstrip("/") + "/executor")
         self.prompt = ""
         self.create_timer(TICK_S, self.tick, clock=self.wall)
@@ -185,7 +185,7 @@ class EpisodeManager(Node):
     def on_estop(self, msg: Bool) -> None:
         if msg.data:
             # The executor latches it too; released only by its service, which /diagnostics then reports.
-            self.estop_latched, self.estop_confirmed = True, False
+            self.estop_latched = True
             if self.running:
                 self.ending = EpisodeResult.END_ESTOP
 
@@ -196,8 +196,9 @@ class EpisodeManager(Node):
                 values = {kv.key: kv.value for kv in status.values}
                 if values.get("estop") == "true":
                     self.estop_latched = self.estop_confirmed = True
-                elif values.get("estop") == "false" and (self.estop_confirmed or not self.estop_latched):
-                    # A "false" sent before the executor saw the e-stop must not release it here.
+                elif values.get("estop") == "false" and self.estop_confirmed:
+                    # Only a "false" after a "true": one sent before the executor saw the e-stop (topics are
+                    # not ordered with each other) must not release it here.
                     self.estop_latched = self.estop_confirmed = False
 
     def on_joint_states(self, msg: JointState) -> None:
