@@ -91,3 +91,30 @@ def test_soft_labels_are_the_gaussian_mass_per_bin_renormalised():
     assert labels[0, 0].argmax() == 2 and labels[0, 0, 1] == pytest.approx(labels[0, 0, 3], abs=1e-6)
     assert labels[1, 0].argmax() == 255  # an end bin keeps all that falls off the edge
     np.testing.assert_allclose(soft_labels(torch.tensor([7.5]), 0.05, 256)[0].numpy(), np.eye(256)[7], atol=1e-6)
+
+
+def test_recorded_rollouts_hold_what_the_policy_saw_and_sampled(checkpoint):
+    """run_episodes(record=True) gives what the policy node would publish as a Trajectory: one row
+    per chunk, sampled tokens whose recomputed log-probs match the behaviour log-probs."""
+    from vla_rl_ros.policy.evaluate import run_episodes
+
+    policy = VLAPolicy.load(checkpoint)
+    generator = torch.Generator().manual_seed(0)
+    results = run_episodes(policy, "reach", [1, 1], greedy=False, temperature=1.6, generator=generator, record=True)
+    for result in results:
+        t = result["trajectory"]
+        N = len(t["steps"])
+        assert -(-result["steps"] // CHUNK) == N  # ceil: the last chunk may be cut by the episode's end
+        np.testing.assert_array_equal(t["steps"], np.arange(N) * CHUNK)
+        assert t["images"].shape == (N, 64, 64, 3) and t["state"].shape == (N, 11)
+        assert t["token_ids"].shape == (N, CHUNK * 4)
+        recomputed = policy.token_log_probs(t["images"], t["state"], [policy_instruction("reach", 1)] * N,
+                                            t["token_ids"], temperature=1.6).sum(-1)
+        np.testing.assert_allclose(recomputed.detach().numpy(), t["log_probs"], rtol=1e-4, atol=1e-4)
+    assert not np.array_equal(results[0]["trajectory"]["token_ids"], results[1]["trajectory"]["token_ids"])
+
+
+def policy_instruction(task: str, seed: int) -> str:
+    from vla_rl_ros.sim import get_task
+
+    return get_task(task).sample(seed).instruction
