@@ -94,6 +94,9 @@ def test_conditions_includes_env_and_let(tmp_path: Path) -> None:
     ({"launch": [{"node": {"pkg": "no_such_pkg", "exec": "x"}}]}, {}, "'x' of package 'no_such_pkg' not found"),
     ({"launch": [{"executable": {"cmd": "true", "on_exit": "restart"}}]}, {}, "on_exit supports only"),
     ({"nodes": []}, {}, "one key `launch`"),
+    ({"launch": [{"arg": {"name": "ckpt", "default": ""}}, {"node": {
+        "pkg": "vla_rl_ros", "exec": "vla-rl", "param": [{"name": "checkpoint", "value": "$(var ckpt)"}]}}]}, {},
+     "parameter 'checkpoint' is empty after substitution"),
 ])
 def test_unsupported_or_wrong_constructs_are_refused_by_name(
     tmp_path: Path, doc: dict, overrides: dict, message: str

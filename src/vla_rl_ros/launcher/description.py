@@ -282,6 +282,10 @@ class _Expander:
                 out[name] = self.inline_params(param["param"], ctx)
             elif "value" in param:
                 out[name] = self.typed(param["value"], ctx)
+                if out[name] is None:  # ros2 launch refuses it too; rcl would read the string "null"
+                    raise LaunchError(f"{ctx.launch_file}: parameter {name!r} is empty after substitution "
+                                      f"({param['value']!r}); quote it to pass an empty string: "
+                                      f"\"'{param['value']}'\"")
             else:
                 raise LaunchError(f"{ctx.launch_file}: parameter {name!r} has no value")
         return out
@@ -344,6 +348,7 @@ def resolve_launch_file(name: str) -> Path:
 def describe(path: Path, overrides: dict[str, str], param_dir: Path) -> LaunchDescription:
     """Expand `path` with `name:=value` overrides into the processes it starts."""
     expander = _Expander(overrides, param_dir)
+    path = Path(path).resolve()  # $(dirname) of a relative path would be taken relative twice
     expander.file(path, Context({}, "/", {}, path))
     unknown = set(overrides) - set(expander.arguments)
     if unknown:
