@@ -8,11 +8,12 @@
   node serving 1, 4 and 8 arm namespaces that each re-request as soon as their chunk arrives
   (closed loop; the node batches the requests that are ready together).
 
-    .venv/bin/python benchmarks/bench_policy.py [--checkpoint DIR] [--threads 2] [--repeats 100]
+    .venv/bin/python benchmarks/bench_policy.py [--checkpoint DIR] [--threads 1] [--repeats 100]
                                                 [--seconds 10] [--no-graph] [--json out.json]
 
 Without --checkpoint it times a fresh tiny VLA of the default architecture (the weights do not
-change the speed). Prints figures; asserts nothing (tests do not time things)."""
+change the speed). Direct figures are the mean of a round before and a round after the graph's (the
+load of a shared machine drifts). Prints figures; asserts nothing (tests do not time things)."""
 
 from __future__ import annotations
 
@@ -82,7 +83,8 @@ class ProbeArm:
         pixels = np.random.default_rng(len(name)).integers(0, 256, (image_size, image_size, 3), dtype=np.uint8)
         self.image = image_to_msg(pixels, to_stamp(0))
         self.joints = JointState(name=list(JOINT_STATE_NAMES), position=HOME)
-        self.episode_id = f"bench-{name}"
+        self.episodes = 0
+        self.episode_id = ""
         self.request_id = 0
         self.sent_at = 0.0
         self.latencies: list[float] = []
@@ -93,7 +95,13 @@ class ProbeArm:
     def endpoints(self) -> list:
         return [self.start_pub, self.result_pub, self.request_pub, self.image_pub, self.joint_pub, self.chunk_sub]
 
-    def start(self) -> None:
+    def begin(self) -> None:
+        """End the current episode (the node drops its log) and announce a new one: each measurement
+        runs in a fresh episode, as rollouts do, so the node's episode logs stay episode-sized."""
+        if self.episode_id:
+            self.end()
+        self.episodes += 1
+        self.episode_id = f"bench-{self.name}-{self.episodes}"
         self.start_pub.publish(EpisodeStart(episode_id=self.episode_id, arm=f"/{self.name}", task="bench",
                                             instruction=DEFAULT_INSTRUCTION, evaluation=True))
 
@@ -149,6 +157,7 @@ def graph_latency(arm: ProbeArm, repeats: int) -> np.ndarray:
 def graph_throughput(arms: list[ProbeArm], seconds: float) -> float:
     """Chunks/s of the node serving these arms in closed loop, after a short warm-up."""
     for arm in arms:
+        arm.begin()
         arm.closed_loop = True
         arm.request()
 
@@ -168,35 +177,48 @@ def graph_throughput(arms: list[ProbeArm], seconds: float) -> float:
     return chunks / elapsed
 
 
-def measure_graph(policy: VLAPolicy, checkpoint: Path | None, repeats: int, seconds: float,
-                  threads: int) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        if checkpoint is None:
-            checkpoint = Path(tmp) / "policy"
-            policy.save(checkpoint)
-        with isolated_graph(Path(tmp), threads) as graph:
-            start_policy_node(graph, checkpoint, max(BATCHES))
-            arms = [ProbeArm(graph, f"arm{i}", policy.image_size, greedy=False) for i in range(max(BATCHES))]
-            graph.probe.wait_matched(*[e for arm in arms for e in arm.endpoints()], timeout=STARTUP_TIMEOUT_S)
-            for arm in arms:
-                arm.start()
-            time.sleep(0.5)  # the latched starts reach the node
+def direct_rate(policy: VLAPolicy, batch: int, repeats: int) -> float:
+    """Chunks/s of sampled `act` calls at this batch size (median call)."""
+    return batch / float(np.median(time_calls(policy, batch, repeats, greedy=False)))
+
+
+def measure(policy: VLAPolicy, checkpoint: Path | None, repeats: int, seconds: float, threads: int,
+            graph: bool) -> dict:
+    """Direct figures, and with `graph` the policy node's, each graph figure between two direct
+    rounds whose mean it is compared with (the load of a shared machine drifts within a run)."""
+    latencies = [time_calls(policy, 1, repeats, greedy=True)]
+    rates = {batch: [direct_rate(policy, batch, repeats)] for batch in BATCHES}
+    figures: dict = {}
+    if graph:
+        with tempfile.TemporaryDirectory() as tmp, isolated_graph(Path(tmp), threads) as ros:
+            if checkpoint is None:
+                checkpoint = Path(tmp) / "policy"
+                policy.save(checkpoint)
+            start_policy_node(ros, checkpoint, max(BATCHES))
+            arms = [ProbeArm(ros, f"arm{i}", policy.image_size, greedy=False) for i in range(max(BATCHES))]
+            ros.probe.wait_matched(*[e for arm in arms for e in arm.endpoints()], timeout=STARTUP_TIMEOUT_S)
+            arms[0].begin()
             arms[0].greedy = True
-            latency = graph_latency(arms[0], repeats)
+            figures["graph_latency_ms_batch1"] = percentiles_ms(graph_latency(arms[0], repeats))
             arms[0].greedy = False
-            figures: dict = {"graph_latency_ms_batch1": percentiles_ms(latency)}
+            latencies.append(time_calls(policy, 1, repeats, greedy=True))
             for batch in BATCHES:
                 figures[f"graph_chunks_per_s_arms{batch}"] = graph_throughput(arms[:batch], seconds)
-            figures["policy_node_peak_rss_mib"] = peak_rss_mib(graph.procs[0][1].pid)
+                rates[batch].append(direct_rate(policy, batch, repeats))
+            figures["policy_node_peak_rss_mib"] = peak_rss_mib(ros.procs[0][1].pid)
             for arm in arms:
                 arm.end()
-            return figures
+    figures["act_latency_ms_batch1"] = percentiles_ms(np.concatenate(latencies))
+    for batch, values in rates.items():
+        figures[f"chunks_per_s_batch{batch}"] = float(np.mean(values))
+    return figures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, help="policy checkpoint (default: a fresh default-size tiny VLA)")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (direct calls and the node)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (direct calls and the node); on "
+                        "two loaded cores one thread is faster and steadier than two")
     parser.add_argument("--repeats", type=int, default=100, help="timed calls (direct) and requests (graph)")
     parser.add_argument("--seconds", type=float, default=10.0, help="graph throughput: seconds per arm count")
     parser.add_argument("--no-graph", action="store_true", help="direct calls only")
@@ -208,12 +230,7 @@ def main() -> None:
     print(f"policy: {args.checkpoint or 'fresh default'}, {params / 1e6:.2f} M parameters, chunk "
           f"{policy.chunk_size} x {policy.action_dim}, {policy.image_size} px, {args.threads} threads")
     figures: dict = {"parameters": params, "threads": args.threads}
-    figures["act_latency_ms_batch1"] = percentiles_ms(time_calls(policy, 1, args.repeats, greedy=True))
-    for batch in BATCHES:
-        seconds = time_calls(policy, batch, args.repeats, greedy=False)
-        figures[f"chunks_per_s_batch{batch}"] = batch / float(np.median(seconds))
-    if not args.no_graph:
-        figures |= measure_graph(policy, args.checkpoint, args.repeats, args.seconds, args.threads)
+    figures |= measure(policy, args.checkpoint, args.repeats, args.seconds, args.threads, not args.no_graph)
     direct, graph = figures["act_latency_ms_batch1"], figures.get("graph_latency_ms_batch1")
     print(f"request-to-chunk latency, batch 1 (greedy): direct act() p50 {direct['p50']:.2f} ms, "
           f"p95 {direct['p95']:.2f} ms" + (f"; graph p50 {graph['p50']:.2f} ms, p95 {graph['p95']:.2f} ms"
