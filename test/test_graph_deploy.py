@@ -202,7 +202,8 @@ def test_collect_records_episodes_and_an_unplugged_camera_holds_the_arm_and_ends
         ros_graph: RosGraph, tiny_checkpoint: Path, tmp_path: Path) -> None:
     video, dataset = tmp_path / "replay.mp4", tmp_path / "dataset"
     write_video(video, n=20)
-    config = small_config(tmp_path, episode_manager={"tasks": ["reach"], "group_size": 2, "lost_node_timeout_s": 4.0},
+    config = small_config(tmp_path, episode_manager={"tasks": ["reach"], "group_size": 2, "lost_node_timeout_s": 60.0,
+                                                     "sensor_fault_abort_s": 2.0},
                           recorder={"video_pix_fmt": "yuv444p"})
     ros_graph.launch("collect", "hardware:=sim", "camera:=node", f"camera_source:={video}", "camera_loop:=true",
                      f"checkpoint:={tiny_checkpoint}", f"config_dir:={config}", f"dataset:={dataset}",
@@ -232,7 +233,7 @@ def test_collect_records_episodes_and_an_unplugged_camera_holds_the_arm_and_ends
     wait_until(lambda: arm.status("executor").get("hold") == "stale_image", 30, "the executor's stale-image hold")
     held = len(arm.commands)
     result = wait_until(lambda: next((r for r in arm.results if r.episode_id == victim), None), 30, "its end")
-    assert result.end_reason == EpisodeResult.END_LOST_NODE and not result.success
+    assert result.end_reason == EpisodeResult.END_ABORT and not result.success  # the sensor fault, not silence
     assert 0 < result.steps < TASKS["reach"].max_steps  # cut mid-episode, the sim clock stood still meanwhile
     assert result.end_reason in DISCARD_REASONS  # the learner never trains on it
     assert len(arm.commands) <= held + 1  # held until the end: nothing moved without a camera
@@ -246,6 +247,6 @@ def test_collect_records_episodes_and_an_unplugged_camera_holds_the_arm_and_ends
     assert arm.status("camera_node")["reconnects"] == "1"
     # The cut episode is in the dataset with its reason, up to where the arm stopped.
     cut = next(e for e in EpisodeDataset.open(dataset) if e.episode_id == victim)
-    assert cut.end_reason == "lost_node" and not cut.success and len(cut.actions) == result.steps
+    assert cut.end_reason == "abort" and not cut.success and len(cut.actions) == result.steps
     log = ros_graph.log("launch")
-    assert "camera lost" in log and "holding: stale_image" in log
+    assert "camera lost" in log and "holding: stale_image" in log and "held on stale_image" in log

@@ -14,7 +14,9 @@ ROS surface (names relative to the arm's namespace)
               estop           std_msgs/Bool                   true ends the episode as estop
               /policy_update  vla_rl_interfaces/PolicyUpdate  every eval_every_versions: an evaluation round
               joint_states    sensor_msgs/JointState          (reset operator) sensor data QoS: homing
-              /diagnostics    diagnostic_msgs/DiagnosticArray (reset operator) the executor's e-stop state
+              /diagnostics    diagnostic_msgs/DiagnosticArray the executor's e-stop state (reset operator) and
+                                                              why it holds: a sensor fault that lasts
+                                                              sensor_fault_abort_s ends the episode as abort
   services    episode_manager/ready  std_srvs/Trigger         (reset operator) the operator restored the
                                                               layout (or, after an abort, the arm is clear)
               episode_manager/abort  std_srvs/Trigger         end the running episode as abort (take over)
@@ -34,7 +36,10 @@ Time-outs count control steps as ROS time (max_steps / control_rate_hz): with us
 sim bridge's lockstep clock, that is exactly the number of steps executed. An episode in which no
 action chunk arrives for lost_node_timeout_s of wall time ends as lost_node: a dead policy sends
 none, and a dead arm stops the executor's requests (joint_states alone prove nothing: a bridge
-re-sends them while idle). Evaluation episodes are marked so the learner never trains on them.
+re-sends them while idle). Sooner than that, an episode whose executor holds on a sensor fault (a
+stale or missing image or joint state: an unplugged camera, a dead driver) for sensor_fault_abort_s
+ends as abort: the arm held, and the rollout says nothing about the policy. Evaluation episodes are
+marked so the learner never trains on them.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ from vla_rl_interfaces.msg import ActionChunk, EpisodeResult, EpisodeStart, Poli
 from vla_rl_interfaces.srv import ResetEpisode
 
 from vla_rl_ros.control import SIM_PANDA, RobotConfig
+from vla_rl_ros.control.executor import Hold
 from vla_rl_ros.episodes import EpisodePlan, Homing, Scheduler, layout_prompt, plan_label
 from vla_rl_ros.ros.causes import DropLog
 from vla_rl_ros.ros.convert import stamp_ns
@@ -68,6 +74,8 @@ from vla_rl_ros.sim.tasks import get_task
 from vla_rl_ros.success import OPERATOR
 
 TICK_S = 0.02  # wall-clock period of the state machine
+# Executor holds that mean a sensor of the arm is gone (its /diagnostics "hold" value).
+SENSOR_FAULTS = frozenset({Hold.STALE_IMAGE.value, Hold.STALE_JOINT_STATES.value, Hold.NO_JOINT_STATES.value})
 # Operator-reset phases between two episodes.
 CLEAR, HOMING, LAYOUT = "clear", "homing", "layout"
 
@@ -87,6 +95,9 @@ class Params:
                                    low=0.1, high=1000.0)
     lost_node_timeout_s: float = param(60.0, "wall time without an action chunk before the episode ends as "
                                        "lost_node", unit="s", low=0.5, high=3600.0)
+    sensor_fault_abort_s: float = param(5.0, "wall time the executor may hold on a sensor fault (stale image or "
+                                        "joint states) before the episode ends as abort; 0: never", unit="s",
+                                        low=0.0, high=3600.0)
     max_episodes: int = param(0, "stop after this many episodes; 0: run until shut down", low=0, high=10**9)
     seed: int = param(0, "seed of the task/seed schedule", low=0, high=2**31 - 1)
     reset_timeout_s: float = param(30.0, "wall time a reset may take before it is retried", unit="s",
@@ -133,13 +144,13 @@ class EpisodeManager(Node):
                 raise ParameterError(f"robot_config {p.robot_config!r}: {exc}") from exc
             self.command_pub = self.create_publisher(JointTrajectory, self.robot.command_topic, RELIABLE)
             self.create_subscription(JointState, "joint_states", self.on_joint_states, qos_profile_sensor_data)
-            self.create_subscription(DiagnosticArray, "/diagnostics", self.on_diagnostics, RELIABLE)
             self.create_service(Trigger, "episode_manager/ready", self.on_ready)
         else:
             self.reset_client = self.create_client(ResetEpisode, "reset_episode")
         self.create_subscription(SuccessSignal, "success", self.on_success, RELIABLE)
         self.create_subscription(ActionChunk, "action_chunk", self.on_chunk, RELIABLE)
         self.create_subscription(Bool, "estop", self.on_estop, RELIABLE)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self.on_diagnostics, RELIABLE)
         self.create_subscription(PolicyUpdate, "/policy_update", self.on_policy_update, LATCHED)
 
         self.plan: EpisodePlan | None = None      # the episode being reset or run
@@ -164,6 +175,7 @@ class EpisodeManager(Node):
         self.estop_latched = False
         self.estop_confirmed = False              # the executor has reported an e-stop latched since the last release
         self.executor_name = (self.get_namespace().rstrip("/") + "/executor")
+        self.fault: tuple[str, float] | None = None  # the executor's sensor-fault hold and since when (monotonic)
         self.prompt = ""
         self.create_timer(TICK_S, self.tick, clock=self.wall)
         self.get_logger().info(f"scheduling {p.tasks} in groups of {p.group_size}")
@@ -190,10 +202,17 @@ class EpisodeManager(Node):
                 self.ending = EpisodeResult.END_ESTOP
 
     def on_diagnostics(self, msg: DiagnosticArray) -> None:
-        """The executor says whether its e-stop is latched (released only by executor/release_estop)."""
+        """The executor says whether its e-stop is latched (released only by executor/release_estop) and
+        why it holds."""
         for status in msg.status:
             if status.name == self.executor_name:
                 values = {kv.key: kv.value for kv in status.values}
+                hold = values.get("hold", "")
+                ours = self.running and self.plan is not None and values.get("episode_id") == self.plan.episode_id
+                if not (ours and hold in SENSOR_FAULTS):
+                    self.fault = None
+                elif self.fault is None:
+                    self.fault = (hold, time.monotonic())
                 if values.get("estop") == "true":
                     self.estop_latched = self.estop_confirmed = True
                 elif values.get("estop") == "false" and self.estop_confirmed:
@@ -374,6 +393,11 @@ class EpisodeManager(Node):
                 self.ending = EpisodeResult.END_TIMEOUT
             elif time.monotonic() - self.last_progress > self.params.lost_node_timeout_s:
                 self.ending = EpisodeResult.END_LOST_NODE
+            elif (self.fault and self.params.sensor_fault_abort_s
+                  and time.monotonic() - self.fault[1] > self.params.sensor_fault_abort_s):
+                self.get_logger().warning(f"the executor has held on {self.fault[0]} for "
+                                          f"{self.params.sensor_fault_abort_s:.0f} s; aborting the episode")
+                self.ending = EpisodeResult.END_ABORT
         if self.ending is not None:
             self.finish(self.ending)
 
@@ -386,7 +410,7 @@ class EpisodeManager(Node):
                             policy_version=self.policy_version, evaluation=plan.evaluation, end_reason=reason)
         msg.header.stamp = self.get_clock().now().to_msg()
         self.result_pub.publish(msg)
-        self.running, self.plan, self.ending = False, None, None
+        self.running, self.plan, self.ending, self.fault = False, None, None, None
         self.episodes_done += 1
         # Operator reset: after an abort or e-stop the arm stays the operator's until they press r.
         self.phase = CLEAR if reason in (EpisodeResult.END_ABORT, EpisodeResult.END_ESTOP) else HOMING
