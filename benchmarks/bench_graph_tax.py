@@ -3,6 +3,7 @@ of the same rollouts in-process through the core env and model, in one run (targ
 
     .venv/bin/python benchmarks/bench_graph_tax.py [--task reach] [--episodes 16] [--arms 2]
                                                    [--checkpoint DIR] [--threads 1] [--json out.json]
+                                                   [--set policy_node.batch_window_s=0.0 ...]
 
 graph:      `vla-rl launch train_sim learner:=false`: per arm a sim_bridge, executor, success_detector
             and episode_manager, and one policy_node batching every arm's requests; the task's
@@ -26,7 +27,8 @@ from collections import Counter
 from pathlib import Path
 
 import torch
-from common import fresh_default, isolated_graph, launched_pids, peak_rss_by_node, write_json
+import yaml
+from common import cpu_seconds, fresh_default, isolated_graph, launched_pids, peak_rss_by_node, write_json
 from rosgraph import wait_until
 from test_graph_deploy import small_config  # config/ copied with edits, as the graph tests use it
 from vla_rl_interfaces.msg import EpisodeResult, EpisodeStart
@@ -41,24 +43,41 @@ GROUP_SIZE = 8  # SimpleVLA-RL's group size, the episode manager's default
 
 
 def in_process_rate(policy: VLAPolicy, task: str, episodes: int, arms: int) -> dict:
-    """Episodes/s of `episodes` sampled rollouts, `arms` at a time, after one untimed batch."""
+    """Episodes/s of `episodes` sampled rollouts, `arms` at a time, after one untimed batch, and the
+    process's CPU time per control step."""
     seeds = list(TASKS[task].train_seeds[: episodes + arms])
     generator = torch.Generator().manual_seed(0)
     run_episodes(policy, task, seeds[:arms], greedy=False, record=True, generator=generator)  # warm-up
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     results = []
     for i in range(arms, arms + episodes, arms):
         results += run_episodes(policy, task, seeds[i:i + arms], greedy=False, record=True, generator=generator)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     return {"episodes": len(results), "seconds": elapsed, "episodes_per_s": len(results) / elapsed,
+            "cpu_ms_per_step": 1e3 * cpu / sum(r["steps"] for r in results),
             "steps_per_episode": sum(r["steps"] for r in results) / len(results),
             "end_reasons": dict(Counter(r["end_reason"] for r in results))}
 
 
+def parse_settings(settings: list[str]) -> dict[str, dict]:
+    """["policy_node.batch_window_s=0.0", ...] -> {"policy_node": {"batch_window_s": 0.0}} (YAML values)."""
+    out: dict[str, dict] = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        node, dot, name = key.partition(".")
+        if not (sep and dot and node and name):
+            raise SystemExit(f"--set {item!r}: expected node.parameter=value, e.g. policy_node.batch_window_s=0.0")
+        out.setdefault(node, {})[name] = yaml.safe_load(value)
+    return out
+
+
 def graph_rate(checkpoint: Path, policy: VLAPolicy, task: str, episodes: int, arms: int, threads: int,
-               tmp: Path) -> dict:
-    config = small_config(tmp, episode_manager={"tasks": [task], "group_size": GROUP_SIZE},
-                          sim_bridge={"image_size": policy.image_size, "cameras": [policy.camera]})
+               tmp: Path, settings: dict[str, dict]) -> dict:
+    edits = {"episode_manager": {"tasks": [task], "group_size": GROUP_SIZE},
+             "sim_bridge": {"image_size": policy.image_size, "cameras": [policy.camera]}}
+    for node, values in settings.items():
+        edits[node] = {**edits.get(node, {}), **values}
+    config = small_config(tmp, **edits)
     with isolated_graph(tmp, threads) as graph:
         names = [f"arm{i}" for i in range(arms)]
         results = {a: graph.probe.collect(EpisodeResult, f"/{a}/episode_result", RESULTS) for a in names}
@@ -72,15 +91,21 @@ def graph_rate(checkpoint: Path, policy: VLAPolicy, task: str, episodes: int, ar
                      f"config_dir:={config}", "eval_seeds_per_task:=0")
         wait_until(lambda: all(results.values()), STARTUP_TIMEOUT_S, "every arm's first episode")
         counted = [len(r) for r in results.values()]
+        pids = launched_pids(graph.log("launch"))
+        cpu_before = {label: cpu_seconds(pid) for label, pid in pids.items()}
         start = time.perf_counter()
         wait_until(lambda: sum(len(r) for r in results.values()) - sum(counted) >= episodes,
                    STARTUP_TIMEOUT_S + 60 * episodes, f"{episodes} episodes")
         elapsed = time.perf_counter() - start
+        cpu = {label: cpu_seconds(pid) - cpu_before[label] for label, pid in pids.items()
+               if cpu_seconds(pid) is not None and cpu_before[label] is not None}
         timed = [m for r, c in zip(results.values(), counted, strict=True) for m in r[c:]]
         memory = peak_rss_by_node(launched_pids(graph.log("launch")))
         return {"episodes": len(timed), "seconds": elapsed, "episodes_per_s": len(timed) / elapsed,
                 "steps_per_episode": sum(m.steps for m in timed) / len(timed),
                 "end_reasons": dict(Counter(m.end_reason for m in timed)), "peak_rss_mib": memory,
+                # CPU seconds each node used per control step of the timed episodes: where the tax goes
+                "cpu_ms_per_step": {k: 1e3 * v / sum(m.steps for m in timed) for k, v in cpu.items()},
                 **phases([e for e in events if e[0] >= start], names)}
 
 
@@ -107,8 +132,11 @@ def main() -> None:
                         "side (in-process)")
     parser.add_argument("--checkpoint", type=Path, help="policy checkpoint (default: a fresh default-size tiny VLA)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (this process and the nodes)")
+    parser.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
+                        help="change a node parameter of the graph (repeatable), e.g. policy_node.batch_window_s=0.0")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
+    settings = parse_settings(args.set)
     torch.set_num_threads(args.threads)
     instructions = [TASKS[args.task].sample(s).instruction for s in TASKS[args.task].train_seeds[:200]]
     policy = VLAPolicy.load(args.checkpoint) if args.checkpoint else fresh_default(instructions)
@@ -120,10 +148,11 @@ def main() -> None:
             checkpoint = Path(tmp) / "policy"
             policy.save(checkpoint)
         before = in_process_rate(policy, args.task, args.episodes, args.arms)
-        graph = graph_rate(checkpoint, policy, args.task, args.episodes, args.arms, args.threads, Path(tmp))
+        graph = graph_rate(checkpoint, policy, args.task, args.episodes, args.arms, args.threads, Path(tmp), settings)
         after = in_process_rate(policy, args.task, args.episodes, args.arms)
     core = (before["episodes_per_s"] + after["episodes_per_s"]) / 2
-    figures = {"task": args.task, "arms": args.arms, "episodes": args.episodes, "in_process_before": before,
+    figures = {"task": args.task, "arms": args.arms, "episodes": args.episodes, "settings": settings,
+               "in_process_before": before,
                "in_process_after": after, "graph": graph, "in_process_episodes_per_s": core,
                "graph_episodes_per_s": graph["episodes_per_s"], "graph_over_in_process": graph["episodes_per_s"] / core,
                "peak_rss_mib": graph["peak_rss_mib"]}
@@ -133,6 +162,9 @@ def main() -> None:
     print(f"graph / in-process: {figures['graph_over_in_process']:.2f} (target >= 0.8); graph per arm: "
           f"{graph['running_s']:.2f} s from start to result, {graph['between_s']:.2f} s from result to the next start")
     print("peak RSS (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(graph["peak_rss_mib"].items())))
+    per_step = graph["cpu_ms_per_step"]
+    print(f"CPU ms per control step: in-process {before['cpu_ms_per_step']:.1f}, {after['cpu_ms_per_step']:.1f}; graph "
+          f"{sum(per_step.values()):.1f} = " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(per_step.items())))
     write_json(args.json, figures)
 
 

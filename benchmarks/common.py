@@ -49,6 +49,17 @@ def peak_rss_mib(pid: int) -> float | None:
     return int(match.group(1)) / 1024 if match else None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time a live process has used so far (s); None once it has exited."""
+    import os
+
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
+
+
 def launched_pids(launch_log: str) -> dict[str, int]:
     """label -> pid of each process the launcher started (the newest pid of a respawned one)."""
     return {label: int(pid) for label, pid in STARTED.findall(launch_log)}

@@ -79,6 +79,11 @@ def rows(results: dict[str, dict]) -> list[tuple[str, str, str]]:
             add(name, f"episodes/s {f['task']}, {f['arms']} arms: in-process / graph",
                 f"{f['in_process_episodes_per_s']:.2f} / {f['graph_episodes_per_s']:.2f}")
             add(name, "graph / in-process (target >= 0.8)", f"{f['graph_over_in_process']:.2f}")
+            core_cpu = (f["in_process_before"]["cpu_ms_per_step"] + f["in_process_after"]["cpu_ms_per_step"]) / 2
+            add(name, "CPU ms per control step: in-process / graph (all nodes)",
+                f"{core_cpu:.1f} / {sum(f['graph']['cpu_ms_per_step'].values()):.1f}")
+            for label, ms in sorted(f["graph"]["cpu_ms_per_step"].items()):
+                add("cpu", f"CPU ms per control step {label}", f"{ms:.2f}")
             for label, mib in sorted(f["peak_rss_mib"].items()):
                 add("memory", f"peak RSS {label} (MiB)", f"{mib:.0f}")
         elif name == "learner":
