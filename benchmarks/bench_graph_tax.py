@@ -9,7 +9,9 @@ graph:      `vla-rl launch train_sim learner:=false`: per arm a sim_bridge, exec
             and episode_manager, and one policy_node batching every arm's requests; the task's
             training seeds in groups, sampled at T=1.6, only the policy's camera rendered. Timed from
             the end of each arm's first episode (start-up and the first reset excluded) to the
-            --episodes-th result after it; the peak RSS (VmHWM) of every node is read at the end.
+            --episodes-th result after it; the peak RSS (VmHWM) of every node is read at the end, and
+            the CPU time every node used in the timed window (utime+stime, /proc) per control step
+            is set against the in-process loop's: on two busy cores the rate follows the CPU spent.
 in-process: `run_episodes(policy, task, seeds, greedy=False, record=True)` with --arms episodes side
             by side (one forward pass per decision, as the policy node batches the arms), after one
             untimed warm-up batch; run before and after the graph, the mean of both counts.
