@@ -2,7 +2,10 @@
 
 ROS surface; per arm `a` in the `arms` parameter (relative names; "" is the node's own namespace)
   subscribes  a/chunk_request     vla_rl_interfaces/ChunkRequest  reliable
-              a/camera/image_raw  sensor_msgs/Image (image_topic)  sensor data QoS; newest kept
+              a/<image_topic>     sensor_msgs/Image                sensor data QoS; newest kept; by default
+                                                                   the checkpoint camera's (front:
+                                                                   camera/image_raw, wrist:
+                                                                   wrist_camera/image_raw)
               a/joint_states      sensor_msgs/JointState           sensor data QoS; newest kept
               a/episode_start     vla_rl_interfaces/EpisodeStart   reliable, transient local
               a/episode_result    vla_rl_interfaces/EpisodeResult  reliable
@@ -39,6 +42,7 @@ from vla_rl_ros.policy import CheckpointError, VLAPolicy, checkpoint_digest
 from vla_rl_ros.policy.serving import EpisodeLog, ServingState
 from vla_rl_ros.ros.causes import DropLog
 from vla_rl_ros.ros.convert import MessageError, image_from_msg, proprio_from_joint_state
+from vla_rl_ros.ros.names import camera_topic
 from vla_rl_ros.ros.node_main import run_node
 from vla_rl_ros.ros.params import ParameterError, declare, param
 from vla_rl_ros.ros.qos import EPISODES, LATCHED, RELIABLE, RESULTS
@@ -60,7 +64,8 @@ class Params:
     dtype: str = param("float32", "weights dtype", choices=("float32", "bfloat16", "float16"))
     trust_remote_code: bool = param(False, "allow a checkpoint's own Python code to run (transformers)")
     arms: list[str] = param([""], "arm namespaces served, relative to this node's ('' = its own)")
-    image_topic: str = param("camera/image_raw", "image topic under each arm namespace")
+    image_topic: str = param("", "image topic under each arm namespace; empty: the checkpoint camera's topic "
+                             "(front: camera/image_raw, wrist: wrist_camera/image_raw)")
     temperature: float = param(1.6, "sampling temperature of training rollouts (SimpleVLA-RL: 1.6)",
                                low=0.01, high=100.0)
     max_batch: int = param(16, "most requests in one forward pass", low=1, high=1024)
@@ -97,6 +102,7 @@ class PolicyNode(Node):
         try:
             self.policy = self.load(checkpoint)
             self.arm_model = make_arm(RobotConfig.load(p.robot_config))
+            image_topic = p.image_topic or camera_topic(self.policy.camera)
         except (CheckpointError, FileNotFoundError, ValueError, OSError) as exc:
             raise ParameterError(f"cannot start the policy: {exc}") from exc
         self.generator = torch.Generator(device=p.device).manual_seed(p.seed)
@@ -110,7 +116,7 @@ class PolicyNode(Node):
             self.arms[name] = arm
             self.create_subscription(ChunkRequest, prefix + "chunk_request",
                                      lambda m, a=arm: self.on_request(a, m), RELIABLE)
-            self.create_subscription(Image, prefix + p.image_topic, lambda m, a=arm: setattr(a, "image", m),
+            self.create_subscription(Image, prefix + image_topic, lambda m, a=arm: setattr(a, "image", m),
                                      qos_profile_sensor_data)
             self.create_subscription(JointState, prefix + "joint_states", lambda m, a=arm: setattr(a, "joints", m),
                                      qos_profile_sensor_data)
@@ -122,7 +128,7 @@ class PolicyNode(Node):
         self.create_timer(SERVE_PERIOD_S, self.serve)
         self.get_logger().info(
             f"serving {checkpoint} to {len(self.arms)} arm(s): chunk {self.policy.chunk_size} x "
-            f"{self.policy.action_dim}, {self.policy.camera} camera at {self.policy.image_size} px")
+            f"{self.policy.action_dim}, {self.policy.camera} camera ({image_topic}) at {self.policy.image_size} px")
 
     def load(self, path: Path) -> VLAPolicy:
         p = self.params

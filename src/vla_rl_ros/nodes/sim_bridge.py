@@ -48,12 +48,12 @@ from vla_rl_interfaces.srv import ResetEpisode
 
 from vla_rl_ros.ros.causes import DropLog
 from vla_rl_ros.ros.convert import image_to_msg, task_state_to_msg, to_stamp
+from vla_rl_ros.ros.names import CAMERA_TOPICS
 from vla_rl_ros.ros.node_main import run_node
 from vla_rl_ros.ros.params import ParameterError, declare, param
 from vla_rl_ros.ros.qos import LATCHED, RELIABLE
 from vla_rl_ros.sim import CAMERAS, TASKS, Observation, get_task, make_env
 
-CAMERA_TOPICS = {"front": "camera/image_raw", "wrist": "wrist_camera/image_raw"}
 # How far a point's duration may differ from the control period (s): rounding of builtin Duration.
 DURATION_TOLERANCE_S = 1e-3
 NS_PER_S = 1_000_000_000
