@@ -82,7 +82,8 @@ CLEAR, HOMING, LAYOUT = "clear", "homing", "layout"
 
 @dataclass
 class Params:
-    tasks: list[str] = param(["reach", "push", "lift", "pick_place", "stack"], "tasks to schedule (vla-rl tasks)")
+    tasks: list[str] = param(["reach", "lift"], "tasks to schedule (vla-rl tasks); the default: the embedded "
+                             "default policy's suite")
     group_size: int = param(8, "rollouts per GRPO group (same task, same seed); SimpleVLA-RL uses 8",
                             unit="episodes", low=1, high=1024)
     arm_index: int = param(0, "this arm's index among num_arms (splits the evaluation seeds)", low=0, high=1023)
