@@ -5,8 +5,9 @@ accounted for. Outside the default suite (marker `soak`):
     SOAK_SECONDS=600 .venv/bin/python -m pytest test/test_soak.py -m soak -s
 
 Sampled every SAMPLE_S from /proc for every node process the launcher started: resident memory
-(VmRSS), open file descriptors, threads. "Flat" compares the last sample before the learner ends the
-run with the first one after the warm-up (two updates, so an evaluation round and a checkpoint too).
+(VmRSS), open file descriptors, threads. After the warm-up (two updates, so an evaluation round and a
+checkpoint too), fds and threads must not grow, and the peak RSS of the second half of the samples
+must not exceed the first half's (a leak grows throughout; an allocator's plateau does not).
 """
 
 from __future__ import annotations
@@ -140,12 +141,17 @@ def test_train_sim_for_minutes_stays_flat_and_accounts_for_every_episode(
     # Memory, file handles and threads flat after the warm-up.
     for label in pids:
         w, end = warm[label], last[label]
-        assert end["rss_mib"] <= w["rss_mib"] * (1 + RSS_SLACK_FRACTION) + RSS_SLACK_MIB, (label, w, end)
+        # A leak grows through the whole run; the learner's RSS also stepped up once early on (seen: 583 ->
+        # 663 MiB between two samples, then within 7 MiB for 15 updates: the allocator keeping its pools).
+        # So the peak of the second half of the steady samples must not exceed the first half's.
+        steady = [s[label]["rss_mib"] for s in samples[warm_index:]]
+        first, second = max(steady[: len(steady) // 2]), max(steady[len(steady) // 2:])
+        assert second <= first * (1 + RSS_SLACK_FRACTION) + RSS_SLACK_MIB, (label, first, second, steady)
         assert end["fds"] <= w["fds"] + FD_SLACK and end["threads"] <= w["threads"] + FD_SLACK, (label, w, end)
     # Every episode accounted for: each result in exactly one bucket, or still pending; each
     # trajectory joined, dropped or waiting; nothing lost between the managers and the learner
     # (an episode per arm may end after the learner's final checkpoint).
-    assert len(samples) - warm_index >= 3, "too short a soak to judge (raise SOAK_SECONDS)"
+    assert len(samples) - warm_index >= 6, "too short a soak to judge (raise SOAK_SECONDS)"
     assert len(rows) >= 2 * WARM_UPDATES and account["evaluation"] >= 1 and account["used"] >= 2 * len(rows)
     assert account["results"] == sum(account[b] for b in BUCKETS) + account["pending"]
     assert account["trajectories"] == account["joined"] + account["trajectories_dropped"] + \
