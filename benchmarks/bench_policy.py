@@ -41,6 +41,7 @@ from vla_rl_interfaces.msg import ActionChunk, ChunkRequest, EpisodeResult, Epis
 
 from vla_rl_ros.policy import VLAPolicy
 from vla_rl_ros.ros.convert import image_to_msg, to_stamp
+from vla_rl_ros.ros.names import camera_topic
 from vla_rl_ros.ros.qos import LATCHED, RELIABLE, RESULTS
 from vla_rl_ros.sim.env import JOINT_STATE_NAMES
 
@@ -70,13 +71,13 @@ class ProbeArm:
     """One arm as the policy node sees it: a camera, a joint-state stream, an executor requesting
     chunks and an episode manager announcing one episode. Played by the benchmark's probe node."""
 
-    def __init__(self, graph: RosGraph, name: str, image_size: int, greedy: bool) -> None:
+    def __init__(self, graph: RosGraph, name: str, image_size: int, camera: str, greedy: bool) -> None:
         probe = graph.probe
         self.name, self.greedy = name, greedy
         self.start_pub = probe.publisher(EpisodeStart, f"/{name}/episode_start", LATCHED)
         self.result_pub = probe.publisher(EpisodeResult, f"/{name}/episode_result", RESULTS)
         self.request_pub = probe.publisher(ChunkRequest, f"/{name}/chunk_request", RELIABLE)
-        self.image_pub = probe.publisher(Image, f"/{name}/camera/image_raw", qos_profile_sensor_data)
+        self.image_pub = probe.publisher(Image, f"/{name}/{camera_topic(camera)}", qos_profile_sensor_data)
         self.joint_pub = probe.publisher(JointState, f"/{name}/joint_states", qos_profile_sensor_data)
         self.chunk_sub = probe.node.create_subscription(ActionChunk, f"/{name}/action_chunk", self.on_chunk,
                                                         RELIABLE)
@@ -195,7 +196,8 @@ def measure(policy: VLAPolicy, checkpoint: Path | None, repeats: int, seconds: f
                 checkpoint = Path(tmp) / "policy"
                 policy.save(checkpoint)
             start_policy_node(ros, checkpoint, max(BATCHES))
-            arms = [ProbeArm(ros, f"arm{i}", policy.image_size, greedy=False) for i in range(max(BATCHES))]
+            arms = [ProbeArm(ros, f"arm{i}", policy.image_size, policy.camera, greedy=False)
+                    for i in range(max(BATCHES))]
             ros.probe.wait_matched(*[e for arm in arms for e in arm.endpoints()], timeout=STARTUP_TIMEOUT_S)
             arms[0].begin()
             arms[0].greedy = True
