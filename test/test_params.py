@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,3 +78,13 @@ def test_config_yaml_defaults_equal_the_code(node_name: str) -> None:
     cls = node_params_classes()[node_name]
     config = yaml.safe_load((REPO / "config" / f"{node_name}.yaml").read_text())
     assert config == {f"/**/{node_name}": {"ros__parameters": defaults(cls)}}
+
+
+@pytest.mark.parametrize("node", ["executor", "sim_bridge", "success_detector", "episode_manager", "recorder",
+                                  "camera_node"])
+def test_nodes_without_a_model_do_not_import_torch(node: str) -> None:
+    """torch costs each process ~190 MiB and seconds of start-up; only the policy node, the learner and
+    a classifier backend need it."""
+    code = f"import sys, vla_rl_ros.nodes.{node}; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "False"

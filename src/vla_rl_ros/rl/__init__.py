@@ -4,17 +4,26 @@ The learner node (vla_rl_ros.nodes) converts Trajectory/EpisodeResult messages t
 and calls GRPOLearner; nothing in this package imports rclpy.
 """
 
-from vla_rl_ros.rl.buffer import Episode, EpisodeBuffer, Group
-from vla_rl_ros.rl.config import GRPOConfig
-from vla_rl_ros.rl.learner import GRPOLearner, TokenPolicy, latest_checkpoint
-from vla_rl_ros.rl.loss import clipped_policy_loss, group_advantages, keep_group
-from vla_rl_ros.rl.metrics import MetricsWriter, read_metrics
-from vla_rl_ros.rl.records import (
-    DISCARD_REASONS,
-    END_REASONS,
-    ResultRecord,
-    TrajectoryRecord,
-)
+import importlib
+from typing import Any
+
+# Name -> submodule, imported on first use (PEP 562): the nodes import rl.records through
+# ros/convert.py, and must not pay torch's ~190 MiB and seconds of start-up for it.
+_EXPORTS = {
+    "Episode": "buffer", "EpisodeBuffer": "buffer", "Group": "buffer",
+    "GRPOConfig": "config",
+    "GRPOLearner": "learner", "TokenPolicy": "learner", "latest_checkpoint": "learner",
+    "clipped_policy_loss": "loss", "group_advantages": "loss", "keep_group": "loss",
+    "MetricsWriter": "metrics", "read_metrics": "metrics",
+    "DISCARD_REASONS": "records", "END_REASONS": "records", "ResultRecord": "records", "TrajectoryRecord": "records",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+
 
 __all__ = [
     "DISCARD_REASONS",
