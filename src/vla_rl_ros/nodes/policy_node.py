@@ -151,8 +151,13 @@ class PolicyNode(Node):
             return
         if arm.request is not None and arm.request.episode_id == msg.episode_id:
             arm.request = None
-        if not log.evaluation and log.steps:
-            arm.trajectory_pub.publish(self.trajectory(log))
+        if log.evaluation or not log.steps:
+            return
+        if not log.served_from_start:
+            self.drops.drop("episode joined mid-way", f"episode {log.episode_id}: served from step {log.steps[0]} "
+                            "on only (this node started during it); its trajectory is withheld from the learner")
+            return
+        arm.trajectory_pub.publish(self.trajectory(log))
 
     def trajectory(self, log: EpisodeLog) -> Trajectory:
         return Trajectory(

@@ -30,6 +30,13 @@ class EpisodeLog:
     log_probs: list[float] = field(default_factory=list)  # N chunk log-probs (nats)
     steps: list[int] = field(default_factory=list)  # N control steps at which chunks start
 
+    @property
+    def served_from_start(self) -> bool:
+        """Every chunk of the episode came from this log: the first one was for step 0. A node that
+        (re)started mid-episode sees the latched EpisodeStart and serves the rest, but the chunks
+        before it are not in its log, so its trajectory would misstate what the policy did."""
+        return bool(self.steps) and self.steps[0] == 0
+
 
 class ServingState:
     """Episode bookkeeping and the update gate of one policy node."""
