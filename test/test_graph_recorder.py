@@ -262,9 +262,10 @@ def test_kill_9_keeps_earlier_episodes_restart_appends_and_ctrl_c_drains(ros_gra
     later = [arm.play(2 + i, 4, success=bool(i % 2)) for i in range(2)]
     skipped = arm.play(9, 4, success=True, evaluation=True)  # not recorded: record_evaluation is false
     later += [arm.play(4 + i, 4, success=bool(i % 2)) for i in range(LATER - 2)]
-    # The last result reaches the recorder; the writer is usually still busy (the log then says "still
-    # queued before exiting"), and every finished episode must be on disk after the exit either way.
-    time.sleep(0.15)
+    # Once the last result has reached the recorder the writer is usually still busy (the log then says
+    # "still queued before exiting"); every finished episode must be on disk after the exit either way.
+    last = later[-1].start.episode_id
+    wait_until(lambda: f"episode {last} complete; queued" in ros_graph.log("recorder2"), 30, "the last episode")
     os.kill(second_proc.pid, signal.SIGINT)
     assert second_proc.wait(timeout=60) == 0
     assert len(list((tmp_path / "bags").glob("episode_*"))) == LATER

@@ -427,6 +427,7 @@ class Recorder(Node):
             self.drops.drop("episode not recorded", f"{rec.episode_id}: {exc}")
             return
         self.writer.submit(episode, names)
+        self.get_logger().info(f"episode {rec.episode_id} complete; queued for writing")
         if self.writer.backlog() > BACKLOG_WARNING:
             self.get_logger().warning(f"{self.writer.backlog()} episodes wait for the writer: appends are slower "
                                       "than episodes (video settings, disk); memory grows until they catch up")
