@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rosgraph import RosGraph
+from rosgraph import TINY_CHUNK, RosGraph
 
 TEST_DIR = Path(__file__).resolve().parent
 TEST_PACKAGE = "vla_rl_test_nodes"
@@ -32,6 +32,23 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained tiny VLA (real model, real files) that knows the reach task's words."""
+    import numpy as np
+
+    from vla_rl_ros.policy import new_tiny_policy
+    from vla_rl_ros.sim import TASKS
+    from vla_rl_ros.sim.env import STATE_NAMES
+
+    path = tmp_path_factory.mktemp("ckpt") / "tiny"
+    actions = np.random.default_rng(0).uniform(-0.05, 0.05, size=(64, 4)).astype(np.float32)
+    instructions = [TASKS["reach"].sample(seed).instruction for seed in range(20)]
+    new_tiny_policy(instructions, actions, chunk_size=TINY_CHUNK, state_dim=len(STATE_NAMES),
+                    image_size=32).save(path)
+    return path
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import rclpy
+import yaml
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 REPO = Path(__file__).resolve().parents[1]
+TINY_CHUNK = 4  # chunk size of the `tiny_checkpoint` fixture (conftest.py)
 DEFAULT_TIMEOUT_S = 30.0
 
 
@@ -189,3 +192,17 @@ class Probe:
 
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def small_config(tmp: Path, **edits: dict) -> Path:
+    """config/ copied with per-node parameter changes (node name -> {parameter: value}); the sim
+    bridge renders one 32 px camera unless the edits say otherwise."""
+    config = tmp / "config"
+    shutil.copytree(REPO / "config", config)
+    edits = {"sim_bridge": {"image_size": 32, "cameras": ["front"]}, **edits}
+    for node, values in edits.items():
+        path = config / f"{node}.yaml"
+        doc = yaml.safe_load(path.read_text())
+        doc[f"/**/{node}"]["ros__parameters"].update(values)
+        path.write_text(yaml.safe_dump(doc))
+    return config

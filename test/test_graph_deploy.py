@@ -11,11 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pytest
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from rosgraph import RELIABLE, REPO, RosGraph, wait_until
+from rosgraph import RELIABLE, TINY_CHUNK, RosGraph, small_config, wait_until
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool
 from test_camera import write_video
@@ -24,40 +23,15 @@ from vla_rl_interfaces.msg import ActionChunk, EpisodeResult, EpisodeStart
 
 from vla_rl_ros.data import EpisodeDataset
 from vla_rl_ros.launcher.description import describe, resolve_launch_file
-from vla_rl_ros.policy import new_tiny_policy
 from vla_rl_ros.rl.records import DISCARD_REASONS
 from vla_rl_ros.sim import TASKS
-from vla_rl_ros.sim.env import STATE_NAMES
 
 NS = "/arm0"
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 RESULTS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 PERIOD_S = 0.1  # the robot configs' control period (10 Hz)
-CHUNK = 4
+CHUNK = TINY_CHUNK
 STARTUP_S = 120  # a loaded 2-core machine starts five Python nodes (torch, MuJoCo) in 10-40 s
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained tiny VLA (real model, real files) that knows the reach task's words."""
-    path = tmp_path_factory.mktemp("ckpt") / "tiny"
-    actions = np.random.default_rng(0).uniform(-0.05, 0.05, size=(64, 4)).astype(np.float32)
-    instructions = [TASKS["reach"].sample(seed).instruction for seed in range(20)]
-    new_tiny_policy(instructions, actions, chunk_size=CHUNK, state_dim=len(STATE_NAMES), image_size=32).save(path)
-    return path
-
-
-def small_config(tmp: Path, **edits: dict) -> Path:
-    """config/ copied with per-node parameter changes."""
-    config = tmp / "config"
-    shutil.copytree(REPO / "config", config)
-    edits = {"sim_bridge": {"image_size": 32, "cameras": ["front"]}, **edits}
-    for node, values in edits.items():
-        path = config / f"{node}.yaml"
-        doc = yaml.safe_load(path.read_text())
-        doc[f"/**/{node}"]["ros__parameters"].update(values)
-        path.write_text(yaml.safe_dump(doc))
-    return config
 
 
 # -- the launch files, expanded (no processes) ------------------------------------------------------

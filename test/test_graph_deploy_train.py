@@ -7,14 +7,11 @@ import csv
 from pathlib import Path
 
 import pytest
-import test_graph_deploy
-from rosgraph import RosGraph
+from rosgraph import RosGraph, small_config
 
 from vla_rl_ros.data import EpisodeDataset
 
 pytestmark = pytest.mark.graph
-tiny_checkpoint = test_graph_deploy.tiny_checkpoint  # the module-scoped fixture, shared
-small_config = test_graph_deploy.small_config
 RUN_TIMEOUT_S = 420
 
 

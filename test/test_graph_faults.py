@@ -23,9 +23,8 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import qos_profile_sensor_data
-from rosgraph import RosGraph, wait_until
+from rosgraph import TINY_CHUNK, RosGraph, small_config, wait_until
 from sensor_msgs.msg import JointState
-from test_graph_deploy import CHUNK, small_config, tiny_checkpoint  # noqa: F401  (a module fixture)
 from trajectory_msgs.msg import JointTrajectory
 from vla_rl_interfaces.msg import ActionChunk, EpisodeResult, EpisodeStart, Trajectory
 
@@ -109,7 +108,7 @@ class TrainGraph:
 
 
 @pytest.fixture(scope="module")
-def train_graph(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Iterator[TrainGraph]:  # noqa: F811
+def train_graph(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Iterator[TrainGraph]:
     tmp = tmp_path_factory.mktemp("faults")
     config = small_config(tmp, episode_manager={"tasks": ["reach"], "group_size": 2,
                                                 "lost_node_timeout_s": LOST_NODE_S, "reset_timeout_s": 5.0,
@@ -149,7 +148,7 @@ def test_policy_killed_mid_episode_holds_the_arm_and_the_episode_never_reaches_t
     # Meanwhile the arm held: at most the rest of the chunk under way went out, within the joint-state
     # period; then no command, and the joints stayed put (lockstep: sim time stood still).
     after = [t for t, _ in w.commands if killed_at < t < ended_at]
-    assert len(after) <= CHUNK and all(t - killed_at < JOINT_STATE_TIMEOUT_S for t in after), after
+    assert len(after) <= TINY_CHUNK and all(t - killed_at < JOINT_STATE_TIMEOUT_S for t in after), after
     held = [j.position for t, j in w.joints if killed_at + JOINT_STATE_TIMEOUT_S < t < ended_at - 0.1]
     assert len(held) >= 3 and np.allclose(held, held[0]), f"{len(held)} joint states while holding"
     # The launcher respawns the policy; episodes run to their end again.

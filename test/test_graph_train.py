@@ -4,49 +4,21 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import signal
 from pathlib import Path
 
-import numpy as np
 import pytest
-import yaml
-from rosgraph import REPO, RosGraph, wait_until
-
-from vla_rl_ros.policy import new_tiny_policy
-from vla_rl_ros.sim import TASKS
-from vla_rl_ros.sim.env import STATE_NAMES
+from rosgraph import RosGraph, small_config, wait_until
 
 pytestmark = pytest.mark.graph
 RUN_TIMEOUT_S = 600
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained tiny VLA that knows the reach task's words (real model, real files)."""
-    path = tmp_path_factory.mktemp("ckpt") / "tiny"
-    actions = np.random.default_rng(0).uniform(-0.05, 0.05, size=(64, 4)).astype(np.float32)
-    instructions = [TASKS["reach"].sample(seed).instruction for seed in range(20)]
-    new_tiny_policy(instructions, actions, chunk_size=4, state_dim=len(STATE_NAMES), image_size=32).save(path)
-    return path
-
-
-def small_config(tmp: Path) -> Path:
+def train_config(tmp: Path) -> Path:
     """config/ with a small run: reach only, groups of 2, one group per update, 32 px front camera."""
-    config = tmp / "config"
-    shutil.copytree(REPO / "config", config)
-    edits = {
-        "episode_manager": {"tasks": ["reach"], "group_size": 2, "lost_node_timeout_s": 120.0},
-        "learner": {"group_size": 2, "groups_per_update": 1, "minibatch_size": 2, "epochs": 1,
-                    "dynamic_sampling": False, "checkpoint_every": 1},
-        "sim_bridge": {"image_size": 32, "cameras": ["front"]},
-    }
-    for node, values in edits.items():
-        path = config / f"{node}.yaml"
-        doc = yaml.safe_load(path.read_text())
-        doc[f"/**/{node}"]["ros__parameters"].update(values)
-        path.write_text(yaml.safe_dump(doc))
-    return config
+    return small_config(tmp, episode_manager={"tasks": ["reach"], "group_size": 2, "lost_node_timeout_s": 120.0},
+                        learner={"group_size": 2, "groups_per_update": 1, "minibatch_size": 2, "epochs": 1,
+                                 "dynamic_sampling": False, "checkpoint_every": 1})
 
 
 def metrics(run_dir: Path) -> list[dict[str, str]]:
@@ -58,7 +30,7 @@ def test_train_sim_runs_updates_and_the_policy_reloads(ros_graph: RosGraph, tiny
                                                        tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     proc = ros_graph.launch("train_sim", "num_arms:=1", "max_updates:=2", f"run_dir:={run_dir}",
-                            f"checkpoint:={tiny_checkpoint}", f"config_dir:={small_config(tmp_path)}",
+                            f"checkpoint:={tiny_checkpoint}", f"config_dir:={train_config(tmp_path)}",
                             "eval_seeds_per_task:=1", "eval_every_versions:=1")
     assert proc.wait(timeout=RUN_TIMEOUT_S) == 0, ros_graph.log("launch")[-5000:]
     log = ros_graph.log("launch")
@@ -76,7 +48,7 @@ def test_train_sim_runs_updates_and_the_policy_reloads(ros_graph: RosGraph, tiny
 
 def test_learner_killed_mid_run_resumes_without_losing_episodes(ros_graph: RosGraph, tiny_checkpoint: Path,
                                                                 tmp_path: Path) -> None:
-    run_dir, config = tmp_path / "run", small_config(tmp_path)
+    run_dir, config = tmp_path / "run", train_config(tmp_path)
     ros_graph.launch("train_sim", "num_arms:=1", "learner:=false", f"checkpoint:={tiny_checkpoint}",
                      f"config_dir:={config}", "eval_seeds_per_task:=0")
     args = ("--params-file", str(config / "learner.yaml"), "-p", f"run_dir:={run_dir}",

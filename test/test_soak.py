@@ -20,8 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from rosgraph import RosGraph, wait_until
-from test_graph_deploy import small_config, tiny_checkpoint  # noqa: F401  (a module fixture)
+from rosgraph import RosGraph, small_config, wait_until
 from vla_rl_interfaces.msg import EpisodeResult
 
 from vla_rl_ros.rl.buffer import BUCKETS
@@ -84,7 +83,7 @@ def asked_for(request: pytest.FixtureRequest) -> None:
 
 
 def test_train_sim_for_minutes_stays_flat_and_accounts_for_every_episode(
-        ros_graph: RosGraph, tiny_checkpoint: Path, tmp_path: Path) -> None:  # noqa: F811
+        ros_graph: RosGraph, tiny_checkpoint: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     config = small_config(
         tmp_path,
