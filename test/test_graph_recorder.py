@@ -42,7 +42,7 @@ ARM = make_arm(RobotConfig.load(SIM_PANDA))
 HOME = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.8, 0.02, 0.02])  # 7 arm joints (rad), 2 fingers (m)
 CHUNK = 4  # C
 ACTION_DIM = 4  # A: ee_delta [dx, dy, dz, gripper]
-DISCOVERY_S = 1.0  # after the probe sees a subscription, until the other side has matched too (0.25-0.7 s)
+DISCOVERY_S = 1.0  # after the probe sees the executor's publisher, until the recorder has matched it too
 SCRIPTED_POLICY = Path(__file__).parent / "nodes" / "scripted_policy.py"
 
 
@@ -64,14 +64,15 @@ def subscriptions(probe) -> set[tuple[str, bytes]]:
             for info in probe.node.get_subscriptions_info_by_topic(f"{NS}/{t}")}
 
 
-def wait_for_recorder(probe, old: frozenset = frozenset()) -> None:
+def wait_for_recorder(graph: RosGraph, label: str = "recorder", old: frozenset = frozenset()) -> None:
     """Until a recorder not among `old` subscriptions (a killed one stays in the graph a while) has
-    subscribed to every topic."""
+    subscribed to every topic and matched a publisher on each (its log says so: a message sent before
+    that is lost, and under load discovery takes seconds)."""
     def ready() -> bool:
-        new = subscriptions(probe) - old
+        new = subscriptions(graph.probe) - old
         return {t for t, _ in new} == set(RECORDER_TOPICS)
     wait_until(ready, 60, "the recorder's subscriptions")
-    time.sleep(DISCOVERY_S)  # matched on the probe's side; give the recorder's side a moment too
+    wait_until(lambda: "every input topic has a publisher" in graph.log(label), 60, "the recorder's publishers")
 
 
 def frame_image(episode: int, t: int, camera: int) -> np.ndarray:
@@ -96,6 +97,8 @@ class FakeArm:
     """The probe playing the episode manager, the executor, the bridge and the policy of one arm."""
 
     def __init__(self, graph: RosGraph) -> None:
+        self.graph = graph
+        self.graph = graph
         probe = self.probe = graph.probe
         self.start_pub = probe.publisher(EpisodeStart, f"{NS}/episode_start", LATCHED)
         self.request_pub = probe.publisher(ChunkRequest, f"{NS}/chunk_request", RELIABLE)
@@ -107,10 +110,14 @@ class FakeArm:
         self.request_id = 0
         self.clock_ns = 1_000 * PERIOD_NS
 
-    def wait_for_recorder(self, old: frozenset = frozenset()) -> None:
-        wait_for_recorder(self.probe, old)
-        self.probe.wait_matched(self.start_pub, self.request_pub, self.chunk_pub, self.joint_pub, *self.image_pubs,
-                                self.result_pub)
+    def wait_for_recorder(self, label: str = "recorder", old: frozenset = frozenset()) -> None:
+        """Also until every publisher is matched with every subscription in the graph: after a kill -9 the
+        dead recorder stays matched until its lease ends, so one match does not mean the new one is."""
+        wait_for_recorder(self.graph, label, old)
+        pubs = [self.start_pub, self.request_pub, self.chunk_pub, self.joint_pub, *self.image_pubs, self.result_pub]
+        node = self.probe.node
+        wait_until(lambda: all(p.get_subscription_count() >= len(node.get_subscriptions_info_by_topic(p.topic_name))
+                               for p in pubs), 60, "the publishers to match the recorder")
 
     def stamp(self, ns: int):
         return Time(nanoseconds=ns).to_msg()
@@ -123,8 +130,10 @@ class FakeArm:
         self.joint_pub.publish(msg)
 
     def play(self, episode: int, steps: int, *, success: bool, evaluation: bool = False,
-             end_reason: str = EpisodeResult.END_SUCCESS, episode_id: str = "") -> Played:
-        """An episode of `steps` executed control steps, chunks of CHUNK, then its result."""
+             end_reason: str = EpisodeResult.END_SUCCESS, episode_id: str = "", heard_by: str = "") -> Played:
+        """An episode of `steps` executed control steps, chunks of CHUNK, then its result; with `heard_by`,
+        once that recorder's log says it records the episode (the first messages to a reader that has just
+        matched may take a resend, and the latched start keeps only the newest)."""
         episode_id = episode_id or f"ep-{episode}-{time.monotonic_ns()}"
         rng = np.random.default_rng(episode)
         start = EpisodeStart(episode_id=episode_id, arm=NS, task="push", seed=100 + episode, group_id=f"g{episode}",
@@ -135,6 +144,8 @@ class FakeArm:
             instruction="", success=success, reward=1.0 if success else 0.0, steps=steps, policy_version=episode + 2,
             evaluation=evaluation, end_reason=end_reason))
         self.start_pub.publish(start)
+        if heard_by:
+            wait_until(lambda: f"episode {episode_id} started" in self.graph.log(heard_by), 30, f"{heard_by} to start")
         time.sleep(0.2)
         chunk = np.zeros((0, ACTION_DIM), np.float32)
         for t in range(steps):
@@ -243,7 +254,7 @@ def test_kill_9_keeps_earlier_episodes_restart_appends_and_ctrl_c_drains(ros_gra
     root = tmp_path / "dataset"
     first_proc = recorder(ros_graph, root, label="recorder1")
     arm = FakeArm(ros_graph)
-    arm.wait_for_recorder()
+    arm.wait_for_recorder("recorder1")
     kept = arm.play(0, 6, success=True)
     episodes(root, 1)
     # Half an episode, then kill -9 (while the recorder holds its frames in memory).
@@ -258,10 +269,10 @@ def test_kill_9_keeps_earlier_episodes_restart_appends_and_ctrl_c_drains(ros_gra
     # Bags make each write slower than an episode, so the writer falls behind (as with big images).
     second_proc = recorder(ros_graph, root, "-p", f"bag_dir:={tmp_path / 'bags'}", "-p", "record_evaluation:=false",
                            label="recorder2")
-    arm.wait_for_recorder(old)
-    later = [arm.play(2 + i, 4, success=bool(i % 2)) for i in range(2)]
+    arm.wait_for_recorder("recorder2", old)
+    later = [arm.play(2 + i, 4, success=bool(i % 2), heard_by="recorder2") for i in range(2)]
     skipped = arm.play(9, 4, success=True, evaluation=True)  # not recorded: record_evaluation is false
-    later += [arm.play(4 + i, 4, success=bool(i % 2)) for i in range(LATER - 2)]
+    later += [arm.play(4 + i, 4, success=bool(i % 2), heard_by="recorder2") for i in range(LATER - 2)]
     # Once the last result has reached the recorder the writer is usually still busy (the log then says
     # "still queued before exiting"); every finished episode must be on disk after the exit either way.
     last = later[-1].start.episode_id
@@ -284,6 +295,12 @@ def test_bad_parameters_stop_the_recorder_with_a_clear_error(ros_graph: RosGraph
     assert missing.wait(timeout=60) == 2 and mismatch.wait(timeout=60) == 2
     assert "parameter dataset is required" in ros_graph.log("no_dataset")
     assert "cameras=['front'] and camera_topics=" in ros_graph.log("mismatch")
+    # A misnamed camera topic: the recorder runs and says which of its inputs nothing publishes.
+    FakeArm(ros_graph)
+    recorder(ros_graph, tmp_path / "typo", "-p", "camera_topics:=[camera/image_raw, wirst_camera/image_raw]")
+    wait_until(lambda: "no publisher on" in ros_graph.log("recorder"), 60, "the warning")
+    warning = next(line for line in ros_graph.log("recorder").splitlines() if "no publisher on" in line)
+    assert f"{NS}/wirst_camera/image_raw" in warning and "episode_start" not in warning, warning
 
 
 def test_garbage_is_dropped_with_one_line_per_cause_and_recording_goes_on(ros_graph: RosGraph,
@@ -362,7 +379,7 @@ def test_records_a_scripted_expert_episode_from_the_real_sim(ros_graph: RosGraph
     chunks = probe.collect(ActionChunk, f"{NS}/action_chunk", RELIABLE)
     start_pub = probe.publisher(EpisodeStart, f"{NS}/episode_start", LATCHED)
     result_pub = probe.publisher(EpisodeResult, f"{NS}/episode_result", DEEP)
-    wait_for_recorder(probe)
+    wait_for_recorder(ros_graph)
     wait_until(lambda: probe.node.count_publishers(f"{NS}/action_chunk") > 0, 60, "the scripted policy")
     wait_until(lambda: probe.node.count_subscribers(f"{NS}/episode_start") >= 2, 60, "the executor")
     wait_until(lambda: probe.node.count_publishers(f"{NS}/chunk_request") > 0, 60, "the executor's requests")

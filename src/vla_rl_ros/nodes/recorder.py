@@ -72,6 +72,7 @@ from vla_rl_ros.data import DatasetError, Episode, EpisodeBuilder, EpisodeDatase
 from vla_rl_ros.data.bag import export_mcap
 from vla_rl_ros.ros.causes import DropLog
 from vla_rl_ros.ros.convert import MessageError, chunk_from_msg, image_from_msg, proprio_from_joint_state, stamp_ns
+from vla_rl_ros.ros.inputs import InputWatch
 from vla_rl_ros.ros.node_main import run_node
 from vla_rl_ros.ros.params import ParameterError, declare, param
 from vla_rl_ros.sim import action_names
@@ -91,6 +92,7 @@ UNANNOUNCED_WAIT_S = 5.0  # requests, chunks and results read before their Episo
 LATE_MESSAGES_S = 5.0  # frames and images stamped before an episode's end may be read this long after its result
 RESULT_WAIT_S = 10.0  # an episode ended by the next one's start waits this long for its own result
 TICK_S = 0.05  # wall-clock period of those checks
+INPUT_CHECK_S = 0.5  # period of the check that every input topic has a publisher
 SKIPPED_IDS = 16  # ids of episodes skipped on purpose, remembered so their messages are not counted as drops
 BACKLOG_WARNING = 4  # episodes waiting for the writer before the log says it falls behind
 LABEL_TIMEOUT_S = 300.0  # how long a label_episode call waits for the writer (behind queued appends)
@@ -309,18 +311,21 @@ class Recorder(Node):
         self.unannounced: list[tuple[float, ChunkRequest | ActionChunk | EpisodeResult]] = []  # (wall s, msg)
         self.wall = Clock(clock_type=ClockType.STEADY_TIME)
 
-        self.create_subscription(EpisodeStart, "episode_start", self.on_start, LATCHED)
-        self.create_subscription(ChunkRequest, "chunk_request", self.on_request, RELIABLE)
-        self.create_subscription(ActionChunk, "action_chunk", self.on_chunk, RELIABLE)
-        self.create_subscription(JointState, "joint_states", self.on_joint_states, DEEP)
-        for camera, topic in zip(p.cameras, p.camera_topics, strict=True):
-            self.create_subscription(Image, topic, lambda m, c=camera: self.on_image(c, m), IMAGES)
-        self.create_subscription(EpisodeResult, "episode_result", self.on_result, DEEP)
+        subscriptions = [
+            self.create_subscription(EpisodeStart, "episode_start", self.on_start, LATCHED),
+            self.create_subscription(ChunkRequest, "chunk_request", self.on_request, RELIABLE),
+            self.create_subscription(ActionChunk, "action_chunk", self.on_chunk, RELIABLE),
+            self.create_subscription(JointState, "joint_states", self.on_joint_states, DEEP),
+            *[self.create_subscription(Image, topic, lambda m, c=camera: self.on_image(c, m), IMAGES)
+              for camera, topic in zip(p.cameras, p.camera_topics, strict=True)],
+            self.create_subscription(EpisodeResult, "episode_result", self.on_result, DEEP)]
+        self.inputs, self.started = InputWatch(self.get_logger(), subscriptions), self.now()
         # The service waits for the writer (possibly behind a long append) in its own callback group, so
         # the multi-threaded executor of main() keeps delivering messages to the others meanwhile.
         self.create_service(LabelEpisode, "label_episode", self.on_label,
                             callback_group=MutuallyExclusiveCallbackGroup())
         self.create_timer(TICK_S, self.tick, clock=self.wall)
+        self.create_timer(INPUT_CHECK_S, lambda: self.inputs.check(self.now() - self.started), clock=self.wall)
         self.get_logger().info(f"recording {list(p.cameras)} at {p.fps or round(rate)} fps into {p.dataset}")
 
     def log(self, level: str, text: str) -> None:
@@ -351,6 +356,7 @@ class Recorder(Node):
             self.skipped.append(msg.episode_id)
             return
         self.episodes.append(Recording(msg, start, boundary_ns=start))
+        self.get_logger().info(f"episode {msg.episode_id} started ({msg.task}, seed {msg.seed}); recording it")
         early = [m for _, m in self.unannounced if m.episode_id == msg.episode_id]
         self.unannounced = [(t, m) for t, m in self.unannounced if m.episode_id != msg.episode_id]
         handlers = {ChunkRequest: self.on_request, ActionChunk: self.on_chunk, EpisodeResult: self.on_result}
