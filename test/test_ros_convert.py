@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 from sensor_msgs.msg import JointState
+from vla_rl_interfaces.msg import EpisodeResult
 
+from vla_rl_ros.data import END_REASONS
 from vla_rl_ros.ros.convert import proprio_from_joint_state
 from vla_rl_ros.sim import make_env
 
@@ -18,3 +20,9 @@ def test_the_policy_nodes_state_from_joint_states_equals_the_sim_envs_state() ->
             from_msg = proprio_from_joint_state(env.arm, JointState(name=list(names), position=q.tolist()))
             np.testing.assert_allclose(from_msg, observation.state, atol=1e-6)
             observation = env.step(env.task.expert(env)).observation
+
+
+def test_the_datasets_end_reasons_are_the_episode_results_constants() -> None:
+    """A result's end_reason goes into the dataset and the learner's buffer, which validate it."""
+    constants = {getattr(EpisodeResult, name) for name in dir(EpisodeResult) if name.startswith("END_")}
+    assert constants == set(END_REASONS)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 # EpisodeResult.END_* (msg/msg/EpisodeResult.msg): why an episode ended.
-END_REASONS = ("success", "timeout", "estop", "abort", "lost_node", "error")
+END_REASONS = ("success", "timeout", "failure", "estop", "abort", "lost_node", "error")
 
 
 @dataclass(eq=False)  # arrays make == ambiguous; compare digest() or fields instead
