@@ -201,3 +201,45 @@ def test_no_request_goes_out_while_no_policy_listens_and_a_fresh_one_when_it_app
     core.policy_connected(True)
     (again,) = requests(core.advance(1.0))  # at once, not after chunk_timeout
     assert again.request_id == first.request_id + 1 and again.step == 0
+
+
+def test_go_home_steps_the_arm_home_in_lockstep_only_while_asked_and_never_during_an_episode() -> None:
+    core, _ = started()
+    assert core.go_home(0.0) == (False, "episode ep1 is running")
+    core.end_episode("ep1")
+    away = np.array(HOME)
+    away[:7] += [1.2, -0.6, 0.8, 0.9, -0.8, 1.0, 1.2]  # 1.2 rad: several capped steps
+    stamp, now = 6 * PERIOD, 0.1
+    core.joint_state(NAMES, away, stamp, now=now)
+    assert core.go_home(now) == (True, "sending the arm home")
+    q, steps = away[:7], 0
+    while True:
+        outs = core.advance(now)
+        if not outs:
+            break
+        (out,) = outs
+        assert out.step == -1 and core.hold is Hold.HOMING
+        assert core.advance(now) == []  # lockstep: nothing more before the next joint state
+        # each step within the robot's per-step cap, and inside the joint limits
+        assert np.all(np.abs(out.command.arm - q) <= COMMANDER.max_step + 1e-9)
+        assert np.all(out.command.arm >= COMMANDER.lower) and np.all(out.command.arm <= COMMANDER.upper)
+        q, stamp, now, steps = out.command.arm, stamp + PERIOD, now + 0.1, steps + 1
+        core.joint_state(NAMES, [*q, 0.04, 0.04], stamp, now=now)
+        if steps % 5 == 0:
+            assert core.go_home(now)[0]  # the manager asks again every 0.5 s
+    assert 5 <= steps < 100 and core.go_home(now) == (True, "the arm is home")
+    assert core.hold is Hold.EPISODE_ENDED
+
+    # Homing stops home_keepalive after the last request (a manager that died), and on an e-stop.
+    core.joint_state(NAMES, away, stamp + PERIOD, now=now)
+    assert core.go_home(now)[0] and len(core.advance(now)) == 1
+    core.joint_state(NAMES, away, stamp + 2 * PERIOD, now=now + 2.5)
+    assert core.advance(now + 2.5) == [] and core.hold is Hold.EPISODE_ENDED
+    assert core.go_home(now + 2.5)[0] and core.estop()
+    assert core.advance(now + 2.5) == [] and core.hold is Hold.ESTOP
+    assert core.go_home(now + 2.5) == (False, "e-stop latched; release it first")
+    # An episode start ends homing too.
+    core.release()
+    assert core.go_home(now + 2.5)[0]
+    core.start_episode("ep2", greedy=True, max_steps=0, stamp_ns=stamp + 2 * PERIOD)
+    assert [type(o) for o in core.advance(now + 2.5)] == [RequestOut]

@@ -74,6 +74,7 @@ def test_launch_files_pick_the_hardware_layer_the_camera_and_the_success_backend
     assert real["policy_node"]["params"]["robot_config"] == real["executor"]["params"]["robot_config"]
     assert all(real[n]["remaps"]["joint_states"] == "/joint_states" for n in ("executor", "policy_node"))
     assert sorted(expand("deploy", tmp_path, hardware="real", camera="external")) == ["executor", "policy_node"]
+    assert sorted(expand("deploy", tmp_path, policy="external")) == ["executor", "sim_bridge"]  # the user's policy
     assert expand("deploy", tmp_path, camera="external")["sim_bridge"]["remaps"]["camera/image_raw"] == \
         "sim_render/image_raw"
 

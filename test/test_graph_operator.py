@@ -1,6 +1,6 @@
 """The operator's loop on a running graph: `vla-rl operator` (keys on stdin) labels episodes, readies
-resets and aborts, while the episode manager (reset operator) homes the arm through the robot's
-command topic between episodes and names the group and rollout that come next.
+resets and aborts, while the episode manager (reset operator) has the executor home the arm between
+episodes (executor/go_home) and names the group and rollout that come next.
 
 Real processes over Fast DDS: sim bridge, executor, success detector (type operator), episode manager,
 the operator tool; the probe plays a policy that moves the arm away from home for a few steps.
@@ -22,8 +22,7 @@ from std_srvs.srv import Trigger
 from vla_rl_interfaces.msg import ActionChunk, ChunkRequest, EpisodeResult, EpisodeStart
 from vla_rl_interfaces.srv import LabelEpisode
 
-from vla_rl_ros.control import SIM_PANDA, RobotConfig
-from vla_rl_ros.episodes import Homing
+from vla_rl_ros.control import SIM_PANDA, Homing, RobotConfig
 from vla_rl_ros.rl import EpisodeBuffer, GRPOConfig
 from vla_rl_ros.ros.convert import result_from_msg
 from vla_rl_ros.ros.qos import LATCHED, RESULTS
@@ -132,6 +131,7 @@ def test_operator_labels_resets_and_aborts_episodes_of_a_running_graph(ros_graph
     # Between rollouts of the group the arm goes home, then the operator is asked for the same layout.
     at = op.wait_for("group 1, rollout 2/2", at)
     assert arm_error() <= 0.03, f"the arm is {arm_error():.3f} rad from home when the operator is asked"
+    assert "go_home: sending the arm home" in ros_graph.log("executor")  # the executor's limits moved it
     at = op.wait_for("restore the layout of rollout 1", at)
     op.press("r")
     wait_until(lambda: len(starts) > 1 and starts[-1].episode_id != first.episode_id, 30, "episode 2")
@@ -141,7 +141,7 @@ def test_operator_labels_resets_and_aborts_episodes_of_a_running_graph(ros_graph
     detector_sees(ros_graph, second.episode_id)
     op.press("f")
     wait_until(lambda: len(results) > 1, 30, "episode 2's result")
-    assert (results[1].success, results[1].reward, results[1].end_reason) == (False, 0.0, "timeout")
+    assert (results[1].success, results[1].reward, results[1].end_reason) == (False, 0.0, EpisodeResult.END_FAILURE)
 
     # A new group; the operator aborts and takes over: the arm holds where it is until r.
     at = op.wait_for("group 2, rollout 1/2", at)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from vla_rl_ros.control import SIM_PANDA, RobotConfig
-from vla_rl_ros.episodes import Homing, Scheduler, layout_prompt, plan_label
+from vla_rl_ros.control import SIM_PANDA, Homing, RobotConfig
+from vla_rl_ros.episodes import Scheduler, layout_prompt, plan_label
 from vla_rl_ros.sim import make_env
 
 
@@ -30,7 +30,7 @@ def test_homing_brings_the_sim_arm_home_within_the_joint_step_limits() -> None:
             steps += 1
         assert homing.at_home(q), f"{np.max(np.abs(q - homing.home)):.3f} rad from home after {steps} steps"
         assert steps > 3  # it took several limited steps, not one jump
-        assert len(homing.positions(command)) == len(robot.command_joints)
+        assert len(homing.commander.positions(command)) == len(robot.command_joints)
 
 
 def test_prompts_name_the_group_the_rollout_and_what_to_do() -> None:

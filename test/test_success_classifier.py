@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 from rclpy.qos import qos_profile_sensor_data
-from rosgraph import RELIABLE, RosGraph, wait_until
+from rosgraph import RELIABLE, RosGraph, small_config, wait_until
 from sensor_msgs.msg import Image
-from vla_rl_interfaces.msg import EpisodeStart, SuccessSignal, TaskState
+from vla_rl_interfaces.msg import EpisodeResult, EpisodeStart, SuccessSignal, TaskState
 from vla_rl_interfaces.srv import ResetEpisode
 
 from vla_rl_ros.data import EpisodeDataset
 from vla_rl_ros.ros.convert import stamp_ns
-from vla_rl_ros.ros.qos import LATCHED
+from vla_rl_ros.ros.qos import EPISODES, LATCHED
 from vla_rl_ros.sim import TASKS, make_env
 from vla_rl_ros.success import backend_class
 from vla_rl_ros.success.classifier import CONFIG, WEIGHTS, ClassifierError, SuccessClassifier, load_classifier
@@ -161,3 +161,29 @@ def test_classifier_detects_success_from_sim_camera_images(ros_graph: RosGraph, 
     stamps = [stamp_ns(v.header.stamp) for v in verdicts]
     assert len(stamps) == len(set(stamps))
     assert "dropped input: unusable image" in ros_graph.log("success_detector")
+
+
+@pytest.mark.graph
+def test_collect_launch_ends_and_records_episodes_on_the_classifiers_verdict(
+        ros_graph: RosGraph, trained: tuple[Path, str], tmp_path: Path) -> None:
+    """collect.launch with success:=classifier and an external policy (the scripted expert): the camera
+    classifier, not the oracle, ends each episode as a success, and the recorder writes it so."""
+    model, _ = trained
+    dataset = tmp_path / "dataset"
+    config = small_config(tmp_path, sim_bridge={"image_size": 64, "cameras": ["front"]},
+                          episode_manager={"tasks": [TASK], "group_size": 2, "max_episodes": 2},
+                          recorder={"video_pix_fmt": "yuv444p"})
+    ros_graph.launch("collect", "hardware:=sim", "policy:=external", "success:=classifier", f"success_model:={model}",
+                     f"config_dir:={config}", f"dataset:={dataset}")
+    ros_graph.start("scripted_policy", [sys.executable, str(SCRIPTED_POLICY), "--ros-args", "-r", "__ns:=/arm0"])
+    results = ros_graph.probe.collect(EpisodeResult, "/arm0/episode_result", EPISODES)
+    wait_until(lambda: len(results) >= 2, 300, "two episodes")
+    max_steps = TASKS[TASK].max_steps
+    assert all((r.success, r.end_reason) == (True, EpisodeResult.END_SUCCESS) and r.steps < max_steps
+               for r in results[:2]), [(r.end_reason, r.steps) for r in results]
+    log = ros_graph.log("launch")
+    assert "policy_node" not in log and "classifier" in log
+    wait_until(lambda: (dataset / "meta" / "info.json").is_file() and len(EpisodeDataset.open(dataset)) >= 2, 60,
+               "the recorder to write them")
+    assert [(m["success"], m["end_reason"]) for m in EpisodeDataset.open(dataset).episodes_meta()][:2] == \
+        [(True, "success")] * 2

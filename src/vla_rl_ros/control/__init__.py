@@ -9,11 +9,22 @@ from __future__ import annotations
 
 from vla_rl_ros.control.chunks import MAX_CHUNK_SIZE, Chunk, ChunkIn, Rejection, RejectReason, validate_chunk
 from vla_rl_ros.control.command import Command, Commander, make_arm
-from vla_rl_ros.control.executor import FAULTS, STEPPING, CommandOut, ExecutorConfig, ExecutorCore, Hold, RequestOut
+from vla_rl_ros.control.executor import (
+    FAULTS,
+    HOME,
+    STEPPING,
+    CommandOut,
+    ExecutorConfig,
+    ExecutorCore,
+    Hold,
+    RequestOut,
+)
+from vla_rl_ros.control.homing import Homing
 from vla_rl_ros.control.robot import GripperConfig, RobotConfig, WorkspaceConfig
 
 SIM_PANDA = "package://vla_rl_ros/config/robots/sim_panda.yaml"
 
-__all__ = ["FAULTS", "MAX_CHUNK_SIZE", "SIM_PANDA", "STEPPING", "Chunk", "ChunkIn", "Command", "CommandOut",
-           "Commander", "ExecutorConfig", "ExecutorCore", "GripperConfig", "Hold", "RejectReason", "Rejection",
+__all__ = ["FAULTS", "HOME", "MAX_CHUNK_SIZE", "SIM_PANDA", "STEPPING", "Chunk", "ChunkIn", "Command", "CommandOut",
+           "Commander", "ExecutorConfig", "ExecutorCore", "GripperConfig", "Hold", "Homing", "RejectReason",
+           "Rejection",
            "RequestOut", "RobotConfig", "WorkspaceConfig", "make_arm", "validate_chunk"]

@@ -7,7 +7,10 @@ when a joint state stamped at or after the previous command's end arrives (locks
 command per period on a real arm); it requests the next chunk when `request_ahead_steps` steps of the
 current one remain (0: after the last step, so the policy sees the state the core env would show it);
 it holds (sends nothing) without a valid chunk, on stale joint states or images, on e-stop, at the
-episode's step limit and after its result.
+episode's step limit and after its result. Between episodes `go_home` steps the arm to the robot
+config's home pose with the same limits and the same lockstep; homing goes on only while it is asked
+for again within `home_keepalive` (a manager that dies leaves the arm still), and an e-stop or an
+episode start ends it.
 
 Times: `stamp_ns` are message stamps in the robot's clock (sim time in sim); `now` is a monotonic wall
 clock in seconds, used only by the watchdogs, so a frozen sim clock never hides a dead node.
@@ -24,6 +27,7 @@ import numpy as np
 
 from vla_rl_ros.control.chunks import Chunk, ChunkIn, Rejection, RejectReason, validate_chunk
 from vla_rl_ros.control.command import Command, Commander
+from vla_rl_ros.control.homing import Homing
 
 NS_PER_S = 1_000_000_000
 
@@ -41,10 +45,17 @@ class ExecutorConfig:
         "help": "s (wall) without a camera image after which the arm holds; 0 disables the image watchdog"})
     chunk_timeout: float = field(default=10.0, metadata={
         "help": "s (wall) to wait for an answer before requesting the chunk again under a new request id"})
+    home_tolerance: float = field(default=0.02, metadata={
+        "help": "rad: largest joint error at which the arm counts as home (go_home)"})
+    home_keepalive: float = field(default=2.0, metadata={
+        "help": "s (wall): homing stops this long after the last go_home request"})
 
     def __post_init__(self) -> None:
         if self.request_ahead_steps < 0:
             raise ValueError(f"request_ahead_steps={self.request_ahead_steps} must be >= 0 (0 in sim)")
+        if self.home_tolerance <= 0 or self.home_keepalive <= 0:
+            raise ValueError(f"home_tolerance={self.home_tolerance} and home_keepalive={self.home_keepalive} "
+                             "must be > 0")
         if self.joint_state_timeout <= 0 or self.image_timeout < 0 or self.chunk_timeout <= 0:
             raise ValueError(f"timeouts must be positive (image_timeout may be 0 to disable): joint_state_timeout="
                              f"{self.joint_state_timeout}, image_timeout={self.image_timeout}, "
@@ -67,6 +78,7 @@ class Hold(str, Enum):
     STALE_IMAGE = "stale_image"
     WAITING_FOR_CHUNK = "waiting_for_chunk"
     CHUNK_TIMEOUT = "chunk_timeout"
+    HOMING = "homing"  # stepping towards the home pose between episodes (go_home)
 
 
 # Holds that mean something is wrong (logged once per occurrence, WARN/ERROR on /diagnostics).
@@ -74,6 +86,7 @@ FAULTS = frozenset({Hold.ESTOP, Hold.NO_POLICY, Hold.NO_JOINT_STATES, Hold.STALE
                     Hold.CHUNK_TIMEOUT})
 # The normal rhythm of a running episode, changing every step (not reported as a hold).
 STEPPING = frozenset({Hold.RUNNING, Hold.EXECUTING, Hold.WAITING_FOR_CHUNK, Hold.WAITING_FOR_STATE})
+HOME = "the arm is home"  # go_home's answer once it is
 
 
 @dataclass(frozen=True)
@@ -92,7 +105,7 @@ class CommandOut:
     """A joint command to send (one JointTrajectory point lasting one period)."""
 
     command: Command
-    step: int  # 0-based control step of the episode this command executes
+    step: int  # 0-based control step of the episode this command executes; -1 for a homing command
     stamp_ns: int  # stamp of the joint state it was computed from
 
 
@@ -141,6 +154,8 @@ class ExecutorCore:
         self._image_at: float | None = None
         self._policy_connected = True  # the node reports it; the core alone assumes a policy listens
         self._js_index: dict[tuple[str, ...], np.ndarray] = {}
+        self.homing = Homing(self.robot, self.config.home_tolerance)
+        self._home_asked_at: float | None = None  # homing while set (wall s of the last go_home)
         self._reset_episode_state()
 
     # ------------------------------------------------------------------ events
@@ -150,6 +165,7 @@ class ExecutorCore:
             return False
         self._episode = _Episode(episode_id, greedy, max(0, max_steps), stamp_ns)
         self._ended = False
+        self._home_asked_at = None
         self._reset_episode_state()
         return True
 
@@ -213,8 +229,25 @@ class ExecutorCore:
         """Latch the e-stop and drop the plan. False if it was already latched."""
         was = self.estopped
         self.estopped = True
+        self._home_asked_at = None
         self._drop_plan()
         return not was
+
+    def go_home(self, now: float) -> tuple[bool, str]:
+        """Step the arm home (between episodes); call it again while waiting. (accepted, why): HOME once
+        the newest joint state is within home_tolerance of the home pose."""
+        js, cfg = self._js, self.config
+        if self.estopped:
+            return False, "e-stop latched; release it first"
+        if self._episode is not None and not self._ended:
+            return False, f"episode {self._episode.episode_id} is running"
+        if js is None or now - js.received_at > cfg.joint_state_timeout:
+            return False, "no fresh joint_states: the arm's position is unknown"
+        if self.homing.at_home(js.arm):
+            self._home_asked_at = None
+            return True, HOME
+        self._home_asked_at = now
+        return True, "sending the arm home"
 
     def policy_connected(self, connected: bool) -> None:
         """Whether a policy listens for requests. A request sent with none listening is lost, so the
@@ -233,6 +266,8 @@ class ExecutorCore:
     # -------------------------------------------------------------------- loop
     def advance(self, now: float) -> list[RequestOut | CommandOut]:
         """What to send now: at most one chunk request and one command. Sets `hold`."""
+        if self._home_asked_at is not None:
+            return self._home(now)
         self.hold = self._blocked(now)
         if self.hold is not Hold.RUNNING:
             return []
@@ -281,6 +316,25 @@ class ExecutorCore:
         }
 
     # ----------------------------------------------------------------- helpers
+    def _home(self, now: float) -> list[RequestOut | CommandOut]:
+        """One homing command per control step, as long as go_home keeps asking."""
+        js = self._js
+        assert js is not None and self._home_asked_at is not None  # go_home needs a joint state
+        if now - self._home_asked_at > self.config.home_keepalive or self.homing.at_home(js.arm):
+            self._home_asked_at = None
+            self.hold = self._blocked(now)
+            return []
+        self.hold = Hold.HOMING
+        if now - js.received_at > self.config.joint_state_timeout:
+            self.hold = Hold.STALE_JOINT_STATES
+            return []
+        if js.stamp_ns < self._boundary_ns:
+            return []
+        command = self.homing.command(js.arm)  # always step-capped: not counted in `clamps`
+        self.commands_sent += 1
+        self._boundary_ns = js.stamp_ns + self.period_ns
+        return [CommandOut(command, -1, js.stamp_ns)]
+
     def _blocked(self, now: float) -> Hold:
         episode, js, cfg = self._episode, self._js, self.config
         if self.estopped:

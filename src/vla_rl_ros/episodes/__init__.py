@@ -1,7 +1,7 @@
 """Which episode runs next (no ROS): GRPO groups on training seeds, evaluation rounds on held-out seeds;
-and the reset protocol of a real arm (home pose, operator prompts)."""
+and what the operator of a real arm is asked between episodes."""
 
-from vla_rl_ros.episodes.reset import Homing, layout_prompt, plan_label
+from vla_rl_ros.episodes.reset import layout_prompt, plan_label
 from vla_rl_ros.episodes.schedule import EpisodePlan, Scheduler
 
-__all__ = ["EpisodePlan", "Homing", "Scheduler", "layout_prompt", "plan_label"]
+__all__ = ["EpisodePlan", "Scheduler", "layout_prompt", "plan_label"]

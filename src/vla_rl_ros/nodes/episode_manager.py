@@ -2,18 +2,19 @@
 
 ROS surface (names relative to the arm's namespace)
   clients     reset_episode   vla_rl_interfaces/ResetEpisode  (reset sim) the sim bridge
+              executor/go_home std_srvs/Trigger               (reset operator) asked every 0.5 s while the
+                                                              arm goes home; "the arm is home" once it is
   publishes   episode_start   vla_rl_interfaces/EpisodeStart  reliable, transient local
               episode_result  vla_rl_interfaces/EpisodeResult reliable, depth 100
               operator_prompt std_msgs/String                 reliable, transient local: what the manager
                                                               waits for (shown by `vla-rl operator`)
-              <command_topic> trajectory_msgs/JointTrajectory (reset operator) the robot config's command
-                                                              topic, only between episodes: the way home
   subscribes  success         vla_rl_interfaces/SuccessSignal ends the episode as a success; an operator's
                                                               verdict (source operator) ends it either way
               action_chunk    vla_rl_interfaces/ActionChunk   progress, and the policy version acting
               estop           std_msgs/Bool                   true ends the episode as estop
               /policy_update  vla_rl_interfaces/PolicyUpdate  every eval_every_versions: an evaluation round
-              joint_states    sensor_msgs/JointState          (reset operator) sensor data QoS: homing
+              joint_states    sensor_msgs/JointState          (reset operator) sensor data QoS: the arm's
+                                                              clock, which stamps the episode's start
               /diagnostics    diagnostic_msgs/DiagnosticArray the executor's e-stop state (reset operator) and
                                                               why it holds: a sensor fault that lasts
                                                               sensor_fault_abort_s ends the episode as abort
@@ -23,14 +24,14 @@ ROS surface (names relative to the arm's namespace)
   parameters  see Params below (config/episode_manager.yaml)
 
 Resets: with reset=sim the manager calls the sim bridge's reset_episode. With reset=operator (a real
-arm) it sends the arm home between episodes (episodes.Homing: the robot config's home pose, one
-command per control step inside the executor's limits, while the executor holds after the result)
-and then waits for the operator's ready; operator_prompt says which group and rollout comes next and
-what to do. An abort (the operator's, through episode_manager/abort) or an e-stop leaves the arm to
-the operator: it goes home only after they press r, and never while the executor reports a latched
-e-stop. Aborted episodes carry end reason abort, which the learner discards (rl.records.DISCARD_REASONS).
-An operator's failure verdict ends the episode as a failure with end reason timeout (the operator
-called time; reward 0, used for learning like any failed rollout).
+arm) it has the executor send the arm home between episodes (executor/go_home: the robot config's
+home pose, one command per control step inside the executor's limits; the executor stops when the
+manager stops asking) and then waits for the operator's ready; operator_prompt says which group and
+rollout comes next and what to do. An abort (the operator's, through episode_manager/abort) or an
+e-stop leaves the arm to the operator: it goes home only after they press r, and never while the
+executor reports a latched e-stop. Aborted episodes carry end reason abort, which the learner
+discards (rl.records.DISCARD_REASONS). An operator's failure verdict ends the episode with end reason
+failure (reward 0, used for learning like any failed rollout).
 
 Time-outs count control steps as ROS time (max_steps / control_rate_hz): with use_sim_time and the
 sim bridge's lockstep clock, that is exactly the number of steps executed. An episode in which no
@@ -51,20 +52,17 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock, ClockType
-from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.time import Time
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
-from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from vla_rl_interfaces.msg import ActionChunk, EpisodeResult, EpisodeStart, PolicyUpdate, SuccessSignal
 from vla_rl_interfaces.srv import ResetEpisode
 
-from vla_rl_ros.control import SIM_PANDA, RobotConfig
-from vla_rl_ros.control.executor import Hold
-from vla_rl_ros.episodes import EpisodePlan, Homing, Scheduler, layout_prompt, plan_label
+from vla_rl_ros.control import HOME, SIM_PANDA, Hold, RobotConfig
+from vla_rl_ros.episodes import EpisodePlan, Scheduler, layout_prompt, plan_label
 from vla_rl_ros.ros.causes import DropLog
 from vla_rl_ros.ros.convert import stamp_ns
 from vla_rl_ros.ros.node_main import run_node
@@ -74,6 +72,7 @@ from vla_rl_ros.sim.tasks import get_task
 from vla_rl_ros.success import OPERATOR
 
 TICK_S = 0.02  # wall-clock period of the state machine
+HOME_ASK_S = 0.5  # period of executor/go_home while homing (the executor stops 2 s after the last)
 # Executor holds that mean a sensor of the arm is gone (its /diagnostics "hold" value).
 SENSOR_FAULTS = frozenset({Hold.STALE_IMAGE.value, Hold.STALE_JOINT_STATES.value, Hold.NO_JOINT_STATES.value})
 # Operator-reset phases between two episodes.
@@ -104,12 +103,9 @@ class Params:
     reset_timeout_s: float = param(30.0, "wall time a reset may take before it is retried", unit="s",
                                    low=0.1, high=3600.0)
     reset: str = param("sim", "how the world is reset: sim (the sim bridge's reset_episode) or operator (a real "
-                       "arm: home pose through the robot's controller, then the operator's ready)",
+                       "arm: home pose through the executor, then the operator's ready)",
                        choices=("sim", "operator"))
-    robot_config: str = param(SIM_PANDA, "the executor's robot config (reset operator): home pose, joints, limits, "
-                              "command topic, control rate")
-    home_tolerance: float = param(0.02, "largest joint error at which the arm counts as home (reset operator)",
-                                  unit="rad", low=0.001, high=0.5)
+    robot_config: str = param(SIM_PANDA, "the executor's robot config (reset operator): the joints of joint_states")
     home_timeout_s: float = param(60.0, "wall time homing may take before the operator is asked to move the arm "
                                   "home by hand (reset operator)", unit="s", low=1.0, high=3600.0)
 
@@ -140,10 +136,9 @@ class EpisodeManager(Node):
         if self.operator:
             try:
                 self.robot = RobotConfig.load(p.robot_config)
-                self.homing = Homing(self.robot, p.home_tolerance)
             except (OSError, ValueError) as exc:
                 raise ParameterError(f"robot_config {p.robot_config!r}: {exc}") from exc
-            self.command_pub = self.create_publisher(JointTrajectory, self.robot.command_topic, RELIABLE)
+            self.home_client = self.create_client(Trigger, "executor/go_home")
             self.create_subscription(JointState, "joint_states", self.on_joint_states, qos_profile_sensor_data)
             self.create_service(Trigger, "episode_manager/ready", self.on_ready)
         else:
@@ -171,8 +166,9 @@ class EpisodeManager(Node):
         self.ready = False
         self.joints: np.ndarray | None = None     # (J,) rad, robot config order
         self.joints_ns = 0
-        self.command_boundary_ns = 0              # the previous home command's end, arm clock
         self.homing_since = 0.0
+        self.home_future = None                   # the go_home call in flight
+        self.home_asked = 0.0                     # when it was sent (monotonic)
         self.estop_latched = False
         self.estop_confirmed = False              # the executor has reported an e-stop latched since the last release
         self.executor_name = (self.get_namespace().rstrip("/") + "/executor")
@@ -187,8 +183,8 @@ class EpisodeManager(Node):
             return
         if msg.success:
             self.ending = self.ending or EpisodeResult.END_SUCCESS
-        elif msg.source == OPERATOR:  # an operator's verdict is final: a failure, time called
-            self.ending = self.ending or EpisodeResult.END_TIMEOUT
+        elif msg.source == OPERATOR:  # an operator's verdict is final
+            self.ending = self.ending or EpisodeResult.END_FAILURE
 
     def on_chunk(self, msg: ActionChunk) -> None:
         if self.running and self.plan and msg.episode_id == self.plan.episode_id:
@@ -305,28 +301,28 @@ class EpisodeManager(Node):
                                    Time(nanoseconds=self.joints_ns, clock_type=self.get_clock().clock_type))
 
     def home_step(self) -> None:
-        """One command towards home once the previous one's period has ended (lockstep in sim)."""
-        assert self.joints is not None
+        """Keep asking the executor to step the arm home until it answers that it is."""
         if self.estop_latched:  # the arm is the operator's again: it moves only after their next r
             self.phase = CLEAR
-            return
-        if self.homing.at_home(self.joints):
-            self.get_logger().info("the arm is home")
-            self.phase = LAYOUT
             return
         if time.monotonic() - self.homing_since > self.params.home_timeout_s:
             self.get_logger().error(f"the arm did not reach home within {self.params.home_timeout_s:.0f} s")
             self.say("homing failed: move the arm home by hand, then press r")
-            self.phase = CLEAR
+            self.phase, self.home_future = CLEAR, None  # no more asking: the executor stops within 2 s
             return
-        self.say("sending the arm home")
-        if self.joints_ns < self.command_boundary_ns:
-            return
-        command = self.homing.command(self.joints)
-        period = Duration(nanoseconds=round(self.robot.period * 1e9))
-        point = JointTrajectoryPoint(positions=self.homing.positions(command), time_from_start=period.to_msg())
-        self.command_pub.publish(JointTrajectory(joint_names=list(self.robot.command_joints), points=[point]))
-        self.command_boundary_ns = self.joints_ns + period.nanoseconds
+        future = self.home_future
+        if future is not None:
+            if not future.done():
+                return
+            self.home_future = None
+            answer = future.result()
+            if answer.success and answer.message == HOME:
+                self.get_logger().info("the arm is home")
+                self.phase = LAYOUT
+                return
+            self.say("sending the arm home" if answer.success else f"sending the arm home (executor: {answer.message})")
+        if time.monotonic() - self.home_asked >= HOME_ASK_S and self.home_client.service_is_ready():
+            self.home_future, self.home_asked = self.home_client.call_async(Trigger.Request()), time.monotonic()
 
     @staticmethod
     def instruction_of(plan: EpisodePlan) -> str:

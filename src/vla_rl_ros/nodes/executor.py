@@ -14,6 +14,9 @@ ROS surface (names relative to the arm's namespace)
               /diagnostics         diagnostic_msgs/DiagnosticArray   reliable; why the arm holds, rejections
               executor/dry_run_trajectory  trajectory_msgs/JointTrajectory  only with dry_run: what would be sent
   services    executor/release_estop  std_srvs/Trigger               the only way to release a latched e-stop
+              executor/go_home        std_srvs/Trigger               between episodes: step the arm to the robot
+                                                                     config's home pose; ask again at least every
+                                                                     home_keepalive s; "the arm is home" when it is
   parameters  see Params below (config/executor.yaml)
 
 The loop itself is `vla_rl_ros.control.ExecutorCore` (see its docstring); this node converts messages,
@@ -76,6 +79,8 @@ class Params:
     joint_state_timeout: float = core_param("joint_state_timeout", unit="s", low=0.01, high=3600.0)
     image_timeout: float = core_param("image_timeout", unit="s", low=0.0, high=3600.0)
     chunk_timeout: float = core_param("chunk_timeout", unit="s", low=0.01, high=3600.0)
+    home_tolerance: float = core_param("home_tolerance", unit="rad", low=0.001, high=0.5)
+    home_keepalive: float = core_param("home_keepalive", unit="s", low=0.1, high=60.0)
     image_topic: str = param("camera/image_raw", "image topic the image watchdog watches")
     always_greedy: bool = param(False, "request greedy chunks in every episode (deployment); otherwise only in "
                                 "evaluation episodes")
@@ -99,6 +104,7 @@ class Executor(Node):
         self.hold_logged: dict[Hold, float] = {}
         self.reported: tuple[Any, ...] = ()
         self.last_diagnostics = 0.0
+        self.last_go_home = ""  # go_home's previous answer: each new one is logged once
         self.point_duration = Duration(nanoseconds=self.core.period_ns).to_msg()
 
         command_topic = "executor/dry_run_trajectory" if p.dry_run else self.robot.command_topic
@@ -114,6 +120,7 @@ class Executor(Node):
             self.create_subscription(Image, p.image_topic, lambda _m: self.core.image(time.monotonic()),
                                      qos_profile_sensor_data)
         self.create_service(Trigger, "executor/release_estop", self.on_release)
+        self.create_service(Trigger, "executor/go_home", self.on_go_home)
         self.create_timer(TICK_S, self.advance, clock=self.wall)
         self.get_logger().info(
             f"driving {self.robot.name} ({self.robot.action_mode}, {self.robot.control_rate_hz:g} Hz) on "
@@ -160,6 +167,14 @@ class Executor(Node):
         self.advance()
         return response
 
+    def on_go_home(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        response.success, response.message = self.core.go_home(time.monotonic())
+        if response.message != self.last_go_home:  # asked every 0.5 s: log each new answer once
+            self.get_logger().info(f"go_home: {response.message}")
+        self.last_go_home = response.message
+        self.advance()
+        return response
+
     # -- the loop --------------------------------------------------------------------------------
     def advance(self) -> None:
         # A request published before the policy's subscription is matched would be lost.
@@ -198,7 +213,8 @@ class Executor(Node):
     def diagnostics(self, fault: bool) -> DiagnosticArray:
         core = self.core
         level = DiagnosticStatus.ERROR if core.estopped else DiagnosticStatus.WARN if fault else DiagnosticStatus.OK
-        message = "running" if core.hold in STEPPING else f"holding: {core.hold.value}"
+        message = ("running" if core.hold in STEPPING else "homing" if core.hold is Hold.HOMING
+                   else f"holding: {core.hold.value}")
         if core.last_rejection is not None:
             message += f"; last rejected chunk: {core.last_rejection}"
         status = DiagnosticStatus(level=level, name=self.get_fully_qualified_name(), message=message,
