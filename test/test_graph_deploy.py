@@ -97,6 +97,12 @@ def test_launch_files_pick_the_hardware_layer_the_camera_and_the_success_backend
     assert not train["executor"]["params"]["always_greedy"]  # GRPO needs sampled rollouts
     assert train["success_detector"]["params"]["type"] == "sim_oracle"
     assert train["episode_manager"]["params"]["reset"] == "sim"
+    # The learner computes log-probs at the temperature the policy node samples at (one value, both nodes).
+    assert train["learner"]["params"]["temperature"] == train["policy_node"]["params"]["temperature"]
+    sim = expand("train_sim", tmp_path, temperature="0.9")
+    assert sim["learner"]["params"]["temperature"] == sim["policy_node"]["params"]["temperature"] == 0.9
+    default = expand("train_sim", tmp_path)["learner"]["params"]["temperature"]
+    assert default == train["learner"]["params"]["temperature"]  # the launch default is the YAMLs' value
 
 
 # -- the graphs -------------------------------------------------------------------------------------

@@ -90,7 +90,7 @@ def test_evaluation_and_aborted_episodes_never_reach_learning():
     assert acc["trajectories_dropped"] == 4 and balanced(acc)
     outcomes = buf.drain_outcomes()
     assert outcomes["eval/success_rate"] == 0.5 and outcomes["eval/success_rate/reach"] == 0.5
-    assert outcomes["rollout/episodes"] == 2
+    assert outcomes["rollout/episodes"] == 2 and outcomes["rollout/success_rate/reach"] == 0.5  # [1, 0]
     assert buf.drain_outcomes() == {}
 
 

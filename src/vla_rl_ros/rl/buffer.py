@@ -222,7 +222,9 @@ class EpisodeBuffer:
     def drain_outcomes(self) -> dict[str, float]:
         """Success rates of the training and evaluation results received since the last call:
         rollout/success_rate, rollout/episodes, eval/success_rate, eval/episodes,
-        eval/policy_version (mean version of the evaluated policy), eval/success_rate/<task>."""
+        eval/policy_version (mean version of the evaluated policy), and per task
+        rollout/success_rate/<task>, eval/success_rate/<task> (a task whose groups all fail is
+        filtered out and learns nothing: the per-task rollout rate shows it)."""
         out: dict[str, float] = {}
         for kind, tally in self._tally.items():
             n = tally["episodes"]
@@ -232,10 +234,10 @@ class EpisodeBuffer:
             out[f"{kind}/success_rate"] = tally["successes"] / n
             if kind == "eval":
                 out["eval/policy_version"] = tally["version_sum"] / n
-                for key in tally:
-                    if key.startswith("task_n/"):
-                        task = key.removeprefix("task_n/")
-                        out[f"eval/success_rate/{task}"] = tally[f"task_s/{task}"] / tally[key]
+            for key in tally:
+                if key.startswith("task_n/"):
+                    task = key.removeprefix("task_n/")
+                    out[f"{kind}/success_rate/{task}"] = tally[f"task_s/{task}"] / tally[key]
         self._tally = {"rollout": Counter(), "eval": Counter()}
         self._save_state()
         return out
