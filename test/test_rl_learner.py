@@ -82,7 +82,7 @@ def token_rows(policy, groups):
     with torch.no_grad():
         return [policy.token_log_probs(e.trajectory.images, e.trajectory.state,
                                        [e.trajectory.instruction] * e.trajectory.num_chunks,
-                                       torch.from_numpy(e.trajectory.token_ids), temperature=1.6).flatten()
+                                       torch.from_numpy(e.trajectory.token_ids), temperature=CFG.temperature).flatten()
                 for g in groups for e in g.episodes]
 
 

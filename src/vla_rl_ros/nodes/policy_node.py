@@ -66,7 +66,8 @@ class Params:
     arms: list[str] = param([""], "arm namespaces served, relative to this node's ('' = its own)")
     image_topic: str = param("", "image topic under each arm namespace; empty: the checkpoint camera's topic "
                              "(front: camera/image_raw, wrist: wrist_camera/image_raw)")
-    temperature: float = param(1.6, "sampling temperature of training rollouts (SimpleVLA-RL: 1.6)",
+    temperature: float = param(0.7, "sampling temperature of training rollouts, the learner's temperature "
+                               "(SimpleVLA-RL: 1.6; the embedded default: 0.7, docs/grpo.md)",
                                low=0.01, high=100.0)
     max_batch: int = param(16, "most requests in one forward pass", low=1, high=1024)
     batch_window_s: float = param(0.02, "how long a ready request may wait for other arms' requests", unit="s",
