@@ -274,3 +274,16 @@ def test_state_is_normalised_by_the_demonstrations_statistics_and_survives_a_rel
                                   policy.act(images[:2], here, instructions[:2], greedy=True).log_probs)
     with pytest.raises(ValueError, match=r"states must be \(N, 5\)"):
         new_tiny_policy(INSTRUCTIONS, states[:, :4], chunk_size=CHUNK, state_dim=STATE_DIM, states=states[:, :3])
+
+
+@pytest.mark.parametrize("tokens, state, message", [
+    (np.full((3, 11), -1), None, r"token_ids must be \(B, 12\)"),  # a chunk of another size
+    (np.full((3, 12), 0), None, r"ids in \[0, 0\]"),  # not action tokens
+    (np.zeros((0, 12), np.int64), None, r"got shape \(0, 12\)"),
+    ("vocab", np.zeros((3, STATE_DIM + 1), np.float32), rf"state must be \(3, {STATE_DIM}\)"),
+])
+def test_samples_this_model_cannot_score_are_refused_by_what_is_wrong(policy, batch, tokens, state, message):
+    tokens = np.full((3, 12), policy.vocab_size - 1) if isinstance(tokens, str) else tokens
+    with pytest.raises(ValueError, match=message):
+        policy.check_tokens(tokens, state)
+    policy.check_tokens(np.full((3, 12), policy.vocab_size - 1), batch[1])  # a good one passes

@@ -91,6 +91,8 @@ class SuccessDetector(Node):
         if self.backend.observes == "operator":
             self.backend.start(msg.episode_id)
             self.get_logger().info(f"episode {msg.episode_id} running: waiting for the operator's label")
+        else:
+            self.get_logger().info(f"episode {msg.episode_id} running: {self.backend.source} judges {msg.task}")
 
     def verdict(self, raw: bool, confidence: float, header: object) -> None:
         assert self.episode is not None

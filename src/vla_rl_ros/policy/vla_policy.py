@@ -305,13 +305,25 @@ class VLAPolicy:
         return ActOutput(actions=actions, token_ids=bins_np + self.action_token_offset,
                          log_probs=token_lp_np.sum(-1), token_log_probs=token_lp_np)
 
+    def check_tokens(self, token_ids: np.ndarray, state: np.ndarray | None = None) -> None:
+        """ValueError unless token_ids are (B, C*A) action-token ids of this policy and state, if the model
+        takes one, is (B, P) of its size: what a sample must be to be scored (the learner checks each
+        trajectory on arrival, so one malformed message cannot fail an update)."""
+        ids = np.asarray(token_ids)
+        if ids.ndim != 2 or ids.shape[1] != self.tokens_per_chunk or ids.size == 0 or \
+                ids.min() < self.action_token_offset or ids.max() >= self.vocab_size:
+            raise ValueError(f"token_ids must be (B, {self.tokens_per_chunk}) action-token ids in "
+                             f"[{self.action_token_offset}, {self.vocab_size}), got shape {ids.shape}"
+                             + (f" and ids in [{ids.min()}, {ids.max()}]" if ids.size else ""))
+        size = getattr(self.base_model.config, "proprio_dim", None)
+        if state is not None and self._passes_state and size and np.shape(state) != (len(ids), size):
+            raise ValueError(f"state must be ({len(ids)}, {size}) for this model, got {np.shape(state)}")
+
     def token_log_probs(self, images: np.ndarray, state: np.ndarray | None, instructions: list[str],
                         token_ids: torch.Tensor | np.ndarray, *, temperature: float) -> torch.Tensor:
         """(B, C*A) differentiable log-probs of given action tokens, logits divided by temperature
         before the log-softmax (as veRL / SimpleVLA-RL do)."""
+        self.check_tokens(token_ids.cpu().numpy() if isinstance(token_ids, torch.Tensor) else token_ids)
         bins = torch.as_tensor(np.asarray(token_ids), device=self.device) - self.action_token_offset
-        if bins.shape[-1] != self.tokens_per_chunk or bins.min() < 0 or bins.max() >= N_BINS:
-            raise ValueError(f"token_ids must be (B, {self.tokens_per_chunk}) action-token ids in "
-                             f"[{self.action_token_offset}, {self.vocab_size}), got shape {tuple(bins.shape)}")
         log_p = F.log_softmax(self.action_logits(images, state, instructions) / temperature, -1)
         return log_p.gather(-1, bins[..., None].long())[..., 0]

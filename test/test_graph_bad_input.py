@@ -1,0 +1,148 @@
+"""Bad input at the boundaries of the nodes that have no garbage test of their own (the policy node,
+recorder, sim bridge and the executor's chunks have theirs): the learner, the executor's other inputs,
+the success detector and the episode manager. Each message is malformed, extreme or out of order and
+is sent three times; every node stays up, logs each cause once, and the arm never moves on it.
+
+Real processes over Fast DDS; no sim bridge and no policy, so any joint command would come from the
+garbage alone.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Pose
+from rclpy.qos import qos_profile_sensor_data
+from rclpy.time import Time
+from rosgraph import RELIABLE, TINY_CHUNK, RosGraph, small_config, wait_until
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool
+from trajectory_msgs.msg import JointTrajectory
+from vla_rl_interfaces.msg import (
+    ActionChunk,
+    EpisodeResult,
+    EpisodeStart,
+    PolicyUpdate,
+    SuccessSignal,
+    TaskState,
+    Trajectory,
+)
+
+from vla_rl_ros.ros.convert import image_to_msg
+from vla_rl_ros.ros.qos import EPISODES, LATCHED
+from vla_rl_ros.sim import JOINT_STATE_NAMES, STATE_NAMES
+
+pytestmark = pytest.mark.graph
+NS = "/arm0"
+REPEATS = 3  # each garbage message several times: still one log line per cause
+A = 4  # action dim of the tiny checkpoint
+
+
+def trajectory(episode_id: str, *, n: int = 2, chunk: int = TINY_CHUNK, token: int = 0, proprio: float = 0.0,
+               image_sizes: tuple[int, ...] = ()) -> Trajectory:
+    """A Trajectory of n chunks; token 0 is outside any model's action tokens (the last 256 ids)."""
+    sizes = image_sizes or (32,) * n
+    images = [image_to_msg(np.zeros((s, s, 3), np.uint8), Time().to_msg()) for s in sizes]
+    return Trajectory(episode_id=episode_id, arm=NS, instruction="go to the red cube", chunk_size=chunk, action_dim=A,
+                      images=images, proprio_dim=len(STATE_NAMES), proprio=[proprio] * (n * len(STATE_NAMES)),
+                      token_ids=[token] * (n * chunk * A), log_probs=[-1.0] * n, steps=list(range(n)))
+
+
+def test_garbage_at_every_input_is_dropped_with_one_line_per_cause_and_nothing_moves(
+        ros_graph: RosGraph, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    config = small_config(tmp_path, learner={"group_size": 2, "groups_per_update": 1, "minibatch_size": 2,
+                                             "epochs": 1, "dynamic_sampling": False})
+    run_dir = tmp_path / "run"
+    learner = ros_graph.node("learner", "--params-file", str(config / "learner.yaml"), "-p", f"run_dir:={run_dir}",
+                             "-p", f"checkpoint:={tiny_checkpoint}", "-p", "arms:=[arm0]")
+    executor = ros_graph.node("executor", "-r", f"__ns:={NS}")
+    detector = ros_graph.node("success_detector", "-r", f"__ns:={NS}")
+    manager = ros_graph.node("episode_manager", "-r", f"__ns:={NS}", "-p", "tasks:=[reach]")
+    probe = ros_graph.probe
+    commands = probe.collect(JointTrajectory, f"{NS}/joint_trajectory", RELIABLE)
+    verdicts = probe.collect(SuccessSignal, f"{NS}/success", RELIABLE)
+    results = probe.collect(EpisodeResult, f"{NS}/episode_result", EPISODES)
+    pub = {name: probe.publisher(kind, f"{NS}/{name}", qos) for name, kind, qos in [
+        ("trajectory", Trajectory, EPISODES), ("episode_result", EpisodeResult, EPISODES),
+        ("episode_start", EpisodeStart, LATCHED), ("joint_states", JointState, qos_profile_sensor_data),
+        ("action_chunk", ActionChunk, RELIABLE), ("estop", Bool, RELIABLE), ("task_state", TaskState, LATCHED),
+        ("success", SuccessSignal, RELIABLE)]}
+    pub["/diagnostics"] = probe.publisher(DiagnosticArray, "/diagnostics", RELIABLE)
+    pub["/policy_update"] = probe.publisher(PolicyUpdate, "/policy_update", LATCHED)
+    wait_until(lambda: "learning from" in ros_graph.log("learner"), 120, "the learner")
+    wait_until(lambda: "scheduling" in ros_graph.log("episode_manager"), 60, "the episode manager")
+    probe.wait_matched(*pub.values(), timeout=60)
+    time.sleep(1.0)  # the nodes' side of the matching
+
+    # A start of an unknown task (latched, so it must be read before the next start replaces it); then an
+    # episode the executor runs, so that garbage chunks and joint states meet a live episode.
+    pub["episode_start"].publish(EpisodeStart(episode_id="ep-unknown", task="no_such_task"))
+    wait_until(lambda: "dropped input: unknown task" in ros_graph.log("success_detector"), 60, "the unknown task")
+    start = EpisodeStart(episode_id="ep-bad", arm=NS, task="reach", seed=3, instruction="go", max_steps=50)
+    pub["episode_start"].publish(start)
+    wait_until(lambda: "episode ep-bad running" in ros_graph.log("success_detector"), 60, "the detector's episode")
+    nan_joints = JointState(name=list(JOINT_STATE_NAMES), position=[float("nan")] * len(JOINT_STATE_NAMES))
+    short_joints = JointState(name=list(JOINT_STATE_NAMES), position=[0.0, 1.0])
+    nan_chunk = ActionChunk(episode_id="ep-bad", request_id=1, chunk_size=1, action_dim=A, action_mode="ee_delta",
+                            actions=[float("nan")] * A)
+    huge_chunk = ActionChunk(episode_id="ep-bad", request_id=1, chunk_size=100_000, action_dim=A,
+                             action_mode="ee_delta", actions=[0.0] * (100_000 * A))
+    bad_state = TaskState(episode_id="ep-bad", task="reach", object_names=["a", "b"], object_poses=[Pose()])
+    # A group of two whose token ids this model cannot score: accepted, its update would fail.
+    bad_group = [trajectory(f"g/{i}", token=0) for i in range(2)]
+    group_results = [EpisodeResult(episode_id=f"g/{i}", arm=NS, group_id="g", task="reach", success=bool(i),
+                                   reward=float(i), steps=10, end_reason="success" if i else "timeout")
+                     for i in range(2)]
+    for _ in range(REPEATS):
+        pub["trajectory"].publish(trajectory("t-sizes", n=2, chunk=TINY_CHUNK + 1))  # token ids of another chunk
+        pub["trajectory"].publish(trajectory("t-nan", proprio=float("nan")))
+        pub["trajectory"].publish(trajectory("t-images", image_sizes=(32, 16)))
+        pub["trajectory"].publish(Trajectory(episode_id="t-empty", arm=NS))
+        pub["episode_result"].publish(EpisodeResult(episode_id="r-odd", arm=NS, end_reason="exploded"))
+        pub["joint_states"].publish(nan_joints)
+        pub["joint_states"].publish(short_joints)
+        pub["action_chunk"].publish(nan_chunk)
+        pub["task_state"].publish(bad_state)
+        pub["success"].publish(SuccessSignal(episode_id="ep-nobody", success=True, source="sim_oracle"))
+        pub["/diagnostics"].publish(DiagnosticArray(status=[DiagnosticStatus(
+            name=f"{NS}/executor", values=[KeyValue(key="hold", value="\x00" * 1000), KeyValue(key="estop")])]))
+        pub["/policy_update"].publish(PolicyUpdate(version=2**31, checkpoint_dir="/nowhere", digest="zz"))
+        time.sleep(0.2)
+    for _ in range(REPEATS):  # after the rest: 1.6 MB each fills the socket buffers, best-effort input is lost
+        pub["action_chunk"].publish(huge_chunk)
+    for msg in bad_group:
+        pub["trajectory"].publish(msg)
+    for msg in group_results:
+        pub["episode_result"].publish(msg)
+    pub["estop"].publish(Bool(data=True))
+    for _ in range(REPEATS):
+        pub["estop"].publish(Bool(data=False))  # a release by topic: refused, only the service releases
+
+    logs = {label: lambda label=label: ros_graph.log(label)
+            for label in ("learner", "executor", "success_detector", "episode_manager")}
+    expected = {
+        "learner": ["dropped input: malformed Trajectory", "dropped input: malformed EpisodeResult"],
+        "executor": ["dropped input: unusable joint_states", "dropped input: action_chunk rejected",
+                     "dropped input: estop false while latched"],
+        "success_detector": ["dropped input: unknown task", "dropped input: malformed task_state"],
+    }
+    for label, lines in expected.items():
+        for line in lines:
+            wait_until(lambda label=label, line=line: line in logs[label](), 60, f"{label}: {line!r}")
+    time.sleep(3.0)  # time for a crash, an update or a command to show
+    for label in expected:  # each cause once, however often it came
+        causes = [line.split("dropped input: ")[1].split(":")[0] for line in logs[label]().splitlines()
+                  if "dropped input: " in line]
+        assert len(causes) == len(set(causes)), causes
+    for label, proc in [("learner", learner), ("executor", executor), ("success_detector", detector),
+                        ("episode_manager", manager)]:
+        assert proc.poll() is None, f"{label} exited:\n{logs[label]()[-3000:]}"
+        assert "Traceback" not in logs[label](), logs[label]()[-3000:]
+    assert commands == [], "the arm moved on garbage"
+    assert not any(v.success for v in verdicts if v.episode_id != "ep-nobody")  # the probe's own garbage
+    assert {r.episode_id for r in results} == {"r-odd", "g/0", "g/1"}  # only the probe's: no episode ran
+    assert "token_ids must be" in logs["learner"]() and not (run_dir / "metrics.csv").exists()  # no update ran
