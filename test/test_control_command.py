@@ -3,6 +3,8 @@ and a property test: no chunk, however adversarial, yields a command outside box
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -69,7 +71,11 @@ def test_joint_targets_are_limited_to_one_step_from_the_measured_joints() -> Non
     assert CLAMP_JOINT_STEP in cmd.clamped
     np.testing.assert_allclose(np.abs(cmd.arm - q), np.minimum(commander.max_step, np.abs(
         np.clip(q + 1.0, commander.lower, commander.upper) - q)))
-    assert cmd.gripper == pytest.approx(0.02)
+    assert cmd.gripper == pytest.approx(0.04)  # binary gripper: 0.5 is not above the threshold, it stays open
+    assert commander.command(q, np.array([*q, 0.51])).gripper == pytest.approx(0.0)
+    proportional = dataclasses.replace(JOINT_ROBOT, gripper=dataclasses.replace(JOINT_ROBOT.gripper, binary=False))
+    assert Commander(proportional, make_arm(proportional)).command(q, np.array([*q, 0.5])).gripper == \
+        pytest.approx(0.02)
 
 
 def test_a_command_leaving_the_box_holds_the_arm() -> None:

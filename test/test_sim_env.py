@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from vla_rl_ros.sim import STATE_NAMES, TASKS, action_names, make_env
+from vla_rl_ros.sim.env import EnvConfig
 
 SIZE = 32
 
@@ -120,6 +121,19 @@ def test_ee_delta_tracks_a_target_point() -> None:
         state = env.task_state()
         assert np.linalg.norm(state.ee_pos - target) < 0.005
         assert abs(abs(float(state.ee_quat @ start_quat)) - 1.0) < 1e-3
+
+
+@pytest.mark.parametrize("binary, action, closure", [(True, 0.45, 0.0), (True, 0.55, 1.0), (False, 0.45, 0.45)])
+def test_the_gripper_action_is_binary_unless_configured_proportional(binary: bool, action: float,
+                                                                     closure: float) -> None:
+    """A sampled gripper token near the middle must not half-close the fingers (OpenVLA's binarised
+    gripper); the measured closure follows the command."""
+    with make_env("reach", cameras=(), config=EnvConfig(binary_gripper=binary)) as env:
+        env.reset(heldout("reach"))
+        for _ in range(5):
+            result = env.step(np.array([0.0, 0.0, 0.0, action]))
+        assert result.info["applied_action"][-1] == pytest.approx(closure)
+        assert env.task_state().gripper == pytest.approx(closure, abs=0.05)
 
 
 def test_workspace_box_and_action_bounds_are_enforced() -> None:

@@ -18,6 +18,7 @@ import numpy as np
 import yaml
 
 from vla_rl_ros.paths import package_share
+from vla_rl_ros.sim.arm import gripper_command
 
 ACTION_MODES = ("ee_delta", "joint_position")
 PACKAGE_URL = "package://"
@@ -34,6 +35,9 @@ class GripperConfig:
         "help": "append the gripper joint to every JointTrajectory; false when the arm's controller does not "
                 "own the gripper (a JTC refuses goals naming joints it does not control), e.g. franka_gripper's "
                 "action server (the executor does not drive such a gripper yet)"})
+    binary: bool = field(default=True, metadata={
+        "help": "close fully for an action above 0.5 and open below, as the sim does (sim.arm.gripper_command); "
+                "false: the action is a closure 0..1"})
 
     def __post_init__(self) -> None:
         if self.open == self.closed or not all(map(math.isfinite, (self.open, self.closed))):
@@ -41,8 +45,8 @@ class GripperConfig:
                              f"give the joint positions of the open and the closed gripper")
 
     def position(self, closure: float) -> float:
-        """Joint position for a closure 0 (open) .. 1 (closed); clipped, never beyond either end."""
-        return self.open + float(np.clip(closure, 0.0, 1.0)) * (self.closed - self.open)
+        """Joint position for a gripper action 0 (open) .. 1 (closed); never beyond either end."""
+        return self.open + gripper_command(closure, self.binary) * (self.closed - self.open)
 
 
 @dataclass(frozen=True)

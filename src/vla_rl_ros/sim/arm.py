@@ -27,6 +27,18 @@ HOME_KEY = "home"
 PANDA_VELOCITY_LIMITS: tuple[float, ...] = (2.175, 2.175, 2.175, 2.175, 2.61, 2.61, 2.61)
 
 
+GRIPPER_THRESHOLD = 0.5  # a binary gripper closes for actions above it
+
+
+def gripper_command(action: float, binary: bool) -> float:
+    """The closure 0 (open) .. 1 (closed) a gripper action commands, clipped. `binary`, as OpenVLA and
+    SimpleVLA-RL's LIBERO set-up execute it: fully closed above GRIPPER_THRESHOLD, else fully open, so
+    a sampled action near the middle cannot half-close the gripper on an object and let it slip."""
+    if binary:
+        return 1.0 if action > GRIPPER_THRESHOLD else 0.0
+    return float(np.clip(action, 0.0, 1.0))
+
+
 @dataclass(frozen=True)
 class IKConfig:
     """Damped least squares (Levenberg-Marquardt) on the MuJoCo site Jacobian."""

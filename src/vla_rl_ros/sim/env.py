@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import mujoco
 import numpy as np
 
-from vla_rl_ros.sim.arm import ARM_JOINTS, FINGER_JOINTS, ArmModel
+from vla_rl_ros.sim.arm import ARM_JOINTS, FINGER_JOINTS, ArmModel, gripper_command
 from vla_rl_ros.sim.scene import (
     DRAWER_OPENING,
     FIXTURES,
@@ -71,6 +71,8 @@ class EnvConfig:
         "help": "upper corner (m) of the TCP target box"})
     settle_time: float = field(default=0.2, metadata={"help": "s of physics after placing objects at reset, "
                                                               "so they rest before the first image"})
+    binary_gripper: bool = field(default=True, metadata={"help": "the gripper action closes fully above 0.5 and "
+                                                                 "opens below (arm.gripper_command)"})
 
     def __post_init__(self) -> None:
         if self.control_dt <= 0 or self.interpolation_points < 1:
@@ -177,7 +179,7 @@ class SimEnv:
                              f"action mode {self.action_mode!r}; got shape {action.shape}: {action}")
         q_now = self.data.qpos[self.arm.qpos_adr].copy()
         applied = action.copy()
-        applied[-1] = np.clip(action[-1], 0.0, 1.0)
+        applied[-1] = gripper_command(action[-1], self.config.binary_gripper)
         if self.action_mode == "joint_position":
             q_target = action[:-1]
         else:
