@@ -16,6 +16,7 @@ where n counts chunks: the chunks of several trajectories go through one forward
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import os
@@ -174,6 +175,7 @@ class GRPOLearner:
         }
         metrics.update(self._progress_metrics())
         self.metrics.log(self.updates, metrics)
+        release_freed_memory()
         return metrics
 
     def _progress_metrics(self) -> dict[str, float]:
@@ -305,6 +307,18 @@ class GRPOLearner:
         self.buffer.rollback(after_update)
         self.buffer.set_policy_version(self.policy_version)
         self._mark(self.buffer.accounting())
+
+
+_MALLOC_TRIM = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc only (the process's own symbols)
+
+
+def release_freed_memory() -> None:
+    """Give the heap memory an update freed back to the OS. glibc keeps it for reuse, but activations of
+    a different size every update fragment it: without this a learner's RSS grew by about 250 MB per
+    update (1.4 -> 3.0 GB in 8 updates, flat at 0.45-0.49 GB with it; 3.0 -> 3.8 GB over a 50-minute
+    train_sim run). Other C libraries have no malloc_trim: nothing to do there."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def latest_checkpoint(run_dir: Path | str) -> Path | None:

@@ -51,7 +51,7 @@ def plot_run(run_dir: Path, out: Path) -> Path:
         raise ValueError(f"{path} has no rows yet; plot after the first update")
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
     x, y = series(rows, "rollout/success_rate")
-    top.plot(x, y, color="tab:blue", alpha=0.6, label="training rollouts (T=1.6)")
+    top.plot(x, y, color="tab:blue", alpha=0.6, label="training rollouts (sampled)")
     x, y = series(rows, "eval/success_rate")
     _, n = series(rows, "eval/episodes")
     if x:
