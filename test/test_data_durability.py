@@ -207,6 +207,22 @@ def test_relabel_is_persistent(tmp_path: Path) -> None:
         reopened.relabel(3, success=True)
 
 
+def test_a_reader_opening_while_a_writer_commits_never_deletes_the_new_episode(tmp_path: Path) -> None:
+    """open() reads the rows, then takes the writer lock to clean up after crashed writers; an episode
+    committed in between (the recorder appending while a test or tool opens the dataset) must count as
+    committed then, not as a leftover. The interleaving, made deterministic: the reader's rows are read,
+    a writer commits, then the reader runs open()'s clean-up under the lock."""
+    root = tmp_path / "ds"
+    create(root).append(make_episode(0))
+    reader = EpisodeDataset.open(root)
+    EpisodeDataset.open(root).append(make_episode(1))  # the recorder's commit
+    with reader._writer_lock():
+        reader._recover()
+    again = EpisodeDataset.open(root)
+    assert len(again) == 2 and again.info["total_episodes"] == 2
+    assert_same(again[1], make_episode(1))
+
+
 def test_open_repairs_metadata_left_stale_by_a_crash_after_the_commit(tmp_path: Path) -> None:
     root = tmp_path / "ds"
     ds = create(root)

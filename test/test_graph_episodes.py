@@ -26,6 +26,7 @@ class FakeArm:
         self.starts = probe.collect(EpisodeStart, f"{NS}/episode_start", RELIABLE)
         self.results = probe.collect(EpisodeResult, f"{NS}/episode_result", RELIABLE)
         self.success = probe.collect(SuccessSignal, f"{NS}/success", RELIABLE)
+        self.detector = probe.publisher(SuccessSignal, f"{NS}/success", RELIABLE)  # no episode starts without one
 
     def on_reset(self, request: ResetEpisode.Request, response: ResetEpisode.Response) -> ResetEpisode.Response:
         self.resets.append(request)

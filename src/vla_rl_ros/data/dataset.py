@@ -138,7 +138,7 @@ class EpisodeDataset:
         self._rows: list[dict] = []  # episode rows without their stats/ columns
         # row files read, in order: (path relative to root, (mtime_ns, size), number of rows)
         self._files: list[tuple[str, tuple[int, int], int]] = []
-        self._rows_read = 0  # row files the last refresh had to read (not found in the index cache)
+        self._rows_read = 0  # row files this object has read (not found in the index cache)
         self._stats: dict[str, Stats] = {}  # pooled over the committed episodes (stats.json)
         self._tasks: dict[str, int] = {}
         self._lock_fd: int | None = None
@@ -308,7 +308,6 @@ class EpisodeDataset:
             key=file_episode_index,
         )
         cache = self._read_index_cache() if not self._rows else {}
-        self._rows_read = 0
         for path in paths[len(self._files) :]:
             st = path.stat()
             name, stamp = str(path.relative_to(self.root)), (st.st_mtime_ns, st.st_size)
@@ -462,7 +461,6 @@ class EpisodeDataset:
         """The one write path: data, videos, task, then the episode row (the commit), then derived."""
         T = len(arrays[STATE_KEY])
         with self._writer_lock():
-            self.refresh()
             self._recover(everywhere=False)  # leftovers of a crashed writer, stale derived files
             index = len(self._rows)
             where = chunk_file(index)
@@ -701,7 +699,10 @@ class EpisodeDataset:
         write_parquet(self.root / INDEX_CACHE_PATH, pa.Table.from_pylist(rows))
 
     def _recover(self, everywhere: bool = True) -> None:
-        """Remove what a crashed writer left; rewrite info.json/stats.json if they are stale."""
+        """Remove what a crashed writer left; rewrite info.json/stats.json if they are stale. Under the
+        writer lock, and from rows read under it: rows read before it was taken may miss an episode a
+        writer committed meanwhile, whose files would then be deleted as uncommitted."""
+        self.refresh()
         self._remove_uncommitted(everywhere)
         on_disk = (self.info.get("total_episodes"), self.info.get("total_frames"), self.info.get("total_tasks"))
         if on_disk != (len(self._rows), self.num_frames, len(self._tasks)):

@@ -23,6 +23,9 @@ ROS surface (names relative to the arm's namespace)
               episode_manager/abort  std_srvs/Trigger         end the running episode as abort (take over)
   parameters  see Params below (config/episode_manager.yaml)
 
+No episode starts before a policy (a publisher on action_chunk) and a success detector (one on
+success) are up: an episode nobody judges would end as a timeout, a failure it never was.
+
 Resets: with reset=sim the manager calls the sim bridge's reset_episode. With reset=operator (a real
 arm) it has the executor send the arm home between episodes (executor/go_home: the robot config's
 home pose, one command per control step inside the executor's limits; the executor stops when the
@@ -281,8 +284,8 @@ class EpisodeManager(Node):
 
     # -- operator reset ----------------------------------------------------------------------
     def operator_reset(self) -> None:
-        if self.count_publishers("action_chunk") == 0 or self.joints is None:
-            self.say("waiting for a policy (action_chunk) and the arm's joint_states")
+        if self.count_publishers("action_chunk") == 0 or self.count_publishers("success") == 0 or self.joints is None:
+            self.say("waiting for a policy (action_chunk), a success detector (success) and the arm's joint_states")
             return
         self.plan = self.plan or self.scheduler.next()
         if self.phase == CLEAR:
@@ -330,13 +333,16 @@ class EpisodeManager(Node):
         return get_task(plan.task).sample(plan.seed).instruction
 
     def graph_ready(self) -> bool:
-        """A reset service to call and a policy to answer chunk requests."""
-        return self.reset_client.service_is_ready() and self.count_publishers("action_chunk") > 0
+        """A reset service to call, a policy to answer chunk requests and a success detector: an episode
+        nobody judges would end as a timeout and be learned from (and recorded) as a failure."""
+        return self.reset_client.service_is_ready() and self.count_publishers("action_chunk") > 0 and \
+            self.count_publishers("success") > 0
 
     def begin_reset(self) -> None:
         if not self.graph_ready():
             if not self.waiting_logged:
-                self.get_logger().info("waiting for the reset_episode service and a policy (action_chunk)")
+                self.get_logger().info("waiting for the reset_episode service, a policy (action_chunk) and a "
+                                       "success detector (success)")
                 self.waiting_logged = True
             return
         self.waiting_logged = False

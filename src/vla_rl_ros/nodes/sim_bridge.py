@@ -53,6 +53,7 @@ from vla_rl_ros.ros.node_main import run_node
 from vla_rl_ros.ros.params import ParameterError, declare, param
 from vla_rl_ros.ros.qos import LATCHED, RELIABLE
 from vla_rl_ros.sim import CAMERAS, TASKS, Observation, get_task, make_env
+from vla_rl_ros.sim.env import EnvConfig
 
 # How far a point's duration may differ from the control period (s): rounding of builtin Duration.
 DURATION_TOLERANCE_S = 1e-3
@@ -94,7 +95,10 @@ class SimBridge(Node):
             TASKS[p.task].check_seed(p.seed)
         except ValueError as exc:
             raise ParameterError(str(exc)) from exc
-        self.env = make_env(p.task, image_size=p.image_size, cameras=tuple(p.cameras), action_mode="joint_position")
+        # A joint_trajectory_controller moves the finger where it is told: the executor's robot config
+        # already made the gripper action binary (or not), so the bridge applies the position as given.
+        self.env = make_env(p.task, image_size=p.image_size, cameras=tuple(p.cameras), action_mode="joint_position",
+                            config=EnvConfig(binary_gripper=False))
         self.arm = self.env.arm
         self.drops = DropLog(self.get_logger())
         self.period = self.env.config.control_dt
