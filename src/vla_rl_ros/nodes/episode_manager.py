@@ -284,7 +284,7 @@ class EpisodeManager(Node):
 
     # -- operator reset ----------------------------------------------------------------------
     def operator_reset(self) -> None:
-        if self.count_publishers("action_chunk") == 0 or self.count_publishers("success") == 0 or self.joints is None:
+        if not self.served_and_judged() or self.joints is None:
             self.say("waiting for a policy (action_chunk), a success detector (success) and the arm's joint_states")
             return
         self.plan = self.plan or self.scheduler.next()
@@ -332,11 +332,14 @@ class EpisodeManager(Node):
         """The instruction of the plan's layout (the task's template for its seed, as the sim's)."""
         return get_task(plan.task).sample(plan.seed).instruction
 
+    def served_and_judged(self) -> bool:
+        """A policy to answer chunk requests and a success detector: an episode nobody judges would end
+        as a timeout and be learned from (and recorded) as a failure."""
+        return self.count_publishers("action_chunk") > 0 and self.count_publishers("success") > 0
+
     def graph_ready(self) -> bool:
-        """A reset service to call, a policy to answer chunk requests and a success detector: an episode
-        nobody judges would end as a timeout and be learned from (and recorded) as a failure."""
-        return self.reset_client.service_is_ready() and self.count_publishers("action_chunk") > 0 and \
-            self.count_publishers("success") > 0
+        """A reset service to call, a policy and a success detector."""
+        return self.reset_client.service_is_ready() and self.served_and_judged()
 
     def begin_reset(self) -> None:
         if not self.graph_ready():

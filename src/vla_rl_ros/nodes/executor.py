@@ -80,7 +80,8 @@ class Params:
     image_timeout: float = core_param("image_timeout", unit="s", low=0.0, high=3600.0)
     chunk_timeout: float = core_param("chunk_timeout", unit="s", low=0.01, high=3600.0)
     home_tolerance: float = core_param("home_tolerance", unit="rad", low=0.001, high=0.5)
-    home_keepalive: float = core_param("home_keepalive", unit="s", low=0.1, high=60.0)
+    # above the episode manager's 0.5 s between asks (HOME_ASK_S), or homing would stop between them
+    home_keepalive: float = core_param("home_keepalive", unit="s", low=1.0, high=60.0)
     image_topic: str = param("camera/image_raw", "image topic the image watchdog watches")
     always_greedy: bool = param(False, "request greedy chunks in every episode (deployment); otherwise only in "
                                 "evaluation episodes")

@@ -28,7 +28,7 @@ class GRPOConfig:
     temperature: float = field(default=0.7, metadata={
         "help": "sampling temperature of rollouts; log-probs are computed from logits / temperature so "
                 "the ratio compares like with like, as veRL does (SimpleVLA-RL rollout.temperature=1.6; at "
-                "1.6 the embedded default's lift rollouts never succeed, docs/grpo.md)"})
+                "1.6 the embedded default's lift rollouts almost never succeed, docs/grpo.md)"})
 
     dynamic_sampling: bool = field(default=True, metadata={
         "help": "keep only groups with some but not all successes (SimpleVLA-RL/DAPO filter_groups); off, "
@@ -49,7 +49,7 @@ class GRPOConfig:
     # --- optimiser -----------------------------------------------------------------------------
     lr: float = field(default=2e-5, metadata={
         "help": "AdamW learning rate (SimpleVLA-RL 5e-6 for a 7B model; on the embedded default 2e-4 lost "
-                "10 points of greedy held-out success in 8 updates and 2e-5 kept it, docs/grpo.md)"})
+                "5-10 points of greedy held-out success in 8 updates and 2e-5 kept it, docs/grpo.md)"})
     betas: tuple[float, float] = field(default=(0.9, 0.999), metadata={
         "help": "AdamW betas (veRL default (0.9, 0.999))"})
     weight_decay: float = field(default=0.01, metadata={
