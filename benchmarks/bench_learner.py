@@ -35,7 +35,7 @@ from vla_rl_ros.policy.evaluate import run_episodes
 from vla_rl_ros.rl.buffer import Episode, Group
 from vla_rl_ros.rl.config import GRPOConfig
 from vla_rl_ros.rl.learner import GRPOLearner
-from vla_rl_ros.rl.records import ResultRecord, TrajectoryRecord
+from vla_rl_ros.rl.records import TrajectoryRecord, rollout_records
 from vla_rl_ros.sim import TASKS
 
 TASK = "reach"
@@ -49,14 +49,9 @@ def rollout_groups(policy: VLAPolicy, groups: int, group_size: int) -> list[Grou
         episodes = []
         for k, r in enumerate(run_episodes(policy, TASK, [seed] * group_size, greedy=False, record=True,
                                            generator=generator)):
-            eid, success = f"g{g}-e{k}", k % 2 == 0
-            t = r["trajectory"]
-            trajectory = TrajectoryRecord(episode_id=eid, arm="/arm0", instruction=TASKS[TASK].sample(seed).instruction,
-                                          policy_version=0, images=t["images"], state=t["state"],
-                                          token_ids=t["token_ids"], log_probs=t["log_probs"], steps=t["steps"])
-            result = ResultRecord(episode_id=eid, arm="/arm0", group_id=f"g{g}", task=TASK, seed=seed,
-                                  success=success, reward=float(success), steps=r["steps"], policy_version=0,
-                                  evaluation=False, end_reason="success" if success else "timeout")
+            trajectory, result = rollout_records(
+                r, episode_id=f"g{g}-e{k}", group_id=f"g{g}", task=TASK, seed=seed,
+                instruction=TASKS[TASK].sample(seed).instruction, policy_version=0, success=k % 2 == 0)
             episodes.append(Episode(trajectory, result))
         out.append(Group(f"g{g}", episodes))
     return out

@@ -29,8 +29,8 @@ from vla_rl_ros.paths import default_checkpoint
 from vla_rl_ros.policy import FinetuneConfig, VLAPolicy
 from vla_rl_ros.policy.evaluate import heldout_seeds, run_episodes
 from vla_rl_ros.rl import GRPOConfig, GRPOLearner
-from vla_rl_ros.rl.records import ResultRecord, TrajectoryRecord
-from vla_rl_ros.sim import get_task, make_env
+from vla_rl_ros.rl.records import rollout_records
+from vla_rl_ros.sim import get_task
 
 SEEDS_PER_CALL = 2  # groups per run_episodes call: 2 x group_size environments in lockstep
 SHOWN = ("grpo/clip_fraction", "grpo/approx_kl", "grpo/ratio_max", "policy/entropy", "rollout/success_rate",
@@ -58,11 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def instruction_of(policy: VLAPolicy, task: str, seed: int) -> str:
-    with make_env(task, image_size=policy.image_size, cameras=(policy.camera,), action_dim=policy.action_dim) as env:
-        return env.reset(seed).instruction
-
-
 def evaluate(policy: VLAPolicy, tasks: list[str], episodes: int, temperature: float | None) -> dict[str, float]:
     """Greedy held-out success per task, and sampled at `temperature` if given (fixed sampling seed)."""
     out = {}
@@ -86,7 +81,7 @@ def main(argv: list[str]) -> int:
     shutil.rmtree(args.out, ignore_errors=True)
     learner = GRPOLearner(policy, config, args.out, seed=args.seed, tensorboard=False)
     rng, generator = np.random.default_rng(args.seed), torch.Generator().manual_seed(args.seed)
-    tasks, instructions = args.tasks.split(","), {}
+    tasks = args.tasks.split(",")
     sampled_t = args.temperature if args.sampled_eval else None
     log: list[dict] = []
     if args.eval:
@@ -102,14 +97,11 @@ def main(argv: list[str]) -> int:
             results = run_episodes(policy, task, batch, greedy=False, temperature=args.temperature,
                                    generator=generator, record=True)
             for k, (seed, r) in enumerate(zip(batch, results, strict=True)):
-                group, episode_id = f"g{groups + k // config.group_size}", f"e{episodes + k}"
-                if (task, seed) not in instructions:
-                    instructions[(task, seed)] = instruction_of(policy, task, seed)
-                learner.buffer.add_trajectory(TrajectoryRecord(episode_id, "arm0", instructions[(task, seed)],
-                                                               learner.policy_version, **r["trajectory"]))
-                learner.buffer.add_result(ResultRecord(
-                    episode_id, "arm0", group, task, seed, r["success"], float(r["success"]), r["steps"],
-                    learner.policy_version, False, r["end_reason"]))
+                trajectory, result = rollout_records(
+                    r, episode_id=f"e{episodes + k}", group_id=f"g{groups + k // config.group_size}", task=task,
+                    seed=seed, instruction=spec.sample(seed).instruction, policy_version=learner.policy_version)
+                learner.buffer.add_trajectory(trajectory)
+                learner.buffer.add_result(result)
             groups, episodes = groups + SEEDS_PER_CALL, episodes + len(results)
         metrics = learner.maybe_update()
         assert metrics is not None

@@ -112,6 +112,21 @@ def test_recorded_rollouts_hold_what_the_policy_saw_and_sampled(checkpoint):
                                             t["token_ids"], temperature=1.6).sum(-1)
         np.testing.assert_allclose(recomputed.detach().numpy(), t["log_probs"], rtol=1e-4, atol=1e-4)
     assert not np.array_equal(results[0]["trajectory"]["token_ids"], results[1]["trajectory"]["token_ids"])
+    # As the learner's records (scripts/grpo_probe.py, benchmarks): a buffer joins them into one group.
+    from vla_rl_ros.rl import GRPOConfig
+    from vla_rl_ros.rl.buffer import EpisodeBuffer
+    from vla_rl_ros.rl.records import rollout_records
+
+    buffer = EpisodeBuffer(GRPOConfig(group_size=2, groups_per_update=1, minibatch_size=2, dynamic_sampling=False))
+    for k, result in enumerate(results):
+        trajectory, outcome = rollout_records(result, episode_id=f"e{k}", group_id="g", task="reach", seed=1,
+                                              instruction=policy_instruction("reach", 1), policy_version=0)
+        assert (outcome.success, outcome.end_reason, outcome.steps) == (result["success"], result["end_reason"],
+                                                                         result["steps"])
+        buffer.add_trajectory(trajectory)
+        buffer.add_result(outcome)
+    (group,) = buffer.pop_batch(1)
+    assert [e.trajectory.num_chunks for e in group.episodes] == [len(r["trajectory"]["steps"]) for r in results]
 
 
 def policy_instruction(task: str, seed: int) -> str:

@@ -90,6 +90,23 @@ class ResultRecord:
                              f"expected one of {END_REASONS} (EpisodeResult.END_*)")
 
 
+def rollout_records(rollout: dict, *, episode_id: str, group_id: str, task: str, seed: int, instruction: str,
+                    policy_version: int, success: bool | None = None) -> tuple[TrajectoryRecord, ResultRecord]:
+    """Both halves of an in-process rollout (one dict of `policy.evaluate.run_episodes(record=True)`), as
+    the policy node and the episode manager would have published them; `success` overrides the
+    rollout's own (benchmarks that need every group kept)."""
+    if success is None:
+        success, end_reason = bool(rollout["success"]), rollout["end_reason"]
+    else:
+        end_reason = "success" if success else "timeout"
+    trajectory = TrajectoryRecord(episode_id=episode_id, arm="/arm0", instruction=instruction,
+                                  policy_version=policy_version, **rollout["trajectory"])
+    result = ResultRecord(episode_id=episode_id, arm="/arm0", group_id=group_id, task=task, seed=seed,
+                          success=success, reward=float(success), steps=rollout["steps"],
+                          policy_version=policy_version, evaluation=False, end_reason=end_reason)
+    return trajectory, result
+
+
 # --- files --------------------------------------------------------------------------------------
 # The buffer writes these on every arrival. Each goes to a temporary sibling and is renamed into
 # place, so a killed process leaves the old file or the new one, never half of one. They are not
