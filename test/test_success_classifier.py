@@ -171,12 +171,13 @@ def test_collect_launch_ends_and_records_episodes_on_the_classifiers_verdict(
     model, _ = trained
     dataset = tmp_path / "dataset"
     config = small_config(tmp_path, sim_bridge={"image_size": 64, "cameras": ["front"]},
-                          episode_manager={"tasks": [TASK], "group_size": 2, "max_episodes": 2},
+                          episode_manager={"tasks": [TASK], "group_size": 2},
                           recorder={"video_pix_fmt": "yuv444p"})
+    # Subscribed before the launch: the expert's episodes are over within seconds of the manager's start.
+    results = ros_graph.probe.collect(EpisodeResult, "/arm0/episode_result", EPISODES)
     ros_graph.launch("collect", "hardware:=sim", "policy:=external", "success:=classifier", f"success_model:={model}",
                      f"config_dir:={config}", f"dataset:={dataset}")
     ros_graph.start("scripted_policy", [sys.executable, str(SCRIPTED_POLICY), "--ros-args", "-r", "__ns:=/arm0"])
-    results = ros_graph.probe.collect(EpisodeResult, "/arm0/episode_result", EPISODES)
     wait_until(lambda: len(results) >= 2, 300, "two episodes")
     max_steps = TASKS[TASK].max_steps
     assert all((r.success, r.end_reason) == (True, EpisodeResult.END_SUCCESS) and r.steps < max_steps
