@@ -74,7 +74,10 @@ from vla_rl_ros.ros.qos import EPISODES, LATCHED, RELIABLE
 from vla_rl_ros.sim.tasks import get_task
 from vla_rl_ros.success import OPERATOR
 
-TICK_S = 0.02  # wall-clock period of the state machine
+# Wall-clock period of the state machine. Verdicts, reset responses and ends move it at once; the tick
+# only catches what no message announces (a time-out with nothing judged, a lost node), so it can be
+# slow: every rclpy timer wake-up costs about half a millisecond of Python.
+TICK_S = 0.1
 HOME_ASK_S = 0.5  # period of executor/go_home while homing (the executor stops 2 s after the last)
 # Executor holds that mean a sensor of the arm is gone (its /diagnostics "hold" value).
 SENSOR_FAULTS = frozenset({Hold.STALE_IMAGE.value, Hold.STALE_JOINT_STATES.value, Hold.NO_JOINT_STATES.value})
@@ -188,6 +191,7 @@ class EpisodeManager(Node):
             self.ending = self.ending or EpisodeResult.END_SUCCESS
         elif msg.source == OPERATOR:  # an operator's verdict is final
             self.ending = self.ending or EpisodeResult.END_FAILURE
+        self.tick(Time.from_msg(msg.header.stamp, clock_type=self.get_clock().clock_type))
 
     def on_chunk(self, msg: ActionChunk) -> None:
         if self.running and self.plan and msg.episode_id == self.plan.episode_id:
@@ -200,6 +204,7 @@ class EpisodeManager(Node):
             self.estop_latched = True
             if self.running:
                 self.ending = EpisodeResult.END_ESTOP
+                self.tick()
 
     def on_diagnostics(self, msg: DiagnosticArray) -> None:
         """The executor says whether its e-stop is latched (released only by executor/release_estop) and
@@ -251,6 +256,7 @@ class EpisodeManager(Node):
             return response
         self.ending = self.ending or EpisodeResult.END_ABORT
         response.success, response.message = True, f"aborting {self.plan.episode_id}: the arm holds; it is yours"
+        self.tick()
         return response
 
     def on_policy_update(self, msg: PolicyUpdate) -> None:
@@ -262,12 +268,14 @@ class EpisodeManager(Node):
             self.scheduler.request_evaluation()
 
     # -- the state machine -------------------------------------------------------------------
-    def tick(self) -> None:
+    def tick(self, at: Time | None = None) -> None:
+        """One step of the state machine; `at` is the stamp of the input that called it, if newer than
+        this node's clock (a verdict on the step that timed the episode out)."""
         if self.running:
-            self.check_running()
-        elif self.params.max_episodes and self.episodes_done >= self.params.max_episodes:
+            self.check_running(at)
+        if self.running or (self.params.max_episodes and self.episodes_done >= self.params.max_episodes):
             return
-        elif self.operator:
+        if self.operator:
             self.operator_reset()
         elif self.reset_future is not None:
             self.check_reset()
@@ -352,6 +360,7 @@ class EpisodeManager(Node):
         self.plan = self.plan or self.scheduler.next()
         request = ResetEpisode.Request(task=self.plan.task, seed=self.plan.seed, episode_id=self.plan.episode_id)
         self.reset_future = self.reset_client.call_async(request)
+        self.reset_future.add_done_callback(lambda _future: self.tick())
         self.reset_sent_at = time.monotonic()
 
     def check_reset(self) -> None:
@@ -388,14 +397,18 @@ class EpisodeManager(Node):
         self.start_pub.publish(msg)
         self.say(f"{plan_label(plan)} running: s success, f failure, a abort (take over)")
 
-    def steps_elapsed(self) -> int:
-        elapsed = (self.get_clock().now() - self.start_time).nanoseconds * 1e-9
+    def steps_elapsed(self, at: Time | None = None) -> int:
+        """Control steps since the start, by this node's clock or the later stamp `at`."""
+        now = self.get_clock().now()
+        if at is not None and at > now:
+            now = at
+        elapsed = (now - self.start_time).nanoseconds * 1e-9
         return max(0, round(elapsed * self.params.control_rate_hz))
 
-    def check_running(self) -> None:
+    def check_running(self, at: Time | None = None) -> None:
         assert self.plan is not None
         if self.ending is None:
-            if self.steps_elapsed() >= self.plan.max_steps:
+            if self.steps_elapsed(at) >= self.plan.max_steps:
                 self.ending = EpisodeResult.END_TIMEOUT
             elif time.monotonic() - self.last_progress > self.params.lost_node_timeout_s:
                 self.ending = EpisodeResult.END_LOST_NODE
@@ -405,14 +418,14 @@ class EpisodeManager(Node):
                                           f"{self.params.sensor_fault_abort_s:.0f} s; aborting the episode")
                 self.ending = EpisodeResult.END_ABORT
         if self.ending is not None:
-            self.finish(self.ending)
+            self.finish(self.ending, at)
 
-    def finish(self, reason: str) -> None:
+    def finish(self, reason: str, at: Time | None = None) -> None:
         assert self.plan is not None
         plan, success = self.plan, reason == EpisodeResult.END_SUCCESS
         msg = EpisodeResult(episode_id=plan.episode_id, arm=self.get_namespace(), group_id=plan.group_id,
                             task=plan.task, seed=plan.seed, instruction=self.instruction, success=success,
-                            reward=1.0 if success else 0.0, steps=min(self.steps_elapsed(), plan.max_steps),
+                            reward=1.0 if success else 0.0, steps=min(self.steps_elapsed(at), plan.max_steps),
                             policy_version=self.policy_version, evaluation=plan.evaluation, end_reason=reason)
         msg.header.stamp = self.get_clock().now().to_msg()
         self.result_pub.publish(msg)

@@ -47,7 +47,11 @@ from vla_rl_ros.ros.node_main import run_node
 from vla_rl_ros.ros.params import ParameterError, declare, param
 from vla_rl_ros.ros.qos import EPISODES, LATCHED, RELIABLE, RESULTS
 
-SERVE_PERIOD_S = 0.002
+# Requests are served when their observation arrives (every input calls `serve`), not by polling: an
+# rclpy timer wake-up costs about half a millisecond of Python, which at 2 ms periods was half the
+# node's CPU. Only a ready request waiting for other arms (batch_window_s) and the unannounced-request
+# drop need a timer: a one-shot one for the first, this slow one for the second.
+HOUSEKEEPING_S = 0.5
 # A request may overtake its episode's EpisodeStart (different topics are not ordered): it waits this
 # long for the episode to be announced before it is dropped.
 UNANNOUNCED_WAIT_S = 5.0
@@ -117,16 +121,19 @@ class PolicyNode(Node):
             self.arms[name] = arm
             self.create_subscription(ChunkRequest, prefix + "chunk_request",
                                      lambda m, a=arm: self.on_request(a, m), RELIABLE)
-            self.create_subscription(Image, prefix + image_topic, lambda m, a=arm: setattr(a, "image", m),
+            self.create_subscription(Image, prefix + image_topic, lambda m, a=arm: self.on_image(a, m),
                                      qos_profile_sensor_data)
-            self.create_subscription(JointState, prefix + "joint_states", lambda m, a=arm: setattr(a, "joints", m),
+            self.create_subscription(JointState, prefix + "joint_states", lambda m, a=arm: self.on_joints(a, m),
                                      qos_profile_sensor_data)
             self.create_subscription(EpisodeStart, prefix + "episode_start", lambda m, a=arm: self.on_start(a, m),
                                      LATCHED)
             self.create_subscription(EpisodeResult, prefix + "episode_result",
                                      lambda m, a=arm: self.on_result(a, m), RESULTS)
         self.create_subscription(PolicyUpdate, "/policy_update", self.on_update, LATCHED)
-        self.create_timer(SERVE_PERIOD_S, self.serve)
+        self.create_timer(HOUSEKEEPING_S, self.serve)
+        # Fires once, batch_window_s after a ready request began waiting for other arms (re-armed then).
+        self.window_timer = self.create_timer(max(p.batch_window_s, 1e-3), self.serve)
+        self.window_timer.cancel()
         self.get_logger().info(
             f"serving {checkpoint} to {len(self.arms)} arm(s): chunk {self.policy.chunk_size} x "
             f"{self.policy.action_dim}, {self.policy.camera} camera ({image_topic}) at {self.policy.image_size} px")
@@ -145,8 +152,14 @@ class PolicyNode(Node):
                 self.drops.drop("episode without a result", f"episode {lost.episode_id} never got its result")
         if arm.request is not None and arm.request.episode_id != msg.episode_id:
             arm.request = None
+        self.serve()
 
     def on_result(self, arm: Arm, msg: EpisodeResult) -> None:
+        self.close_episode(arm, msg)
+        self.serve()  # a policy update waits for the end of an episode
+
+    def close_episode(self, arm: Arm, msg: EpisodeResult) -> None:
+        """Publish the ended episode's trajectory if the learner may use it."""
         log = self.serving.end_episode(arm.name, msg.episode_id) or self.unfinished.pop(msg.episode_id, None)
         if log is None:
             return
@@ -172,6 +185,17 @@ class PolicyNode(Node):
     # -- requests --------------------------------------------------------------------------------
     def on_request(self, arm: Arm, msg: ChunkRequest) -> None:
         arm.request, arm.received_at, arm.ready_since = msg, time.monotonic(), None
+        self.serve()
+
+    def on_image(self, arm: Arm, msg: Image) -> None:
+        arm.image = msg
+        if arm.request is not None:
+            self.serve()
+
+    def on_joints(self, arm: Arm, msg: JointState) -> None:
+        arm.joints = msg
+        if arm.request is not None:
+            self.serve()
 
     def observation_ready(self, arm: Arm) -> bool:
         """The newest image and joint state are stamped no earlier than the request."""
@@ -182,6 +206,7 @@ class PolicyNode(Node):
         return Time.from_msg(arm.image.header.stamp) >= since and Time.from_msg(arm.joints.header.stamp) >= since
 
     def serve(self) -> None:
+        self.window_timer.cancel()
         if self.serving.swap_due():
             self.apply_update(self.serving.pending_update)
         now = time.monotonic()
@@ -199,7 +224,8 @@ class PolicyNode(Node):
         waiting = [a for a in self.arms.values() if a.request is not None and a not in ready]
         if waiting and len(ready) < self.params.max_batch and now - min(a.ready_since for a in ready) < \
                 self.params.batch_window_s:
-            return  # give the other arms' requests a moment to join this forward pass
+            self.window_timer.reset()  # give the other arms' requests a moment to join this forward pass
+            return
         batches = [([a for a in ready if a.request.greedy == greedy][: self.params.max_batch], greedy)
                    for greedy in (True, False)]  # answering clears the requests: split first
         for batch, greedy in batches:
@@ -244,6 +270,7 @@ class PolicyNode(Node):
             return
         self.serving.pending_update = msg
         self.get_logger().info(f"policy v{msg.version} announced; applying it between episodes")
+        self.serve()
 
     def apply_update(self, msg: PolicyUpdate) -> None:
         try:
