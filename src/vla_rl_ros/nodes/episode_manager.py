@@ -180,7 +180,7 @@ class EpisodeManager(Node):
         self.executor_name = (self.get_namespace().rstrip("/") + "/executor")
         self.fault: tuple[str, float] | None = None  # the executor's sensor-fault hold and since when (monotonic)
         self.prompt = ""
-        self.create_timer(TICK_S, self.tick, clock=self.wall)
+        self.create_timer(TICK_S, self.on_tick, clock=self.wall)
         self.get_logger().info(f"scheduling {p.tasks} in groups of {p.group_size}")
 
     # -- inputs ------------------------------------------------------------------------------
@@ -268,6 +268,10 @@ class EpisodeManager(Node):
             self.scheduler.request_evaluation()
 
     # -- the state machine -------------------------------------------------------------------
+    def on_tick(self) -> None:
+        """The timer's entry: no argument (the EventsExecutor passes a TimerInfo to a callback that takes one)."""
+        self.tick()
+
     def tick(self, at: Time | None = None) -> None:
         """One step of the state machine; `at` is the stamp of the input that called it, if newer than
         this node's clock (a verdict on the step that timed the episode out)."""
