@@ -74,6 +74,23 @@ def test_same_seed_same_initial_state_and_rollout() -> None:
     assert not np.array_equal(a_images[0], c_images[0])  # another seed, another layout
 
 
+def test_observed_cameras_render_only_those_and_the_same_frames() -> None:
+    with make_env("reach", image_size=SIZE) as env:
+        both = env.reset(heldout("reach")).images
+        env.set_observed_cameras(["wrist"])
+        wrist = env.reset(heldout("reach")).images
+        assert list(wrist) == ["wrist"]
+        np.testing.assert_array_equal(wrist["wrist"], both["wrist"])  # skipping front changes nothing else
+        assert list(env.step(np.zeros(4)).observation.images) == ["wrist"]
+        env.set_observed_cameras([])
+        assert env.step(np.zeros(4)).observation.images == {}
+        with pytest.raises(ValueError, match="not among this env's cameras"):
+            env.set_observed_cameras(["side"])
+    with make_env("reach", image_size=SIZE, cameras=("front",)) as env, \
+            pytest.raises(ValueError, match="not among"):
+        env.set_observed_cameras(["wrist"])
+
+
 def test_envs_side_by_side_do_not_interfere() -> None:
     actions = np.tile([0.03, -0.02, -0.03, 1.0], (5, 1))
     alone, _ = rollout("lift", heldout("lift"), actions)

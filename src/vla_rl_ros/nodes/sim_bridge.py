@@ -3,6 +3,8 @@
 ROS surface (names relative to the arm's namespace)
   publishes   camera/image_raw        sensor_msgs/Image rgb8      sensor data QoS; the "front" camera
               wrist_camera/image_raw  sensor_msgs/Image rgb8      sensor data QoS; the "wrist" camera
+                                                                  (each camera in `cameras` is rendered
+                                                                  only while it has a subscriber)
               joint_states            sensor_msgs/JointState      reliable; arm joints then fingers (rad, m)
               task_state              vla_rl_interfaces/TaskState reliable, transient local depth 1;
                                                                   privileged state for the sim oracle
@@ -113,6 +115,7 @@ class SimBridge(Node):
         self.create_subscription(JointTrajectory, "joint_trajectory", self.on_trajectory, RELIABLE)
         self.create_service(ResetEpisode, "reset_episode", self.on_reset)
         self.sent: list[tuple[object, object]] = []  # (publisher, message) of the newest state, for the heartbeat
+        self.sent_stamp = self.now()  # their stamp
         if p.heartbeat_hz > 0:
             self.create_timer(1.0 / p.heartbeat_hz, self.heartbeat, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.publish(self.env.reset(p.seed))
@@ -134,7 +137,13 @@ class SimBridge(Node):
             return
         for q, closure in targets:  # (J,) rad, gripper closure
             self.closure = closure
+            self.observe_subscribed_cameras()
             self.publish(self.env.step(np.append(q, closure)).observation)
+
+    def observe_subscribed_cameras(self) -> None:
+        """Render only the cameras someone subscribes to (a wrist-camera policy leaves the front one
+        unread in train_sim); a subscriber that joins gets frames from the next step or reset on."""
+        self.env.set_observed_cameras([c for c, pub in self.image_pubs.items() if pub.get_subscription_count() > 0])
 
     def parse(self, msg: JointTrajectory) -> list[tuple[np.ndarray, float]]:
         """Each point's arm joint targets (J,) in the model's order and gripper closure."""
@@ -177,6 +186,7 @@ class SimBridge(Node):
             return response
         # Settling is simulated time too; counting it keeps stamps after a reset later than any before.
         self.clock_base_ns += round((self.env.sim_time + self.env.config.settle_time) * NS_PER_S)
+        self.observe_subscribed_cameras()
         observation = self.env.reset(request.seed, task=request.task)
         self.episode_id, self.closure = request.episode_id, 0.0
         self.publish(observation)
@@ -190,8 +200,8 @@ class SimBridge(Node):
         """Images, task state, joint states, then /clock, all stamped with the current sim time.
         Joint states come after the rest: the executor steps on them."""
         stamp = self.now()
-        images = [(pub, image_to_msg(observation.images[camera], stamp, frame_id=f"{camera}_camera"))
-                  for camera, pub in self.image_pubs.items()]
+        images = [(self.image_pubs[camera], image_to_msg(image, stamp, frame_id=camera_frame(camera)))
+                  for camera, image in observation.images.items()]
         task = TaskStateMsg(episode_id=self.episode_id, task=self.env.task.name, seed=int(self.env.seed),
                             step=self.env.steps)
         task.header.stamp, task.header.frame_id = stamp, self.params.frame_id
@@ -206,13 +216,25 @@ class SimBridge(Node):
         for pub, msg in clock:
             pub.publish(msg)
         self.sent = [*images, (self.joint_pub, joints), *clock]
+        self.sent_stamp = stamp
 
     def heartbeat(self) -> None:
+        # A camera subscribed since the last step (a policy node that just started) gets its frame now:
+        # sim time stands still between commands, so rendering now shows the state of that stamp.
+        sent = {pub for pub, _ in self.sent}
+        for camera, pub in self.image_pubs.items():
+            if pub not in sent and pub.get_subscription_count() > 0:
+                image = image_to_msg(self.env.render(camera), self.sent_stamp, frame_id=camera_frame(camera))
+                self.sent.insert(0, (pub, image))
         for pub, msg in self.sent:
             pub.publish(msg)
 
     def close(self) -> None:
         self.env.close()
+
+
+def camera_frame(camera: str) -> str:
+    return f"{camera}_camera"
 
 
 def main(args: list[str] | None = None) -> int:

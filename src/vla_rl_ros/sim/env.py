@@ -119,6 +119,7 @@ class SimEnv:
         if unknown:
             raise ValueError(f"unknown camera(s) {unknown}; the scene has {sorted(self.ids.cameras)}")
         self.cameras = tuple(cameras)
+        self.observed_cameras = self.cameras  # the ones observations render: set_observed_cameras
         self.image_size = image_size
         self._renderer = make_renderer(self.model, image_size) if cameras else None
         self._substeps = round(self.config.control_dt / self.model.opt.timestep)
@@ -212,6 +213,14 @@ class SimEnv:
                 "end_reason": end_reason, "applied_action": applied.astype(np.float32)}
         return StepResult(self._observe(), success, episode_success or timeout, info)
 
+    def set_observed_cameras(self, cameras: tuple[str, ...] | list[str]) -> None:
+        """Render only these of the env's cameras into the next observations: a 64 px frame costs about
+        1 ms, as much as the physics of a control step, so a camera nobody reads is worth skipping."""
+        unknown = [c for c in cameras if c not in self.cameras]
+        if unknown:
+            raise ValueError(f"camera(s) {unknown} are not among this env's cameras {list(self.cameras)}")
+        self.observed_cameras = tuple(cameras)
+
     def close(self) -> None:
         """Free the renderer's GL context (also done by garbage collection)."""
         if self._renderer is not None:
@@ -284,7 +293,7 @@ class SimEnv:
         return np.array([*q, ee_action[3]], dtype=np.float32)
 
     def _observe(self) -> Observation:
-        images = {cam: self.render(cam) for cam in self.cameras}
+        images = {cam: self.render(cam) for cam in self.observed_cameras}
         state = self.arm.proprio(self.data.qpos[self.arm.qpos_adr], self.data.qpos[self.arm.finger_qpos_adr])
         return Observation(images=images, state=state, instruction=self.instruction)
 
