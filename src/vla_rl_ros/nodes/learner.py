@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import rclpy
+import torch
 import transformers
 from rclpy.node import Node
 from vla_rl_interfaces.msg import EpisodeResult, PolicyUpdate, Trajectory
@@ -35,7 +36,7 @@ from vla_rl_ros.rl.plot import plot_run
 from vla_rl_ros.ros.causes import DropLog
 from vla_rl_ros.ros.convert import MessageError, result_from_msg, trajectory_from_msg
 from vla_rl_ros.ros.node_main import run_node
-from vla_rl_ros.ros.params import ParameterError, declare, param
+from vla_rl_ros.ros.params import ParameterError, declare, param, threads_param
 from vla_rl_ros.ros.qos import EPISODES, LATCHED
 
 IDLE_S = 0.05  # the worker's wait for new messages
@@ -46,6 +47,7 @@ class Params(GRPOConfig):
     run_dir: str = param("runs/train_sim", "where buffer, checkpoints, policies, metrics.csv and the plot go")
     checkpoint: str = param("", "initial policy checkpoint; empty: the embedded default")
     device: str = param("cpu", "torch device, e.g. cpu or cuda:0")
+    threads: int = threads_param()
     dtype: str = param("float32", "weights dtype", choices=("float32", "bfloat16", "float16"))
     finetune: str = param("full", "train every weight (full) or LoRA adapters (lora)", choices=("full", "lora"))
     lora_rank: int = param(8, "LoRA rank r (finetune: lora)", low=1, high=1024)
@@ -64,6 +66,8 @@ class Learner(Node):
     def __init__(self) -> None:
         super().__init__("learner")
         self.params = p = declare(self, Params)
+        if p.threads:
+            torch.set_num_threads(p.threads)
         transformers.logging.disable_progress_bar()  # per-shard bars would flood the launch output
         self.drops = DropLog(self.get_logger())
         self.run_dir = Path(p.run_dir).resolve()

@@ -44,7 +44,7 @@ from vla_rl_ros.ros.causes import DropLog
 from vla_rl_ros.ros.convert import MessageError, image_from_msg, proprio_from_joint_state
 from vla_rl_ros.ros.names import camera_topic
 from vla_rl_ros.ros.node_main import run_node
-from vla_rl_ros.ros.params import ParameterError, declare, param
+from vla_rl_ros.ros.params import ParameterError, declare, param, threads_param
 from vla_rl_ros.ros.qos import EPISODES, LATCHED, RELIABLE, RESULTS
 
 # Requests are served when their observation arrives (every input calls `serve`), not by polling: an
@@ -65,6 +65,7 @@ UNFINISHED_PER_ARM = 4
 class Params:
     checkpoint: str = param("", "policy checkpoint directory (safetensors); empty: the embedded default")
     device: str = param("cpu", "torch device, e.g. cpu or cuda:0")
+    threads: int = threads_param()
     dtype: str = param("float32", "weights dtype", choices=("float32", "bfloat16", "float16"))
     trust_remote_code: bool = param(False, "allow a checkpoint's own Python code to run (transformers)")
     arms: list[str] = param([""], "arm namespaces served, relative to this node's ('' = its own)")
@@ -101,6 +102,8 @@ class PolicyNode(Node):
     def __init__(self) -> None:
         super().__init__("policy_node")
         self.params = p = declare(self, Params)
+        if p.threads:
+            torch.set_num_threads(p.threads)
         transformers.logging.disable_progress_bar()  # per-shard bars would flood the launch output
         self.drops = DropLog(self.get_logger())
         checkpoint = Path(p.checkpoint) if p.checkpoint else default_checkpoint()

@@ -34,6 +34,13 @@ def param(default: Any, description: str, *, unit: str = "", low: float | None =
     return dataclasses.field(default=default, metadata=meta)
 
 
+def threads_param() -> Any:
+    """The torch CPU threads parameter of the nodes that run a model (policy node, learner)."""
+    return param(1, "torch CPU threads (intra-op); 0: torch's default, one per core. One suits the tiny "
+                 "default on a machine shared with the sims: idle OpenMP threads spin on cores they need",
+                 low=0, high=1024)
+
+
 def _meta(field: dataclasses.Field[Any]) -> dict[str, Any]:
     """`param(...)` metadata, or a config dataclass's plain `{"help": ...}` (e.g. GRPOConfig's fields)."""
     meta = field.metadata
