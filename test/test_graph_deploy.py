@@ -99,8 +99,9 @@ def test_launch_files_pick_the_hardware_layer_the_camera_and_the_success_backend
     assert train["episode_manager"]["params"]["reset"] == "sim"
     # The learner computes log-probs at the temperature the policy node samples at (one value, both nodes).
     assert train["learner"]["params"]["temperature"] == train["policy_node"]["params"]["temperature"]
-    sim = expand("train_sim", tmp_path, temperature="0.9")
-    assert sim["learner"]["params"]["temperature"] == sim["policy_node"]["params"]["temperature"] == 0.9
+    for name in ("train_sim", "train_real"):
+        hot = expand(name, tmp_path, temperature="0.9")
+        assert hot["learner"]["params"]["temperature"] == hot["policy_node"]["params"]["temperature"] == 0.9, name
     default = expand("train_sim", tmp_path)["learner"]["params"]["temperature"]
     assert default == train["learner"]["params"]["temperature"]  # the launch default is the YAMLs' value
 
