@@ -14,11 +14,11 @@ pytestmark = pytest.mark.graph
 RUN_TIMEOUT_S = 600
 
 
-def train_config(tmp: Path) -> Path:
+def train_config(tmp: Path, **learner: object) -> Path:
     """config/ with a small run: reach only, groups of 2, one group per update, 32 px front camera."""
     return small_config(tmp, episode_manager={"tasks": ["reach"], "group_size": 2, "lost_node_timeout_s": 120.0},
                         learner={"group_size": 2, "groups_per_update": 1, "minibatch_size": 2, "epochs": 1,
-                                 "dynamic_sampling": False, "checkpoint_every": 1})
+                                 "dynamic_sampling": False, "checkpoint_every": 1, **learner})
 
 
 def metrics(run_dir: Path) -> list[dict[str, str]]:
@@ -30,7 +30,9 @@ def test_train_sim_runs_updates_and_the_policy_reloads(ros_graph: RosGraph, tiny
                                                        tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     proc = ros_graph.launch("train_sim", "num_arms:=1", "max_updates:=2", f"run_dir:={run_dir}",
-                            f"checkpoint:={tiny_checkpoint}", f"config_dir:={train_config(tmp_path)}",
+                            # Strictly on-policy: update 2 needs episodes of v1, so the policy must reload
+                            # (with lag 1 a fast graph can do both updates on v0 episodes).
+                            f"checkpoint:={tiny_checkpoint}", f"config_dir:={train_config(tmp_path, max_policy_lag=0)}",
                             "eval_seeds_per_task:=1", "eval_every_versions:=1")
     assert proc.wait(timeout=RUN_TIMEOUT_S) == 0, ros_graph.log("launch")[-5000:]
     log = ros_graph.log("launch")
