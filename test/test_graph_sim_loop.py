@@ -24,7 +24,7 @@ from vla_rl_interfaces.srv import ResetEpisode
 
 from vla_rl_ros.control import SIM_PANDA, RobotConfig
 from vla_rl_ros.ros.convert import task_state_from_msg
-from vla_rl_ros.sim import JOINT_STATE_NAMES, TASKS, ArmModel, make_env
+from vla_rl_ros.sim import JOINT_STATE_NAMES, TASKS, ArmModel, EnvConfig, make_env
 
 pytestmark = pytest.mark.graph
 
@@ -152,6 +152,36 @@ def test_bridge_resets_steps_only_on_commands_and_refuses_bad_ones(ros_graph: Ro
     assert ep.reset(TASK, SEED + 1, "e2").success
     wait_until(lambda: ep.states[-1].episode_id == "e2", what="the second reset")
     assert ns(ep.states[-1].header.stamp) > t0 + 2 * PERIOD_NS and ep.states[-1].step == 0
+
+
+def test_a_camera_subscribed_between_steps_gets_the_current_frame_from_the_heartbeat(ros_graph: RosGraph) -> None:
+    """A policy node restarted mid-episode subscribes while the arm stands still; the bridge renders
+    only subscribed cameras, so the newcomer's first frame must come from the heartbeat, show the
+    state of the last step and carry that step's stamp."""
+    ros_graph.node("sim_bridge", "-p", "heartbeat_hz:=10.0")
+    ep = Episode(ros_graph)
+    front = ep.probe.collect(Image, "camera/image_raw", qos_profile_sensor_data)
+    assert ep.reset(TASK, SEED, "e1").success
+    wait_until(lambda: ep.states and ep.states[-1].episode_id == "e1" and ep.joints, what="the reset state")
+    home = np.array(ep.joints[-1].position[:7])
+    pub = ep.probe.publisher(JointTrajectory, "joint_trajectory", RELIABLE)
+    wait_until(lambda: ep.probe.node.count_subscribers("joint_trajectory") > 0, what="the bridge")
+    arm = list(JOINT_STATE_NAMES[:7])
+    pub.publish(JointTrajectory(joint_names=arm, points=[point(list(home + 0.05))]))  # gripper stays open
+    wait_until(lambda: ep.states[-1].step == 1, what="one step")
+    stepped = ns(ep.states[-1].header.stamp)
+    wait_until(lambda: front and ns(front[-1].header.stamp) == stepped, what="the stepped front frame")
+
+    wrist = ep.probe.collect(Image, "wrist_camera/image_raw", qos_profile_sensor_data)
+    wait_until(lambda: wrist, what="a wrist frame from the heartbeat")
+    assert ns(wrist[0].header.stamp) == stepped and wrist[0].header.frame_id == "wrist_camera"
+    with make_env(TASK, cameras=("wrist",), action_mode="joint_position",
+                  config=EnvConfig(binary_gripper=False)) as env:
+        at_reset = env.reset(SEED).images["wrist"]
+        expected = env.step(np.append(home + 0.05, 0.0)).observation.images["wrist"]
+    assert np.any(at_reset != expected)  # the wrist camera moved with the arm
+    seen = np.frombuffer(bytes(wrist[0].data), np.uint8).reshape(wrist[0].height, wrist[0].width, 3)
+    assert np.array_equal(seen, expected)
 
 
 def test_scripted_expert_succeeds_through_the_graph_as_in_the_core_env(ros_graph: RosGraph) -> None:
