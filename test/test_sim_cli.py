@@ -49,6 +49,23 @@ def test_demos_writes_successful_expert_episodes(tmp_path, capsys: pytest.Captur
     assert len(EpisodeDataset.open(out)) == 6
 
 
+def test_demos_can_show_each_scene_once_per_object_named(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demos"
+    args = ["demos", "--tasks", "reach", "--per-task", "6", "--out", str(out), "--image-size", "32",
+            "--cameras", "wrist", "--name-each-object"]
+    assert vla_rl(args) == 0, capsys.readouterr().err
+    ds = EpisodeDataset.open(out)
+    meta = ds.episodes_meta()
+    assert len(meta) == 6 and [m["seed"] for m in meta] == [0, 0, 0, 1, 1, 1]  # 2 scenes x 3 objects
+    for first in (0, 3):
+        episodes = [ds[first + k] for k in range(3)]
+        assert len({e.instruction for e in episodes}) == 3  # each names another object
+        first_frames = np.stack([e.images["wrist"][0] for e in episodes]).astype(int)
+        assert np.abs(first_frames - first_frames[0]).mean() < 2  # one scene (after video coding)
+        ends = [e.state[-1, 7:9] for e in episodes]  # the TCP ends above a different object each time
+        assert min(np.linalg.norm(a - b) for i, a in enumerate(ends) for b in ends[i + 1:]) > 0.05
+
+
 def test_demos_rejects_an_unknown_task(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     assert vla_rl(["demos", "--tasks", "fly", "--per-task", "1", "--out", str(tmp_path / "d")]) == 1
     assert "unknown task 'fly'" in capsys.readouterr().err

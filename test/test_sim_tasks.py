@@ -53,6 +53,41 @@ def test_layouts_are_deterministic_separated_and_named_in_the_instruction(task: 
     assert len(instructions) >= len(spec.templates)  # every template in use (and colours, shapes vary)
 
 
+@pytest.mark.parametrize("task", ["reach", "lift", "pick_place"])
+def test_naming_a_distractor_keeps_the_scene_and_changes_only_who_is_named(task: str) -> None:
+    spec = TASKS[task]
+    seed = spec.train_seeds[4]
+    layout = spec.sample(seed)
+    others = spec.distractor_objects(layout.placements)
+    assert others and all(layout.placements[k].colour for k in others)
+    for k in others:
+        swapped = spec.sample(seed, named=k)
+        assert set(swapped.placements) == set(layout.placements)  # same objects, same poses
+        assert swapped.placements[0] == layout.placements[k] and swapped.placements[k] == layout.placements[0]
+        assert layout.placements[k].words in swapped.instruction
+        assert swapped.instruction.replace(layout.placements[k].words, layout.placements[0].words) \
+            == layout.instruction  # same template
+    with pytest.raises(ValueError, match="not a distractor object's index"):
+        spec.sample(seed, named=len(layout.placements))
+    if len(spec.roles) > 1:
+        with pytest.raises(ValueError, match="not a distractor object's index"):
+            spec.sample(seed, named=1)  # a role (pick_place's plate) is not a distractor
+
+
+def test_a_scene_under_another_name_is_the_same_scene_and_the_expert_goes_to_the_named_object() -> None:
+    spec = TASKS["reach"]
+    seed = spec.train_seeds[4]
+    with make_env("reach", cameras=("front",)) as env:
+        frame = env.reset(seed).images["front"]
+        renamed = env.reset(seed, named=2)
+        assert np.array_equal(renamed.images["front"], frame)
+        for _ in range(spec.max_steps):
+            step = env.step(spec.expert(env))
+            if step.done:
+                break
+        assert step.info["episode_success"] and env.task_state().object_names[0] == spec.sample(seed).placements[2].name
+
+
 def test_reach_predicate() -> None:
     spec, obj = TASKS["reach"], (0.5, 0.1, H)
     hover = spec.config.hover_height

@@ -76,7 +76,6 @@ class Learner(Node):
             policy = VLAPolicy.load(checkpoint, device=p.device, dtype=p.dtype)
             policy.configure_finetuning(FinetuneConfig(mode=p.finetune, lora_rank=p.lora_rank))
             self.core = GRPOLearner(policy, p.grpo(), self.run_dir, seed=p.seed)
-            self.policy = policy
             resumed = self.core.resume()
         except (CheckpointError, FileNotFoundError, OSError, ValueError) as exc:
             raise ParameterError(f"cannot start the learner: {exc}") from exc
@@ -106,7 +105,7 @@ class Learner(Node):
             try:
                 if isinstance(msg, Trajectory):
                     record = trajectory_from_msg(msg)
-                    self.policy.check_tokens(record.token_ids, record.state)  # this model can score it
+                    self.core.policy.check_tokens(record.token_ids, record.state)  # this model can score it
                     self.core.buffer.add_trajectory(record)
                 else:
                     self.core.buffer.add_result(result_from_msg(msg))

@@ -20,14 +20,15 @@ DART_STREAM = 7  # second seed word of the noise generator, so noise never corre
 SEED_TRIES_PER_EPISODE = 5  # seeds tried per kept episode before giving up (the experts fail < 5%)
 
 
-def expert_episode(env: SimEnv, seed: int, *, noise: float = 0.0) -> Episode:
-    """One expert episode from `seed`: frame t is the observation the expert acted on and its action.
+def expert_episode(env: SimEnv, seed: int, *, noise: float = 0.0, named: int = 0) -> Episode:
+    """One expert episode from `seed` (`named`: SimEnv.reset's): frame t is the observation the
+    expert acted on and its action.
 
     noise > 0 is DART (Laskey et al. 2017): the arm executes the expert's translation plus Gaussian
     noise of that std (m per axis and step) while the frame keeps the expert's clean action as its
     label, so the demonstrations visit the off-course states a learnt policy drifts into and show how
     to recover from them (the experts are stateless, so they take over from anywhere)."""
-    obs = env.reset(seed)
+    obs = env.reset(seed, named=named)
     rng = np.random.default_rng([seed, DART_STREAM])
     images: dict[str, list[np.ndarray]] = {cam: [] for cam in env.cameras}
     states, actions = [], []
@@ -65,9 +66,11 @@ def open_or_create(out: Path, env: SimEnv) -> EpisodeDataset:
 def write_demos(out: Path, tasks: list[str], per_task: int, *, image_size: int = 64,
                 cameras: tuple[str, ...] = CAMERAS, action_mode: str = "ee_delta", action_dim: int | None = None,
                 first_seed: int = 0, keep_failures: bool = False, noise: float = 0.0,
-                progress: bool = True) -> dict[str, Counter]:
+                name_each_object: bool = False, progress: bool = True) -> dict[str, Counter]:
     """Write `per_task` expert episodes of each task from consecutive training seeds starting at
     first_seed; failed episodes are skipped (and the next seed tried) unless keep_failures.
+    name_each_object: one episode per graspable object of each seed's scene, that object named (so
+    the instruction alone tells the scene's demonstrations apart); they count towards per_task.
     Returns per-task counts of kept, failed and tried episodes."""
     specs = [get_task(name) for name in tasks]
     counts: dict[str, Counter] = {}
@@ -78,13 +81,17 @@ def write_demos(out: Path, tasks: list[str], per_task: int, *, image_size: int =
             with make_env(spec.name, image_size=image_size, cameras=cameras, action_mode=action_mode,
                           action_dim=action_dim) as env:
                 dataset = dataset or open_or_create(out, env)
-                seed = first_seed
+                seed, queue = first_seed, []
                 while count["kept"] < per_task:
                     if count["tried"] >= SEED_TRIES_PER_EPISODE * per_task:
                         raise RuntimeError(f"task {spec.name}: the expert failed {count['failed']} of "
                                            f"{count['tried']} episodes; check the task's expert")
-                    episode = expert_episode(env, spec.train_seeds[seed], noise=noise)
-                    seed += 1
+                    if not queue:
+                        layout = spec.train_seeds[seed]
+                        others = spec.distractor_objects(spec.sample(layout).placements) if name_each_object else []
+                        queue, seed = [(layout, k) for k in (0, *others)], seed + 1
+                    layout, named = queue.pop(0)
+                    episode = expert_episode(env, layout, noise=noise, named=named)
                     count["tried"] += 1
                     count["failed"] += not episode.success
                     if episode.success or keep_failures:
@@ -109,6 +116,9 @@ def main(argv: list[str]) -> int:
                         help="index into each task's training seeds to start from (use disjoint ranges "
                              "when several runs write one dataset)")
     parser.add_argument("--keep-failures", action="store_true", help="also write episodes the expert failed")
+    parser.add_argument("--name-each-object", action="store_true",
+                        help="demonstrate each scene once per graspable object, that object named in the "
+                             "instruction, so a policy must read the words to tell them apart")
     parser.add_argument("--noise", type=float, default=0.0,
                         help="DART: std (m per axis and step) of noise added to the executed translation; "
                              "labels stay the expert's clean actions (default 0: none)")
@@ -121,7 +131,8 @@ def main(argv: list[str]) -> int:
         counts = write_demos(args.out, [t for t in args.tasks.split(",") if t], args.per_task,
                              image_size=args.image_size, cameras=tuple(args.cameras.split(",")),
                              action_mode=args.action_mode, action_dim=args.action_dim,
-                             first_seed=args.first_seed, keep_failures=args.keep_failures, noise=args.noise)
+                             first_seed=args.first_seed, keep_failures=args.keep_failures, noise=args.noise,
+                             name_each_object=args.name_each_object)
     except (ValueError, DatasetError, RuntimeError) as exc:
         print(f"vla-rl demos: {exc}", file=sys.stderr)
         return 1

@@ -138,11 +138,12 @@ class SimEnv:
         self._held_quat = np.array([1.0, 0.0, 0.0, 0.0])
 
     # ---------------------------------------------------------------- episode
-    def reset(self, seed: int, *, task: str | None = None) -> Observation:
+    def reset(self, seed: int, *, task: str | None = None, named: int = 0) -> Observation:
         """Restore the seed's initial state (of `task`, switching tasks if given); deterministic:
-        the same task and seed give the same state and, for the same actions, the same rollout."""
+        the same task and seed give the same state and, for the same actions, the same rollout.
+        `named`: TaskSpec.sample's (the same scene with a distractor named instead)."""
         spec = get_task(task) if task is not None else self.task
-        layout = spec.sample(seed)  # validates the seed
+        layout = spec.sample(seed, named=named)  # validates the seed
         self.task, self.layout, self.seed = spec, layout, seed
         m, d = self.model, self.data
         mujoco.mj_resetDataKeyframe(m, d, self._home_key)

@@ -114,14 +114,33 @@ class TaskSpec:
         """The seed's generator, distinct per task (the same seed lays out each task differently)."""
         return np.random.default_rng([seed, zlib.crc32(self.name.encode())])
 
-    def sample(self, seed: int) -> Layout:
-        """The seed's initial state and instruction (deterministic)."""
+    def sample(self, seed: int, *, named: int = 0) -> Layout:
+        """The seed's initial state and instruction (deterministic).
+
+        named > 0 gives the same scene with the named-th placement, a distractor object, in the first
+        role's place (and the instruction naming it): demonstrations of one scene under different
+        instructions make the words, not the image, decide the action (`vla-rl demos --name-each-object`).
+        """
         self.check_seed(seed)
         rng = self.rng(seed)
         placements = self.sample_fn(rng, self.config)
+        if named:
+            if named not in self.distractor_objects(placements):
+                raise ValueError(f"task {self.name!r}, seed {seed}: named={named} is not a distractor object's "
+                                 f"index; this layout's are {self.distractor_objects(placements)}")
+            order = list(placements)
+            order[0], order[named] = order[named], order[0]
+            placements = tuple(order)
         template = self.templates[int(rng.integers(len(self.templates)))]
         words = {role: p.words for role, p in zip(self.roles, placements, strict=False)}
         return Layout(instruction=template.format(**words), placements=placements)
+
+    def distractor_objects(self, placements: tuple[Placement, ...]) -> list[int]:
+        """Indices of the distractors that could play the first role instead: graspable objects past
+        the roles, when the first role is a graspable object too."""
+        if not placements or placements[0].colour is None:
+            return []
+        return [k for k in range(len(self.roles), len(placements)) if placements[k].colour is not None]
 
     def success(self, state: TaskState) -> bool:
         """The privileged success predicate, a pure function of the state at one instant."""
