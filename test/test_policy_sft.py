@@ -10,7 +10,7 @@ import torch
 from vla_rl_ros.cli import main as vla_rl
 from vla_rl_ros.data import EpisodeDataset
 from vla_rl_ros.policy import VLAPolicy
-from vla_rl_ros.policy.sft import LOG_FILE, load_samples, soft_labels
+from vla_rl_ros.policy.sft import LOG_FILE, SFTConfig, draw_batch, load_samples, soft_labels
 from vla_rl_ros.sim.demos import write_demos
 
 CHUNK = 4
@@ -44,6 +44,21 @@ def test_samples_take_consecutive_actions_and_mask_past_the_episode_end(demos):
     assert samples.valid[first[-1]].tolist() == [True, False, False, False]  # last frame: one real action
     assert samples.valid[first[-CHUNK]].all()
     np.testing.assert_array_equal(samples.chunks[first[-1], 1:], 0.0)
+    assert samples.frame[first].tolist() == list(range(T))
+    assert samples.frame[np.flatnonzero(samples.episode == 1)][0] == 0
+
+
+def test_batches_draw_the_early_frames_at_the_configured_share(demos):
+    samples = load_samples([str(demos)], "front", CHUNK)
+    everything = np.arange(len(samples.frame))
+    early = everything[samples.frame < 3]
+    assert len(early) / len(everything) < 0.25  # rare when drawn uniformly
+    rng = np.random.default_rng(0)
+    drawn = np.concatenate([draw_batch(everything, early, 64, 32, rng) for _ in range(20)])
+    assert len(drawn) == 20 * 64 and np.mean(samples.frame[drawn] < 3) >= 0.5
+    for bad in ({"early_fraction": 1.5}, {"early_frames": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            SFTConfig(data=[str(demos)], **bad)
 
 
 def test_sft_writes_a_loadable_checkpoint_with_a_log_of_falling_loss(checkpoint):
