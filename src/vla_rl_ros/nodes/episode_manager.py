@@ -37,7 +37,10 @@ discards (rl.records.DISCARD_REASONS). An operator's failure verdict ends the ep
 failure (reward 0, used for learning like any failed rollout).
 
 Time-outs count control steps as ROS time (max_steps / control_rate_hz): with use_sim_time and the
-sim bridge's lockstep clock, that is exactly the number of steps executed. An episode in which no
+sim bridge's lockstep clock, that is exactly the number of steps executed. A detector that judges
+every step (sim_oracle, classifier) can lag behind a lockstep sim that runs faster than it judges, so
+a time-out waits up to verdict_wait_s of wall time for its verdict on the last step (the executor
+holds meanwhile): a success on the steps before the limit is a success, whatever the load. An episode in which no
 action chunk arrives for lost_node_timeout_s of wall time ends as lost_node: a dead policy sends
 none, and a dead arm stops the executor's requests (joint_states alone prove nothing: a bridge
 re-sends them while idle). Sooner than that, an episode whose executor holds on a sensor fault (a
@@ -101,6 +104,9 @@ class Params:
                                    low=0.1, high=1000.0)
     lost_node_timeout_s: float = param(60.0, "wall time without an action chunk before the episode ends as "
                                        "lost_node", unit="s", low=0.5, high=3600.0)
+    verdict_wait_s: float = param(5.0, "wall time a time-out waits for the success detector's verdict on the "
+                                  "last step (it may lag behind a lockstep sim); 0: do not wait", unit="s",
+                                  low=0.0, high=3600.0)
     sensor_fault_abort_s: float = param(5.0, "wall time the executor may hold on a sensor fault (stale image or "
                                         "joint states) before the episode ends as abort; 0: never", unit="s",
                                         low=0.0, high=3600.0)
@@ -166,6 +172,8 @@ class EpisodeManager(Node):
         self.episodes_done = 0
         self.instruction = ""
         self.ending: str | None = None            # set by callbacks, acted on by the tick
+        self.judged_ns = -1                       # stamp of the newest per-step verdict on the running episode
+        self.limit_reached_at: float | None = None  # when the step limit ran out (monotonic), while waiting
         self.waiting_logged = False
         # Operator reset: the phase between episodes, the arm's newest joints and e-stop state.
         self.phase = CLEAR  # nothing moves before the operator's first r
@@ -187,6 +195,8 @@ class EpisodeManager(Node):
     def on_success(self, msg: SuccessSignal) -> None:
         if not (self.running and self.plan and msg.episode_id == self.plan.episode_id):
             return
+        if msg.source != OPERATOR:
+            self.judged_ns = max(self.judged_ns, stamp_ns(msg.header.stamp))
         if msg.success:
             self.ending = self.ending or EpisodeResult.END_SUCCESS
         elif msg.source == OPERATOR:  # an operator's verdict is final
@@ -392,6 +402,7 @@ class EpisodeManager(Node):
         self.start_time = reset_at if reset_at.nanoseconds else self.get_clock().now()
         self.last_progress = time.monotonic()
         self.ending = None
+        self.judged_ns, self.limit_reached_at = -1, None
         self.running = True
         msg = EpisodeStart(episode_id=plan.episode_id, arm=self.get_namespace(), task=plan.task, seed=plan.seed,
                            group_id=plan.group_id, instruction=instruction, evaluation=plan.evaluation,
@@ -413,6 +424,8 @@ class EpisodeManager(Node):
         assert self.plan is not None
         if self.ending is None:
             if self.steps_elapsed(at) >= self.plan.max_steps:
+                if not self.last_step_judged():
+                    return
                 self.ending = EpisodeResult.END_TIMEOUT
             elif time.monotonic() - self.last_progress > self.params.lost_node_timeout_s:
                 self.ending = EpisodeResult.END_LOST_NODE
@@ -423,6 +436,23 @@ class EpisodeManager(Node):
                 self.ending = EpisodeResult.END_ABORT
         if self.ending is not None:
             self.finish(self.ending, at)
+
+    def last_step_judged(self) -> bool:
+        """Whether the detector has judged the episode's last step, or cannot be waited for any longer: one
+        that sent no per-step verdict (an operator's) or still none after verdict_wait_s."""
+        assert self.plan is not None
+        wait = self.params.verdict_wait_s
+        last_step_ns = self.start_time.nanoseconds + round((self.plan.max_steps - 0.5) / self.params.control_rate_hz
+                                                           * 1e9)
+        if self.judged_ns < 0 or not wait or self.judged_ns >= last_step_ns:
+            return True
+        if self.limit_reached_at is None:
+            self.limit_reached_at = time.monotonic()
+        if time.monotonic() - self.limit_reached_at < wait:
+            return False
+        self.get_logger().warning(f"no verdict on the last step of {self.plan.episode_id} within {wait:.1f} s "
+                                  "(the success detector lags or is gone); ending it as a timeout")
+        return True
 
     def finish(self, reason: str, at: Time | None = None) -> None:
         assert self.plan is not None
