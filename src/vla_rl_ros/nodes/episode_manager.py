@@ -41,8 +41,8 @@ sim bridge's lockstep clock, that is exactly the number of steps executed. A det
 every step (sim_oracle, classifier) can lag behind a lockstep sim that runs faster than it judges, so
 a time-out waits up to verdict_wait_s of wall time for its verdict on the last step (the executor
 holds meanwhile): a success on the steps before the limit is a success, whatever the load. An
-episode in which no action chunk arrives for lost_node_timeout_s of wall time ends as lost_node: a dead policy sends
-none, and a dead arm stops the executor's requests (joint_states alone prove nothing: a bridge
+episode in which no action chunk arrives for lost_node_timeout_s of wall time ends as lost_node: a
+dead policy sends none, and a dead arm stops the executor's requests (joint_states alone prove nothing: a bridge
 re-sends them while idle). Sooner than that, an episode whose executor holds on a sensor fault (a
 stale or missing image or joint state: an unplugged camera, a dead driver) for sensor_fault_abort_s
 ends as abort: the arm held, and the rollout says nothing about the policy. Evaluation episodes are
