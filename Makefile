@@ -4,10 +4,10 @@
 setup:
 	@bash scripts/setup.sh
 
-# The main job: GRPO in simulation on the embedded default model. ARGS: launch arguments, name:=value.
+# The main job: GRPO in simulation from the embedded few-demonstration policy. ARGS: launch arguments, name:=value.
 train: setup
-	@test -f models/default_policy/vla_policy.json || echo "$(ARGS)" | grep -q "checkpoint:=" || { \
-	  echo "make train: the embedded default policy (models/default_policy) is not made yet (issue #4)."; \
+	@test -f models/few_demo_policy/vla_policy.json || echo "$(ARGS)" | grep -q "checkpoint:=" || { \
+	  echo "make train: the embedded few-demonstration policy (models/few_demo_policy) is missing."; \
 	  echo "Make it as the README's 'The default policy' says, or run: make train ARGS='checkpoint:=/path/to/policy'"; \
 	  exit 1; }
 	.venv/bin/vla-rl launch train_sim $(ARGS)

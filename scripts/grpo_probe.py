@@ -7,7 +7,7 @@ policy is evaluated greedily on held-out seeds (`--sampled-eval`: also sampled a
 temperature). About 3 episodes/s on one core, several times the graph's rate, so a setting can be
 judged in minutes; the graph remains what a user runs (and what the README's numbers come from).
 
-    .venv/bin/python scripts/grpo_probe.py --updates 12 --temperature 0.7 --lr 2e-5 --eval 30 --out /tmp/probe
+    .venv/bin/python scripts/grpo_probe.py --updates 12 --temperature 0.7 --lr 5e-5 --eval 30 --out /tmp/probe
 
 Writes probe.json (one row per update: the learner's metrics and any evaluation) and, every
 `--eval-every` updates, the policy as policy_uN under --out.
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tasks", default="reach,lift", help="comma-separated tasks, alternating by group")
     parser.add_argument("--updates", type=int, default=12)
     parser.add_argument("--temperature", type=float, default=0.7, help="rollout temperature")
-    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--lr", type=float, default=GRPOConfig().lr)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--groups", type=int, default=8, help="groups per update")
     parser.add_argument("--minibatch", type=int, default=16)

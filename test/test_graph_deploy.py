@@ -23,6 +23,7 @@ from vla_rl_interfaces.msg import ActionChunk, EpisodeResult, EpisodeStart
 
 from vla_rl_ros.data import EpisodeDataset
 from vla_rl_ros.launcher.description import describe, resolve_launch_file
+from vla_rl_ros.paths import package_share
 from vla_rl_ros.rl.records import DISCARD_REASONS
 from vla_rl_ros.sim import TASKS
 
@@ -104,6 +105,11 @@ def test_launch_files_pick_the_hardware_layer_the_camera_and_the_success_backend
         assert hot["learner"]["params"]["temperature"] == hot["policy_node"]["params"]["temperature"] == 0.9, name
     default = expand("train_sim", tmp_path)["learner"]["params"]["temperature"]
     assert default == train["learner"]["params"]["temperature"]  # the launch default is the YAMLs' value
+    # GRPO in sim starts both nodes from the few-demonstration policy; deploy serves the default.
+    sim = expand("train_sim", tmp_path, num_arms="1")
+    start = package_share("vla_rl_ros") / "models" / "few_demo_policy"
+    assert sim["learner"]["params"]["checkpoint"] == sim["policy_node"]["params"]["checkpoint"] == str(start)
+    assert expand("deploy", tmp_path)["policy_node"]["params"]["checkpoint"] == ""
 
 
 # -- the graphs -------------------------------------------------------------------------------------

@@ -47,9 +47,10 @@ class GRPOConfig:
     # fields for them, so they cannot be switched on by accident.
 
     # --- optimiser -----------------------------------------------------------------------------
-    lr: float = field(default=2e-5, metadata={
-        "help": "AdamW learning rate (SimpleVLA-RL 5e-6 for a 7B model; on the embedded default 2e-4 lost "
-                "5-10 points of greedy held-out success in 8 updates and 2e-5 kept it, docs/grpo.md)"})
+    lr: float = field(default=5e-5, metadata={
+        "help": "AdamW learning rate (SimpleVLA-RL 5e-6 for a 7B model; from the few-demonstration policy, "
+                "train_sim's start, 8 in-process updates at 5e-5 moved greedy reach 33 -> 40% where 2e-5 "
+                "stayed at 33%; 2e-4 lost 5-10 points from stage 1; docs/grpo.md)"})
     betas: tuple[float, float] = field(default=(0.9, 0.999), metadata={
         "help": "AdamW betas (veRL default (0.9, 0.999))"})
     weight_decay: float = field(default=0.01, metadata={
