@@ -8,7 +8,7 @@ setup:
 train: setup
 	@test -f models/few_demo_policy/vla_policy.json || echo "$(ARGS)" | grep -q "checkpoint:=" || { \
 	  echo "make train: the embedded few-demonstration policy (models/few_demo_policy) is missing."; \
-	  echo "Make it as the README's 'The default policy' says, or run: make train ARGS='checkpoint:=/path/to/policy'"; \
+	  echo "Make it as the README's 'The few-demonstration policy' says, or run: make train ARGS='checkpoint:=/path/to/policy'"; \
 	  exit 1; }
 	.venv/bin/vla-rl launch train_sim $(ARGS)
 
