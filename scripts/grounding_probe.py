@@ -21,44 +21,28 @@ import torch
 
 from vla_rl_ros.paths import default_checkpoint
 from vla_rl_ros.policy import VLAPolicy
-from vla_rl_ros.policy.evaluate import heldout_seeds
-from vla_rl_ros.sim import get_task, make_env
+from vla_rl_ros.policy.evaluate import heldout_seeds, run_episodes
+from vla_rl_ros.sim import SimEnv, get_task
 
 
 def closest_objects(policy: VLAPolicy, task: str, runs: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy episodes of (seed, named) in lockstep -> (success (N,), placement index the TCP came
-    closest to (N,), in the scene's own order, so indices compare across names)."""
+    """Greedy episodes of (seed, named) -> (success (N,), placement index the TCP came closest to
+    (N,), in the scene's own order, so indices compare across names)."""
     spec = get_task(task)
-    envs = [make_env(task, image_size=policy.image_size, cameras=(policy.camera,), action_dim=policy.action_dim)
-            for _ in runs]
-    try:
-        obs = [env.reset(seed, named=named) for env, (seed, named) in zip(envs, runs, strict=True)]
-        nearest = [np.full(len(spec.sample(seed).placements), np.inf) for seed, _ in runs]
-        success: list[bool | None] = [None] * len(runs)
-        while any(s is None for s in success):
-            live = [i for i, s in enumerate(success) if s is None]
-            out = policy.act(np.stack([obs[i].images[policy.camera] for i in live]),
-                             np.stack([obs[i].state for i in live]), [obs[i].instruction for i in live], greedy=True)
-            for row, i in enumerate(live):
-                for action in out.actions[row]:
-                    step = envs[i].step(action)
-                    obs[i] = step.observation
-                    state = envs[i].task_state()
-                    gap = np.linalg.norm(state.object_pos[:, :2] - state.ee_pos[:2], axis=1)
-                    nearest[i] = np.minimum(nearest[i], gap)
-                    if step.done:
-                        success[i] = bool(step.info["episode_success"])
-                        break
-    finally:
-        for env in envs:
-            env.close()
+    nearest = [np.full(len(spec.sample(seed).placements), np.inf) for seed, _ in runs]
+
+    def track(i: int, env: SimEnv) -> None:
+        state = env.task_state()
+        nearest[i] = np.minimum(nearest[i], np.linalg.norm(state.object_pos[:, :2] - state.ee_pos[:2], axis=1))
+
+    results = run_episodes(policy, task, [seed for seed, _ in runs], named=[k for _, k in runs], on_step=track)
     # Placements are in role order for each name; map back to the scene's own order.
     scene_index = []
     for (_, named), gaps in zip(runs, nearest, strict=True):
         k = int(np.argmin(gaps))
         swap = {0: named, named: 0} if named else {}
         scene_index.append(swap.get(k, k))
-    return np.array(success), np.array(scene_index)
+    return np.array([r["success"] for r in results]), np.array(scene_index)
 
 
 def main(argv: list[str]) -> int:

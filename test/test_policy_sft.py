@@ -144,6 +144,24 @@ def test_recorded_rollouts_hold_what_the_policy_saw_and_sampled(checkpoint):
     assert [e.trajectory.num_chunks for e in group.episodes] == [len(r["trajectory"]["steps"]) for r in results]
 
 
+def test_episodes_can_name_another_object_and_be_watched_step_by_step(checkpoint):
+    """`named` runs a seed's scene with a distractor named (what scripts/grounding_probe.py asks);
+    `on_step` sees every sim step of every episode, with the episode's index."""
+    from vla_rl_ros.policy.evaluate import run_episodes
+    from vla_rl_ros.sim import get_task
+
+    policy = VLAPolicy.load(checkpoint)
+    seen: dict[int, list] = {0: [], 1: []}
+    results = run_episodes(policy, "reach", [3, 3], named=[0, 1],
+                           on_step=lambda i, env: seen[i].append((env.steps, env.layout.instruction)))
+    for i, result in enumerate(results):
+        assert [n for n, _ in seen[i]] == list(range(1, result["steps"] + 1))
+        assert {text for _, text in seen[i]} == {get_task("reach").sample(3, named=i).instruction}
+    assert seen[0][0][1] != seen[1][0][1]
+    with pytest.raises(ValueError, match="one per seed"):
+        run_episodes(policy, "reach", [3, 3], named=[1])
+
+
 def policy_instruction(task: str, seed: int) -> str:
     from vla_rl_ros.sim import get_task
 

@@ -10,12 +10,17 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from vla_rl_ros.policy.vla_policy import ROLLOUT_TEMPERATURE, VLAPolicy
+
+if TYPE_CHECKING:
+    from vla_rl_ros.sim import SimEnv
 
 # Environments stepped together per forward pass; bounds the renderers alive at once.
 EVAL_BATCH = 16
@@ -36,20 +41,29 @@ def heldout_seeds(task: str, episodes: int, *, tail: bool = False) -> list[int]:
 
 def run_episodes(policy: VLAPolicy, task: str, seeds: list[int], *, greedy: bool = True,
                  temperature: float = ROLLOUT_TEMPERATURE, generator: torch.Generator | None = None,
-                 record: bool = False) -> list[dict]:
+                 record: bool = False, named: list[int] | None = None,
+                 on_step: Callable[[int, SimEnv], None] | None = None) -> list[dict]:
     """Roll the policy out from each seed; one dict per episode (seed, success, steps, end_reason,
     and with `record` the `trajectory`: what the policy saw and sampled per chunk, as the policy
     node publishes it: images (N, H, W, 3), state (N, P), token_ids (N, C*A), log_probs (N,),
-    steps (N,))."""
+    steps (N,)).
+
+    `named[i]`: episode i's scene with that distractor named instead (`SimEnv.reset(named=)`);
+    `on_step(i, env)` runs after every sim step of episode i, for diagnostics that read the
+    privileged task state."""
     from vla_rl_ros.sim import make_env
+
+    if named is not None and len(named) != len(seeds):
+        raise ValueError(f"named has {len(named)} entries for {len(seeds)} seeds; give one per seed")
 
     results: list[dict] = []
     for start in range(0, len(seeds), EVAL_BATCH):
         batch = seeds[start:start + EVAL_BATCH]
+        names = named[start:start + EVAL_BATCH] if named is not None else [0] * len(batch)
         envs = [make_env(task, image_size=policy.image_size, cameras=(policy.camera,),
                          action_dim=policy.action_dim) for _ in batch]
         try:
-            observations = [env.reset(seed) for env, seed in zip(envs, batch, strict=True)]
+            observations = [env.reset(seed, named=k) for env, seed, k in zip(envs, batch, names, strict=True)]
             outcome: list[dict | None] = [None] * len(batch)
             seen: list[dict[str, list]] = [{k: [] for k in TRAJECTORY_KEYS} for _ in batch]
             while any(o is None for o in outcome):
@@ -66,6 +80,8 @@ def run_episodes(policy: VLAPolicy, task: str, seeds: list[int], *, greedy: bool
                     for action in out.actions[row]:  # (C, A), open loop
                         step = envs[i].step(action)
                         observations[i] = step.observation
+                        if on_step is not None:
+                            on_step(start + i, envs[i])
                         if step.done:
                             outcome[i] = {"seed": batch[i], "success": bool(step.info["episode_success"]),
                                           "steps": int(step.info["step"]), "end_reason": step.info["end_reason"]}
