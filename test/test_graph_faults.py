@@ -145,10 +145,11 @@ def test_policy_killed_mid_episode_holds_the_arm_and_the_episode_never_reaches_t
     # The episode ends as lost_node (before the respawned policy is back).
     ended_at, result = wait_until(lambda: w.result(eid), 30, "the killed episode's result")
     assert (result.end_reason, result.success) == (EpisodeResult.END_LOST_NODE, False)
-    # Meanwhile the arm held: at most the rest of the chunk under way went out, within the joint-state
+    # Meanwhile the arm held: at most the rest of the chunk under way and one chunk the policy had
+    # already answered went out (the watcher may also receive those late), within the joint-state
     # period; then no command, and the joints stayed put (lockstep: sim time stood still).
     after = [t for t, _ in w.commands if killed_at < t < ended_at]
-    assert len(after) <= TINY_CHUNK and all(t - killed_at < JOINT_STATE_TIMEOUT_S for t in after), after
+    assert len(after) <= 2 * TINY_CHUNK and all(t - killed_at < JOINT_STATE_TIMEOUT_S for t in after), after
     held = [j.position for t, j in w.joints if killed_at + JOINT_STATE_TIMEOUT_S < t < ended_at - 0.1]
     assert len(held) >= 3 and np.allclose(held, held[0]), f"{len(held)} joint states while holding"
     # The launcher respawns the policy; episodes run to their end again.
