@@ -53,13 +53,14 @@ def run_episodes(policy: VLAPolicy, task: str, seeds: list[int], *, greedy: bool
     privileged task state."""
     from vla_rl_ros.sim import make_env
 
-    if named is not None and len(named) != len(seeds):
+    if named is None:
+        named = [0] * len(seeds)
+    elif len(named) != len(seeds):
         raise ValueError(f"named has {len(named)} entries for {len(seeds)} seeds; give one per seed")
 
     results: list[dict] = []
     for start in range(0, len(seeds), EVAL_BATCH):
-        batch = seeds[start:start + EVAL_BATCH]
-        names = named[start:start + EVAL_BATCH] if named is not None else [0] * len(batch)
+        batch, names = seeds[start:start + EVAL_BATCH], named[start:start + EVAL_BATCH]
         envs = [make_env(task, image_size=policy.image_size, cameras=(policy.camera,),
                          action_dim=policy.action_dim) for _ in batch]
         try:
