@@ -22,13 +22,14 @@ figure is the best of --repeats (the one least disturbed by other jobs).
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import fresh_default, write_json
+from common import fresh_default, peak_rss_mib, write_json
 
 from vla_rl_ros.policy import FinetuneConfig, VLAPolicy
 from vla_rl_ros.policy.evaluate import run_episodes
@@ -107,6 +108,7 @@ def main() -> None:
         "minibatch_size": config.minibatch_size, "threads": args.threads,
         "raw_forward_backward_s": raw, "update_s": update,
         "raw_samples_per_s": chunks / raw, "update_samples_per_s": chunks * args.epochs / update,
+        "peak_rss_mib": peak_rss_mib(os.getpid()),  # the whole process: model, optimiser, rollouts, activations
     }
     figures["update_over_raw"] = figures["update_samples_per_s"] / figures["raw_samples_per_s"]
     print(f"{len(trajectories)} trajectories ({args.groups} groups of {args.group_size}), {chunks} chunks, "
@@ -115,6 +117,7 @@ def main() -> None:
     print(f"GRPO update:          {update:.2f} s, {figures['update_samples_per_s']:.0f} samples/s "
           f"(x{args.epochs} epochs)")
     print(f"update / raw: {figures['update_over_raw']:.2f}")
+    print(f"peak memory (VmHWM): {figures['peak_rss_mib']:.0f} MiB")
     write_json(args.json, figures)
 
 

@@ -90,6 +90,7 @@ def rows(results: dict[str, dict]) -> list[tuple[str, str, str]]:
             add(name, f"raw forward+backward ({f['chunks']} chunks) samples/s", f"{f['raw_samples_per_s']:.0f}")
             add(name, f"GRPO update ({f['epochs']} epochs) samples/s; update/raw",
                 f"{f['update_samples_per_s']:.0f}; {f['update_over_raw']:.2f}")
+            add("memory", "peak RSS learner benchmark process (MiB)", f"{f['peak_rss_mib']:.0f}")
         elif name == "recording":
             for r in f["rows"]:
                 add(name, f"{r['frames']} frames, {'+'.join(r['cameras'])}: write fps, KiB/episode",
