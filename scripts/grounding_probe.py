@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -31,11 +30,11 @@ from vla_rl_ros.policy.evaluate import heldout_seeds, run_episodes
 from vla_rl_ros.sim import SimEnv, get_task
 
 
-def closest_objects(policy: VLAPolicy, task: str, runs: list[tuple[int, int]],
-                    **sampling: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Episodes of (seed, named), greedy unless `sampling` says otherwise (run_episodes' greedy,
-    temperature, generator) -> (success (N,), placement index the TCP came closest to (N,), in the
-    scene's own order, so indices compare across names)."""
+def closest_objects(policy: VLAPolicy, task: str, runs: list[tuple[int, int]], *, greedy: bool = True,
+                    temperature: float = 1.0, generator: torch.Generator | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Episodes of (seed, named), greedy or sampled at `temperature` -> (success (N,), placement index
+    the TCP came closest to (N,), in the scene's own order, so indices compare across names)."""
     spec = get_task(task)
     nearest = [np.full(len(spec.sample(seed).placements), np.inf) for seed, _ in runs]
 
@@ -44,7 +43,7 @@ def closest_objects(policy: VLAPolicy, task: str, runs: list[tuple[int, int]],
         nearest[i] = np.minimum(nearest[i], np.linalg.norm(state.object_pos[:, :2] - state.ee_pos[:2], axis=1))
 
     results = run_episodes(policy, task, [seed for seed, _ in runs], named=[k for _, k in runs], on_step=track,
-                           **sampling)
+                           greedy=greedy, temperature=temperature, generator=generator)
     # Placements are in role order for each name; map back to the scene's own order.
     scene_index = []
     for (_, named), gaps in zip(runs, nearest, strict=True):
