@@ -103,7 +103,8 @@ def test_a_time_out_waits_for_a_lagging_detectors_verdict_on_the_last_step(ros_g
     subs = ros_graph.probe.subscriptions
     ros_graph.probe.wait_matched(arm.chunks, arm.detector, subs[f"{NS}/episode_start"], subs[f"{NS}/episode_result"],
                                  timeout=60)
-    limit_s = 40 / 10.0  # reach's 40 steps at 10 Hz of ROS (here wall) time
+    step_s = 1 / 10.0  # the manager's default control_rate_hz, in ROS (here wall) time
+    limit_s = 40 * step_s  # reach's 40 steps
 
     def verdict(start: EpisodeStart, success: bool, after_s: float) -> SuccessSignal:
         msg = SuccessSignal(episode_id=start.episode_id, success=success, source="classifier")
@@ -134,7 +135,7 @@ def test_a_time_out_waits_for_a_lagging_detectors_verdict_on_the_last_step(ros_g
     wait_until(lambda: len(arm.results) > 1, 10, "the second result")
     # It waited verdict_wait_s for the last verdict, from when the step count rounded up to 40 (half a step
     # before the limit).
-    assert time.time() >= limit - 0.5 / 10.0 + 2.0
+    assert time.time() >= limit - step_s / 2 + 2.0
     assert (arm.results[1].end_reason, arm.results[1].steps) == ("timeout", 40)
     assert "no verdict on the last step" in ros_graph.log("manager")
 
