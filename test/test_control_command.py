@@ -11,7 +11,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vla_rl_ros.control import SIM_PANDA, ChunkIn, Commander, CommandOut, ExecutorCore, RobotConfig, make_arm
-from vla_rl_ros.control.command import CLAMP_JOINT_STEP, CLAMP_TRANSLATION, CLAMP_WORKSPACE, HOLD_WORKSPACE
+from vla_rl_ros.control.command import (
+    CLAMP_JOINT_LIMITS,
+    CLAMP_JOINT_STEP,
+    CLAMP_TRANSLATION,
+    CLAMP_WORKSPACE,
+    HOLD_WORKSPACE,
+)
 from vla_rl_ros.sim import make_env
 
 ROBOT = RobotConfig.load(SIM_PANDA)
@@ -87,6 +93,29 @@ def test_a_command_leaving_the_box_holds_the_arm() -> None:
     cmd = commander.command(target, np.append(target + forward, 0.0))
     assert HOLD_WORKSPACE in cmd.clamped
     np.testing.assert_array_equal(cmd.arm, target)
+
+
+def test_joint_limits_are_applied_last_even_to_a_hold() -> None:
+    """A hold sends the measured joints back as the command: one that overshot a limit (0.6 mrad in a
+    normal run) must not be sent back past it."""
+    commander = Commander(JOINT_ROBOT, make_arm(JOINT_ROBOT))
+    forward = np.array([0, 0.2, 0, 0.2, 0, 0, 0])
+    q = commander.arm.home
+    for _ in range(20):  # until the TCP would pass the box floor
+        q = commander.command(q, np.append(q + forward, 0.0)).arm
+    q[6] = commander.upper[6] + 6e-4  # the flange joint overshot its upper limit (the TCP lies on its axis)
+    cmd = commander.command(q, np.append(q + forward, 0.0))
+    assert HOLD_WORKSPACE in cmd.clamped and CLAMP_JOINT_LIMITS in cmd.clamped
+    np.testing.assert_array_equal(cmd.arm, np.clip(q, commander.lower, commander.upper))
+
+
+def test_a_measured_state_is_out_of_limits_only_beyond_the_margin(commander: Commander) -> None:
+    q = commander.arm.home.copy()
+    assert commander.outside_limits(q, 0.05) == ""
+    q[1] = commander.lower[1] - 0.04  # an overshoot
+    assert commander.outside_limits(q, 0.05) == ""
+    q[1] = commander.lower[1] - 0.06
+    assert commander.outside_limits(q, 0.05).startswith("joint2 measured at ")
 
 
 # ---------------------------------------------------------------- property test

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from vla_rl_ros.control import (
+    ERRORS,
+    SENSOR_FAULTS,
     SIM_PANDA,
     ChunkIn,
     Commander,
@@ -72,6 +74,34 @@ def test_lockstep_one_command_per_fresh_joint_state_then_the_next_request() -> N
     (nxt,) = core.advance(0.2)  # after the last step: the policy sees the state after it
     assert nxt == RequestOut("ep1", 2, 2, True, 7 * PERIOD)
     assert core.status()["policy_version"] == "3" and core.status()["commands_sent"] == "2"
+
+
+def test_a_stamp_a_nanosecond_short_of_the_period_still_steps_the_lockstep() -> None:
+    """A float sim clock once stamped step 10,635 99,999,999 ns after step 10,634; waiting for a full
+    period then stalled the loop for good. Stamps within a quarter period count as on time."""
+    core, request = started()
+    core.chunk(chunk(request, [UP, UP, UP]))
+    assert len(commands(core.advance(0.0))) == 1
+    core.joint_state(NAMES, HOME, 6 * PERIOD - 1, now=0.1)
+    (second,) = commands(core.advance(0.1))
+    assert second.step == 1
+    core.joint_state(NAMES, HOME, 7 * PERIOD, now=0.2)  # the next boundary is on the grid, not 1 ns earlier
+    (third,) = commands(core.advance(0.2))
+    assert third.step == 2
+
+
+def test_a_fast_driver_gets_one_command_per_period_however_early_it_stamps() -> None:
+    """A real arm's driver publishes joint states at 1 kHz: the jitter tolerance must not raise the rate."""
+    core, request = started()
+    core.chunk(chunk(request, [UP] * 30))
+    sent = []
+    for ms in range(1, 2001):  # 2 s of a 1 kHz joint_states stream after the episode's first state
+        stamp = 5 * PERIOD + ms * 1_000_000
+        core.joint_state(NAMES, HOME, stamp, now=ms / 1000)
+        sent += [stamp for _ in commands(core.advance(ms / 1000))]
+    # 10 Hz, as the robot config says: only the second command may come early, by at most a quarter period
+    gaps = np.diff(sent)
+    assert len(gaps) >= 19 and gaps[0] >= 3 * PERIOD // 4 and set(gaps[1:]) == {PERIOD}
 
 
 def test_request_ahead_overlaps_the_policy_with_the_current_chunk() -> None:
@@ -142,6 +172,45 @@ def test_watchdogs_hold_on_stale_joint_states_and_images() -> None:
     assert core.advance(0.8) == [] and core.hold is Hold.STALE_IMAGE
     core.image(now=0.8)
     assert len(commands(core.advance(0.8))) == 1
+
+
+def test_a_joint_state_far_outside_the_limits_is_a_sensor_fault_and_nothing_is_commanded() -> None:
+    """A spoofed message or a driver publishing degrees: finite, but no command may be computed from it
+    (it once gave commands of 1000 rad while /diagnostics said OK)."""
+    core, request = started()
+    core.chunk(chunk(request, [UP] * 5))
+    assert len(commands(core.advance(0.0))) == 1
+    spoofed = list(HOME)
+    spoofed[3] = 1000.0
+    degrees = [*np.degrees(HOME[:7]), 0.04, 0.04]
+    for k, bad in enumerate((spoofed, degrees), start=6):
+        assert core.joint_state(NAMES, bad, k * PERIOD, now=0.1 * k) is None  # kept: the arm holds on it
+        assert core.advance(0.1 * k) == [] and core.hold is Hold.OUT_OF_LIMITS
+    assert core.hold in SENSOR_FAULTS and core.hold in ERRORS  # the manager aborts it; /diagnostics ERROR
+    assert core.status()["hold_detail"] == core.hold_detail
+    # /diagnostics says why: the joint furthest out, and the margin
+    assert "joint4 measured at -135 rad" in core.hold_detail and "joint_limit_margin 0.05 rad" in core.hold_detail
+    assert core.commands_sent == 1 and core.status()["hold"] == "joint_state_out_of_limits"
+    core.end_episode("ep1")  # nor does homing command from it
+    assert core.go_home(0.8) == (False, f"joint_states outside the joint limits: {core.hold_detail}")
+    assert core.advance(0.8) == []
+
+
+def test_a_joint_state_that_overshot_a_limit_within_the_margin_is_commanded_back_inside() -> None:
+    core, request = started()
+    core.chunk(chunk(request, [UP, UP]))
+    assert len(commands(core.advance(0.0))) == 1
+    overshot = list(HOME)
+    overshot[6] = COMMANDER.upper[6] + 6e-4  # a controller's overshoot: 0.6 mrad past joint7's upper limit
+    core.joint_state(NAMES, overshot, 6 * PERIOD, now=0.1)
+    (cmd,) = commands(core.advance(0.1))
+    assert np.all(cmd.command.arm >= COMMANDER.lower) and np.all(cmd.command.arm <= COMMANDER.upper)
+    # homing too: the arm steps home from the overshot state inside the limits
+    core.end_episode("ep1")
+    core.joint_state(NAMES, overshot, 7 * PERIOD, now=0.2)
+    assert core.go_home(0.2) == (True, "sending the arm home")
+    (home,) = commands(core.advance(0.2))
+    assert np.all(home.command.arm >= COMMANDER.lower) and np.all(home.command.arm <= COMMANDER.upper)
 
 
 def test_chunk_timeout_requests_again_and_refuses_the_late_answer() -> None:

@@ -72,6 +72,7 @@ def test_garbage_at_every_input_is_dropped_with_one_line_per_cause_and_nothing_m
     requests = probe.collect(ChunkRequest, f"{NS}/chunk_request", RELIABLE)  # the probe is the policy
     verdicts = probe.collect(SuccessSignal, f"{NS}/success", RELIABLE)
     results = probe.collect(EpisodeResult, f"{NS}/episode_result", EPISODES)
+    diagnostics = probe.collect(DiagnosticArray, "/diagnostics", RELIABLE)
     pub = {name: probe.publisher(kind, f"{NS}/{name}", qos) for name, kind, qos in [
         ("trajectory", Trajectory, EPISODES), ("episode_result", EpisodeResult, EPISODES),
         ("episode_start", EpisodeStart, LATCHED), ("joint_states", JointState, qos_profile_sensor_data),
@@ -101,7 +102,9 @@ def test_garbage_at_every_input_is_dropped_with_one_line_per_cause_and_nothing_m
     later = Time(seconds=1).to_msg()  # past the first command's period: usable joints would move the arm
     nan_joints = JointState(name=list(JOINT_STATE_NAMES), position=[float("nan")] * len(JOINT_STATE_NAMES))
     short_joints = JointState(name=list(JOINT_STATE_NAMES), position=[0.0, 1.0])
-    nan_joints.header.stamp = short_joints.header.stamp = later
+    # finite but far outside the joint limits (a spoofed message): the arm holds on it, ERROR on /diagnostics
+    far_joints = JointState(name=list(JOINT_STATE_NAMES), position=[*HOME[:3], 1000.0, *HOME[4:], 0.04, 0.04])
+    nan_joints.header.stamp = short_joints.header.stamp = far_joints.header.stamp = later
     bad_state = TaskState(episode_id="ep-bad", task="reach", object_names=["a", "b"], object_poses=[Pose()])
     # A group of two whose token ids this model cannot score: accepted, its update would fail.
     bad_group = [trajectory(f"g/{i}", token=0) for i in range(2)]
@@ -116,12 +119,16 @@ def test_garbage_at_every_input_is_dropped_with_one_line_per_cause_and_nothing_m
         pub["episode_result"].publish(EpisodeResult(episode_id="r-odd", arm=NS, end_reason="exploded"))
         pub["joint_states"].publish(nan_joints)
         pub["joint_states"].publish(short_joints)
+        pub["joint_states"].publish(far_joints)
         pub["task_state"].publish(bad_state)
         pub["success"].publish(SuccessSignal(episode_id="ep-nobody", success=True, source="sim_oracle"))
         pub["/diagnostics"].publish(DiagnosticArray(status=[DiagnosticStatus(
             name=f"{NS}/executor", values=[KeyValue(key="hold", value="\x00" * 1000), KeyValue(key="estop")])]))
         pub["/policy_update"].publish(PolicyUpdate(version=2**31, checkpoint_dir="/nowhere", digest="zz"))
         time.sleep(0.2)
+    wait_until(lambda: any(st.name == f"{NS}/executor" and st.level == DiagnosticStatus.ERROR
+                           and "joint_state_out_of_limits: joint4 measured at 1000 rad" in st.message
+                           for d in diagnostics for st in d.status), 60, "ERROR on /diagnostics, out of limits")
     for msg in bad_group:
         pub["trajectory"].publish(msg)
     for msg in group_results:

@@ -13,7 +13,8 @@ from rosgraph import RELIABLE, RosGraph, wait_until
 from sensor_msgs.msg import Image, JointState
 from vla_rl_interfaces.msg import ActionChunk, ChunkRequest, EpisodeResult, EpisodeStart, PolicyUpdate, Trajectory
 
-from vla_rl_ros.policy import checkpoint_digest, new_tiny_policy
+from vla_rl_ros.digest import checkpoint_digest
+from vla_rl_ros.policy import new_tiny_policy
 from vla_rl_ros.ros.convert import image_to_msg
 from vla_rl_ros.sim.env import JOINT_STATE_NAMES, STATE_NAMES
 

@@ -1,9 +1,11 @@
-"""SROS2 (DDS security) as docs/security.md sets it up: the keystore recipe gives a valid PKI, Enforce
+"""docs/security.md: a PolicyUpdate whose checkpoint differs from the announced digest in any file is
+refused; SROS2 (DDS security) as it is set up there: the keystore recipe gives a valid PKI, Enforce
 never lets a node run in the clear without its enclave, and nodes start with their enclaves where the
 middleware has the DDS security plugins (the pip Fast DDS wheels do not: that test skips, saying so)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -12,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 from rosgraph import RosGraph, wait_until
+
+from vla_rl_ros.digest import DigestMismatchError, checkpoint_digest, verify_checkpoint
 
 OPENSSL = shutil.which("openssl")
 needs_openssl = pytest.mark.skipif(OPENSSL is None, reason="openssl is not installed")
@@ -75,6 +79,49 @@ ENCLAVES = {
         "publish": ["rt/policy_update"],
         "subscribe": ["rt/arm*/trajectory", "rt/arm*/episode_result"]},
 }
+
+
+# ------------------------------------------------------------------ the checkpoint digest
+@pytest.fixture
+def announced(tiny_checkpoint: Path, tmp_path: Path) -> tuple[Path, str]:
+    """A copy of a checkpoint the learner published, and the digest its PolicyUpdate carries."""
+    path = tmp_path / "v000002"
+    shutil.copytree(tiny_checkpoint, path)
+    return path, checkpoint_digest(path)
+
+
+def test_an_update_whose_tokenizer_changed_under_the_old_digest_is_refused(announced: tuple[Path, str]) -> None:
+    """Swapping the colour words in tokenizer.json makes the policy reach for the other cube; such an
+    update once passed with the untouched checkpoint's digest and was served."""
+    path, digest = announced
+    verify_checkpoint(path, digest)  # the checkpoint as written passes
+    tokenizer = json.loads((path / "tokenizer.json").read_text())
+    vocab = tokenizer["model"]["vocab"]
+    vocab["red"], vocab["blue"] = vocab["blue"], vocab["red"]
+    (path / "tokenizer.json").write_text(json.dumps(tokenizer))
+    with pytest.raises(DigestMismatchError, match="does not match the announced"):
+        verify_checkpoint(path, digest)
+
+
+def test_the_digest_covers_every_file_of_the_checkpoint(announced: tuple[Path, str]) -> None:
+    """Weights, config, tokenizer and processor files, vla_policy.json: a change to any of them, a file
+    added (a chat template, also in a subfolder) or removed, gives another digest."""
+    path, digest = announced
+    files = sorted(p.name for p in path.iterdir())
+    assert {"config.json", "model.safetensors", "tokenizer.json", "vla_policy.json"} <= set(files)
+    for name in files:
+        original = (path / name).read_bytes()
+        (path / name).write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # one bit of its last byte
+        assert checkpoint_digest(path) != digest, name
+        (path / name).write_bytes(original)
+    assert checkpoint_digest(path) == digest
+    for added in ("chat_template.jinja", "additional_chat_templates/default.jinja"):
+        (path / added).parent.mkdir(exist_ok=True)
+        (path / added).write_text("{{ messages }}")
+        assert checkpoint_digest(path) != digest, added
+        (path / added).unlink()
+    (path / "tokenizer_config.json").unlink()
+    assert checkpoint_digest(path) != digest
 
 
 def openssl(*args: str, cwd: Path) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vla_rl_ros.sim import STATE_NAMES, TASKS, action_names, make_env
+from vla_rl_ros.sim import STATE_NAMES, TASKS, SimClock, action_names, make_env
 from vla_rl_ros.sim.env import EnvConfig
 
 SIZE = 32
@@ -104,19 +104,34 @@ def test_envs_side_by_side_do_not_interfere() -> None:
         np.testing.assert_array_equal(a, b)
 
 
-def test_joint_state_and_sim_time_follow_the_physics() -> None:
+def test_joint_state_and_sim_clock_follow_the_physics() -> None:
     with make_env("lift", cameras=()) as env:
         env.reset(heldout("lift"))
-        assert env.sim_time == 0.0
+        clock = SimClock.of(env.config)
         names, q, qd = env.joint_state()
         assert names == (*(f"joint{i}" for i in range(1, 8)), "finger_joint1", "finger_joint2")
         np.testing.assert_allclose(q[7:], 0.04)  # open
         for _ in range(3):
             obs = env.step(np.array([0.02, 0.0, 0.0, 1.0])).observation
+            clock.step()
         names, q, qd = env.joint_state()
         np.testing.assert_allclose(q[:7], obs.state[:7])
         assert np.all(q[7:] < 0.005) and np.any(np.abs(qd[:7]) > 1e-3)
-        assert env.sim_time == pytest.approx(0.3)
+        assert clock.now_ns == 300_000_000 and abs(env.data.time * 1e9 - clock.now_ns) < 1  # the physics' time
+
+
+def test_sim_clock_stamps_are_exact_multiples_of_the_period_however_long_the_run() -> None:
+    """MuJoCo's float data.time, rounded to ns, once made step 10,635 of a 10 Hz run 1 ns short of a period,
+    and the executor, waiting for a joint state a period later, stalled the lockstep for good."""
+    clock = SimClock.of(EnvConfig())
+    assert (clock.period_ns, clock.settle_ns) == (100_000_000, 200_000_000)
+    stamps = []
+    for _ in range(20_000):  # 2000 s of sim time, well past step 10,635
+        clock.step()
+        stamps.append(clock.now_ns)
+    assert set(np.diff(stamps)) == {clock.period_ns} and stamps[-1] == 20_000 * clock.period_ns
+    clock.reset()  # settling is sim time too: a reset's first state is later than any before it
+    assert clock.now_ns == stamps[-1] + clock.settle_ns
 
 
 def test_reset_can_switch_task() -> None:

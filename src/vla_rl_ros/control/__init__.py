@@ -10,13 +10,16 @@ from __future__ import annotations
 from vla_rl_ros.control.chunks import MAX_CHUNK_SIZE, Chunk, ChunkIn, Rejection, RejectReason, validate_chunk
 from vla_rl_ros.control.command import Command, Commander, make_arm
 from vla_rl_ros.control.executor import (
+    ERRORS,
     FAULTS,
     HOME,
+    SENSOR_FAULTS,
     STEPPING,
     CommandOut,
     ExecutorConfig,
     ExecutorCore,
     Hold,
+    Lockstep,
     RequestOut,
 )
 from vla_rl_ros.control.homing import Homing
@@ -24,7 +27,7 @@ from vla_rl_ros.control.robot import GripperConfig, RobotConfig, WorkspaceConfig
 
 SIM_PANDA = "package://vla_rl_ros/config/robots/sim_panda.yaml"
 
-__all__ = ["FAULTS", "HOME", "MAX_CHUNK_SIZE", "SIM_PANDA", "STEPPING", "Chunk", "ChunkIn", "Command", "CommandOut",
-           "Commander", "ExecutorConfig", "ExecutorCore", "GripperConfig", "Hold", "Homing", "RejectReason",
-           "Rejection",
-           "RequestOut", "RobotConfig", "WorkspaceConfig", "make_arm", "validate_chunk"]
+__all__ = ["ERRORS", "FAULTS", "HOME", "MAX_CHUNK_SIZE", "SENSOR_FAULTS", "SIM_PANDA", "STEPPING", "Chunk", "ChunkIn",
+           "Command", "CommandOut", "Commander", "ExecutorConfig", "ExecutorCore", "GripperConfig", "Hold", "Homing",
+           "Lockstep", "RejectReason", "Rejection", "RequestOut", "RobotConfig", "WorkspaceConfig", "make_arm",
+           "validate_chunk"]

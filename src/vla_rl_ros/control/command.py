@@ -2,10 +2,13 @@
 
 ee_delta actions go through the arm model's IK (the sim core's `ArmModel`, so sim and real turn a
 delta into joints alike) from the CURRENT measured joints; joint_position actions are targets as
-they are. Then, in this order: the Cartesian target is clipped to the workspace box (before IK), the
-joints to their position limits, and each joint's motion to min(velocity limit x period,
-max_joint_step) from the measured position. A last check holds the arm if the command's TCP would
-still end up outside the box (IK is approximate), so no command ever leaves box or limits.
+they are. Then, in this order: the Cartesian target is clipped to the workspace box (before IK), each
+joint's motion to min(velocity limit x period, max_joint_step) from the measured position, and the
+joints to their position limits. A check then holds the arm if the command's TCP would still end up
+outside the box (IK is approximate). The joint limits are the last thing applied to every command, a
+hold included: a measured state that overshot a limit is never sent back as a command, so no command
+ever leaves the limits (nor the box). A measured state far outside the limits is the executor's
+business (`Commander.outside_limits`): it commands nothing from it.
 """
 
 from __future__ import annotations
@@ -87,19 +90,36 @@ class Commander:
         closure = float(np.clip(action[-1], 0.0, 1.0))
         ee = self.robot.action_mode == "ee_delta"
         q_target = self._ik_target(q_meas, action, clamped) if ee else action[:-1]
-        q_cmd = np.clip(q_target, self.lower, self.upper)
+        q_cmd = np.clip(q_target, q_meas - self.max_step, q_meas + self.max_step)
         if np.any(q_cmd != q_target):
-            clamped.add(CLAMP_JOINT_LIMITS)
-        stepped = np.clip(q_cmd, q_meas - self.max_step, q_meas + self.max_step)
-        if np.any(stepped != q_cmd):
             clamped.add(CLAMP_JOINT_STEP)
-        q_cmd = stepped
+        q_cmd = self._within_limits(q_cmd, clamped)
         tcp_cmd = self.arm.fk(q_cmd)[0]
         outside = self.robot.workspace.distance(tcp_cmd)
         if outside > self.robot.workspace.tolerance and outside > self.robot.workspace.distance(self.arm.fk(q_meas)[0]):
-            q_cmd = q_meas.copy()  # hold: never move the TCP further out of the box
+            # hold: never move the TCP further out of the box; stay where the arm is, inside the limits
+            q_cmd = self._within_limits(q_meas, clamped)
             clamped.add(HOLD_WORKSPACE)
         return Command(arm=q_cmd, gripper=self.robot.gripper.position(closure), clamped=frozenset(clamped))
+
+    def outside_limits(self, q_meas: np.ndarray, margin: float) -> str:
+        """Why the measured joints (J,) must not be commanded from: a joint more than margin (rad) outside
+        its limits is a spoofed message or a faulty driver (one publishing degrees), not an overshoot;
+        "" when every joint is within its limits give or take margin."""
+        q_meas = np.asarray(q_meas, dtype=float)
+        excess = np.maximum(self.lower - q_meas, q_meas - self.upper)  # (J,) rad beyond a limit, < 0 inside
+        j = int(np.argmax(excess))
+        if excess[j] <= margin:
+            return ""
+        return (f"{self.robot.joints[j]} measured at {q_meas[j]:.4g} rad, {excess[j]:.4g} rad outside its limits "
+                f"[{self.lower[j]:.4f}, {self.upper[j]:.4f}] (joint_limit_margin {margin:g} rad)")
+
+    def _within_limits(self, q: np.ndarray, clamped: set[str]) -> np.ndarray:
+        """q (J,) clipped to the joint limits: the last step of every command."""
+        limited = np.clip(q, self.lower, self.upper)
+        if np.any(limited != q):
+            clamped.add(CLAMP_JOINT_LIMITS)
+        return limited
 
     def _ik_target(self, q_meas: np.ndarray, action: np.ndarray, clamped: set[str]) -> np.ndarray:
         limit_t, limit_r = self.robot.max_translation, self.robot.max_rotation

@@ -3,14 +3,16 @@ chunks, e-stop), chunk requests and joint commands out, and always a reason when
 
 The loop (docs: contracts.md, "Executor control loop"): on an episode start it requests chunk 0; it
 sends one command per control step, computed from the newest joint state, and sends the next only
-when a joint state stamped at or after the previous command's end arrives (lockstep in sim, one
+when a joint state stamped at the previous command's end arrives (`Lockstep`: lockstep in sim, one
 command per period on a real arm); it requests the next chunk when `request_ahead_steps` steps of the
 current one remain (0: after the last step, so the policy sees the state the core env would show it);
-it holds (sends nothing) without a valid chunk, on stale joint states or images, on e-stop, at the
-episode's step limit and after its result. Between episodes `go_home` steps the arm to the robot
-config's home pose with the same limits and the same lockstep; homing goes on only while it is asked
-for again within `home_keepalive` (a manager that dies leaves the arm still), and an e-stop or an
-episode start ends it.
+it holds (sends nothing) without a valid chunk, on stale joint states or images, on a joint state
+more than `joint_limit_margin` outside the joint limits, on e-stop, at the episode's step limit and
+after its result. The stale and out-of-limits joint states and stale images are `SENSOR_FAULTS`: the
+episode manager ends an episode that holds on one for long as abort. Between episodes `go_home` steps
+the arm to the robot config's home pose with the same limits and the same lockstep; homing goes on
+only while it is asked for again within `home_keepalive` (a manager that dies leaves the arm still),
+and an e-stop or an episode start ends it.
 
 Times: `stamp_ns` are message stamps in the robot's clock (sim time in sim); `now` is a monotonic wall
 clock in seconds, used only by the watchdogs, so a frozen sim clock never hides a dead node.
@@ -49,6 +51,10 @@ class ExecutorConfig:
         "help": "rad: largest joint error at which the arm counts as home (go_home)"})
     home_keepalive: float = field(default=2.0, metadata={
         "help": "s (wall): homing stops this long after the last go_home request"})
+    joint_limit_margin: float = field(default=0.05, metadata={
+        "help": "rad a measured joint may lie outside the robot's joint limits (a controller's overshoot); a "
+                "joint state further out (a spoofed message, a driver publishing degrees) is a sensor fault: "
+                "the arm holds without a command"})
 
     def __post_init__(self) -> None:
         if self.request_ahead_steps < 0:
@@ -56,6 +62,8 @@ class ExecutorConfig:
         if self.home_tolerance <= 0 or self.home_keepalive <= 0:
             raise ValueError(f"home_tolerance={self.home_tolerance} and home_keepalive={self.home_keepalive} "
                              "must be > 0")
+        if not 0 <= self.joint_limit_margin <= 0.5:
+            raise ValueError(f"joint_limit_margin={self.joint_limit_margin} rad must be in [0, 0.5] (try 0.05)")
         if self.joint_state_timeout <= 0 or self.image_timeout < 0 or self.chunk_timeout <= 0:
             raise ValueError(f"timeouts must be positive (image_timeout may be 0 to disable): joint_state_timeout="
                              f"{self.joint_state_timeout}, image_timeout={self.image_timeout}, "
@@ -75,15 +83,20 @@ class Hold(str, Enum):
     NO_JOINT_STATES = "no_joint_states"  # none received yet
     WAITING_FOR_STATE = "waiting_for_state"  # none stamped at or after the episode's start yet
     STALE_JOINT_STATES = "stale_joint_states"
+    OUT_OF_LIMITS = "joint_state_out_of_limits"  # the measured joints lie beyond joint_limit_margin
     STALE_IMAGE = "stale_image"
     WAITING_FOR_CHUNK = "waiting_for_chunk"
     CHUNK_TIMEOUT = "chunk_timeout"
     HOMING = "homing"  # stepping towards the home pose between episodes (go_home)
 
 
+# Holds that mean a sensor of the arm is gone or lies: the episode manager ends an episode held on one for
+# sensor_fault_abort_s as abort (the rollout says nothing about the policy).
+SENSOR_FAULTS = frozenset({Hold.NO_JOINT_STATES, Hold.STALE_JOINT_STATES, Hold.OUT_OF_LIMITS, Hold.STALE_IMAGE})
 # Holds that mean something is wrong (logged once per occurrence, WARN/ERROR on /diagnostics).
-FAULTS = frozenset({Hold.ESTOP, Hold.NO_POLICY, Hold.NO_JOINT_STATES, Hold.STALE_JOINT_STATES, Hold.STALE_IMAGE,
-                    Hold.CHUNK_TIMEOUT})
+FAULTS = SENSOR_FAULTS | {Hold.ESTOP, Hold.NO_POLICY, Hold.CHUNK_TIMEOUT}
+# Faults reported as ERROR on /diagnostics: the arm must not be trusted until someone looks.
+ERRORS = frozenset({Hold.ESTOP, Hold.OUT_OF_LIMITS})
 # The normal rhythm of a running episode, changing every step (not reported as a hold).
 STEPPING = frozenset({Hold.RUNNING, Hold.EXECUTING, Hold.WAITING_FOR_CHUNK, Hold.WAITING_FOR_STATE})
 HOME = "the arm is home"  # go_home's answer once it is
@@ -130,6 +143,30 @@ class _JointState:
     arm: np.ndarray  # (J,) rad
     stamp_ns: int
     received_at: float
+    outside_limits: str  # why it must not be commanded from (Commander.outside_limits); "" if it may
+
+
+@dataclass
+class Lockstep:
+    """When the next command is due, by the stamps of the joint states (the robot's clock).
+
+    A command computed from the joint state stamped s lasts one period, so the next is computed from
+    the state stamped at its end: in a lockstep sim the one the step produced, on a real arm the one
+    the driver stamps a period later. A stamp up to a quarter period early counts as on time (a
+    driver's clock jitters; a float sim clock once put one step 1 ns short and stalled the loop), and
+    the next boundary stays on the grid (max(boundary, s) + period), so early stamps never raise the
+    command rate. The recorder applies the same rule to find the joint state of each frame."""
+
+    period_ns: int
+    boundary_ns: int = 0  # the nominal stamp of the next command's joint state; 0: due at once
+
+    def due(self, stamp_ns: int) -> bool:
+        """Whether a joint state stamped stamp_ns ends the previous command's period."""
+        return stamp_ns >= self.boundary_ns - self.period_ns // 4
+
+    def sent(self, stamp_ns: int) -> None:
+        """A command was computed from the joint state stamped stamp_ns."""
+        self.boundary_ns = max(self.boundary_ns, stamp_ns) + self.period_ns
 
 
 class ExecutorCore:
@@ -193,8 +230,9 @@ class ExecutorCore:
         if not np.all(np.isfinite(arm)):
             return f"joint_states positions are not finite: {arm}"
         if self._js is not None and stamp_ns < self._js.stamp_ns:
-            self._boundary_ns = 0  # the robot's clock went back (a restarted sim): do not wait for the old one
-        self._js = _JointState(arm, stamp_ns, now)
+            self._lockstep.boundary_ns = 0  # the robot's clock went back (a restarted sim): do not wait for it
+        # Kept, not dropped, when outside the limits: the arm then holds on it and /diagnostics says why.
+        self._js = _JointState(arm, stamp_ns, now, self.commander.outside_limits(arm, self.config.joint_limit_margin))
         return None
 
     def image(self, now: float) -> None:
@@ -243,6 +281,8 @@ class ExecutorCore:
             return False, f"episode {self._episode.episode_id} is running"
         if js is None or now - js.received_at > cfg.joint_state_timeout:
             return False, "no fresh joint_states: the arm's position is unknown"
+        if js.outside_limits:
+            return False, f"joint_states outside the joint limits: {js.outside_limits}"
         if self.homing.at_home(js.arm):
             self._home_asked_at = None
             return True, HOME
@@ -295,14 +335,21 @@ class ExecutorCore:
         out.append(CommandOut(command, self.step, js.stamp_ns))
         self.step += 1
         self.commands_sent += 1
-        self._boundary_ns = js.stamp_ns + self.period_ns
+        self._lockstep.sent(js.stamp_ns)
         return out
+
+    @property
+    def hold_detail(self) -> str:
+        """More on the hold than its name, where there is more: which joint lies how far out of its limits."""
+        js = self._js
+        return js.outside_limits if self.hold is Hold.OUT_OF_LIMITS and js is not None else ""
 
     def status(self) -> dict[str, str]:
         """Key values for /diagnostics."""
         episode = self._episode
         return {
             "hold": self.hold.value,
+            "hold_detail": self.hold_detail,
             "estop": str(self.estopped).lower(),
             "episode_id": episode.episode_id if episode else "",
             "episode_ended": str(self._ended).lower(),
@@ -324,16 +371,21 @@ class ExecutorCore:
             self._home_asked_at = None
             self.hold = self._blocked(now)
             return []
-        self.hold = Hold.HOMING
-        if now - js.received_at > self.config.joint_state_timeout:
-            self.hold = Hold.STALE_JOINT_STATES
-            return []
-        if js.stamp_ns < self._boundary_ns:
+        self.hold = self._joint_fault(js, now) or Hold.HOMING
+        if self.hold is not Hold.HOMING or not self._lockstep.due(js.stamp_ns):
             return []
         command = self.homing.command(js.arm)  # always step-capped: not counted in `clamps`
         self.commands_sent += 1
-        self._boundary_ns = js.stamp_ns + self.period_ns
+        self._lockstep.sent(js.stamp_ns)
         return [CommandOut(command, -1, js.stamp_ns)]
+
+    def _joint_fault(self, js: _JointState, now: float) -> Hold | None:
+        """Why the arm must not be commanded from this joint state: too old, or outside the limits."""
+        if now - js.received_at > self.config.joint_state_timeout:
+            return Hold.STALE_JOINT_STATES
+        if js.outside_limits:
+            return Hold.OUT_OF_LIMITS
+        return None
 
     def _blocked(self, now: float) -> Hold:
         episode, js, cfg = self._episode, self._js, self.config
@@ -349,13 +401,14 @@ class ExecutorCore:
             return Hold.NO_POLICY
         if js is None:
             return Hold.NO_JOINT_STATES
-        if now - js.received_at > cfg.joint_state_timeout:
-            return Hold.STALE_JOINT_STATES
+        fault = self._joint_fault(js, now)
+        if fault is not None:
+            return fault
         if js.stamp_ns < episode.stamp_ns:
             return Hold.WAITING_FOR_STATE
         if cfg.image_timeout and (self._image_at is None or now - self._image_at > cfg.image_timeout):
             return Hold.STALE_IMAGE
-        if js.stamp_ns < self._boundary_ns:
+        if not self._lockstep.due(js.stamp_ns):
             return Hold.EXECUTING
         return Hold.RUNNING
 
@@ -380,4 +433,4 @@ class ExecutorCore:
         self._drop_plan()
         self.step = 0
         self.policy_version = 0
-        self._boundary_ns = 0
+        self._lockstep = Lockstep(self.period_ns)

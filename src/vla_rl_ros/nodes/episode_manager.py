@@ -44,8 +44,9 @@ holds meanwhile): a success on the steps before the limit is a success, whatever
 episode in which no action chunk arrives for lost_node_timeout_s of wall time ends as lost_node: a
 dead policy sends none, and a dead arm stops the executor's requests (joint_states alone prove nothing: a bridge
 re-sends them while idle). Sooner than that, an episode whose executor holds on a sensor fault (a
-stale or missing image or joint state: an unplugged camera, a dead driver) for sensor_fault_abort_s
-ends as abort: the arm held, and the rollout says nothing about the policy. Evaluation episodes are
+stale or missing image or joint state: an unplugged camera, a dead driver; or joint states outside
+the joint limits: a spoofed message, a driver publishing degrees) for sensor_fault_abort_s ends as
+abort: the arm held, and the rollout says nothing about the policy. Evaluation episodes are
 marked so the learner never trains on them.
 """
 
@@ -67,7 +68,7 @@ from std_srvs.srv import Trigger
 from vla_rl_interfaces.msg import ActionChunk, EpisodeResult, EpisodeStart, PolicyUpdate, SuccessSignal
 from vla_rl_interfaces.srv import ResetEpisode
 
-from vla_rl_ros.control import HOME, SIM_PANDA, Hold, RobotConfig
+from vla_rl_ros.control import HOME, SENSOR_FAULTS, SIM_PANDA, RobotConfig
 from vla_rl_ros.episodes import EpisodePlan, Scheduler, layout_prompt, plan_label
 from vla_rl_ros.ros.causes import DropLog
 from vla_rl_ros.ros.convert import stamp_ns
@@ -82,8 +83,8 @@ from vla_rl_ros.success import OPERATOR
 # slow: every rclpy timer wake-up costs about half a millisecond of Python.
 TICK_S = 0.1
 HOME_ASK_S = 0.5  # period of executor/go_home while homing (the executor stops 2 s after the last)
-# Executor holds that mean a sensor of the arm is gone (its /diagnostics "hold" value).
-SENSOR_FAULTS = frozenset({Hold.STALE_IMAGE.value, Hold.STALE_JOINT_STATES.value, Hold.NO_JOINT_STATES.value})
+# Executor holds that mean a sensor of the arm is gone or lies (its /diagnostics "hold" value).
+SENSOR_FAULT_HOLDS = frozenset(hold.value for hold in SENSOR_FAULTS)
 # Operator-reset phases between two episodes.
 CLEAR, HOMING, LAYOUT = "clear", "homing", "layout"
 
@@ -108,8 +109,8 @@ class Params:
                                   "last step (it may lag behind a lockstep sim); 0: do not wait", unit="s",
                                   low=0.0, high=3600.0)
     sensor_fault_abort_s: float = param(5.0, "wall time the executor may hold on a sensor fault (stale image or "
-                                        "joint states) before the episode ends as abort; 0: never", unit="s",
-                                        low=0.0, high=3600.0)
+                                        "joint states, joint states outside the joint limits) before the episode "
+                                        "ends as abort; 0: never", unit="s", low=0.0, high=3600.0)
     max_episodes: int = param(0, "stop after this many episodes; 0: run until shut down", low=0, high=10**9)
     seed: int = param(0, "seed of the task/seed schedule", low=0, high=2**31 - 1)
     reset_timeout_s: float = param(30.0, "wall time a reset may take before it is retried", unit="s",
@@ -224,7 +225,7 @@ class EpisodeManager(Node):
                 values = {kv.key: kv.value for kv in status.values}
                 hold = values.get("hold", "")
                 ours = self.running and self.plan is not None and values.get("episode_id") == self.plan.episode_id
-                if not (ours and hold in SENSOR_FAULTS):
+                if not (ours and hold in SENSOR_FAULT_HOLDS):
                     self.fault = None
                 elif self.fault is None:
                     self.fault = (hold, time.monotonic())

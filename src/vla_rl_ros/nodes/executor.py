@@ -42,6 +42,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from vla_rl_interfaces.msg import ActionChunk, ChunkRequest, EpisodeResult, EpisodeStart
 
 from vla_rl_ros.control import (
+    ERRORS,
     FAULTS,
     SIM_PANDA,
     STEPPING,
@@ -82,6 +83,7 @@ class Params:
     home_tolerance: float = core_param("home_tolerance", unit="rad", low=0.001, high=0.5)
     # above the episode manager's 0.5 s between asks (HOME_ASK_S), or homing would stop between them
     home_keepalive: float = core_param("home_keepalive", unit="s", low=1.0, high=60.0)
+    joint_limit_margin: float = core_param("joint_limit_margin", unit="rad", low=0.0, high=0.5)
     image_topic: str = param("camera/image_raw", "image topic the image watchdog watches")
     always_greedy: bool = param(False, "request greedy chunks in every episode (deployment); otherwise only in "
                                 "evaluation episodes")
@@ -205,17 +207,23 @@ class Executor(Node):
         if fault and now - self.hold_logged.get(hold, -HOLD_LOG_INTERVAL_S) >= HOLD_LOG_INTERVAL_S and \
                 self.reported[:1] != (hold,):
             self.hold_logged[hold] = now
-            self.get_logger().warning(f"holding: {hold.value}")
+            self.get_logger().warning(f"holding: {self.hold_text()}")
         state = (None if hold in STEPPING else hold, core.estopped, sum(core.rejections.values()))
         if state != self.reported or now - self.last_diagnostics >= self.params.diagnostics_period:
             self.reported, self.last_diagnostics = state, now
             self.diagnostics_pub.publish(self.diagnostics(fault))
 
+    def hold_text(self) -> str:
+        """The hold's name, and why where the core says more (which joint is how far out of its limits)."""
+        detail = self.core.hold_detail
+        return f"{self.core.hold.value}: {detail}" if detail else self.core.hold.value
+
     def diagnostics(self, fault: bool) -> DiagnosticArray:
         core = self.core
-        level = DiagnosticStatus.ERROR if core.estopped else DiagnosticStatus.WARN if fault else DiagnosticStatus.OK
+        level = (DiagnosticStatus.ERROR if core.estopped or core.hold in ERRORS
+                 else DiagnosticStatus.WARN if fault else DiagnosticStatus.OK)
         message = ("running" if core.hold in STEPPING else "homing" if core.hold is Hold.HOMING
-                   else f"holding: {core.hold.value}")
+                   else f"holding: {self.hold_text()}")
         if core.last_rejection is not None:
             message += f"; last rejected chunk: {core.last_rejection}"
         status = DiagnosticStatus(level=level, name=self.get_fully_qualified_name(), message=message,

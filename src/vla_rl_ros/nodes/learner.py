@@ -28,8 +28,9 @@ import transformers
 from rclpy.node import Node
 from vla_rl_interfaces.msg import EpisodeResult, PolicyUpdate, Trajectory
 
+from vla_rl_ros.digest import checkpoint_digest
 from vla_rl_ros.paths import default_checkpoint
-from vla_rl_ros.policy import CheckpointError, FinetuneConfig, VLAPolicy, checkpoint_digest
+from vla_rl_ros.policy import CheckpointError, FinetuneConfig, VLAPolicy
 from vla_rl_ros.rl.config import GRPOConfig
 from vla_rl_ros.rl.learner import GRPOLearner
 from vla_rl_ros.rl.plot import plot_run
@@ -116,12 +117,14 @@ class Learner(Node):
         p = self.params
         try:
             while not self.stop.is_set():
+                # Checked before every update, not only when idle: a backlog of ready groups must not
+                # carry a run past its wall time.
+                if p.max_wall_time_s and time.monotonic() - self.started > p.max_wall_time_s:
+                    self.finish(f"wall time of {p.max_wall_time_s:.0f} s reached")
+                    return
                 self.ingest()
                 metrics = self.core.maybe_update()
                 if metrics is None:
-                    if p.max_wall_time_s and time.monotonic() - self.started > p.max_wall_time_s:
-                        self.finish(f"wall time of {p.max_wall_time_s:.0f} s reached")
-                        return
                     self.stop.wait(IDLE_S)
                     continue
                 self.publish_policy()

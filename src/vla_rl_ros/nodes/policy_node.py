@@ -37,8 +37,9 @@ from vla_rl_interfaces.msg import ActionChunk, ChunkRequest, EpisodeResult, Epis
 
 from vla_rl_ros.control.command import make_arm
 from vla_rl_ros.control.robot import RobotConfig
+from vla_rl_ros.digest import verify_checkpoint
 from vla_rl_ros.paths import default_checkpoint
-from vla_rl_ros.policy import CheckpointError, VLAPolicy, checkpoint_digest
+from vla_rl_ros.policy import CheckpointError, VLAPolicy
 from vla_rl_ros.policy.serving import EpisodeLog, ServingState
 from vla_rl_ros.ros.causes import DropLog
 from vla_rl_ros.ros.convert import MessageError, image_from_msg, proprio_from_joint_state
@@ -278,9 +279,7 @@ class PolicyNode(Node):
 
     def apply_update(self, msg: PolicyUpdate) -> None:
         try:
-            digest = checkpoint_digest(msg.checkpoint_dir)
-            if digest != msg.digest:
-                raise CheckpointError(f"digest {digest[:12]}... does not match the announced {msg.digest[:12]}...")
+            verify_checkpoint(msg.checkpoint_dir, msg.digest)
             policy = self.load(Path(msg.checkpoint_dir))
             if (policy.chunk_size, policy.action_dim) != (self.policy.chunk_size, self.policy.action_dim):
                 raise CheckpointError(f"chunk {policy.chunk_size} x {policy.action_dim} differs from the served "

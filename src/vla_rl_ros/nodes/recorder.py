@@ -17,14 +17,14 @@ ROS surface (names relative to the arm's namespace)
 Frames: frame k of an episode is control step k as the executor runs it (ExecutorCore's rule,
 mirrored). The chunk answering an outstanding chunk_request (validated as the executor does)
 holds the actions of steps request.step, request.step + 1, ...; step k's joint state is the first one
-stamped at or after the episode's start and the previous frame's stamp + one control period (the
-state the executor computed step k's command from: exact in lockstep sim and mid-chunk; on a real arm
-that waited for a chunk, the held arm's state at the boundary). The frame holds that joint state as
-the policy's proprioception (ros.convert.proprio_from_joint_state, what the policy node sees), the
-newest image of each camera stamped at or before it (waiting until an image stamped at or after it
-shows that nothing closer can come, or until the episode's end), and step k's action. Frames are
-formed from short histories of joint states and images, so messages of different topics may arrive
-in any order (they do, when the writer thread keeps the process busy).
+stamped at or after the episode's start that ends the previous frame's control period by the
+executor's `Lockstep` (the state the executor computed step k's command from: exact in lockstep sim
+and mid-chunk; on a real arm that waited for a chunk, the held arm's state at the boundary). The
+frame holds that joint state as the policy's proprioception (ros.convert.proprio_from_joint_state,
+what the policy node sees), the newest image of each camera stamped at or before it (waiting until an
+image stamped at or after it shows that nothing closer can come, or until the episode's end), and
+step k's action. Frames are formed from short histories of joint states and images, so messages of
+different topics may arrive in any order (they do, when the writer thread keeps the process busy).
 
 Labels come from the EpisodeResult, the instruction from the EpisodeStart. Frames beyond the
 result's `steps` or stamped after it are cut (a command sent while the result was on its way, whose
@@ -66,7 +66,7 @@ from sensor_msgs.msg import Image, JointState
 from vla_rl_interfaces.msg import ActionChunk, ChunkRequest, EpisodeResult, EpisodeStart
 from vla_rl_interfaces.srv import LabelEpisode
 
-from vla_rl_ros.control import SIM_PANDA, RobotConfig, make_arm
+from vla_rl_ros.control import SIM_PANDA, Lockstep, RobotConfig, make_arm
 from vla_rl_ros.control.chunks import Rejection, validate_chunk
 from vla_rl_ros.data import DatasetError, Episode, EpisodeBuilder, EpisodeDataset, VideoConfig
 from vla_rl_ros.data.bag import export_mcap
@@ -152,13 +152,13 @@ class Recording:
 
     start: EpisodeStart
     start_ns: int
+    lockstep: Lockstep  # which joint state ends the previous frame's control period (the executor's rule)
     actions: dict[int, np.ndarray] = field(default_factory=dict)  # step -> (A,)
     requests: dict[int, tuple[int, int]] = field(default_factory=dict)  # request_id -> (step, stamp_ns)
     answered: set[int] = field(default_factory=set)  # request ids whose chunk was taken
     early_chunks: list[ActionChunk] = field(default_factory=list)  # chunks whose request has not arrived yet
     from_start: bool = False  # the request for step 0 was seen
     frames: list[Frame] = field(default_factory=list)
-    boundary_ns: int = 0  # the next frame needs a joint state stamped at or after this
     action_mode: str = ""
     result: EpisodeResult | None = None
     ended_at: float = 0.0  # wall time its result (or the next episode's start) arrived; 0 while running
@@ -355,7 +355,7 @@ class Recorder(Node):
         if msg.evaluation and not self.params.record_evaluation:
             self.skipped.append(msg.episode_id)
             return
-        self.episodes.append(Recording(msg, start, boundary_ns=start))
+        self.episodes.append(Recording(msg, start, Lockstep(self.period_ns)))
         self.get_logger().info(f"episode {msg.episode_id} started ({msg.task}, seed {msg.seed}); recording it")
         early = [m for _, m in self.unannounced if m.episode_id == msg.episode_id]
         self.unannounced = [(t, m) for t, m in self.unannounced if m.episode_id != msg.episode_id]
@@ -497,10 +497,10 @@ class Recorder(Node):
             self.take_frames(rec)
 
     def next_joint_state(self, rec: Recording) -> tuple[int, np.ndarray] | None:
-        """The first joint state stamped at or after the frame boundary (what the executor acts on)."""
+        """The first joint state of the episode that ends the previous frame's period (what the executor acts on)."""
         found = None
         for stamp, state in reversed(self.joints):
-            if stamp < rec.boundary_ns:
+            if stamp < rec.start_ns or not rec.lockstep.due(stamp):
                 break
             found = (stamp, state)
         return found
@@ -516,7 +516,7 @@ class Recorder(Node):
             if joints is None or joints[0] > rec.end_ns:
                 return
             rec.frames.append(Frame(joints[0], joints[1], rec.actions.pop(step)))
-            rec.boundary_ns = joints[0] + self.period_ns
+            rec.lockstep.sent(joints[0])
             for camera in self.images:
                 self.fill_images(rec, camera)
 

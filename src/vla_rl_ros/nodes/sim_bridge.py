@@ -21,9 +21,10 @@ thinking time costs no sim time; the newest images, joint states and /clock are 
 heartbeat_hz of wall time (same stamps: consumers tell new frames by the stamp), so watchdogs
 downstream see a live bridge and a frame lost on the best-effort image topics (or before discovery
 completed) cannot stall the lockstep loop. The task state is latched instead (transient local), as
-the success oracle counts every message as a step. Sim time is monotonic across
-resets: each reset adds the env's settling time, so states after a reset are stamped later than
-any before it.
+the success oracle counts every message as a step. Sim time is an exact integer count (`SimClock`:
+steps x period in ns, never MuJoCo's float data.time, whose rounding once made a step 1 ns short and
+stalled the executor) and monotonic across resets: each reset adds the env's settling time, so states
+after a reset are stamped later than any before it.
 
 A command must name every arm joint (any order), may name the finger joints (m; their mean sets the
 gripper), and each point must last one control period (time_from_start steps of the env's control_dt).
@@ -54,7 +55,7 @@ from vla_rl_ros.ros.names import CAMERA_TOPICS
 from vla_rl_ros.ros.node_main import run_node
 from vla_rl_ros.ros.params import ParameterError, declare, param
 from vla_rl_ros.ros.qos import LATCHED, RELIABLE
-from vla_rl_ros.sim import CAMERAS, TASKS, Observation, get_task, make_env
+from vla_rl_ros.sim import CAMERAS, TASKS, Observation, SimClock, get_task, make_env
 from vla_rl_ros.sim.env import EnvConfig
 
 # How far a point's duration may differ from the control period (s): rounding of builtin Duration.
@@ -104,7 +105,7 @@ class SimBridge(Node):
         self.arm = self.env.arm
         self.drops = DropLog(self.get_logger())
         self.period = self.env.config.control_dt
-        self.clock_base_ns = 0  # sim time of the current episode's start (monotonic across resets)
+        self.clock = SimClock.of(self.env.config)
         self.episode_id = ""
         self.closure = 0.0  # the gripper command in force (0 open .. 1 closed)
         self.image_pubs = {c: self.create_publisher(Image, CAMERA_TOPICS[c], qos_profile_sensor_data)
@@ -124,9 +125,8 @@ class SimBridge(Node):
 
     # -- time ------------------------------------------------------------------------------------
     def now(self) -> Time:
-        """Sim time: the episode's start plus the env's time since its reset."""
-        ns = self.clock_base_ns + round(self.env.sim_time * NS_PER_S)
-        return to_stamp(ns)
+        """Sim time, the stamp of everything published and of /clock."""
+        return to_stamp(self.clock.now_ns)
 
     # -- commands --------------------------------------------------------------------------------
     def on_trajectory(self, msg: JointTrajectory) -> None:
@@ -138,7 +138,9 @@ class SimBridge(Node):
         for q, closure in targets:  # (J,) rad, gripper closure
             self.closure = closure
             self.observe_subscribed_cameras()
-            self.publish(self.env.step(np.append(q, closure)).observation)
+            observation = self.env.step(np.append(q, closure)).observation
+            self.clock.step()
+            self.publish(observation)
 
     def observe_subscribed_cameras(self) -> None:
         """Render only the cameras someone subscribes to (a wrist-camera policy leaves the front one
@@ -184,10 +186,9 @@ class SimBridge(Node):
             response.success, response.message = False, str(exc)
             self.get_logger().warning(f"reset refused: {exc}")
             return response
-        # Settling is simulated time too; counting it keeps stamps after a reset later than any before.
-        self.clock_base_ns += round((self.env.sim_time + self.env.config.settle_time) * NS_PER_S)
         self.observe_subscribed_cameras()
         observation = self.env.reset(request.seed, task=request.task)
+        self.clock.reset()
         self.episode_id, self.closure = request.episode_id, 0.0
         self.publish(observation)
         response.success, response.instruction, response.stamp = True, observation.instruction, self.now()

@@ -9,7 +9,6 @@ from vla_rl_ros.policy.vla_policy import (
     FinetuneConfig,
     PolicyConfig,
     VLAPolicy,
-    checkpoint_digest,
 )
 
 __all__ = [
@@ -22,6 +21,5 @@ __all__ = [
     "TinyVLAConfig",
     "TinyVLAForActions",
     "VLAPolicy",
-    "checkpoint_digest",
     "new_tiny_policy",
 ]

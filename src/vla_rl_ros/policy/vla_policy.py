@@ -12,7 +12,6 @@ pickle or remote code unless asked (`allow_pickle`, `trust_remote_code`)."""
 from __future__ import annotations
 
 import copy
-import hashlib
 import inspect
 import json
 import shutil
@@ -98,22 +97,6 @@ class ActOutput:
     token_ids: np.ndarray  # (B, C*A) int64 vocabulary ids of the action tokens
     log_probs: np.ndarray  # (B,) float32 chunk log-prob (sum over tokens) at the given temperature
     token_log_probs: np.ndarray  # (B, C*A) float32 per-token log-probs
-
-
-def checkpoint_digest(path: str | Path) -> str:
-    """sha256 over the weight files (*.safetensors) and vla_policy.json, in name order: what a
-    PolicyUpdate carries so a receiver can check it loaded what the learner wrote."""
-    root = Path(path)
-    files = [*sorted(root.glob("*.safetensors")), root / POLICY_FILE]
-    digest = hashlib.sha256()
-    for file in files:
-        if not file.is_file():
-            raise FileNotFoundError(f"{file} is missing; is {root} a policy checkpoint written by VLAPolicy.save?")
-        digest.update(file.name.encode() + b"\0")
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def check_checkpoint_dir(path: Path, *, allow_pickle: bool) -> None:

@@ -11,6 +11,7 @@ import os
 os.environ.setdefault("MUJOCO_GL", "egl")  # must precede the first `import mujoco`
 
 from vla_rl_ros.sim.arm import ArmModel, IKConfig, JointTrajectory
+from vla_rl_ros.sim.clock import SimClock
 from vla_rl_ros.sim.env import (
     ACTION_MODES,
     CAMERAS,
@@ -26,5 +27,5 @@ from vla_rl_ros.sim.env import (
 from vla_rl_ros.sim.tasks import TASKS, TaskSpec, TaskState, get_task
 
 __all__ = ["ACTION_MODES", "CAMERAS", "JOINT_STATE_NAMES", "STATE_NAMES", "TASKS", "ArmModel", "EnvConfig", "IKConfig",
-           "JointTrajectory", "Observation", "SimEnv", "StepResult", "TaskSpec", "TaskState", "action_names",
-           "get_task", "make_env"]
+           "JointTrajectory", "Observation", "SimClock", "SimEnv", "StepResult", "TaskSpec", "TaskState",
+           "action_names", "get_task", "make_env"]

@@ -239,11 +239,6 @@ class SimEnv:
     def steps(self) -> int:
         return self._steps
 
-    @property
-    def sim_time(self) -> float:
-        """Simulated seconds since the episode started (a bridge adds them to its own monotonic /clock)."""
-        return float(self.data.time)
-
     def joint_state(self) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
         """(names, positions (9,) rad or m, velocities (9,)) of the arm joints then the fingers."""
         qpos = np.concatenate([self.data.qpos[self.arm.qpos_adr], self.data.qpos[self.arm.finger_qpos_adr]])
