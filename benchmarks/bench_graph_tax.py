@@ -77,7 +77,7 @@ def parse_settings(settings: list[str]) -> dict[str, dict]:
 
 def graph_rate(checkpoint: Path, policy: VLAPolicy, task: str, episodes: int, arms: int, threads: int,
                tmp: Path, settings: dict[str, dict]) -> dict:
-    edits = {"episode_manager": {"tasks": [task], "group_size": GROUP_SIZE},
+    edits = {"episode_manager": {"group_size": GROUP_SIZE},
              "sim_bridge": {"image_size": policy.image_size, "cameras": [policy.camera]}}
     for node, values in settings.items():
         edits[node] = {**edits.get(node, {}), **values}
@@ -91,8 +91,8 @@ def graph_rate(checkpoint: Path, policy: VLAPolicy, task: str, episodes: int, ar
                 graph.probe.node.create_subscription(
                     msg_type, f"/{a}/episode_{kind}",
                     lambda _m, a=a, k=kind: events.append((time.perf_counter(), a, k)), qos)
-        graph.launch("train_sim", f"num_arms:={arms}", "learner:=false", f"checkpoint:={checkpoint}",
-                     f"config_dir:={config}", "eval_seeds_per_task:=0")
+        graph.launch("train_sim", f"num_arms:={arms}", f"tasks:=[{task}]", "learner:=false",
+                     f"checkpoint:={checkpoint}", f"config_dir:={config}", "eval_seeds_per_task:=0")
         wait_until(lambda: all(results.values()), STARTUP_TIMEOUT_S, "every arm's first episode")
         counted = [len(r) for r in results.values()]
         pids = launched_pids(graph.log("launch"))

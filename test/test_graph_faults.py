@@ -110,7 +110,7 @@ class TrainGraph:
 @pytest.fixture(scope="module")
 def train_graph(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Iterator[TrainGraph]:
     tmp = tmp_path_factory.mktemp("faults")
-    config = small_config(tmp, episode_manager={"tasks": ["reach"], "group_size": 2,
+    config = small_config(tmp, episode_manager={"group_size": 2,
                                                 "lost_node_timeout_s": LOST_NODE_S, "reset_timeout_s": 5.0,
                                                 "sensor_fault_abort_s": SENSOR_FAULT_S},
                           learner={"group_size": 2, "groups_per_update": 50, "minibatch_size": 2, "epochs": 1,
@@ -119,7 +119,7 @@ def train_graph(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path)
     failed = False
     try:
         train = TrainGraph(graph, tmp / "run")
-        graph.launch("train_sim", "num_arms:=1", "max_updates:=0", f"run_dir:={train.run_dir}",
+        graph.launch("train_sim", "num_arms:=1", "tasks:=[reach]", "max_updates:=0", f"run_dir:={train.run_dir}",
                      f"checkpoint:={tiny_checkpoint}", f"config_dir:={config}", "eval_seeds_per_task:=0")
         yield train
     except BaseException:

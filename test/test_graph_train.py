@@ -15,8 +15,8 @@ RUN_TIMEOUT_S = 600
 
 
 def train_config(tmp: Path, **learner: object) -> Path:
-    """config/ with a small run: reach only, groups of 2, one group per update, 32 px front camera."""
-    return small_config(tmp, episode_manager={"tasks": ["reach"], "group_size": 2, "lost_node_timeout_s": 120.0},
+    """config/ for a small run (launched with tasks:=[reach]): groups of 2, one per update, 32 px front camera."""
+    return small_config(tmp, episode_manager={"group_size": 2, "lost_node_timeout_s": 120.0},
                         learner={"group_size": 2, "groups_per_update": 1, "minibatch_size": 2, "epochs": 1,
                                  "dynamic_sampling": False, "checkpoint_every": 1, **learner})
 
@@ -29,7 +29,7 @@ def metrics(run_dir: Path) -> list[dict[str, str]]:
 def test_train_sim_runs_updates_and_the_policy_reloads(ros_graph: RosGraph, tiny_checkpoint: Path,
                                                        tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    proc = ros_graph.launch("train_sim", "num_arms:=1", "max_updates:=2", f"run_dir:={run_dir}",
+    proc = ros_graph.launch("train_sim", "num_arms:=1", "tasks:=[reach]", "max_updates:=2", f"run_dir:={run_dir}",
                             # Strictly on-policy: update 2 needs episodes of v1, so the policy must reload
                             # (with lag 1 a fast graph can do both updates on v0 episodes).
                             f"checkpoint:={tiny_checkpoint}", f"config_dir:={train_config(tmp_path, max_policy_lag=0)}",
@@ -51,7 +51,7 @@ def test_train_sim_runs_updates_and_the_policy_reloads(ros_graph: RosGraph, tiny
 def test_learner_killed_mid_run_resumes_without_losing_episodes(ros_graph: RosGraph, tiny_checkpoint: Path,
                                                                 tmp_path: Path) -> None:
     run_dir, config = tmp_path / "run", train_config(tmp_path)
-    ros_graph.launch("train_sim", "num_arms:=1", "learner:=false", f"checkpoint:={tiny_checkpoint}",
+    ros_graph.launch("train_sim", "num_arms:=1", "tasks:=[reach]", "learner:=false", f"checkpoint:={tiny_checkpoint}",
                      f"config_dir:={config}", "eval_seeds_per_task:=0")
     args = ("--params-file", str(config / "learner.yaml"), "-p", f"run_dir:={run_dir}",
             "-p", f"checkpoint:={tiny_checkpoint}", "-p", "arms:=[arm0]")

@@ -87,11 +87,11 @@ def test_train_sim_for_minutes_stays_flat_and_accounts_for_every_episode(
     run_dir = tmp_path / "run"
     config = small_config(
         tmp_path,
-        episode_manager={"tasks": ["reach", "push"], "group_size": 2},
+        episode_manager={"group_size": 2},
         learner={"group_size": 2, "groups_per_update": 1, "minibatch_size": 2, "epochs": 1,
                  "dynamic_sampling": False, "checkpoint_every": 2})
     results = {a: ros_graph.probe.collect(EpisodeResult, f"/{a}/episode_result", RESULTS) for a in ARMS}
-    launch = ros_graph.launch("train_sim", f"num_arms:={len(ARMS)}", "max_updates:=0",
+    launch = ros_graph.launch("train_sim", f"num_arms:={len(ARMS)}", "tasks:=[reach, push]", "max_updates:=0",
                               f"max_wall_time_s:={SECONDS}", f"run_dir:={run_dir}", f"checkpoint:={tiny_checkpoint}",
                               f"config_dir:={config}", "eval_seeds_per_task:=1", "eval_every_versions:=3")
     wait_until(lambda: all(results.values()), STARTUP_S, "every arm's first episode")
