@@ -90,6 +90,11 @@ def test_launch_files_pick_the_hardware_layer_the_camera_and_the_success_backend
                                                  "camera_topics": ["camera/image_raw"]}.items()
     assert collect["recorder"]["params"]["robot_config"] == collect["executor"]["params"]["robot_config"]
     assert not collect["episode_manager"]["params"]["use_sim_time"] and collect["recorder"]["params"]["bag_dir"] == ""
+    # A recorder that dies comes back (episodes would otherwise go unrecorded after one launcher line).
+    for name in ("collect", "train_real"):
+        recorder = next(p for p in describe(resolve_launch_file(name), {}, tmp_path).processes
+                        if p.label.startswith("recorder"))
+        assert recorder.respawn and recorder.respawn_delay > 0, name
 
     train = expand("train_real", tmp_path, max_updates="3")
     assert sorted(train) == ["episode_manager", "executor", "learner", "policy_node", "recorder", "sim_bridge",

@@ -3,6 +3,7 @@ expert succeeding through the graph, adversarial chunks, e-stop latching and dry
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -244,10 +245,16 @@ def test_adversarial_chunks_never_move_the_arm_and_the_executor_keeps_running(ro
     bad = [chunk([np.nan, 0.0, 0.0, 0.0]), chunk([0.0, np.inf, 0.0, 0.0]), chunk([0.0, 0.0, -np.inf, 1.0]),
            chunk([0.01, 0.0, 0.0]), chunk([0.01] * 8, chunk_size=3), chunk([0.01] * 5, action_dim=5),
            chunk([0.01, 0, 0, 0], episode_id="ep-other"), chunk([0.01, 0, 0, 0], request_id=99)]
+    before = len(ep.diagnostics)
     for msg in bad:
         ep.chunk_pub.publish(msg)
     wait_until(lambda: sum(int(v) for k, v in ep.values().items() if k.startswith("rejected/")) == len(bad),
                what="every bad chunk rejected")
+    # Not one /diagnostics per rejection (a flood of bad chunks once gave 270 a second): the first at once,
+    # the rest paced into a report that counts them by cause.
+    burst = [d.status[0].message for d in ep.diagnostics[before:]]
+    counted = [int(n) for m in burst for n in re.findall(r"rejected (\d+) chunks since the last report", m)]
+    assert sum(counted) == len(bad) and len(burst) <= 3, burst
     assert {k: v for k, v in ep.values().items() if k.startswith("rejected/")} == {
         "rejected/non_finite": "3", "rejected/bad_shape": "3", "rejected/wrong_episode": "1",
         "rejected/unrequested": "1"}

@@ -35,6 +35,25 @@ def is_tmp(path: Path) -> bool:
     return TMP_MARKER in path.name
 
 
+def writer_gone(tmp: Path) -> bool:
+    """Whether the process that wrote the temporary `tmp` (its pid ends the name) is gone, so that
+    `tmp` is a leftover of a kill: no process has that pid, or this process has it (call this before
+    writing anything: a restarted process in a container may get its predecessor's pid back). A pid
+    that an unrelated process has taken since keeps the temporary until a later start."""
+    pid = tmp.name.rpartition(TMP_MARKER)[2]
+    if not pid.isdigit() or int(pid) == 0:
+        return False
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's process
+        return False
+    return False
+
+
 def fsync_dir(directory: Path) -> None:
     """Make a rename in `directory` durable (POSIX needs the directory entry itself flushed)."""
     fd = os.open(directory, os.O_RDONLY)

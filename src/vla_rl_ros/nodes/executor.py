@@ -20,8 +20,10 @@ ROS surface (names relative to the arm's namespace)
   parameters  see Params below (config/executor.yaml)
 
 The loop itself is `vla_rl_ros.control.ExecutorCore` (see its docstring); this node converts messages,
-runs the watchdogs on a wall-clock timer, publishes /diagnostics on every change of state and every
-diagnostics_period, and logs each cause of a hold or rejection when it first appears.
+runs the watchdogs on a wall-clock timer, publishes /diagnostics at once when a fault or an e-stop
+appears, other changes and new rejections at most every diagnostics_min_interval (with the rejections
+by cause since the previous report), and every diagnostics_period (`ros.diagnostics.DiagnosticsPacer`),
+and logs each cause of a hold or rejection when it first appears.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from vla_rl_ros.control import (
 )
 from vla_rl_ros.ros.causes import DropLog
 from vla_rl_ros.ros.convert import chunk_from_msg, stamp_ns, to_stamp
+from vla_rl_ros.ros.diagnostics import DiagnosticsPacer
 from vla_rl_ros.ros.node_main import run_node
 from vla_rl_ros.ros.params import ParameterError, declare, param
 from vla_rl_ros.ros.qos import LATCHED, RELIABLE, RESULTS
@@ -90,6 +93,10 @@ class Params:
     dry_run: bool = param(False, "run everything but send no command (they go to executor/dry_run_trajectory)")
     diagnostics_period: float = param(1.0, "period of /diagnostics between changes", unit="s", low=0.05,
                                       high=60.0)
+    diagnostics_min_interval: float = param(0.5, "shortest time between /diagnostics reports of new rejections "
+                                            "or of a change that is not a fault or e-stop appearing (those go out "
+                                            "at once): a flood of bad chunks gives about 1/this reports per second",
+                                            unit="s", low=0.05, high=60.0)
 
 
 class Executor(Node):
@@ -105,8 +112,8 @@ class Executor(Node):
         self.drops = DropLog(self.get_logger())
         self.wall = Clock(clock_type=ClockType.STEADY_TIME)
         self.hold_logged: dict[Hold, float] = {}
-        self.reported: tuple[Any, ...] = ()
-        self.last_diagnostics = 0.0
+        self.last_hold = Hold.NO_EPISODE  # as of the previous report(): a fault hold is logged when it starts
+        self.pacer = DiagnosticsPacer(p.diagnostics_period, p.diagnostics_min_interval)
         self.last_go_home = ""  # go_home's previous answer: each new one is logged once
         self.point_duration = Duration(nanoseconds=self.core.period_ns).to_msg()
 
@@ -200,30 +207,34 @@ class Executor(Node):
 
     def report(self) -> None:
         """Log a fault hold when it starts (at most every HOLD_LOG_INTERVAL_S per cause); publish
-        /diagnostics when the hold cause, the e-stop or the rejection count changes, else periodically."""
+        /diagnostics when the pacer says so (at once for a fault or e-stop appearing)."""
         core, now = self.core, time.monotonic()
         hold = core.hold
         fault = hold in FAULTS
-        if fault and now - self.hold_logged.get(hold, -HOLD_LOG_INTERVAL_S) >= HOLD_LOG_INTERVAL_S and \
-                self.reported[:1] != (hold,):
+        if fault and hold != self.last_hold and \
+                now - self.hold_logged.get(hold, -HOLD_LOG_INTERVAL_S) >= HOLD_LOG_INTERVAL_S:
             self.hold_logged[hold] = now
             self.get_logger().warning(f"holding: {self.hold_text()}")
-        state = (None if hold in STEPPING else hold, core.estopped, sum(core.rejections.values()))
-        if state != self.reported or now - self.last_diagnostics >= self.params.diagnostics_period:
-            self.reported, self.last_diagnostics = state, now
-            self.diagnostics_pub.publish(self.diagnostics(fault))
+        self.last_hold = hold
+        level = (DiagnosticStatus.ERROR if core.estopped or hold in ERRORS
+                 else DiagnosticStatus.WARN if fault else DiagnosticStatus.OK)
+        rejected = self.pacer.due(now, (None if hold in STEPPING else hold, core.estopped), level[0], core.rejections)
+        if rejected is not None:
+            self.diagnostics_pub.publish(self.diagnostics(level, rejected))
 
     def hold_text(self) -> str:
         """The hold's name, and why where the core says more (which joint is how far out of its limits)."""
         detail = self.core.hold_detail
         return f"{self.core.hold.value}: {detail}" if detail else self.core.hold.value
 
-    def diagnostics(self, fault: bool) -> DiagnosticArray:
+    def diagnostics(self, level: bytes, rejected: dict[str, int]) -> DiagnosticArray:
+        """The status; `rejected`: chunks rejected by cause since the previous report."""
         core = self.core
-        level = (DiagnosticStatus.ERROR if core.estopped or core.hold in ERRORS
-                 else DiagnosticStatus.WARN if fault else DiagnosticStatus.OK)
         message = ("running" if core.hold in STEPPING else "homing" if core.hold is Hold.HOMING
                    else f"holding: {self.hold_text()}")
+        if rejected:
+            causes = ", ".join(f"{cause} ({n})" for cause, n in sorted(rejected.items(), key=lambda kv: -kv[1]))
+            message += f"; rejected {sum(rejected.values())} chunks since the last report: {causes}"
         if core.last_rejection is not None:
             message += f"; last rejected chunk: {core.last_rejection}"
         status = DiagnosticStatus(level=level, name=self.get_fully_qualified_name(), message=message,

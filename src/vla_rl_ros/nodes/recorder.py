@@ -29,16 +29,20 @@ different topics may arrive in any order (they do, when the writer thread keeps 
 Labels come from the EpisodeResult, the instruction from the EpisodeStart. Frames beyond the
 result's `steps` or stamped after it are cut (a command sent while the result was on its way, whose
 outcome the episode does not contain; the core env's episodes end there too). An episode is written
-only if the recorder saw it from step 0 and every frame has an image per camera.
+only if the recorder saw it from step 0 and every frame has an image per camera. One written before
+its frames cover its steps (Ctrl-C drained it, or its last frames never came) is incomplete: end
+reason `error`, failed, reward 0, whatever its result said (`episode_from`).
 
 Writing: finished episodes go through a queue to a writer thread (an append encodes videos for
 seconds; no message is missed meanwhile), which creates the dataset with the first episode's camera
 sizes if the root holds none, and appends atomically. Relabels go through the same queue, so a label
 for an episode still waiting is applied after it is written. On shutdown the queue is drained: a
 finished episode is never lost to Ctrl-C; kill -9 loses at most the episodes still queued, never
-an earlier one (appends are atomic), and a restarted recorder appends to the same dataset.
+an earlier one (appends are atomic), and a restarted recorder (the launch files respawn it) appends
+to the same dataset; the episode under way at the kill is lost (it was not seen from step 0).
 With bag_dir set, each episode is also written as a rosbag2 MCAP (data.bag.export_mcap: cameras,
-joint_states, actions, instruction, success, reward, labels).
+joint_states, actions, instruction, success, reward, labels). A starting recorder removes the staging
+folders (<bag_dir>/episode_*.tmp-<pid>) of exports a kill cut short and writes those bags again.
 
 The success detector's verdicts (`success`) are not subscribed: the episode manager ends an episode
 on them and its EpisodeResult carries the label, which is what the dataset and the bag record.
@@ -48,6 +52,7 @@ from __future__ import annotations
 
 import dataclasses
 import queue
+import shutil
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -69,6 +74,7 @@ from vla_rl_interfaces.srv import LabelEpisode
 from vla_rl_ros.control import SIM_PANDA, Lockstep, RobotConfig, make_arm
 from vla_rl_ros.control.chunks import Rejection, validate_chunk
 from vla_rl_ros.data import DatasetError, Episode, EpisodeBuilder, EpisodeDataset, VideoConfig
+from vla_rl_ros.data.atomic import TMP_MARKER, writer_gone
 from vla_rl_ros.data.bag import export_mcap
 from vla_rl_ros.ros.causes import DropLog
 from vla_rl_ros.ros.convert import MessageError, chunk_from_msg, image_from_msg, proprio_from_joint_state, stamp_ns
@@ -97,6 +103,7 @@ SKIPPED_IDS = 16  # ids of episodes skipped on purpose, remembered so their mess
 BACKLOG_WARNING = 4  # episodes waiting for the writer before the log says it falls behind
 LABEL_TIMEOUT_S = 300.0  # how long a label_episode call waits for the writer (behind queued appends)
 STATE_EE_NAMES = ("ee_x", "ee_y", "ee_z", "gripper")  # after the joints: proprio_from_joint_state's layout
+BAG_PREFIX = "episode_"  # <bag_dir>/episode_<6-digit index>: the bag of the dataset's episode <index>
 _VIDEO = {f.name: f for f in dataclasses.fields(VideoConfig)}
 
 
@@ -168,6 +175,40 @@ class Recording:
     def episode_id(self) -> str:
         return self.start.episode_id
 
+    def covers_steps(self, newest_joint_ns: int | None) -> bool:
+        """Whether every frame of the ended episode is in: one per step of its result, or a joint state
+        stamped after its end has arrived (`newest_joint_ns`; joint states arrive in order, so none of
+        the episode is still to come) and no chunk waits for its request. The result's `steps` counts
+        control periods: exactly the commands in lockstep sim, but on a real arm also periods in which
+        the executor held (waiting for a chunk), which have no frame."""
+        assert self.result is not None
+        return len(self.frames) >= self.result.steps or (
+            newest_joint_ns is not None and newest_joint_ns > self.end_ns and not self.early_chunks)
+
+
+def episode_from(rec: Recording, cameras: list[str], *, covered: bool) -> Episode:
+    """The episode to write from an ended recording whose frames all have their images: frames up to
+    the result's steps (a command sent while the result was on its way has no outcome in the episode;
+    the core env's episode ends after result.steps actions too), labelled by the result and the start.
+
+    Not `covered` (Recording.covers_steps: the recorder stopped, or gave up waiting, before every
+    frame came): written as incomplete, end reason `error`, failed, reward 0, whatever the result
+    said. A truncated success must not teach a classifier or SFT that its last frames succeeded; the
+    learner and classifier training skip `error` episodes. Raises ValueError for frames the episode
+    format refuses."""
+    r, s = rec.result, rec.start
+    assert r is not None
+    frames = rec.frames[: r.steps] if 0 < r.steps < len(rec.frames) else rec.frames
+    builder = EpisodeBuilder()
+    for f in frames:
+        builder.add({c: f.images[c] for c in cameras}, f.state, f.action)
+    success, reward, end_reason = (r.success, float(r.reward), r.end_reason) if covered else \
+        (False, 0.0, EpisodeResult.END_ERROR)
+    return builder.build(
+        task=r.task or s.task, instruction=s.instruction or r.instruction, seed=r.seed, success=success,
+        reward=reward, end_reason=end_reason, policy_version=r.policy_version, group_id=r.group_id,
+        episode_id=rec.episode_id, evaluation=r.evaluation)
+
 
 class EpisodeWriter:
     """Owns the dataset: appends and relabels run in order on one thread, fed by a queue.
@@ -187,6 +228,8 @@ class EpisodeWriter:
         else:
             root.mkdir(parents=True, exist_ok=True)
         self.jobs: queue.Queue[tuple[str, Any] | None] = queue.Queue()
+        if bag_dir is not None:
+            self.recover_bags(bag_dir)
         self.thread = threading.Thread(target=self.run, name="episode_writer", daemon=True)
         self.thread.start()
 
@@ -196,6 +239,30 @@ class EpisodeWriter:
             raise ParameterError(f"dataset {self.root} holds cameras {sorted(ds.cameras)} at {ds.fps} fps with state "
                                  f"{list(state)}; this recorder makes cameras {sorted(self.cameras)} at {self.fps} "
                                  f"fps with state {list(self.state_names)}: choose another dataset root")
+
+    def recover_bags(self, bag_dir: Path) -> None:
+        """Remove the staging folders of bags whose export a kill -9 cut short (export_mcap writes
+        <bag>.tmp-<pid> and renames it when complete) and queue those episodes' bags again, so that
+        every episode in the dataset keeps its bag. A live process's staging folder is left alone."""
+        for tmp in sorted(bag_dir.glob(f"{BAG_PREFIX}*{TMP_MARKER}*")):
+            if not writer_gone(tmp):
+                continue
+            try:
+                if tmp.is_dir():
+                    shutil.rmtree(tmp)
+                else:
+                    tmp.unlink()
+            except OSError as exc:
+                self.log("error", f"cannot remove {tmp}, left by a killed recorder: {exc}")
+                continue
+            name = tmp.name.partition(TMP_MARKER)[0]
+            index = name.removeprefix(BAG_PREFIX)
+            again = index.isdigit() and self.ds is not None and int(index) < len(self.ds) and \
+                not (bag_dir / name).exists()
+            self.log("warning", f"removed {tmp}, left by a recorder killed while writing that bag"
+                                f"{f'; writing the bag of episode #{int(index)} again' if again else ''}")
+            if again:
+                self.jobs.put(("bag", (int(index),)))
 
     @property
     def image_sizes(self) -> dict[str, tuple[int, int]]:
@@ -225,6 +292,8 @@ class EpisodeWriter:
             try:
                 if kind == "append":
                     self.append(*args)
+                elif kind == "bag":
+                    self.write_bag(*args)
                 else:
                     self.do_relabel(*args)
             except Exception as exc:  # a bug in one job must not silently stop every later write
@@ -249,14 +318,19 @@ class EpisodeWriter:
             return
         self.log("info", f"episode {episode.episode_id} written as #{index} ({episode.length} frames, "
                          f"{'success' if episode.success else episode.end_reason})")
-        if self.bag_dir is not None:
-            try:
-                bag = export_mcap(self.ds, self.bag_dir / f"episode_{index:06d}", namespace=self.namespace,
-                                  episodes=[index])
-            except (DatasetError, OSError, ValueError) as exc:
-                self.log("error", f"bag of episode #{index} not written: {exc}")
-            else:
-                self.log("info", f"episode #{index} also in {bag}")
+        self.write_bag(index)
+
+    def write_bag(self, index: int) -> None:
+        """Episode #index as a rosbag2 MCAP in bag_dir, if there is one."""
+        if self.bag_dir is None or self.ds is None:
+            return
+        try:
+            bag = export_mcap(self.ds, self.bag_dir / f"{BAG_PREFIX}{index:06d}", namespace=self.namespace,
+                              episodes=[index])
+        except (DatasetError, OSError, ValueError) as exc:
+            self.log("error", f"bag of episode #{index} not written: {exc}")
+        else:
+            self.log("info", f"episode #{index} also in {bag}")
 
     def do_relabel(self, episode_id: str, success: bool, done: Future) -> None:
         try:
@@ -381,11 +455,11 @@ class Recorder(Node):
     def complete(self, rec: Recording) -> bool:
         """Every frame of the ended episode is in, each with its images (messages stamped before the
         result may be delivered after it: topics are not ordered)."""
-        assert rec.result is not None
-        frames_in = len(rec.frames) >= rec.result.steps or (
-            # joint states arrive in order: one stamped after the end means none of the episode is left
-            bool(self.joints) and self.joints[-1][0] > rec.end_ns and not rec.early_chunks)
-        return frames_in and all(len(f.images) == len(self.images) for f in rec.frames)
+        return rec.covers_steps(self.newest_joint_ns()) and all(len(f.images) == len(self.images) for f in rec.frames)
+
+    def newest_joint_ns(self) -> int | None:
+        """Stamp of the newest joint state read (they arrive in order); None before the first."""
+        return self.joints[-1][0] if self.joints else None
 
     def tick(self) -> None:
         """Write each ended episode once it is complete (or the wait for late messages is over); drop
@@ -416,24 +490,21 @@ class Recorder(Node):
                    f"frames {missing[:5]} lack a camera image stamped at or before them")
             self.drops.drop("episode not recorded", f"{rec.episode_id}: {why}")
             return
-        builder = EpisodeBuilder()
-        r, s = rec.result, rec.start
-        # A command sent while the result was on its way has no outcome in the episode (the core env's
-        # episode ends after result.steps actions too): its frame is cut.
-        frames = rec.frames[: r.steps] if 0 < r.steps < len(rec.frames) else rec.frames
+        covered = rec.covers_steps(self.newest_joint_ns())
         try:
-            for f in frames:
-                builder.add({c: f.images[c] for c in self.params.cameras}, f.state, f.action)
-            episode = builder.build(
-                task=r.task or s.task, instruction=s.instruction or r.instruction, seed=r.seed, success=r.success,
-                reward=float(r.reward), end_reason=r.end_reason, policy_version=r.policy_version,
-                group_id=r.group_id, episode_id=rec.episode_id, evaluation=r.evaluation)
+            episode = episode_from(rec, list(self.params.cameras), covered=covered)
             names = action_names(rec.action_mode or self.robot.action_mode, episode.actions.shape[1])
         except ValueError as exc:
             self.drops.drop("episode not recorded", f"{rec.episode_id}: {exc}")
             return
         self.writer.submit(episode, names)
-        self.get_logger().info(f"episode {rec.episode_id} complete; queued for writing")
+        if covered:
+            self.get_logger().info(f"episode {rec.episode_id} complete; queued for writing")
+        else:
+            self.get_logger().warning(
+                f"episode {rec.episode_id} incomplete: {len(rec.frames)} frames of its {rec.result.steps} steps (the "
+                f"recorder stopped, or gave up waiting, before the rest came); queued for writing with end reason "
+                f"error instead of {rec.result.end_reason}")
         if self.writer.backlog() > BACKLOG_WARNING:
             self.get_logger().warning(f"{self.writer.backlog()} episodes wait for the writer: appends are slower "
                                       "than episodes (video settings, disk); memory grows until they catch up")
