@@ -4,11 +4,11 @@
 setup:
 	@bash scripts/setup.sh
 
-# The main job: GRPO in simulation from the embedded few-demonstration policy. ARGS: launch arguments, name:=value.
+# The main job: GRPO in simulation from the embedded starting policy. ARGS: launch arguments, name:=value.
 train: setup
-	@test -f models/few_demo_policy/vla_policy.json || echo "$(ARGS)" | grep -q "checkpoint:=" || { \
-	  echo "make train: the embedded few-demonstration policy (models/few_demo_policy) is missing."; \
-	  echo "Make it as the README's 'The few-demonstration policy' says, or run: make train ARGS='checkpoint:=/path/to/policy'"; \
+	@test -f models/start_policy/vla_policy.json || echo "$(ARGS)" | grep -q "checkpoint:=" || { \
+	  echo "make train: the embedded starting policy (models/start_policy) is missing."; \
+	  echo "Make it as the README's 'The starting policy' says, or run: make train ARGS='checkpoint:=/path/to/policy'"; \
 	  exit 1; }
 	.venv/bin/vla-rl launch train_sim $(ARGS)
 

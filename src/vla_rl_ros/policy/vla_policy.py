@@ -28,12 +28,11 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from vla_rl_ros.policy import tiny_vla  # noqa: F401  registers model_type "tiny_vla" with the Auto classes
 from vla_rl_ros.policy.action_tokenizer import N_BINS, ActionTokenizer
+from vla_rl_ros.rl.config import ROLLOUT_TEMPERATURE
 
 POLICY_FILE = "vla_policy.json"
 # OpenVLA's prompt (Kim et al. 2024); a Llava-style processor also needs its image token in front.
 DEFAULT_PROMPT = "What action should the robot take to {instruction}?"
-# SimpleVLA-RL samples rollouts at temperature 1.6.
-ROLLOUT_TEMPERATURE = 1.6
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # peft "all-linear": every linear layer except the output head, as SimpleVLA-RL's LoRA on OpenVLA.

@@ -2,8 +2,8 @@
 
 SimpleVLA-RL (Li et al. 2025, arXiv:2509.09674) trains OpenVLA-OFT with veRL's GRPO; its LIBERO
 script (examples/run_openvla_oft_rl_libero.sh) sets the values quoted as "SimpleVLA-RL" below.
-Where our default differs it is because the policy here is a tiny model on two CPU cores
-(../shared/LEARNING_PROBE.md): one clipped step per update starved the learner there.
+Where our default differs it is because the policy here is a tiny model on two CPU cores, chosen
+by the in-process probes of docs/grpo.md: one clipped step per update starved an early learner.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 ADV_EPS = 1e-6  # veRL compute_grpo_outcome_advantage(epsilon=1e-6), used unchanged by SimpleVLA-RL
+ROLLOUT_TEMPERATURE = 1.0  # the one default rollout temperature (the policy's act() and the learner)
 MIN_GROUP_SIZE = 2  # a group-relative baseline needs at least two rollouts (unbiased std of one is NaN)
 
 
@@ -22,13 +23,14 @@ class GRPOConfig:
     # --- groups and sampling -------------------------------------------------------------------
     group_size: int = field(default=8, metadata={
         "help": "G: rollouts of one task from one initial state per group (SimpleVLA-RL n_samples=8)"})
-    groups_per_update: int = field(default=8, metadata={
-        "help": "kept groups per update (SimpleVLA-RL train_batch_size=32 tasks; the probe "
-                "used 8 on 2 CPU cores)"})
-    temperature: float = field(default=0.7, metadata={
+    groups_per_update: int = field(default=16, metadata={
+        "help": "kept groups per update (SimpleVLA-RL train_batch_size=32 tasks; 16 on 2 CPU cores, "
+                "docs/grpo.md)"})
+    temperature: float = field(default=ROLLOUT_TEMPERATURE, metadata={
         "help": "sampling temperature of rollouts; log-probs are computed from logits / temperature so "
                 "the ratio compares like with like, as veRL does (SimpleVLA-RL rollout.temperature=1.6; at "
-                "1.6 the embedded default's lift rollouts almost never succeed, docs/grpo.md)"})
+                "1.6 the tiny policies' lift rollouts almost never succeed, at 1.0 from the starting policy "
+                "over 90% of lift groups are mixed, docs/grpo.md)"})
 
     dynamic_sampling: bool = field(default=True, metadata={
         "help": "keep only groups with some but not all successes (SimpleVLA-RL/DAPO filter_groups); off, "
@@ -47,10 +49,9 @@ class GRPOConfig:
     # fields for them, so they cannot be switched on by accident.
 
     # --- optimiser -----------------------------------------------------------------------------
-    lr: float = field(default=5e-5, metadata={
-        "help": "AdamW learning rate (SimpleVLA-RL 5e-6 for a 7B model; from the few-demonstration policy, "
-                "train_sim's start, 8 in-process updates at 5e-5 moved greedy reach 33 -> 40% where 2e-5 "
-                "stayed at 33%; 2e-4 lost 5-10 points from stage 1; docs/grpo.md)"})
+    lr: float = field(default=1e-4, metadata={
+        "help": "AdamW learning rate (SimpleVLA-RL 5e-6 for a 7B model; for the 0.9 M-parameter tiny VLA "
+                "1e-4 with 16 groups per update gave the largest lift gains, 2e-4 lost ground; docs/grpo.md)"})
     betas: tuple[float, float] = field(default=(0.9, 0.999), metadata={
         "help": "AdamW betas (veRL default (0.9, 0.999))"})
     weight_decay: float = field(default=0.01, metadata={
@@ -62,9 +63,9 @@ class GRPOConfig:
     epochs: int = field(default=2, metadata={
         "help": "passes over the update's trajectories (SimpleVLA-RL ppo_epochs=1 with many more "
                 "trajectories per update; the probe needed 2 so the clip ever became active)"})
-    minibatch_size: int = field(default=16, metadata={
-        "help": "trajectories per clipped optimiser step; with 8 groups x 8 rollouts and 2 epochs "
-                "that is up to 8 steps per update (the probe's setting that learned)"})
+    minibatch_size: int = field(default=32, metadata={
+        "help": "trajectories per clipped optimiser step; with 16 groups x 8 rollouts and 2 epochs "
+                "that is 8 steps per update"})
     forward_chunks: int = field(default=256, metadata={
         "help": "most chunks (observations) in one policy forward pass; a mini-batch with more is "
                 "split into several passes with gradient accumulation (memory, not maths)"})
