@@ -12,7 +12,7 @@ its own instruction, at `--temperature`, as one group; it prints how many groups
 object and how many have some but not all successes (the groups dynamic sampling keeps).
 
     .venv/bin/python scripts/grounding_probe.py --checkpoint models/default_policy --tasks reach,lift --scenes 30
-    .venv/bin/python scripts/grounding_probe.py --checkpoint models/few_demo_policy --group-size 8 --temperature 1.0
+    .venv/bin/python scripts/grounding_probe.py --checkpoint models/start_policy --tasks lift --group-size 8
 """
 
 from __future__ import annotations

@@ -110,9 +110,9 @@ def test_launch_files_pick_the_hardware_layer_the_camera_and_the_success_backend
         assert hot["learner"]["params"]["temperature"] == hot["policy_node"]["params"]["temperature"] == 0.9, name
     default = expand("train_sim", tmp_path)["learner"]["params"]["temperature"]
     assert default == train["learner"]["params"]["temperature"]  # the launch default is the YAMLs' value
-    # GRPO in sim starts both nodes from the few-demonstration policy; deploy serves the default.
+    # GRPO in sim starts both nodes from the starting policy; deploy serves the default.
     sim = expand("train_sim", tmp_path, num_arms="1")
-    start = package_share("vla_rl_ros") / "models" / "few_demo_policy"
+    start = package_share("vla_rl_ros") / "models" / "start_policy"
     assert sim["learner"]["params"]["checkpoint"] == sim["policy_node"]["params"]["checkpoint"] == str(start)
     assert expand("deploy", tmp_path)["policy_node"]["params"]["checkpoint"] == ""
 

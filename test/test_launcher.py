@@ -128,6 +128,46 @@ def test_required_process_crash_stops_the_graph_and_names_it(tmp_path: Path) -> 
     assert not marker.exists()
 
 
+@pytest.mark.parametrize(("statuses", "launch_status", "line"), [
+    ([-9, 1, 0], 0, "required process learner-1 finished"),  # killed, crashed: respawned; done: the end
+    ([2], 2, "required process learner-1 failed (exit code 2)"),  # refused its parameters: no respawn
+])
+def test_a_required_process_that_respawns_comes_back_after_a_crash_only(
+    tmp_path: Path, statuses: list[int], launch_status: int, line: str
+) -> None:
+    """train_sim's learner: respawn with on_exit shutdown. It resumes after a crash; its clean exit (its
+    updates done) ends the run."""
+    starts = tmp_path / "starts"
+    # The n-th start ends with statuses[n]; a negative one is that signal.
+    body = (f"import os, signal, sys; n = len(open('{starts}').read()) if os.path.exists('{starts}') else 0; "
+            f"open('{starts}', 'a').write('x'); s = {statuses}[n]; "
+            "os.kill(os.getpid(), -s) if s < 0 else sys.exit(s)")
+    result = run_launch(tmp_path, {"launch": [
+        {"executable": {"cmd": f"{PY} -c 'import time; time.sleep(60)'", "name": "sleeper"}},
+        {"executable": {"cmd": f"{PY} -c \"{body}\"", "name": "learner", "on_exit": "shutdown",
+                        "respawn": "true", "respawn_delay": 0.1}},
+    ]})
+    assert result.returncode == launch_status, result.stdout + result.stderr
+    assert starts.read_text() == "x" * len(statuses) and line in result.stdout
+    assert "stopped sleeper-1" in result.stdout
+
+
+@pytest.mark.parametrize("exit_status", [0, 1])
+def test_a_node_that_ends_itself_exits_with_its_exit_status(tmp_path: Path, exit_status: int) -> None:
+    """run_node: a node that shuts its context down after a failure (the learner's worker) must not
+    exit 0, or the launcher would take the crash for a finished run."""
+    body = ("import sys, rclpy; from rclpy.node import Node; from vla_rl_ros.ros.node_main import run_node\n"
+            "class Ends(Node):\n"
+            "    def __init__(self):\n"
+            "        super().__init__('ends')\n"
+            f"        self.exit_status = {exit_status}\n"
+            "        self.create_timer(0.1, lambda: rclpy.try_shutdown(context=self.context))\n"
+            "sys.exit(run_node(Ends))\n")
+    env = {**os.environ, "ROS_LOG_DIR": str(tmp_path), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    result = subprocess.run([PY, "-c", body], check=False, capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == exit_status, result.stderr
+
+
 def test_output_is_prefixed_and_a_failed_optional_process_fails_the_run(tmp_path: Path) -> None:
     result = run_launch(tmp_path, {"launch": [
         {"executable": {"cmd": f"{PY} -c 'print(\"hello\")'", "name": "greeter"}},

@@ -190,6 +190,31 @@ def test_checkpoint_and_resume_continue_exactly(tmp_path):
     assert b.buffer.accounting()["used"] == 16
 
 
+def test_a_resumed_learner_logs_each_update_once(tmp_path):
+    """Metrics are logged every update, checkpoints taken every few: the updates after the checkpoint
+    are done again after a crash and must not leave a second row (issue #21: update 6 twice)."""
+    cfg = GRPOConfig(**{**CFG.to_dict(), "max_policy_lag": 5})  # nothing goes stale in this test
+    a = GRPOLearner(StatePolicy(), cfg, tmp_path, tensorboard=False)
+    fill(a.buffer, 6, cfg)
+    a.maybe_update()
+    a.save_checkpoint()
+    a.maybe_update()
+    a.maybe_update()  # updates 2 and 3 are logged, then the learner dies
+    b = GRPOLearner(StatePolicy(), cfg, tmp_path, tensorboard=False)
+    b.resume()
+    assert [r["update"] for r in read_metrics(tmp_path / "metrics.csv")] == ["1"]
+    b.maybe_update()
+    b.maybe_update()
+    rows = read_metrics(tmp_path / "metrics.csv")
+    assert [r["update"] for r in rows] == ["1", "2", "3"] and rows[0]["loss/policy"]
+    # A learner that died before its first checkpoint starts again from update 1.
+    c = GRPOLearner(StatePolicy(), CFG, tmp_path / "early", tensorboard=False)
+    fill(c.buffer, 2, CFG)
+    c.maybe_update()
+    GRPOLearner(StatePolicy(), CFG, tmp_path / "early", tensorboard=False).resume()
+    assert read_metrics(tmp_path / "early" / "metrics.csv") == []
+
+
 def test_resume_refuses_a_different_policy_shape(tmp_path):
     a = GRPOLearner(StatePolicy(), CFG, tmp_path, tensorboard=False)
     a.save_checkpoint()

@@ -6,7 +6,9 @@ args, ros_args, output, on_exit: shutdown, respawn, respawn_delay), `executable`
 env, output, on_exit, respawn), `group` (scoped, children), `push_ros_namespace`, `include`
 (file, arg), and `if:`/`unless:` on every action. Anything else is refused by name.
 Differences from `ros2 launch`: an `include` never leaks its launch configurations to the file
-that included it (ros2 launch scopes them only inside a group).
+that included it (ros2 launch scopes them only inside a group); a process with both `respawn` and
+`on_exit: shutdown` is respawned after a crash and ends the launch when it exits cleanly (runner.py;
+ros2 launch ends the launch on any of its exits).
 """
 
 from __future__ import annotations

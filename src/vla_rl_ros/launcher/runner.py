@@ -3,6 +3,13 @@
 Each child gets its own session so that one signal stops it and everything it started; the
 launcher forwards SIGINT and SIGTERM (unlike `ros2 launch`, where SIGTERM orphans the nodes) and
 escalates to SIGTERM, then SIGKILL, for children that do not stop in time.
+
+A `respawn` process is started again after it exits, as `ros2 launch` does. A required one
+(`on_exit: shutdown`) with `respawn` is started again only after a crash (a signal, or a status other
+than 0 and REFUSED_START): its clean exit ends the launch, so a learner that dies resumes while one
+that has done its updates ends the run. `ros2 launch` cannot say this: it runs on_exit's shutdown on
+every exit, a crash included, before the respawn delay is over, so there such a node ends the launch
+whichever way it exits (what it did here before).
 """
 
 from __future__ import annotations
@@ -23,6 +30,9 @@ from vla_rl_ros.launcher.description import ProcessSpec
 POLL_S = 0.05
 SIGINT_TIMEOUT_S = 5.0    # launch's default sigterm_timeout: time to exit after SIGINT
 SIGTERM_TIMEOUT_S = 5.0   # launch's default sigkill_timeout
+# A node's status when it refuses its parameters (vla_rl_ros.ros.node_main.run_node): started again
+# with the same ones it would refuse them again, so a required node's refusal ends the launch.
+REFUSED_START = 2
 
 
 @dataclass
@@ -100,7 +110,7 @@ class Runner:
                         continue
                     item.reader.join(timeout=1.0)
                     self.say(f"{item.spec.label} exited with code {code}")
-                    if item.spec.required:
+                    if item.spec.required and (not item.spec.respawn or code in (0, REFUSED_START)):
                         if code != 0:
                             self.say(f"required process {item.spec.label} failed (exit code {code}); "
                                      "stopping the graph")

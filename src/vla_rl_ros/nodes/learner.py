@@ -11,7 +11,8 @@ Messages are queued by the subscription callbacks and handed to the learner core
 thread, which also runs the updates, so a slow update never blocks reception. The run directory
 holds the episode buffer (journalled), checkpoints, the published policies, metrics.csv and
 success.png. On start the learner resumes from the run directory's latest checkpoint, if any.
-The node exits (status 0) after max_updates updates or max_wall_time_s, ending a train_sim launch.
+The node exits (status 0) after max_updates updates or max_wall_time_s, ending a train_sim launch;
+a failed update ends it with status 1, after which `vla-rl launch train_sim` respawns it to resume.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class Learner(Node):
             self.create_subscription(Trajectory, prefix + "trajectory", self.inbox.put, EPISODES)
             self.create_subscription(EpisodeResult, prefix + "episode_result", self.inbox.put, EPISODES)
         self.started = time.monotonic()
+        self.exit_status = 0  # run_node's: 1 after a failure, so that a launcher respawns this node
         self.stop = threading.Event()
         self.worker = threading.Thread(target=self.work, name="learner-worker", daemon=True)
         self.worker.start()
@@ -136,6 +138,7 @@ class Learner(Node):
                     return
         except Exception as exc:  # the worker must not die silently: stop the node with the reason
             self.get_logger().fatal(f"learner failed: {exc!r}")
+            self.exit_status = 1
             rclpy.try_shutdown(context=self.context)
             raise
 

@@ -16,7 +16,8 @@ ROS surface; per arm `a` in the `arms` parameter (relative names; "" is the node
 
 A request is answered from the newest image and joint state once both are stamped at or after the
 request (never from older observations). Requests that are ready together, from any arms, go through
-one forward pass. A PolicyUpdate is verified (digest) and applied only between episodes; if the new
+one forward pass. A PolicyUpdate is verified (digest) and applied only between episodes, not waiting
+for an arm that has asked for no chunk for a while (`SwapGate`: a dead or hung executor); if the new
 weights fail to load, the old ones stay.
 """
 
@@ -40,7 +41,8 @@ from vla_rl_ros.control.robot import RobotConfig
 from vla_rl_ros.digest import verify_checkpoint
 from vla_rl_ros.paths import default_checkpoint
 from vla_rl_ros.policy import CheckpointError, VLAPolicy
-from vla_rl_ros.policy.serving import EpisodeLog, ServingState
+from vla_rl_ros.policy.serving import EpisodeLog, ServingState, SwapGate
+from vla_rl_ros.rl.config import ROLLOUT_TEMPERATURE
 from vla_rl_ros.ros.causes import DropLog
 from vla_rl_ros.ros.convert import MessageError, image_from_msg, proprio_from_joint_state
 from vla_rl_ros.ros.names import camera_topic
@@ -73,8 +75,8 @@ class Params:
     arms: list[str] = param([""], "arm namespaces served, relative to this node's ('' = its own)")
     image_topic: str = param("", "image topic under each arm namespace; empty: the checkpoint camera's topic "
                              "(front: camera/image_raw, wrist: wrist_camera/image_raw)")
-    temperature: float = param(0.7, "sampling temperature of training rollouts, the learner's temperature "
-                               "(SimpleVLA-RL: 1.6; the embedded default: 0.7, docs/grpo.md)",
+    temperature: float = param(ROLLOUT_TEMPERATURE, "sampling temperature of training rollouts, the learner's "
+                               "temperature (SimpleVLA-RL: 1.6; the tiny policies: 1.0, docs/grpo.md)",
                                low=0.01, high=100.0)
     max_batch: int = param(16, "most requests in one forward pass", low=1, high=1024)
     batch_window_s: float = param(0.02, "how long a ready request may wait for other arms' requests", unit="s",
@@ -96,7 +98,6 @@ class Arm:
     image: Image | None = None
     joints: JointState | None = None
     request: ChunkRequest | None = None
-    received_at: float = 0.0
     ready_since: float | None = None
 
 
@@ -117,6 +118,7 @@ class PolicyNode(Node):
             raise ParameterError(f"cannot start the policy: {exc}") from exc
         self.generator = torch.Generator(device=p.device).manual_seed(p.seed)
         self.serving = ServingState(version=0)
+        self.gate = SwapGate(self.serving)
         self.unfinished: dict[str, EpisodeLog] = {}  # replaced before their result, by episode id, oldest first
         self.arms: dict[str, Arm] = {}
         for name in p.arms:
@@ -170,7 +172,12 @@ class PolicyNode(Node):
             return
         if arm.request is not None and arm.request.episode_id == msg.episode_id:
             arm.request = None
+        mixed = self.gate.ended(msg.episode_id)
         if log.evaluation or not log.steps:
+            return
+        if mixed:
+            self.drops.drop("episode served by two policy versions", f"episode {log.episode_id}: new weights "
+                            "came while its arm was silent; its trajectory is withheld from the learner")
             return
         if not log.served_from_start:
             self.drops.drop("episode joined mid-way", f"episode {log.episode_id}: served from step {log.steps[0]} "
@@ -189,7 +196,8 @@ class PolicyNode(Node):
 
     # -- requests --------------------------------------------------------------------------------
     def on_request(self, arm: Arm, msg: ChunkRequest) -> None:
-        arm.request, arm.received_at, arm.ready_since = msg, time.monotonic(), None
+        arm.request, arm.ready_since = msg, None
+        self.gate.request(arm.name, time.monotonic())
         self.serve()
 
     def on_image(self, arm: Arm, msg: Image) -> None:
@@ -212,13 +220,13 @@ class PolicyNode(Node):
 
     def serve(self) -> None:
         self.window_timer.cancel()
-        if self.serving.swap_due():
+        if self.gate.swap_due(time.monotonic()):
             self.apply_update(self.serving.pending_update)
         now = time.monotonic()
         ready = []
         for arm in self.arms.values():
-            log = arm.request and self.serving.episode(arm.name, arm.request.episode_id)
-            if arm.request and not log and now - arm.received_at > UNANNOUNCED_WAIT_S:
+            log = arm.request and self.gate.episode(arm.name, arm.request.episode_id)
+            if arm.request and not log and self.gate.quiet_for(arm.name, now) > UNANNOUNCED_WAIT_S:
                 self.drops.drop("request for an episode not running", f"{arm.name or '.'}: {arm.request.episode_id!r}")
                 arm.request = None
             if log and self.serving.may_serve(log) and self.observation_ready(arm):
@@ -271,7 +279,7 @@ class PolicyNode(Node):
 
     # -- weights ---------------------------------------------------------------------------------
     def on_update(self, msg: PolicyUpdate) -> None:
-        if msg.version <= self.serving.version:
+        if not self.gate.wanted(msg.version, msg.digest):
             return
         self.serving.pending_update = msg
         self.get_logger().info(f"policy v{msg.version} announced; applying it between episodes")
@@ -290,8 +298,13 @@ class PolicyNode(Node):
             self.serving.pending_update = None
             return
         self.policy = policy
-        self.serving.swapped(msg.version)
+        behind = self.gate.swapped(msg.version, msg.digest)
         self.get_logger().info(f"now serving policy v{msg.version}")
+        for log in behind:
+            self.get_logger().warning(
+                f"did not wait for {log.arm or '.'}'s episode {log.episode_id}: no chunk request for "
+                f"{self.gate.silent_after_s:.0f} s; if the arm asks again, the episode goes on with "
+                f"v{msg.version} and its trajectory is withheld from the learner")
 
 
 def main(args: list[str] | None = None) -> int:

@@ -270,7 +270,8 @@ class GRPOLearner:
         Updates after the checkpoint are lost, so the versions they published will be numbered again
         for different weights (PolicyUpdate's digest tells them apart); call publish_policy() after
         resuming so the policy nodes act with the restored weights. Episodes from those lost versions
-        count as fresh (their version is ahead of the learner's), none is dropped."""
+        count as fresh (their version is ahead of the learner's), none is dropped. Their rows in
+        metrics.csv are dropped: the updates done again log them anew."""
         if path is None:
             path = latest_checkpoint(self.run_dir)
             if path is None:
@@ -305,6 +306,7 @@ class GRPOLearner:
 
     def _restart(self, after_update: int) -> None:
         self.buffer.rollback(after_update)
+        self.metrics.truncate(after_update)
         self.buffer.set_policy_version(self.policy_version)
         self._mark(self.buffer.accounting())
 

@@ -17,7 +17,8 @@ STEP_COLUMN = "update"
 
 class MetricsWriter:
     """Appends one row per call; a new metric name widens the CSV (rewritten once, atomically), so
-    rows logged before the name existed show an empty cell for it."""
+    rows logged before the name existed show an empty cell for it. `truncate` drops the rows of
+    updates a resumed learner does again, so each update keeps one row."""
 
     def __init__(self, run_dir: Path | str, *, tensorboard: bool = True) -> None:
         self.path = Path(run_dir) / METRICS_FILE
@@ -41,16 +42,31 @@ class MetricsWriter:
         if new:
             rows = read_metrics(self.path) if self.path.exists() else []
             self.columns = [STEP_COLUMN, *sorted((set(self.columns) | set(new)) - {STEP_COLUMN})]
-            with writing(self.path) as tmp, tmp.open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=self.columns)
-                writer.writeheader()
-                writer.writerows(rows)
+            self._rewrite(rows)
         with self.path.open("a", newline="") as f:
             csv.DictWriter(f, fieldnames=self.columns).writerow(row)
         if self._tb is not None:
             for key, value in metrics.items():
                 self._tb.add_scalar(key, value, step)
             self._tb.flush()
+
+    def truncate(self, last_step: int) -> None:
+        """Drop the rows of steps after `last_step`: a learner resumed from the checkpoint of update k
+        had logged the updates after k before it died, and logs them again as it redoes them. (The
+        TensorBoard event files keep the old points.)"""
+        if not self.path.exists():
+            return
+        rows = read_metrics(self.path)
+        kept = [row for row in rows if float(row[STEP_COLUMN]) <= last_step]
+        if len(kept) < len(rows):
+            self._rewrite(kept)
+
+    def _rewrite(self, rows: list[dict[str, str]]) -> None:
+        """Replace the CSV with these rows under the current columns, atomically."""
+        with writing(self.path) as tmp, tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.columns)
+            writer.writeheader()
+            writer.writerows(rows)
 
 
 def read_metrics(path: Path | str) -> list[dict[str, str]]:

@@ -31,7 +31,9 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
     (benchmarks/bench_graph_tax.py). SIGINT and SIGTERM only set a flag that the spin loop checks
     between callbacks, so a callback is never cut short by a KeyboardInterrupt (the EventsExecutor
     would report that as a failed callback) and the node shuts down with its state consistent.
-    A node may end the process itself by shutting its context down (`rclpy.try_shutdown`).
+    A node may end the process itself by shutting its context down (`rclpy.try_shutdown`); one that
+    does so because it failed sets its `exit_status` (non-zero) first, which the process then exits
+    with, so that a launcher tells a crash (respawned) from a finished run (the launch ends).
     `make_executor` is called after `rclpy.init` (an executor needs an initialised context).
     """
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
@@ -61,4 +63,4 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
                 close()
             node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return getattr(node, "exit_status", 0)
