@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -166,6 +167,29 @@ def test_a_node_that_ends_itself_exits_with_its_exit_status(tmp_path: Path, exit
     env = {**os.environ, "ROS_LOG_DIR": str(tmp_path), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
     result = subprocess.run([PY, "-c", body], check=False, capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == exit_status, result.stderr
+
+
+def test_without_the_events_executor_a_node_spins_the_standard_one(tmp_path: Path) -> None:
+    """Humble's rclpy has no rclpy.experimental.EventsExecutor: run_node must fall back and still deliver
+    messages (here a node's own publication reaches its subscription, then it ends itself)."""
+    body = ("import sys; sys.modules['rclpy.experimental'] = None  # as on Humble: the import fails\n"
+            "import rclpy; from rclpy.node import Node; from std_msgs.msg import String\n"
+            "from vla_rl_ros.ros.node_main import run_node\n"
+            "class Echo(Node):\n"
+            "    def __init__(self):\n"
+            "        super().__init__('echo')\n"
+            "        self.create_subscription(String, 'echo', self.heard, 10)\n"
+            "        self.pub = self.create_publisher(String, 'echo', 10)\n"
+            "        self.create_timer(0.1, lambda: self.pub.publish(String(data='hi')))\n"
+            "    def heard(self, msg):\n"
+            "        print('heard', msg.data, 'on', type(self.executor).__name__, flush=True)\n"
+            "        rclpy.try_shutdown(context=self.context)\n"
+            "sys.exit(run_node(Echo))\n")
+    env = {**os.environ, "ROS_LOG_DIR": str(tmp_path), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+           "ROS_DOMAIN_ID": str(random.randint(1, 100))}
+    result = subprocess.run([PY, "-c", body], check=False, capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "heard hi on SingleThreadedExecutor" in result.stdout, result.stdout + result.stderr
 
 
 def test_output_is_prefixed_and_a_failed_optional_process_fails_the_run(tmp_path: Path) -> None:

@@ -8,8 +8,7 @@ import threading
 from collections.abc import Callable
 
 import rclpy
-from rclpy.executors import Executor, ExternalShutdownException
-from rclpy.experimental import EventsExecutor
+from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
@@ -19,13 +18,23 @@ from vla_rl_ros.ros.params import ParameterError
 STOP_CHECK_S = 0.2
 
 
+def default_executor() -> Executor:
+    """rclpy's EventsExecutor where this rclpy has it (Jazzy, Kilted); Humble's rclpy has none, and
+    there the nodes spin the SingleThreadedExecutor: the same callbacks, more CPU per message."""
+    try:
+        from rclpy.experimental import EventsExecutor
+    except ImportError:
+        return SingleThreadedExecutor()
+    return EventsExecutor()
+
+
 def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
-             make_executor: Callable[[], Executor] = EventsExecutor) -> int:
+             make_executor: Callable[[], Executor] = default_executor) -> int:
     """Create the node and spin it until shutdown. Returns the process exit status.
 
     A bad parameter ends the process with status 2 and one clear log line, before anything moves.
 
-    The default executor is rclpy's EventsExecutor (C++ event queue): each message or timer wake-up
+    The default executor is rclpy's EventsExecutor (C++ event queue) where it exists: each message or timer wake-up
     costs a few hundred microseconds of Python less than in the SingleThreadedExecutor, which rebuilds
     its wait set every time; in the train_sim graph that is a third of all CPU per control step
     (benchmarks/bench_graph_tax.py). SIGINT and SIGTERM only set a flag that the spin loop checks
