@@ -214,7 +214,8 @@ def test_a_stock_llava_works_through_the_same_wrapper(tmp_path):
                           prompt="<image> What action should the robot take to {instruction}?")
     policy = VLAPolicy.load(tmp_path / "llava", policy_config=config)
     images = np.random.default_rng(0).integers(0, 256, (2, 48, 48, 3), dtype=np.uint8)
-    out = policy.act(images, None, INSTRUCTIONS[:2], greedy=False, generator=torch.Generator().manual_seed(0))
+    out = policy.act(images, None, INSTRUCTIONS[:2], greedy=False, temperature=1.6,
+                     generator=torch.Generator().manual_seed(0))
     assert out.actions.shape == (2, 2, 3)
     expected = direct_log_probs(policy, (images, None, INSTRUCTIONS[:2]), out.token_ids - (policy.vocab_size - 256),
                                 1.6)

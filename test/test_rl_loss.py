@@ -106,7 +106,7 @@ def test_loss_rejects_mismatched_shapes_and_empty_trajectories():
 def test_config_defaults_are_the_recipe():
     cfg = GRPOConfig()
     assert (cfg.group_size, cfg.clip_low, cfg.clip_high, cfg.grad_clip, cfg.adv_eps) == (8, 0.2, 0.28, 1.0, 1e-6)
-    assert (cfg.temperature, cfg.lr) == (0.7, 5e-5)  # tuned for the embedded policies (docs/grpo.md); SimpleVLA-RL 1.6
+    assert (cfg.temperature, cfg.lr, cfg.groups_per_update) == (1.0, 1e-4, 16)  # docs/grpo.md, session 13
     assert set(GRPOConfig.help()) == {f for f in cfg.to_dict()}
     assert GRPOConfig.from_dict(cfg.to_dict()) == cfg
     assert isinstance(cfg.to_dict()["betas"], tuple)  # JSON turns it into a list; from_dict turns it back
@@ -117,7 +117,7 @@ def test_config_defaults_are_the_recipe():
     ({"group_size": 1}, "group_size=1"),
     ({"clip_low": 1.0}, "clip_low=1.0"),
     ({"temperature": 0.0}, "temperature=0.0"),
-    ({"minibatch_size": 100}, "lower minibatch_size or raise groups_per_update"),
+    ({"minibatch_size": 200}, "lower minibatch_size or raise groups_per_update"),
     ({"max_policy_lag": -1}, "max_policy_lag=-1"),
 ])
 def test_config_rejects_bad_values_with_a_fix(kwargs, message):

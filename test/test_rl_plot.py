@@ -6,12 +6,21 @@ import pytest
 
 from vla_rl_ros import cli
 from vla_rl_ros.rl import MetricsWriter, read_metrics
-from vla_rl_ros.rl.plot import wilson_interval
+from vla_rl_ros.rl.plot import eval_rounds, wilson_interval
 
 
 def test_wilson_interval_known_values():
     assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
     assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)  # upper z^2 / (n + z^2)
+
+
+def test_an_evaluation_round_split_across_updates_is_one_point():
+    rows = [{"update": "5", "eval/episodes": "2", "eval/success_rate": "0.0", "eval/policy_version": "5.0"},
+            {"update": "6", "eval/episodes": "18", "eval/success_rate": "0.5", "eval/policy_version": "5.0"},
+            {"update": "7", "eval/episodes": ""},
+            {"update": "10", "eval/episodes": "20", "eval/success_rate": "0.75", "eval/policy_version": "10.0"},
+            {"update": "11", "eval/episodes": "10", "eval/success_rate": "1.0"}]  # no version: kept apart
+    assert eval_rounds(rows) == [(6.0, 0.45, 20.0), (10.0, 0.75, 20.0), (11.0, 1.0, 10.0)]
 
 
 def test_metrics_csv_widens_when_a_new_metric_appears(tmp_path):
@@ -31,7 +40,7 @@ def test_plot_command_writes_a_png(tmp_path, capsys):
         row = {"rollout/success_rate": 0.2 + 0.02 * update, "grpo/kept_group_fraction": rng.uniform(0.3, 0.5),
                "grpo/clip_fraction": rng.uniform(0, 0.05), "loss/policy": -0.01}
         if update % 5 == 0:
-            row |= {"eval/success_rate": 0.1 + 0.03 * update, "eval/episodes": 50}
+            row |= {"eval/success_rate": 0.1 + 0.03 * update, "eval/episodes": 50, "eval/policy_version": update}
         writer.log(update, row)
     assert cli.main(["plot", str(tmp_path)]) == 0
     image = matplotlib.image.imread(tmp_path / "plot.png")

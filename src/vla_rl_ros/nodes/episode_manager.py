@@ -413,12 +413,16 @@ class EpisodeManager(Node):
         self.start_pub.publish(msg)
         self.say(f"{plan_label(plan)} running: s success, f failure, a abort (take over)")
 
+    def now_or(self, at: Time | None) -> Time:
+        """This node's clock, or the later stamp `at` of an input: under load /clock can reach this node
+        steps after the messages stamped by it, and a result stamped early would cut the episode short
+        for every node that bounds the episode by its stamp (the recorder's frames)."""
+        now = self.get_clock().now()
+        return at if at is not None and at > now else now
+
     def steps_elapsed(self, at: Time | None = None) -> int:
         """Control steps since the start, by this node's clock or the later stamp `at`."""
-        now = self.get_clock().now()
-        if at is not None and at > now:
-            now = at
-        elapsed = (now - self.start_time).nanoseconds * 1e-9
+        elapsed = (self.now_or(at) - self.start_time).nanoseconds * 1e-9
         return max(0, round(elapsed * self.params.control_rate_hz))
 
     def check_running(self, at: Time | None = None) -> None:
@@ -462,7 +466,7 @@ class EpisodeManager(Node):
                             task=plan.task, seed=plan.seed, instruction=self.instruction, success=success,
                             reward=1.0 if success else 0.0, steps=min(self.steps_elapsed(at), plan.max_steps),
                             policy_version=self.policy_version, evaluation=plan.evaluation, end_reason=reason)
-        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.stamp = self.now_or(at).to_msg()
         self.result_pub.publish(msg)
         self.running, self.plan, self.ending, self.fault = False, None, None, None
         self.episodes_done += 1

@@ -36,6 +36,25 @@ def series(rows: list[dict[str, str]], key: str) -> tuple[list[float], list[floa
     return [x for x, _ in points], [y for _, y in points]
 
 
+def eval_rounds(rows: list[dict[str, str]]) -> list[tuple[float, float, float]]:
+    """(update, success rate, episodes) per evaluation round. The learner tallies evaluation results per
+    update, so a round whose episodes straddle an update comes as two rows of the same policy version
+    (say 2 episodes, then 18): they are merged, at the later update, instead of drawn as a 2-episode
+    point."""
+    rounds: list[tuple[float, float, float, float]] = []  # (update, version, successes, episodes)
+    for r in rows:
+        if r.get("eval/episodes", "") == "":
+            continue
+        update, n = float(r[STEP_COLUMN]), float(r["eval/episodes"])
+        version = float(r.get("eval/policy_version") or "nan")  # nan (never merged) in metrics without it
+        wins = float(r["eval/success_rate"]) * n
+        if rounds and rounds[-1][1] == version:
+            _, _, prior_wins, prior_n = rounds.pop()
+            wins, n = wins + prior_wins, n + prior_n
+        rounds.append((update, version, wins, n))
+    return [(update, wins / n, n) for update, _, wins, n in rounds]
+
+
 def plot_run(run_dir: Path, out: Path) -> Path:
     import matplotlib
 
@@ -52,12 +71,11 @@ def plot_run(run_dir: Path, out: Path) -> Path:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
     x, y = series(rows, "rollout/success_rate")
     top.plot(x, y, color="tab:blue", alpha=0.6, label="training rollouts (sampled)")
-    x, y = series(rows, "eval/success_rate")
-    _, n = series(rows, "eval/episodes")
-    if x:
-        if len(n) == len(y):
-            low, high = zip(*(wilson_interval(p * k, k) for p, k in zip(y, n, strict=True)), strict=True)
-            top.fill_between(x, low, high, color="tab:orange", alpha=0.2, label="held-out 95% interval")
+    rounds = eval_rounds(rows)
+    if rounds:
+        x, y, n = zip(*rounds, strict=True)
+        low, high = zip(*(wilson_interval(p * k, k) for p, k in zip(y, n, strict=True)), strict=True)
+        top.fill_between(x, low, high, color="tab:orange", alpha=0.2, label="held-out 95% interval")
         top.plot(x, y, "o-", color="tab:orange", label="held-out evaluation (greedy)")
     top.set_ylabel("success rate")
     top.set_ylim(-0.02, 1.02)
