@@ -127,7 +127,7 @@ def test_recorded_rollouts_hold_what_the_policy_saw_and_sampled(checkpoint):
                                             t["token_ids"], temperature=1.6).sum(-1)
         np.testing.assert_allclose(recomputed.detach().numpy(), t["log_probs"], rtol=1e-4, atol=1e-4)
     assert not np.array_equal(results[0]["trajectory"]["token_ids"], results[1]["trajectory"]["token_ids"])
-    # As the learner's records (scripts/grpo_probe.py, benchmarks): a buffer joins them into one group.
+    # As the learner's records (`vla-rl grpo-local`, benchmarks): a buffer joins them into one group.
     from vla_rl_ros.rl import GRPOConfig
     from vla_rl_ros.rl.buffer import EpisodeBuffer
     from vla_rl_ros.rl.records import rollout_records

@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plot": ("vla_rl_ros.rl.plot", "draw a run's success curves and learner health to PNG"),
     "sft": ("vla_rl_ros.policy.sft", "supervised fine-tuning of a VLA policy on demonstration datasets"),
     "eval": ("vla_rl_ros.policy.evaluate", "greedy held-out success of a policy checkpoint, with 95% CIs"),
+    "grpo-local": ("vla_rl_ros.rl.local", "GRPO in one process without ROS: the quick way to probe settings"),
     "train-classifier": ("vla_rl_ros.success.train", "train the image success classifier from recorded episodes"),
     "operator": ("vla_rl_ros.operator.tool", "terminal tool: label episodes (s/f), ready after reset (r), abort (a)"),
 }

@@ -96,14 +96,17 @@ def run_episodes(policy: VLAPolicy, task: str, seeds: list[int], *, greedy: bool
     return results
 
 
-def evaluate(policy: VLAPolicy, tasks: list[str], episodes: int, *, tail: bool = False) -> dict:
-    """Per-task greedy success on held-out seeds with 95% Wilson intervals, and the suite mean."""
+def evaluate(policy: VLAPolicy, tasks: list[str], episodes: int, *, tail: bool = False, greedy: bool = True,
+             temperature: float = ROLLOUT_TEMPERATURE, generator: torch.Generator | None = None) -> dict:
+    """Per-task success on held-out seeds with 95% Wilson intervals, and the suite mean: greedy, or
+    sampled as `run_episodes` does (`vla-rl grpo-local --sampled-eval` sees what rollouts do)."""
     from vla_rl_ros.rl.plot import wilson_interval
 
     report: dict = {"episodes_per_task": episodes, "tasks": {}}
     for task in tasks:
         started = time.perf_counter()
-        results = run_episodes(policy, task, heldout_seeds(task, episodes, tail=tail))
+        results = run_episodes(policy, task, heldout_seeds(task, episodes, tail=tail), greedy=greedy,
+                               temperature=temperature, generator=generator)
         wins = sum(r["success"] for r in results)
         low, high = wilson_interval(wins, len(results))
         report["tasks"][task] = {"success_rate": wins / len(results), "successes": wins, "episodes": len(results),
