@@ -4,13 +4,13 @@ sim and on a real arm (the robot config says which arm).
 ROS surface (names relative to the arm's namespace)
   subscribes  episode_start        vla_rl_interfaces/EpisodeStart    reliable, transient local
               episode_result       vla_rl_interfaces/EpisodeResult   reliable, depth 100
-              action_chunk         vla_rl_interfaces/ActionChunk     reliable
+              action_chunk         vla_rl_interfaces/ActionChunk     reliable, depth 1000 (qos.STEPS)
               joint_states         sensor_msgs/JointState            sensor data QoS (matches any publisher)
               estop                std_msgs/Bool                     reliable; true latches the e-stop
               camera/image_raw     sensor_msgs/Image (image_topic)   sensor data QoS; only if image_timeout > 0
   publishes   joint_trajectory     trajectory_msgs/JointTrajectory   reliable; the robot config's command_topic;
                                                                      one point per step, time_from_start = period
-              chunk_request        vla_rl_interfaces/ChunkRequest    reliable
+              chunk_request        vla_rl_interfaces/ChunkRequest    reliable, depth 1000 (qos.STEPS)
               /diagnostics         diagnostic_msgs/DiagnosticArray   reliable; why the arm holds, rejections
               executor/dry_run_trajectory  trajectory_msgs/JointTrajectory  only with dry_run: what would be sent
   services    executor/release_estop  std_srvs/Trigger               the only way to release a latched e-stop
@@ -62,7 +62,7 @@ from vla_rl_ros.ros.convert import chunk_from_msg, stamp_ns, to_stamp
 from vla_rl_ros.ros.diagnostics import DiagnosticsPacer
 from vla_rl_ros.ros.node_main import run_node
 from vla_rl_ros.ros.params import ParameterError, declare, param
-from vla_rl_ros.ros.qos import LATCHED, RELIABLE, RESULTS
+from vla_rl_ros.ros.qos import LATCHED, RELIABLE, RESULTS, STEPS
 
 TICK_S = 0.05  # wall-clock period of the watchdogs (s): well under any useful timeout
 HOLD_LOG_INTERVAL_S = 10.0  # a fault hold that comes back is logged again at most this often (s)
@@ -119,11 +119,11 @@ class Executor(Node):
 
         command_topic = "executor/dry_run_trajectory" if p.dry_run else self.robot.command_topic
         self.command_pub = self.create_publisher(JointTrajectory, command_topic, RELIABLE)
-        self.request_pub = self.create_publisher(ChunkRequest, "chunk_request", RELIABLE)
+        self.request_pub = self.create_publisher(ChunkRequest, "chunk_request", STEPS)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE)
         self.create_subscription(EpisodeStart, "episode_start", self.on_episode_start, LATCHED)
         self.create_subscription(EpisodeResult, "episode_result", self.on_episode_result, RESULTS)
-        self.create_subscription(ActionChunk, "action_chunk", self.on_chunk, RELIABLE)
+        self.create_subscription(ActionChunk, "action_chunk", self.on_chunk, STEPS)
         self.create_subscription(JointState, "joint_states", self.on_joint_states, qos_profile_sensor_data)
         self.create_subscription(Bool, "estop", self.on_estop, RELIABLE)
         if p.image_timeout > 0:

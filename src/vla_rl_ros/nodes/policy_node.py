@@ -1,7 +1,7 @@
 """policy_node: answers chunk requests of one or more arms with one model, batching them.
 
 ROS surface; per arm `a` in the `arms` parameter (relative names; "" is the node's own namespace)
-  subscribes  a/chunk_request     vla_rl_interfaces/ChunkRequest  reliable
+  subscribes  a/chunk_request     vla_rl_interfaces/ChunkRequest  reliable, depth 1000 (qos.STEPS)
               a/<image_topic>     sensor_msgs/Image                sensor data QoS; newest kept; by default
                                                                    the checkpoint camera's (front:
                                                                    camera/image_raw, wrist:
@@ -10,7 +10,7 @@ ROS surface; per arm `a` in the `arms` parameter (relative names; "" is the node
               a/episode_start     vla_rl_interfaces/EpisodeStart   reliable, transient local
               a/episode_result    vla_rl_interfaces/EpisodeResult  reliable
               /policy_update      vla_rl_interfaces/PolicyUpdate   reliable, transient local
-  publishes   a/action_chunk      vla_rl_interfaces/ActionChunk    reliable
+  publishes   a/action_chunk      vla_rl_interfaces/ActionChunk    reliable, depth 1000 (qos.STEPS)
               a/trajectory        vla_rl_interfaces/Trajectory     reliable, depth 100 (training episodes only)
   parameters  see Params below (config/policy_node.yaml)
 
@@ -48,7 +48,7 @@ from vla_rl_ros.ros.convert import MessageError, image_from_msg, proprio_from_jo
 from vla_rl_ros.ros.names import camera_topic
 from vla_rl_ros.ros.node_main import run_node
 from vla_rl_ros.ros.params import ParameterError, declare, param, threads_param
-from vla_rl_ros.ros.qos import EPISODES, LATCHED, RELIABLE, RESULTS
+from vla_rl_ros.ros.qos import EPISODES, LATCHED, RESULTS, STEPS
 
 # Requests are served when their observation arrives (every input calls `serve`), not by polling: an
 # rclpy timer wake-up costs about half a millisecond of Python, which at 2 ms periods was a quarter of
@@ -123,11 +123,11 @@ class PolicyNode(Node):
         self.arms: dict[str, Arm] = {}
         for name in p.arms:
             prefix = f"{name.rstrip('/')}/" if name else ""
-            arm = Arm(name, self.create_publisher(ActionChunk, prefix + "action_chunk", RELIABLE),
+            arm = Arm(name, self.create_publisher(ActionChunk, prefix + "action_chunk", STEPS),
                       self.create_publisher(Trajectory, prefix + "trajectory", EPISODES))
             self.arms[name] = arm
             self.create_subscription(ChunkRequest, prefix + "chunk_request",
-                                     lambda m, a=arm: self.on_request(a, m), RELIABLE)
+                                     lambda m, a=arm: self.on_request(a, m), STEPS)
             self.create_subscription(Image, prefix + image_topic, lambda m, a=arm: self.on_image(a, m),
                                      qos_profile_sensor_data)
             self.create_subscription(JointState, prefix + "joint_states", lambda m, a=arm: self.on_joints(a, m),

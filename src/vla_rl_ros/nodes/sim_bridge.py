@@ -5,7 +5,8 @@ ROS surface (names relative to the arm's namespace)
               wrist_camera/image_raw  sensor_msgs/Image rgb8      sensor data QoS; the "wrist" camera
                                                                   (each camera in `cameras` is rendered
                                                                   only while it has a subscriber)
-              joint_states            sensor_msgs/JointState      reliable; arm joints then fingers (rad, m)
+              joint_states            sensor_msgs/JointState      reliable, depth 1000 (qos.STEPS); arm joints
+                                                                  then fingers (rad, m)
               task_state              vla_rl_interfaces/TaskState reliable, transient local depth 1;
                                                                   privileged state for the sim oracle
               /clock                  rosgraph_msgs/Clock         reliable; sim time (publish_clock)
@@ -54,7 +55,7 @@ from vla_rl_ros.ros.convert import image_to_msg, task_state_to_msg, to_stamp
 from vla_rl_ros.ros.names import CAMERA_TOPICS
 from vla_rl_ros.ros.node_main import run_node
 from vla_rl_ros.ros.params import ParameterError, declare, param
-from vla_rl_ros.ros.qos import LATCHED, RELIABLE
+from vla_rl_ros.ros.qos import LATCHED, RELIABLE, STEPS
 from vla_rl_ros.sim import CAMERAS, TASKS, Observation, SimClock, get_task, make_env
 from vla_rl_ros.sim.env import EnvConfig
 
@@ -110,7 +111,7 @@ class SimBridge(Node):
         self.closure = 0.0  # the gripper command in force (0 open .. 1 closed)
         self.image_pubs = {c: self.create_publisher(Image, CAMERA_TOPICS[c], qos_profile_sensor_data)
                            for c in p.cameras}
-        self.joint_pub = self.create_publisher(JointState, "joint_states", RELIABLE)
+        self.joint_pub = self.create_publisher(JointState, "joint_states", STEPS)
         self.task_pub = self.create_publisher(TaskStateMsg, "task_state", LATCHED)
         self.clock_pub = self.create_publisher(ClockMsg, "/clock", RELIABLE) if p.publish_clock else None
         self.create_subscription(JointTrajectory, "joint_trajectory", self.on_trajectory, RELIABLE)

@@ -4,6 +4,11 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 # Commands, requests, chunks, verdicts: every message matters, none is worth keeping for late joiners.
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+# The per-step streams (joint states, chunk requests, chunks) that a recorder must get in full to
+# rebuild every frame: a history of 1000 (seconds of a fast sim; each message is a few hundred bytes)
+# on both sides, so that a reader lagging behind (a writer thread encoding video, a loaded machine)
+# does not lose the request of a chunk and record an episode cut short.
+STEPS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
 # State that a node joining later must still get: the running episode, the newest policy.
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 # Episode results and trajectories, published with a history of the last 100 so that a learner that
