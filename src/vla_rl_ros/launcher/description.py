@@ -5,10 +5,11 @@ Supported (as `ros2 launch` reads them): `arg` (default, description, choice), `
 args, ros_args, output, on_exit: shutdown, respawn, respawn_delay), `executable` (cmd, name, cwd,
 env, output, on_exit, respawn), `group` (scoped, children), `push_ros_namespace`, `include`
 (file, arg), and `if:`/`unless:` on every action. Anything else is refused by name.
-Differences from `ros2 launch`: an `include` never leaks its launch configurations to the file
-that included it (ros2 launch scopes them only inside a group); a process with both `respawn` and
-`on_exit: shutdown` is respawned after a crash and ends the launch when it exits cleanly (runner.py;
-ros2 launch ends the launch on any of its exits).
+Arguments given as `name:=value` reach every file (an included one too) unless an include passes
+that argument itself, as in `ros2 launch`. Differences from `ros2 launch`: an `include` never leaks
+its launch configurations to the file that included it (ros2 launch scopes them only inside a
+group); a process with both `respawn` and `on_exit: shutdown` is respawned after a crash and ends
+the launch when it exits cleanly (runner.py; ros2 launch ends the launch on any of its exits).
 """
 
 from __future__ import annotations
@@ -83,8 +84,7 @@ OUTPUTS = ("screen", "log", "both")
 
 
 class _Expander:
-    def __init__(self, overrides: dict[str, str], param_dir: Path) -> None:
-        self.overrides = overrides
+    def __init__(self, param_dir: Path) -> None:
         self.param_dir = param_dir
         self.processes: list[ProcessSpec] = []
         self.arguments: dict[str, dict[str, Any]] = {}
@@ -175,9 +175,7 @@ class _Expander:
             "description": str(body.get("description", "")),
             "choices": choices,
         })
-        if name in self.overrides:
-            value = self.overrides[name]
-        elif name in ctx.configs:
+        if name in ctx.configs:  # given on the command line (the root's configurations) or by an include
             value = ctx.configs[name]
         elif default is not None:
             value = self.sub(default, ctx)
@@ -349,9 +347,11 @@ def resolve_launch_file(name: str) -> Path:
 
 def describe(path: Path, overrides: dict[str, str], param_dir: Path) -> LaunchDescription:
     """Expand `path` with `name:=value` overrides into the processes it starts."""
-    expander = _Expander(overrides, param_dir)
+    expander = _Expander(param_dir)
     path = Path(path).resolve()  # $(dirname) of a relative path would be taken relative twice
-    expander.file(path, Context({}, "/", {}, path))
+    # As ros2 launch: `name:=value` arguments are launch configurations of the root context, which
+    # an included file sees unless its include passes that argument itself.
+    expander.file(path, Context(dict(overrides), "/", {}, path))
     unknown = set(overrides) - set(expander.arguments)
     if unknown:
         declared = ", ".join(sorted(expander.arguments)) or "none"
