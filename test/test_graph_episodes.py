@@ -96,10 +96,11 @@ def test_silence_ends_the_episode_as_lost_node_and_timeouts_count_steps(ros_grap
 def test_a_time_out_waits_for_a_lagging_detectors_verdict_on_the_last_step(ros_graph: RosGraph) -> None:
     """A detector that judges every step but lags (a lockstep sim outrunning a camera classifier on a
     loaded machine) may find success on the last steps after the step limit has run out by the clock:
-    that episode is a success; one whose last verdict never comes ends as a timeout after the wait."""
+    that episode is a success. (One whose last verdict never comes ends as a timeout after the wait:
+    test_episodes_core.py.)"""
     arm = FakeArm(ros_graph)
     ros_graph.node("episode_manager", "-r", f"__ns:={NS}", "-p", "tasks:=[reach]", "-p", "group_size:=2",
-                   "-p", "verdict_wait_s:=2.0", "-p", "max_episodes:=2", label="manager")
+                   "-p", "verdict_wait_s:=2.0", label="manager")
     subs = ros_graph.probe.subscriptions
     ros_graph.probe.wait_matched(arm.chunks, arm.detector, subs[f"{NS}/episode_start"], subs[f"{NS}/episode_result"],
                                  timeout=60)
@@ -112,32 +113,18 @@ def test_a_time_out_waits_for_a_lagging_detectors_verdict_on_the_last_step(ros_g
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(ns, 1_000_000_000)
         return msg
 
-    def run_past_the_limit(start: EpisodeStart) -> float:
-        """Keep the policy alive, one early verdict, until 0.5 s past the step limit; its wall time."""
-        arm.chunks.publish(ActionChunk(episode_id=start.episode_id))
-        arm.detector.publish(verdict(start, False, 0.1))
-        limit = stamp_ns(start.header.stamp) * 1e-9 + limit_s
-        while time.time() < limit + 0.5:
-            arm.chunks.publish(ActionChunk(episode_id=start.episode_id))
-            time.sleep(0.1)
-        return limit
-
     wait_until(lambda: arm.starts, 30, "the first episode")
     first = arm.starts[0]
-    run_past_the_limit(first)
+    # Keep the policy alive, one early verdict, until 0.5 s past the step limit.
+    arm.chunks.publish(ActionChunk(episode_id=first.episode_id))
+    arm.detector.publish(verdict(first, False, 0.1))
+    while time.time() < stamp_ns(first.header.stamp) * 1e-9 + limit_s + 0.5:
+        arm.chunks.publish(ActionChunk(episode_id=first.episode_id))
+        time.sleep(0.1)
     assert not arm.results, "ended before the detector judged the last step"
     arm.detector.publish(verdict(first, True, limit_s - 0.05))  # the verdict on the last step, late
     wait_until(lambda: arm.results, 10, "the first result")
     assert (arm.results[0].end_reason, arm.results[0].success, arm.results[0].steps) == ("success", True, 40)
-
-    wait_until(lambda: len(arm.starts) > 1, 30, "the second episode")
-    limit = run_past_the_limit(arm.starts[1])
-    wait_until(lambda: len(arm.results) > 1, 10, "the second result")
-    # It waited verdict_wait_s for the last verdict, from when the step count rounded up to 40 (half a step
-    # before the limit).
-    assert time.time() >= limit - step_s / 2 + 2.0
-    assert (arm.results[1].end_reason, arm.results[1].steps) == ("timeout", 40)
-    assert "no verdict on the last step" in ros_graph.log("manager")
 
 
 def test_unknown_task_is_refused_at_start(ros_graph: RosGraph) -> None:
