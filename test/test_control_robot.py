@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from vla_rl_ros.control import SIM_PANDA, Commander, RobotConfig, make_arm
-from vla_rl_ros.sim import ArmModel
+from vla_rl_ros.control.kinematics import ArmModel
 from vla_rl_ros.sim.env import EnvConfig
 
 

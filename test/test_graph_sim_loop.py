@@ -24,8 +24,10 @@ from vla_rl_interfaces.msg import ActionChunk, ChunkRequest, EpisodeResult, Epis
 from vla_rl_interfaces.srv import ResetEpisode
 
 from vla_rl_ros.control import SIM_PANDA, RobotConfig
+from vla_rl_ros.control.kinematics import ArmModel
 from vla_rl_ros.ros.convert import task_state_from_msg
-from vla_rl_ros.sim import JOINT_STATE_NAMES, TASKS, ArmModel, EnvConfig, make_env
+from vla_rl_ros.sim import JOINT_STATE_NAMES, TASKS, EnvConfig, make_env
+from vla_rl_ros.sim.scene import scene_path
 
 pytestmark = pytest.mark.graph
 
@@ -311,7 +313,7 @@ def test_dry_run_computes_commands_but_sends_none(ros_graph: RosGraph) -> None:
     wait_until(lambda: dry, what="a dry-run command")
     commands, _ = ep.quiet()
     assert commands == 0 and ep.states[-1].step == 0
-    assert list(dry[0].joint_names) == [*ArmModel.from_mjcf().joint_names, "finger_joint1"]
+    assert list(dry[0].joint_names) == [*ArmModel.from_mjcf(scene_path()).joint_names, "finger_joint1"]
     assert "DRY RUN" in ros_graph.log("executor")
 
 

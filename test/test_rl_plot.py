@@ -2,16 +2,10 @@
 
 import matplotlib.image
 import numpy as np
-import pytest
 
 from vla_rl_ros import cli
 from vla_rl_ros.rl import MetricsWriter, read_metrics
-from vla_rl_ros.rl.plot import eval_rounds, wilson_interval
-
-
-def test_wilson_interval_known_values():
-    assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
-    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)  # upper z^2 / (n + z^2)
+from vla_rl_ros.rl.plot import eval_rounds
 
 
 def test_an_evaluation_round_split_across_updates_is_one_point():

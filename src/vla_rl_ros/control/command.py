@@ -1,6 +1,6 @@
 """One control step: an action row -> joint targets for the arm's controller, inside every limit.
 
-ee_delta actions go through the arm model's IK (the sim core's `ArmModel`, so sim and real turn a
+ee_delta actions go through the IK of control/kinematics.py's `ArmModel` (the sim's too, so sim and real turn a
 delta into joints alike) from the CURRENT measured joints; joint_position actions are targets as
 they are. Then, in this order: the Cartesian target is clipped to the workspace box (before IK), each
 joint's motion to min(velocity limit x period, max_joint_step) from the measured position, and the
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vla_rl_ros.control.kinematics import ArmModel
 from vla_rl_ros.control.robot import RobotConfig
-from vla_rl_ros.sim.arm import ArmModel
 
 # Names of the limits that acted on a command (reported on /diagnostics).
 CLAMP_TRANSLATION = "translation"

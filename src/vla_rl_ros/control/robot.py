@@ -17,8 +17,8 @@ from typing import Any, get_type_hints
 import numpy as np
 import yaml
 
+from vla_rl_ros.control.kinematics import gripper_command
 from vla_rl_ros.paths import package_share
-from vla_rl_ros.sim.arm import gripper_command
 
 ACTION_MODES = ("ee_delta", "joint_position")
 PACKAGE_URL = "package://"
@@ -36,8 +36,8 @@ class GripperConfig:
                 "own the gripper (a JTC refuses goals naming joints it does not control), e.g. franka_gripper's "
                 "action server (the executor does not drive such a gripper yet)"})
     binary: bool = field(default=True, metadata={
-        "help": "close fully for an action above 0.5 and open below, as the sim does (sim.arm.gripper_command); "
-                "false: the action is a closure 0..1"})
+        "help": "close fully for an action above 0.5 and open below, as the sim does "
+                "(control.kinematics.gripper_command); false: the action is a closure 0..1"})
 
     def __post_init__(self) -> None:
         if self.open == self.closed or not all(map(math.isfinite, (self.open, self.closed))):

@@ -13,9 +13,23 @@ creates, opens, appends (atomically: a crash or kill -9 never damages committed 
 relabels; `DatasetError` names the file when something on disk is missing, corrupt or unwritable.
 `vla-rl dataset info|stats|merge|relabel|export|verify` is the command line (vla_rl_ros.data.cli)."""
 
-from vla_rl_ros.data.atomic import DatasetError
-from vla_rl_ros.data.dataset import EpisodeDataset
-from vla_rl_ros.data.episode import END_REASONS, Episode, EpisodeBuilder
-from vla_rl_ros.data.video import VideoConfig
+import importlib
+from typing import Any
+
+# Name -> submodule, imported on first use (PEP 562): rl/ writes through data.atomic and checks end
+# reasons against data.episode, and importing the learner must not import pyarrow and av for that.
+_EXPORTS = {
+    "DatasetError": "atomic",
+    "EpisodeDataset": "dataset",
+    "END_REASONS": "episode", "Episode": "episode", "EpisodeBuilder": "episode",
+    "VideoConfig": "video",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+
 
 __all__ = ["END_REASONS", "DatasetError", "Episode", "EpisodeBuilder", "EpisodeDataset", "VideoConfig"]

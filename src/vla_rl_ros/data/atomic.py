@@ -1,6 +1,9 @@
 """Crash-safe file writes: write a temporary sibling, fsync it, `os.replace` it onto the final name,
 fsync the directory. A reader (or a crash) therefore sees either the old file or the complete new
-one, never a torn one (POSIX rename atomicity; the directory fsync makes the rename durable)."""
+one, never a torn one (POSIX rename atomicity; the directory fsync makes the rename durable).
+
+Standard library only: rl/ writes its journal, metrics and checkpoints through here, and importing
+the learner must not import pyarrow or the video stack (the parquet side is data/files.py)."""
 
 from __future__ import annotations
 
@@ -8,18 +11,11 @@ import contextlib
 import errno
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
-
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 # Temporary files carry this marker, so that an interrupted write is recognised and removed later.
 TMP_MARKER = ".tmp-"
-
-
-T = TypeVar("T")
 
 
 class DatasetError(RuntimeError):
@@ -115,26 +111,3 @@ def move_into_place(src: Path, path: Path) -> None:
 def write_json(path: Path, data: object) -> None:
     with writing(path) as tmp:
         tmp.write_text(json.dumps(data, indent=4, ensure_ascii=False) + "\n")
-
-
-def write_parquet(path: Path, table: pa.Table) -> None:
-    with writing(path) as tmp:
-        pq.write_table(table, tmp, compression="snappy")
-
-
-def read_json(path: Path) -> dict:
-    return read_file(path, lambda p: json.loads(p.read_text()))
-
-
-def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
-    return read_file(path, lambda p: pq.ParquetFile(p).read(columns=columns))
-
-
-def read_file(path: Path, reader: Callable[[Path], T]) -> T:
-    """`reader(path)`, with a missing or corrupt file reported by its name (DatasetError)."""
-    try:
-        return reader(path)
-    except FileNotFoundError as exc:
-        raise DatasetError(f"missing dataset file {path}") from exc
-    except (OSError, ValueError, pa.ArrowException) as exc:
-        raise DatasetError(f"corrupt dataset file {path}: {exc}") from exc

@@ -38,17 +38,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from vla_rl_ros.data.atomic import (
-    DatasetError,
-    is_tmp,
-    read_file,
-    read_json,
-    read_parquet,
-    write_json,
-    write_parquet,
-    writing,
-)
+from vla_rl_ros.data.atomic import DatasetError, is_tmp, write_json, writing
 from vla_rl_ros.data.episode import Episode
+from vla_rl_ros.data.files import read_file, read_json, read_parquet, write_parquet
 from vla_rl_ros.data.stats import STAT_KEYS, Stats, feature_stats, image_stats, pool
 from vla_rl_ros.data.video import VideoConfig, decode_video, encode_video, video_info
 

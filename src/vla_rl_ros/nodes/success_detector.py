@@ -34,7 +34,8 @@ from vla_rl_ros.ros.convert import MessageError, image_from_msg, stamp_ns, task_
 from vla_rl_ros.ros.node_main import run_node
 from vla_rl_ros.ros.params import ParameterError, declare, param
 from vla_rl_ros.ros.qos import LATCHED, RELIABLE, RESULTS
-from vla_rl_ros.success import BACKENDS, HoldFilter, LabelError, backend_class
+from vla_rl_ros.sim.tasks.hold import HoldFilter
+from vla_rl_ros.success import BACKENDS, LabelError, backend_class
 
 
 @dataclass

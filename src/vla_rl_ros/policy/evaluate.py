@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from vla_rl_ros.policy.vla_policy import ROLLOUT_TEMPERATURE, VLAPolicy
+from vla_rl_ros.stats import wilson_interval
 
 if TYPE_CHECKING:
     from vla_rl_ros.sim import SimEnv
@@ -100,8 +101,6 @@ def evaluate(policy: VLAPolicy, tasks: list[str], episodes: int, *, tail: bool =
              temperature: float = ROLLOUT_TEMPERATURE, generator: torch.Generator | None = None) -> dict:
     """Per-task success on held-out seeds with 95% Wilson intervals, and the suite mean: greedy, or
     sampled as `run_episodes` does (`vla-rl grpo-local --sampled-eval` sees what rollouts do)."""
-    from vla_rl_ros.rl.plot import wilson_interval
-
     report: dict = {"episodes_per_task": episodes, "tasks": {}}
     for task in tasks:
         started = time.perf_counter()

@@ -9,25 +9,14 @@ groups below 30%).
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
 from vla_rl_ros.rl.metrics import METRICS_FILE, STEP_COLUMN, read_metrics
+from vla_rl_ros.stats import wilson_interval
 
-Z_95 = 1.959964  # two-sided 95% normal quantile
 PLOT_FILE = "plot.png"
 STARVED_KEPT_FRACTION = 0.3  # LEARNING_PROBE.md: below this (with the clip at 0) the learner starves
-
-
-def wilson_interval(successes: float, n: float, z: float = Z_95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion; sane at 0 and n successes, unlike p +- z*se."""
-    if n <= 0:
-        raise ValueError(f"n={n}: an interval needs at least one episode")
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
 
 
 def series(rows: list[dict[str, str]], key: str) -> tuple[list[float], list[float]]:

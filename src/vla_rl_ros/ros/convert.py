@@ -14,8 +14,8 @@ from vla_rl_interfaces.msg import TaskState as TaskStateMsg
 from vla_rl_interfaces.msg import Trajectory as TrajectoryMsg
 
 from vla_rl_ros.control.chunks import ChunkIn
+from vla_rl_ros.control.kinematics import ArmModel
 from vla_rl_ros.rl.records import ResultRecord, TrajectoryRecord
-from vla_rl_ros.sim import ArmModel
 from vla_rl_ros.sim.tasks import TaskState
 
 _BRIDGE = CvBridge()

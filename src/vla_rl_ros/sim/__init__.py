@@ -1,7 +1,8 @@
-"""MuJoCo tabletop simulation core (no ROS): the Panda arm model, the task suite and the env.
+"""MuJoCo tabletop simulation core (no ROS): the scene, the task suite and the env.
 
-`make_env(task)` gives a `SimEnv`; `TASKS` lists the tasks; `ArmModel` is the arm's kinematics
-alone (for the executor node). Rendering defaults to EGL (headless); set MUJOCO_GL to override.
+`make_env(task)` gives a `SimEnv`; `TASKS` lists the tasks. The arm's kinematics (`ArmModel`) are
+control/kinematics.py, below this package, since the real-arm executor needs them without a sim.
+Rendering defaults to EGL (headless); set MUJOCO_GL to override.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # must precede the first `import mujoco`
 
-from vla_rl_ros.sim.arm import ArmModel, IKConfig, JointTrajectory
 from vla_rl_ros.sim.clock import SimClock
 from vla_rl_ros.sim.env import (
     ACTION_MODES,
@@ -26,6 +26,6 @@ from vla_rl_ros.sim.env import (
 )
 from vla_rl_ros.sim.tasks import TASKS, TaskSpec, TaskState, get_task
 
-__all__ = ["ACTION_MODES", "CAMERAS", "JOINT_STATE_NAMES", "STATE_NAMES", "TASKS", "ArmModel", "EnvConfig", "IKConfig",
-           "JointTrajectory", "Observation", "SimClock", "SimEnv", "StepResult", "TaskSpec", "TaskState",
+__all__ = ["ACTION_MODES", "CAMERAS", "JOINT_STATE_NAMES", "STATE_NAMES", "TASKS", "EnvConfig",
+           "Observation", "SimClock", "SimEnv", "StepResult", "TaskSpec", "TaskState",
            "action_names", "get_task", "make_env"]

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import mujoco
 import numpy as np
 
-from vla_rl_ros.sim.arm import ARM_JOINTS, FINGER_JOINTS, ArmModel, gripper_command
+from vla_rl_ros.control.kinematics import ARM_JOINTS, FINGER_JOINTS, ArmModel, gripper_command
 from vla_rl_ros.sim.scene import (
     DRAWER_OPENING,
     FIXTURES,
@@ -31,7 +31,7 @@ from vla_rl_ros.sim.scene import (
 )
 from vla_rl_ros.sim.tasks import TASKS, get_task
 from vla_rl_ros.sim.tasks.base import Layout, TaskSpec, TaskState
-from vla_rl_ros.success.hold import HoldFilter
+from vla_rl_ros.sim.tasks.hold import HoldFilter
 
 ACTION_MODES = ("ee_delta", "joint_position")
 EE_DIMS = (4, 7)  # ee_delta: [dx, dy, dz, g] or [dx, dy, dz, droll, dpitch, dyaw, g]
@@ -72,7 +72,7 @@ class EnvConfig:
     settle_time: float = field(default=0.2, metadata={"help": "s of physics after placing objects at reset, "
                                                               "so they rest before the first image"})
     binary_gripper: bool = field(default=True, metadata={"help": "the gripper action closes fully above 0.5 and "
-                                                                 "opens below (arm.gripper_command)"})
+                                                                 "opens below (control.kinematics.gripper_command)"})
 
     def __post_init__(self) -> None:
         if self.control_dt <= 0 or self.interpolation_points < 1:

@@ -1,20 +1,19 @@
-"""Success detection (no ROS): backends chosen by a `type` key, and the hold filter they share.
+"""Success detection (no ROS): backends chosen by a `type` key.
 
 A backend's `judge` turns one observation into a raw verdict and a confidence (1.0 for the oracle
-and an operator, a probability for a classifier); `HoldFilter` turns raw
-verdicts into success only once they have held for k consecutive control steps, so a gripper
-brushing past the goal is not a success.
+and an operator, a probability for a classifier); the tasks' `HoldFilter` (sim/tasks/hold.py, where
+hold_steps is defined) turns raw verdicts into success only once they have held for k consecutive
+control steps, so a gripper brushing past the goal is not a success.
 
 Each backend class names what it judges (`observes`: "task_state", "image" or "operator") and the
 node parameters its constructor takes (`options`). The registry holds import paths, so importing
-this package (the sim env does, for HoldFilter) does not import torch for the classifier.
+this package does not import torch for the classifier.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from vla_rl_ros.success.hold import HoldFilter
 from vla_rl_ros.success.operator import OPERATOR, LabelError, OperatorLabels
 from vla_rl_ros.success.sim_oracle import SimOracle
 
@@ -35,4 +34,4 @@ def backend_class(name: str) -> type:
     return getattr(importlib.import_module(module), cls)
 
 
-__all__ = ["BACKENDS", "OPERATOR", "HoldFilter", "LabelError", "OperatorLabels", "SimOracle", "backend_class"]
+__all__ = ["BACKENDS", "OPERATOR", "LabelError", "OperatorLabels", "SimOracle", "backend_class"]

@@ -31,8 +31,8 @@ from torch import nn
 
 from vla_rl_ros.data import DatasetError, EpisodeDataset
 from vla_rl_ros.rl.records import DISCARD_REASONS
+from vla_rl_ros.sim.tasks.hold import HoldFilter
 from vla_rl_ros.success.classifier import ClassifierConfig, SuccessNet, preprocess, save_classifier
-from vla_rl_ros.success.hold import HoldFilter
 
 
 def frame_labels(length: int, success: bool, positive_tail: int, negative_head: float) -> np.ndarray:

@@ -14,6 +14,7 @@ from vla_rl_ros.sim.scene import OBJECT_SLOTS, PALETTE
 
 if TYPE_CHECKING:
     from vla_rl_ros.sim.env import SimEnv
+    from vla_rl_ros.sim.tasks.config import TaskConfig
 
 # Seed splits shared by every task: training draws from the first, evaluation only from the second,
 # so a held-out initial state is never trained on (DESIGN.md: unlike SimpleVLA-RL).
@@ -77,7 +78,7 @@ class TaskSpec:
     description: str
     templates: tuple[str, ...]  # instruction templates, formatted with the role names' words
     roles: tuple[str, ...]  # what the leading TaskState objects are, e.g. ("object", "plate")
-    config: Any  # the task module's frozen config dataclass (max_steps, hold_steps, thresholds)
+    config: TaskConfig  # the task module's subclass: max_steps, hold_steps, its thresholds
     sample_fn: Callable[[np.random.Generator, Any], tuple[Placement, ...]]
     success_fn: Callable[[TaskState, Any], bool]
     expert_fn: Callable[[TaskState, Any], np.ndarray]  # -> (4,) [dx, dy, dz, gripper]
@@ -183,10 +184,3 @@ def scatter(rng: np.random.Generator, radii: list[float], *, x_range: tuple[floa
         return xy
     raise RuntimeError(f"could not place footprints {radii} in x {x_range}, y {y_range} after "
                        f"{SPAWN_TRIES} tries; widen the spawn area or use fewer objects")
-
-
-def positive_int(cls_name: str, **values: int) -> None:
-    """__post_init__ helper: every named value must be a positive integer."""
-    for key, value in values.items():
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{cls_name}.{key}={value!r} must be a positive integer")

@@ -7,22 +7,21 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vla_rl_ros.sim.scene import OBJECT_HALF_SIZE
-from vla_rl_ros.sim.tasks.base import TaskSpec, TaskState, object_placement, pick_objects, positive_int, scatter
-from vla_rl_ros.sim.tasks.skills import CLOSED, ExpertConfig, ee_action, grasp, is_held, toward
+from vla_rl_ros.sim.tasks.base import TaskSpec, TaskState, object_placement, pick_objects, scatter
+from vla_rl_ros.sim.tasks.config import OBJECT_RADIUS, TaskConfig
+from vla_rl_ros.sim.tasks.skills import CLOSED, ee_action, grasp, is_held, toward
 
 
 @dataclass(frozen=True)
-class LiftConfig:
-    max_steps: int = field(default=60, metadata={"help": "episode limit in control steps (expert: about 30)"})
-    hold_steps: int = field(default=3, metadata={"help": "consecutive steps the predicate must hold"})
-    distractors: int = field(default=2, metadata={"help": "other objects on the table"})
+class LiftConfig(TaskConfig):
+    max_steps: int = 60  # the expert needs about 30
+    distractors: int = 2
     lift_height: float = field(default=0.08, metadata={"help": "how far (m) the object's bottom must be above "
                                                                "the table"})
     expert_height: float = field(default=0.16, metadata={"help": "TCP height (m) the expert lifts to"})
-    expert: ExpertConfig = field(default_factory=ExpertConfig)
 
     def __post_init__(self) -> None:
-        positive_int(type(self).__name__, max_steps=self.max_steps, hold_steps=self.hold_steps)
+        super().__post_init__()
         if self.expert_height - OBJECT_HALF_SIZE <= self.lift_height:
             raise ValueError(f"LiftConfig.expert_height={self.expert_height} must lift the object's bottom "
                              f"above lift_height={self.lift_height}")
@@ -30,7 +29,7 @@ class LiftConfig:
 
 def sample(rng: np.random.Generator, cfg: LiftConfig):
     objects = pick_objects(rng, 1 + cfg.distractors)
-    xy = scatter(rng, [OBJECT_HALF_SIZE * np.sqrt(2)] * len(objects))
+    xy = scatter(rng, [OBJECT_RADIUS] * len(objects))
     return tuple(object_placement(slot, colour, p, rng) for (slot, colour), p in zip(objects, xy, strict=True))
 
 

@@ -4,10 +4,11 @@ motion is constrained to the drawer's slide, and the grasp must hold while pulli
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
-from vla_rl_ros.sim.scene import DRAWER_OPENING, HANDLE_OFFSET, OBJECT_HALF_SIZE
+from vla_rl_ros.sim.scene import DRAWER_OPENING, HANDLE_OFFSET
 from vla_rl_ros.sim.tasks.base import (
     SPAWN_GAP,
     SPAWN_X,
@@ -17,30 +18,26 @@ from vla_rl_ros.sim.tasks.base import (
     TaskState,
     object_placement,
     pick_objects,
-    positive_int,
 )
-from vla_rl_ros.sim.tasks.skills import CLOSED, ExpertConfig, ee_action, grasp, is_held, retreat, toward
+from vla_rl_ros.sim.tasks.config import OBJECT_RADIUS, TaskConfig
+from vla_rl_ros.sim.tasks.skills import CLOSED, ee_action, grasp, is_held, retreat, toward
 
 CABINET_HALF_WIDTH = 0.13  # m, along y (sim/tabletop.xml)
-OBJECT_RADIUS = OBJECT_HALF_SIZE * np.sqrt(2)
 
 
 @dataclass(frozen=True)
-class OpenDrawerConfig:
-    max_steps: int = field(default=80, metadata={"help": "episode limit in control steps (expert: about 35)"})
-    hold_steps: int = field(default=3, metadata={"help": "consecutive steps the predicate must hold"})
-    distractors: int = field(default=1, metadata={"help": "objects beside the cabinet (0 or 1)"})
+class OpenDrawerConfig(TaskConfig):
+    max_distractors: ClassVar[int] = 1  # one object fits beside the cabinet
+
+    max_steps: int = 80  # the expert needs about 35
     open_distance: float = field(default=0.1, metadata={"help": "how far (m) the drawer must be pulled out"})
     front_x: tuple[float, float] = field(default=(0.5, 0.56), metadata={"help": "range of the cabinet front's x (m)"})
     offset_y: tuple[float, float] = field(default=(0.06, 0.12), metadata={
         "help": "range of |y| (m) of the cabinet's centre; its side (left or right) is drawn per seed"})
     expert_open: float = field(default=0.13, metadata={"help": "expert: opening (m) it pulls to before letting go"})
-    expert: ExpertConfig = field(default_factory=ExpertConfig)
 
     def __post_init__(self) -> None:
-        positive_int(type(self).__name__, max_steps=self.max_steps, hold_steps=self.hold_steps)
-        if self.distractors not in (0, 1):
-            raise ValueError(f"OpenDrawerConfig.distractors={self.distractors} must be 0 or 1")
+        super().__post_init__()
         if not self.open_distance < self.expert_open:
             raise ValueError(f"OpenDrawerConfig.expert_open={self.expert_open} must exceed open_distance="
                              f"{self.open_distance}, or the expert stops short of success")

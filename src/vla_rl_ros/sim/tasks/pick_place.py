@@ -6,36 +6,34 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vla_rl_ros.sim.scene import OBJECT_HALF_SIZE, PLATE_RADIUS, PLATE_TOP
+from vla_rl_ros.sim.scene import PLATE_RADIUS, PLATE_TOP
 from vla_rl_ros.sim.tasks.base import (
     Placement,
     TaskSpec,
     TaskState,
     object_placement,
     pick_objects,
-    positive_int,
     scatter,
 )
-from vla_rl_ros.sim.tasks.skills import ExpertConfig, place, resting_on, retreat
-
-OBJECT_RADIUS = OBJECT_HALF_SIZE * np.sqrt(2)
+from vla_rl_ros.sim.tasks.config import OBJECT_RADIUS, TaskConfig
+from vla_rl_ros.sim.tasks.skills import place, resting_on, retreat
 
 
 @dataclass(frozen=True)
-class PickPlaceConfig:
-    max_steps: int = field(default=100, metadata={"help": "episode limit in control steps (expert: 45-60)"})
-    hold_steps: int = field(default=3, metadata={"help": "consecutive steps the predicate must hold"})
-    distractors: int = field(default=2, metadata={"help": "other objects on the table"})
-    inside_margin: float = field(default=0.03, metadata={"help": "how far (m) inside the plate's rim the "
+class PickPlaceConfig(TaskConfig):
+    """Also two_on_plate's base: its objects rest on the plate and are let go by the same thresholds."""
+
+    # the expert needs 45-60 of the default max_steps
+    distractors: int = 2
+    inside_margin: float = field(default=0.03, metadata={"help": "how far (m) inside the plate's rim an "
                                                                  "object's centre must be"})
     rest_tolerance: float = field(default=0.015, metadata={"help": "object centre height above resting on "
                                                                    "the plate (m) still counted as placed"})
     released_closure: float = field(default=0.1, metadata={"help": "measured gripper closure under which the "
                                                                    "object counts as let go"})
-    expert: ExpertConfig = field(default_factory=ExpertConfig)
 
     def __post_init__(self) -> None:
-        positive_int(type(self).__name__, max_steps=self.max_steps, hold_steps=self.hold_steps)
+        super().__post_init__()
         if not 0 <= self.inside_margin < PLATE_RADIUS:
             raise ValueError(f"PickPlaceConfig.inside_margin={self.inside_margin} must be in [0, {PLATE_RADIUS})")
 

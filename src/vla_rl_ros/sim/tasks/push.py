@@ -13,21 +13,18 @@ from vla_rl_ros.sim.tasks.base import (
     TaskState,
     object_placement,
     pick_objects,
-    positive_int,
     scatter,
 )
-from vla_rl_ros.sim.tasks.skills import CLOSED, ExpertConfig, ee_action, toward, via_travel_height
+from vla_rl_ros.sim.tasks.config import OBJECT_RADIUS, TaskConfig
+from vla_rl_ros.sim.tasks.skills import CLOSED, ee_action, toward, via_travel_height
 
-OBJECT_RADIUS = OBJECT_HALF_SIZE * np.sqrt(2)  # m, footprint of a cube at any yaw
 TARGET_RADIUS = TARGET_HALF_SIZE * np.sqrt(2)
 PATH_TRIES = 100
 
 
 @dataclass(frozen=True)
-class PushConfig:
-    max_steps: int = field(default=100, metadata={"help": "episode limit in control steps (expert: 30-75)"})
-    hold_steps: int = field(default=3, metadata={"help": "consecutive steps the predicate must hold"})
-    distractors: int = field(default=1, metadata={"help": "other objects, kept off the push path"})
+class PushConfig(TaskConfig):
+    # the expert needs 30-75 of the default max_steps; distractors are kept off the push path
     min_distance: float = field(default=0.15, metadata={"help": "least object-to-target distance at reset (m)"})
     max_distance: float = field(default=0.25, metadata={"help": "largest object-to-target distance at reset (m)"})
     inside_margin: float = field(default=0.02, metadata={"help": "how far (m) inside the square's edge the "
@@ -46,10 +43,9 @@ class PushConfig:
                                                                "target centre (m)"})
     path_clearance: float = field(default=0.09, metadata={"help": "distractor centres stay this far from "
                                                                   "the push path (m)"})
-    expert: ExpertConfig = field(default_factory=ExpertConfig)
 
     def __post_init__(self) -> None:
-        positive_int(type(self).__name__, max_steps=self.max_steps, hold_steps=self.hold_steps)
+        super().__post_init__()
         if not 0 < self.min_distance < self.max_distance:
             raise ValueError(f"PushConfig needs 0 < min_distance ({self.min_distance}) < max_distance "
                              f"({self.max_distance})")

@@ -6,30 +6,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vla_rl_ros.sim.scene import OBJECT_HALF_SIZE
-from vla_rl_ros.sim.tasks.base import TaskSpec, TaskState, object_placement, pick_objects, positive_int, scatter
-from vla_rl_ros.sim.tasks.skills import OPEN, ExpertConfig, ee_action, toward
+from vla_rl_ros.sim.tasks.base import TaskSpec, TaskState, object_placement, pick_objects, scatter
+from vla_rl_ros.sim.tasks.config import OBJECT_RADIUS, TaskConfig
+from vla_rl_ros.sim.tasks.skills import OPEN, ee_action, toward
 
 
 @dataclass(frozen=True)
-class ReachConfig:
-    max_steps: int = field(default=40, metadata={"help": "episode limit in 10 Hz control steps (the expert "
-                                                         "needs about 15)"})
-    hold_steps: int = field(default=3, metadata={"help": "consecutive steps the predicate must hold"})
-    distractors: int = field(default=2, metadata={"help": "other objects on the table"})
+class ReachConfig(TaskConfig):
+    max_steps: int = 40  # the expert needs about 15
+    distractors: int = 2
     hover_height: float = field(default=0.07, metadata={"help": "goal TCP height above the object's centre (m)"})
     tolerance: float = field(default=0.04, metadata={"help": "success radius around the goal point (m)"})
-    expert: ExpertConfig = field(default_factory=ExpertConfig)
-
-    def __post_init__(self) -> None:
-        positive_int(type(self).__name__, max_steps=self.max_steps, hold_steps=self.hold_steps)
-        if not 0 <= self.distractors <= 3:
-            raise ValueError(f"ReachConfig.distractors={self.distractors} must be 0..3 (4 objects in the scene)")
 
 
 def sample(rng: np.random.Generator, cfg: ReachConfig):
     objects = pick_objects(rng, 1 + cfg.distractors)
-    xy = scatter(rng, [OBJECT_HALF_SIZE * np.sqrt(2)] * len(objects))
+    xy = scatter(rng, [OBJECT_RADIUS] * len(objects))
     return tuple(object_placement(slot, colour, p, rng) for (slot, colour), p in zip(objects, xy, strict=True))
 
 

@@ -4,39 +4,32 @@ placement on a small, movable support)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
-from vla_rl_ros.sim.scene import OBJECT_HALF_SIZE
+from vla_rl_ros.sim.scene import OBJECT_HALF_SIZE, OBJECT_SLOTS
 from vla_rl_ros.sim.tasks.base import (
     Placement,
     TaskSpec,
     TaskState,
     object_placement,
     pick_objects,
-    positive_int,
     scatter,
 )
-from vla_rl_ros.sim.tasks.skills import ExpertConfig, place, retreat
-
-OBJECT_RADIUS = OBJECT_HALF_SIZE * np.sqrt(2)
+from vla_rl_ros.sim.tasks.config import OBJECT_RADIUS, TaskConfig
+from vla_rl_ros.sim.tasks.skills import place, retreat
 
 
 @dataclass(frozen=True)
-class StackConfig:
-    max_steps: int = field(default=100, metadata={"help": "episode limit in control steps (expert: 45-60)"})
-    hold_steps: int = field(default=3, metadata={"help": "consecutive steps the predicate must hold"})
-    distractors: int = field(default=1, metadata={"help": "other objects on the table"})
+class StackConfig(TaskConfig):
+    max_distractors: ClassVar[int] = len(OBJECT_SLOTS) - 2  # the roles take two objects
+
+    # the expert needs 45-60 of the default max_steps
     xy_tolerance: float = field(default=0.02, metadata={"help": "top-to-base centre offset (m) still stacked"})
     z_tolerance: float = field(default=0.012, metadata={"help": "deviation (m) from resting exactly on the base"})
     released_closure: float = field(default=0.1, metadata={"help": "measured gripper closure under which the "
                                                                    "object counts as let go"})
-    expert: ExpertConfig = field(default_factory=ExpertConfig)
-
-    def __post_init__(self) -> None:
-        positive_int(type(self).__name__, max_steps=self.max_steps, hold_steps=self.hold_steps)
-        if not 0 <= self.distractors <= 2:
-            raise ValueError(f"StackConfig.distractors={self.distractors} must be 0..2 (4 objects in the scene)")
 
 
 def sample(rng: np.random.Generator, cfg: StackConfig) -> tuple[Placement, ...]:

@@ -4,45 +4,36 @@ longest horizon, and the policy must remember which object is already done from 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
-from vla_rl_ros.sim.scene import OBJECT_HALF_SIZE, PLATE_RADIUS, PLATE_TOP
+from vla_rl_ros.sim.scene import OBJECT_HALF_SIZE, OBJECT_SLOTS, PLATE_RADIUS, PLATE_TOP
 from vla_rl_ros.sim.tasks.base import (
     Placement,
     TaskSpec,
     TaskState,
     object_placement,
     pick_objects,
-    positive_int,
     scatter,
 )
-from vla_rl_ros.sim.tasks.pick_place import resting_on_plate
-from vla_rl_ros.sim.tasks.skills import ExpertConfig, place, resting_on, retreat
-
-OBJECT_RADIUS = OBJECT_HALF_SIZE * np.sqrt(2)
+from vla_rl_ros.sim.tasks.config import OBJECT_RADIUS
+from vla_rl_ros.sim.tasks.pick_place import PickPlaceConfig, resting_on_plate
+from vla_rl_ros.sim.tasks.skills import place, resting_on, retreat
 
 
 @dataclass(frozen=True)
-class TwoOnPlateConfig:
-    max_steps: int = field(default=160, metadata={"help": "episode limit in control steps (expert: 80-100)"})
-    hold_steps: int = field(default=3, metadata={"help": "consecutive steps the predicate must hold"})
-    distractors: int = field(default=1, metadata={"help": "other objects on the table"})
-    inside_margin: float = field(default=0.03, metadata={"help": "how far (m) inside the plate's rim each "
-                                                                 "object's centre must be"})
-    rest_tolerance: float = field(default=0.015, metadata={"help": "object centre height above resting on "
-                                                                   "the plate (m) still counted as placed"})
-    released_closure: float = field(default=0.1, metadata={"help": "measured gripper closure under which the "
-                                                                   "objects count as let go"})
+class TwoOnPlateConfig(PickPlaceConfig):
+    max_distractors: ClassVar[int] = len(OBJECT_SLOTS) - 2  # the roles take two objects
+
+    max_steps: int = 160  # the expert needs 80-100
+    distractors: int = 1
     slot_offset: float = field(default=0.04, metadata={"help": "expert: the objects go this far (m) either side "
                                                                "of the plate centre along x, across the "
                                                                "fingers' opening direction so they miss each other"})
-    expert: ExpertConfig = field(default_factory=ExpertConfig)
 
     def __post_init__(self) -> None:
-        positive_int(type(self).__name__, max_steps=self.max_steps, hold_steps=self.hold_steps)
-        if not 0 <= self.distractors <= 2:
-            raise ValueError(f"TwoOnPlateConfig.distractors={self.distractors} must be 0..2 (4 objects)")
+        super().__post_init__()
         if self.slot_offset + self.inside_margin >= PLATE_RADIUS or self.slot_offset < OBJECT_HALF_SIZE:
             raise ValueError(f"TwoOnPlateConfig.slot_offset={self.slot_offset} must keep both objects apart "
                              f"(>= {OBJECT_HALF_SIZE}) and inside the plate's rim")

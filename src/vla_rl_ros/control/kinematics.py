@@ -1,9 +1,9 @@
 """The arm's kinematic model: joint names, limits, home pose, forward and inverse kinematics, and
 joint trajectories that respect the velocity limits.
 
-Loaded from an MJCF (the Panda in sim/panda.xml, or any scene that includes it), usable without the
-rest of the simulator: the executor node runs the same IK against a real arm's joint states, and the
-sim env uses it for its end-effector action mode, so sim and real turn a delta into joints alike.
+Loaded from an MJCF (the Panda in sim/panda.xml, or any scene that includes it). It lives in control/,
+below sim/, because the executor runs the same IK against a real arm's joint states with no simulator;
+the sim env imports it for its end-effector action mode, so sim and real turn a delta into joints alike.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from pathlib import Path
 
 import mujoco
 import numpy as np
-
-from vla_rl_ros.sim.scene import scene_path
 
 ARM_JOINTS: tuple[str, ...] = tuple(f"joint{i}" for i in range(1, 8))
 FINGER_JOINTS: tuple[str, ...] = ("finger_joint1", "finger_joint2")
@@ -107,9 +105,9 @@ class ArmModel:
         self._jacr = np.zeros((3, model.nv))
 
     @classmethod
-    def from_mjcf(cls, path: str | Path | None = None, **kwargs) -> ArmModel:
-        """Load the arm from an MJCF file (default: the project's tabletop scene)."""
-        path = Path(path) if path is not None else scene_path()
+    def from_mjcf(cls, path: str | Path, **kwargs) -> ArmModel:
+        """Load the arm from an MJCF file (a robot config's model, or the sim's `scene_path()`)."""
+        path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no MJCF at {path}; pass the path of sim/panda.xml or a scene including it")
         return cls(mujoco.MjModel.from_xml_path(str(path)), **kwargs)

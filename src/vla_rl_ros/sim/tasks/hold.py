@@ -1,5 +1,8 @@
 """Success must hold for k consecutive control steps (the tasks' hold_steps, SimpleVLA-RL's LIBERO
-checks success at the end of each step; holding guards against momentary contact)."""
+checks success at the end of each step; holding guards against momentary contact).
+
+Here with the tasks that define hold_steps, so the sim env needs nothing from success/ (which sits
+above sim/); the success detector and classifier training import it from here."""
 
 from __future__ import annotations
 

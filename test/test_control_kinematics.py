@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vla_rl_ros.sim import ArmModel, IKConfig
+from vla_rl_ros.control.kinematics import ArmModel, IKConfig
 from vla_rl_ros.sim.scene import scene_path
 
 # Franka Emika's modified DH parameters (a, d, alpha) per joint, then the flange; the TCP is 0.1034 m
@@ -28,14 +28,14 @@ def dh_tcp(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def quat_z_axis(quat: np.ndarray) -> np.ndarray:
     """Third column of the rotation matrix of a unit quaternion wxyz (the TCP's approach axis).
-    Plain numpy: this file must not import mujoco before vla_rl_ros.sim picks the GL backend."""
+    Plain numpy: this file must not import mujoco before vla_rl_ros picks the GL backend."""
     w, x, y, z = quat
     return np.array([2 * (x * z + w * y), 2 * (y * z - w * x), 1 - 2 * (x * x + y * y)])
 
 
 @pytest.fixture(scope="module")
 def arm() -> ArmModel:
-    return ArmModel.from_mjcf()
+    return ArmModel.from_mjcf(scene_path())
 
 
 def random_q(arm: ArmModel, rng: np.random.Generator, spread: float = 1.0) -> np.ndarray:
