@@ -39,11 +39,11 @@ from vla_rl_interfaces.msg import EpisodeResult, EpisodeStart
 
 from vla_rl_ros.policy import VLAPolicy
 from vla_rl_ros.policy.evaluate import run_episodes
+from vla_rl_ros.rl.config import GROUP_SIZE
 from vla_rl_ros.ros.qos import LATCHED, RESULTS
 from vla_rl_ros.sim import TASKS
 
 STARTUP_TIMEOUT_S = 300.0
-GROUP_SIZE = 8  # SimpleVLA-RL's group size, the episode manager's default
 
 
 def in_process_rate(policy: VLAPolicy, task: str, episodes: int, arms: int) -> dict:

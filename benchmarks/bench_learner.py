@@ -34,7 +34,7 @@ from common import fresh_default, peak_rss_mib, write_json
 from vla_rl_ros.policy import FinetuneConfig, VLAPolicy
 from vla_rl_ros.policy.evaluate import run_episodes
 from vla_rl_ros.rl.buffer import Episode, Group
-from vla_rl_ros.rl.config import GRPOConfig
+from vla_rl_ros.rl.config import GROUP_SIZE, ROLLOUT_TEMPERATURE, GRPOConfig
 from vla_rl_ros.rl.learner import GRPOLearner
 from vla_rl_ros.rl.records import TrajectoryRecord, rollout_records
 from vla_rl_ros.sim import TASKS
@@ -49,17 +49,17 @@ def rollout_groups(policy: VLAPolicy, groups: int, group_size: int) -> list[Grou
     for g, seed in enumerate(TASKS[TASK].train_seeds[:groups]):
         episodes = []
         for k, r in enumerate(run_episodes(policy, TASK, [seed] * group_size, greedy=False, record=True,
-                                           generator=generator)):
+                                           temperature=ROLLOUT_TEMPERATURE, generator=generator)):
             trajectory, result = rollout_records(
-                r, episode_id=f"g{g}-e{k}", group_id=f"g{g}", task=TASK, seed=seed,
-                instruction=TASKS[TASK].sample(seed).instruction, policy_version=0, success=k % 2 == 0)
+                r, episode_id=f"g{g}-e{k}", group_id=f"g{g}", group_size=group_size, task=TASK, seed=seed,
+                instruction=TASKS[TASK].sample(seed).instruction, policy_version=0, temperature=ROLLOUT_TEMPERATURE,
+                success=k % 2 == 0)
             episodes.append(Episode(trajectory, result))
         out.append(Group(f"g{g}", episodes))
     return out
 
 
-def raw_pass(policy: VLAPolicy, trajectories: list[TrajectoryRecord], forward_chunks: int,
-             temperature: float) -> float:
+def raw_pass(policy: VLAPolicy, trajectories: list[TrajectoryRecord], forward_chunks: int) -> float:
     """Seconds of one forward+backward over every chunk, in slices of at most forward_chunks."""
     images = np.concatenate([t.images for t in trajectories])
     state = np.concatenate([t.state for t in trajectories])
@@ -69,7 +69,7 @@ def raw_pass(policy: VLAPolicy, trajectories: list[TrajectoryRecord], forward_ch
     for s in range(0, len(images), forward_chunks):
         part = slice(s, s + forward_chunks)
         logp = policy.token_log_probs(images[part], state[part], instructions[part], token_ids[part],
-                                      temperature=temperature)
+                                      temperature=ROLLOUT_TEMPERATURE)
         logp.sum().backward()
     elapsed = time.perf_counter() - start
     policy.model.zero_grad(set_to_none=True)
@@ -79,7 +79,7 @@ def raw_pass(policy: VLAPolicy, trajectories: list[TrajectoryRecord], forward_ch
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--groups", type=int, default=2, help="groups in the update")
-    parser.add_argument("--group-size", type=int, default=8, help="rollouts per group (G)")
+    parser.add_argument("--group-size", type=int, default=GROUP_SIZE, help="rollouts per group (G)")
     parser.add_argument("--epochs", type=int, default=GRPOConfig().epochs, help="passes over the update's batch")
     parser.add_argument("--minibatch", type=int, default=GRPOConfig().minibatch_size,
                         help="trajectories per optimiser step")
@@ -95,12 +95,12 @@ def main() -> None:
     groups = rollout_groups(policy, args.groups, args.group_size)
     trajectories = [e.trajectory for g in groups for e in g.episodes]
     chunks = sum(t.num_chunks for t in trajectories)
-    config = GRPOConfig(group_size=args.group_size, groups_per_update=args.groups, epochs=args.epochs,
+    config = GRPOConfig(groups_per_update=args.groups, epochs=args.epochs,
                         minibatch_size=min(args.minibatch, len(trajectories)))
     with tempfile.TemporaryDirectory() as tmp:
         learner = GRPOLearner(policy, config, Path(tmp), tensorboard=False)
-        raw_pass(policy, trajectories, config.forward_chunks, config.temperature)  # warm-up
-        raw = min(raw_pass(policy, trajectories, config.forward_chunks, config.temperature)
+        raw_pass(policy, trajectories, config.forward_chunks)  # warm-up
+        raw = min(raw_pass(policy, trajectories, config.forward_chunks)
                   for _ in range(args.repeats))
         update = min(learner.update(groups)["time/update_s"] for _ in range(args.repeats))
     figures = {

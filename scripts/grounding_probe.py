@@ -27,11 +27,12 @@ import torch
 from vla_rl_ros.paths import default_checkpoint
 from vla_rl_ros.policy import VLAPolicy
 from vla_rl_ros.policy.evaluate import heldout_seeds, run_episodes
+from vla_rl_ros.rl.config import ROLLOUT_TEMPERATURE
 from vla_rl_ros.sim import SimEnv, get_task
 
 
 def closest_objects(policy: VLAPolicy, task: str, runs: list[tuple[int, int]], *, greedy: bool = True,
-                    temperature: float = 1.0, generator: torch.Generator | None = None
+                    temperature: float = ROLLOUT_TEMPERATURE, generator: torch.Generator | None = None
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Episodes of (seed, named), greedy or sampled at `temperature` -> (success (N,), placement index
     the TCP came closest to (N,), in the scene's own order, so indices compare across names)."""
@@ -61,7 +62,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--group-size", type=int, default=0,
                         help="G > 0: G sampled rollouts per scene, own instruction, as GRPO groups")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature with --group-size")
+    parser.add_argument("--temperature", type=float, default=ROLLOUT_TEMPERATURE,
+                        help="sampling temperature with --group-size")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     policy = VLAPolicy.load(args.checkpoint or default_checkpoint())

@@ -52,14 +52,15 @@ def trajectory(episode_id: str, *, n: int = 2, chunk: int = TINY_CHUNK, token: i
     """A Trajectory of n chunks; token 0 is outside any model's action tokens (the last 256 ids)."""
     sizes = image_sizes or (32,) * n
     images = [image_to_msg(np.zeros((s, s, 3), np.uint8), Time().to_msg()) for s in sizes]
-    return Trajectory(episode_id=episode_id, arm=NS, instruction="go to the red cube", chunk_size=chunk, action_dim=A,
+    return Trajectory(episode_id=episode_id, arm=NS, instruction="go to the red cube", temperature=1.0,
+                      chunk_size=chunk, action_dim=A,
                       images=images, proprio_dim=len(STATE_NAMES), proprio=[proprio] * (n * len(STATE_NAMES)),
                       token_ids=[token] * (n * chunk * A), log_probs=[-1.0] * n, steps=list(range(n)))
 
 
 def test_garbage_at_every_input_is_dropped_with_one_line_per_cause_and_nothing_moves(
         ros_graph: RosGraph, tiny_checkpoint: Path, tmp_path: Path) -> None:
-    config = small_config(tmp_path, learner={"group_size": 2, "groups_per_update": 1, "minibatch_size": 2,
+    config = small_config(tmp_path, learner={"groups_per_update": 1, "minibatch_size": 2,
                                              "epochs": 1, "dynamic_sampling": False})
     run_dir = tmp_path / "run"
     learner = ros_graph.node("learner", "--params-file", str(config / "learner.yaml"), "-p", f"run_dir:={run_dir}",
@@ -108,8 +109,8 @@ def test_garbage_at_every_input_is_dropped_with_one_line_per_cause_and_nothing_m
     bad_state = TaskState(episode_id="ep-bad", task="reach", object_names=["a", "b"], object_poses=[Pose()])
     # A group of two whose token ids this model cannot score: accepted, its update would fail.
     bad_group = [trajectory(f"g/{i}", token=0) for i in range(2)]
-    group_results = [EpisodeResult(episode_id=f"g/{i}", arm=NS, group_id="g", task="reach", success=bool(i),
-                                   reward=float(i), steps=10, end_reason="success" if i else "timeout")
+    group_results = [EpisodeResult(episode_id=f"g/{i}", arm=NS, group_id="g", group_size=2, task="reach",
+                                   success=bool(i), reward=float(i), steps=10, end_reason="success" if i else "timeout")
                      for i in range(2)]
     for _ in range(REPEATS):
         pub["trajectory"].publish(trajectory("t-sizes", n=2, chunk=TINY_CHUNK + 1))  # token ids of another chunk

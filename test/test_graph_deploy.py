@@ -24,6 +24,7 @@ from vla_rl_interfaces.msg import ActionChunk, EpisodeResult, EpisodeStart
 from vla_rl_ros.data import EpisodeDataset
 from vla_rl_ros.launcher.description import describe, resolve_launch_file
 from vla_rl_ros.paths import package_share
+from vla_rl_ros.rl.config import ROLLOUT_TEMPERATURE
 from vla_rl_ros.rl.records import DISCARD_REASONS
 from vla_rl_ros.sim import TASKS
 
@@ -103,13 +104,14 @@ def test_launch_files_pick_the_hardware_layer_the_camera_and_the_success_backend
     assert not train["executor"]["params"]["always_greedy"]  # GRPO needs sampled rollouts
     assert train["success_detector"]["params"]["type"] == "sim_oracle"
     assert train["episode_manager"]["params"]["reset"] == "sim"
-    # The learner computes log-probs at the temperature the policy node samples at (one value, both nodes).
-    assert train["learner"]["params"]["temperature"] == train["policy_node"]["params"]["temperature"]
+    # The learner has neither a temperature nor a group size: each Trajectory carries the temperature its
+    # policy node sampled at, each EpisodeResult its manager's group size. Every launch file's temperature
+    # default is the code's one default.
+    assert not {"temperature", "group_size"} & set(train["learner"]["params"])
     for name in ("train_sim", "train_real"):
-        hot = expand(name, tmp_path, temperature="0.9")
-        assert hot["learner"]["params"]["temperature"] == hot["policy_node"]["params"]["temperature"] == 0.9, name
-    default = expand("train_sim", tmp_path)["learner"]["params"]["temperature"]
-    assert default == train["learner"]["params"]["temperature"]  # the launch default is the YAMLs' value
+        assert expand(name, tmp_path, temperature="0.9")["policy_node"]["params"]["temperature"] == 0.9, name
+    for name in ("train_sim", "train_real", "deploy", "collect"):
+        assert expand(name, tmp_path)["policy_node"]["params"]["temperature"] == ROLLOUT_TEMPERATURE, name
     # GRPO in sim starts both nodes from the starting policy; deploy serves the default.
     sim = expand("train_sim", tmp_path, num_arms="1")
     start = package_share("vla_rl_ros") / "models" / "start_policy"

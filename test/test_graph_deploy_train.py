@@ -20,7 +20,7 @@ def test_train_real_in_sim_updates_once_from_recorded_sampled_episodes(ros_graph
     run_dir, dataset = tmp_path / "run", tmp_path / "dataset"
     config = small_config(
         tmp_path, episode_manager={"tasks": ["reach"], "group_size": 2, "lost_node_timeout_s": 120.0},
-        learner={"group_size": 2, "groups_per_update": 1, "minibatch_size": 2, "epochs": 1,
+        learner={"groups_per_update": 1, "minibatch_size": 2, "epochs": 1,
                  "dynamic_sampling": False, "checkpoint_every": 1},
         recorder={"video_pix_fmt": "yuv444p"})
     proc = ros_graph.launch("train_real", "hardware:=sim", "max_updates:=1", f"run_dir:={run_dir}",

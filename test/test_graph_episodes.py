@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from rosgraph import RELIABLE, RosGraph, wait_until
@@ -14,6 +15,17 @@ from vla_rl_ros.sim import make_env
 
 pytestmark = pytest.mark.graph
 NS = "/arm0"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def slow_robot(tmp_path: Path, rate_hz: float) -> Path:
+    """sim_panda at another control rate: the manager's only source of the step period."""
+    text = (REPO / "config" / "robots" / "sim_panda.yaml").read_text()
+    text = text.replace("model: ../../sim/panda.xml", f"model: {REPO / 'sim' / 'panda.xml'}")
+    text = text.replace("control_rate_hz: 10.0", f"control_rate_hz: {rate_hz}")
+    path = tmp_path / "slow_panda.yaml"
+    path.write_text(text)
+    return path
 
 
 class FakeArm:
@@ -36,7 +48,7 @@ class FakeArm:
         return response
 
 
-def test_groups_share_a_seed_and_success_ends_the_episode(ros_graph: RosGraph) -> None:
+def test_groups_share_a_seed_and_success_ends_the_episode(ros_graph: RosGraph, tmp_path: Path) -> None:
     # A state in which the reach predicate holds: the scripted expert's end state in the real sim.
     env = make_env("reach")
     env.reset(seed=1_000_000)
@@ -45,9 +57,9 @@ def test_groups_share_a_seed_and_success_ends_the_episode(ros_graph: RosGraph) -
     reached = env.task_state()
     env.close()
     arm = FakeArm(ros_graph)
-    # 1 Hz of wall time: reach's 40-step limit cannot run out while the test plays the arm.
+    # A 1 Hz robot, in wall time: reach's 40-step limit cannot run out while the test plays the arm.
     ros_graph.node("episode_manager", "-r", f"__ns:={NS}", "-p", "tasks:=[reach]", "-p", "group_size:=2",
-                   "-p", "control_rate_hz:=1.0")
+                   "-p", f"robot_config:={slow_robot(tmp_path, 1.0)}")
     ros_graph.node("success_detector", "-r", f"__ns:={NS}")
     ros_graph.probe.wait_matched(arm.task_state, arm.chunks, *ros_graph.probe.subscriptions.values(), timeout=60)
 
@@ -64,6 +76,8 @@ def test_groups_share_a_seed_and_success_ends_the_episode(ros_graph: RosGraph) -
                    f"episode {episode} to end")
     first, second = arm.results[:2]
     assert first.group_id == second.group_id != "" and first.seed == second.seed
+    # The scheduled group size travels with both messages: the learner closes the group at it.
+    assert [m.group_size for m in (*arm.starts[:2], first, second)] == [2] * 4
     assert first.episode_id != second.episode_id
     assert [(r.success, r.reward, r.end_reason, r.policy_version) for r in (first, second)] == [
         (True, 1.0, "success", 3)] * 2
@@ -104,7 +118,7 @@ def test_a_time_out_waits_for_a_lagging_detectors_verdict_on_the_last_step(ros_g
     subs = ros_graph.probe.subscriptions
     ros_graph.probe.wait_matched(arm.chunks, arm.detector, subs[f"{NS}/episode_start"], subs[f"{NS}/episode_result"],
                                  timeout=60)
-    step_s = 1 / 10.0  # the manager's default control_rate_hz, in ROS (here wall) time
+    step_s = 1 / 10.0  # sim_panda's control_rate_hz (the manager's robot config), in ROS (here wall) time
     limit_s = 40 * step_s  # reach's 40 steps
 
     def verdict(start: EpisodeStart, success: bool, after_s: float) -> SuccessSignal:

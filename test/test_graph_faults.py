@@ -113,7 +113,7 @@ def train_graph(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path)
     config = small_config(tmp, episode_manager={"group_size": 2,
                                                 "lost_node_timeout_s": LOST_NODE_S, "reset_timeout_s": 5.0,
                                                 "sensor_fault_abort_s": SENSOR_FAULT_S},
-                          learner={"group_size": 2, "groups_per_update": 50, "minibatch_size": 2, "epochs": 1,
+                          learner={"groups_per_update": 50, "minibatch_size": 2, "epochs": 1,
                                    "dynamic_sampling": False})
     graph = RosGraph(tmp)
     failed = False

@@ -90,7 +90,7 @@ class Arms:
 @pytest.fixture
 def two_arms(tmp_path: Path, tiny_checkpoint: Path) -> Iterator[Arms]:
     config = small_config(tmp_path, episode_manager={"group_size": 2, "lost_node_timeout_s": LOST_NODE_S},
-                          learner={"group_size": 2, "groups_per_update": 1, "minibatch_size": 2, "epochs": 1,
+                          learner={"groups_per_update": 1, "minibatch_size": 2, "epochs": 1,
                                    "dynamic_sampling": False, "checkpoint_every": 1000})
     graph = RosGraph(tmp_path)
     failed = False

@@ -182,7 +182,7 @@ def test_operator_labels_resets_and_aborts_episodes_of_a_running_graph(ros_graph
     assert op.proc.wait(timeout=15) == 0
 
     # What the learner makes of them: the aborted episode is discarded, the others count.
-    buffer = EpisodeBuffer(GRPOConfig(group_size=2, minibatch_size=2))
+    buffer = EpisodeBuffer(GRPOConfig(minibatch_size=2))
     for msg in results[:4]:
         buffer.add_result(result_from_msg(msg))
     assert buffer.counters["aborted/abort"] == 1 and buffer.counters["aborted/estop"] == 1

@@ -83,8 +83,8 @@ class Arms:
         self.pub[arm]["start"].publish(EpisodeStart(episode_id=episode, arm=f"/{arm}", task="reach",
                                                     instruction="reach the red cube", evaluation=evaluation))
 
-    def request(self, arm: str, episode: str, request_id: int, sec: int, step: int = 0) -> None:
-        msg = ChunkRequest(episode_id=episode, request_id=request_id, step=step)
+    def request(self, arm: str, episode: str, request_id: int, sec: int, step: int = 0, greedy: bool = False) -> None:
+        msg = ChunkRequest(episode_id=episode, request_id=request_id, step=step, greedy=greedy)
         msg.header.stamp = stamp(sec)
         self.pub[arm]["request"].publish(msg)
 
@@ -92,10 +92,10 @@ class Arms:
         self.pub[arm]["result"].publish(EpisodeResult(episode_id=episode, arm=f"/{arm}", end_reason="timeout"))
 
 
-def start_policy(graph: RosGraph, checkpoint: Path) -> Arms:
+def start_policy(graph: RosGraph, checkpoint: Path, *args: str) -> Arms:
     arms = Arms(graph)
     graph.node("policy_node", "-p", f"checkpoint:={checkpoint}", "-p", "arms:=[arm0, arm1]",
-               "-p", "batch_window_s:=0.5")
+               "-p", "batch_window_s:=0.5", *args)
     # Every pair must be matched before the test publishes or expects anything.
     graph.probe.wait_matched(arms.update, *[pub for arm in ARMS for pub in arms.pub[arm].values()],
                              *graph.probe.subscriptions.values(), timeout=60)
@@ -103,7 +103,7 @@ def start_policy(graph: RosGraph, checkpoint: Path) -> Arms:
 
 
 def test_chunks_come_from_fresh_observations_and_trajectories_follow(ros_graph: RosGraph, checkpoints) -> None:
-    arms = start_policy(ros_graph, checkpoints[0])
+    arms = start_policy(ros_graph, checkpoints[0], "-p", "temperature:=0.75")
     arms.start("arm0", "ep-a")
     arms.start("arm1", "ep-b")
     arms.observe("arm0", sec=5)
@@ -132,6 +132,14 @@ def test_chunks_come_from_fresh_observations_and_trajectories_follow(ros_graph: 
     assert traj.episode_id == "ep-a" and list(traj.steps) == [0, 2] and len(traj.images) == 2
     assert list(traj.token_ids) == [*arms.chunks["arm0"][0].token_ids, *arms.chunks["arm0"][1].token_ids]
     assert traj.proprio_dim == len(STATE_NAMES) and len(traj.proprio) == 2 * len(STATE_NAMES)
+    assert traj.temperature == pytest.approx(0.75)  # what it sampled at: the learner scores at it
+    # A training episode with a greedy chunk (an always_greedy executor) has no sampling temperature: withheld.
+    arms.observe("arm1", sec=7)
+    arms.request("arm1", "ep-b", 2, sec=7, step=2, greedy=True)
+    arms.wait(lambda: len(arms.chunks["arm1"]) == 2 and arms.chunks["arm1"][1].greedy, "the greedy chunk")
+    arms.end("arm1", "ep-b")
+    arms.wait(lambda: "training episode with greedy chunks" in ros_graph.log("policy_node"), "the withheld trajectory")
+    assert arms.trajectories["arm1"] == []
 
 
 def test_weights_change_only_between_episodes_and_bad_updates_are_refused(

@@ -20,7 +20,7 @@ RUN_TIMEOUT_S = 600
 def train_config(tmp: Path, **learner: object) -> Path:
     """config/ for a small run (launched with tasks:=[reach]): groups of 2, one per update, 32 px front camera."""
     return small_config(tmp, episode_manager={"group_size": 2, "lost_node_timeout_s": 120.0},
-                        learner={"group_size": 2, "groups_per_update": 1, "minibatch_size": 2, "epochs": 1,
+                        learner={"groups_per_update": 1, "minibatch_size": 2, "epochs": 1,
                                  "dynamic_sampling": False, "checkpoint_every": 1, **learner})
 
 
@@ -49,6 +49,8 @@ def test_train_sim_runs_updates_and_the_policy_reloads(ros_graph: RosGraph, tiny
     # Evaluation episodes (held-out, greedy) ran and were counted, never trained on.
     final = json.loads((run_dir / "checkpoints/update_000002/learner.json").read_text())
     assert final["buffer"]["evaluation"] >= 1 and final["trajectories_trained"] == 4
+    # The learner has no group size: its groups closed at the manager's 2, all sampled at one temperature.
+    assert "group_size" not in final["config"] and final["buffer"]["mixed_temperature"] == 0
 
 
 def test_learner_killed_mid_run_is_respawned_and_resumes_without_losing_episodes(
@@ -71,5 +73,6 @@ def test_learner_killed_mid_run_is_respawned_and_resumes_without_losing_episodes
     after = json.loads((run_dir / "checkpoints/update_000005/learner.json").read_text())
     assert after["trajectories_trained"] == before["trajectories_trained"] + 2 * (5 - resumed)
     acc = after["buffer"]
-    buckets = ("evaluation", "aborted", "stale", "incomplete", "filtered_all_same", "used", "pending")
+    buckets = ("evaluation", "aborted", "stale", "incomplete", "mixed_temperature", "filtered_all_same", "used",
+               "pending")
     assert acc["results"] == sum(acc[b] for b in buckets)  # every episode accounted for

@@ -11,7 +11,8 @@ def served(state: ServingState, episode_id: str, steps: list[int]):
     assert log is None
     log = state.episode("arm0", episode_id)
     for step in steps:
-        state.record(log, image=None, state=np.zeros(11), token_ids=np.zeros(16), log_prob=-60.0, step=step)
+        state.record(log, image=None, state=np.zeros(11), token_ids=np.zeros(16), log_prob=-60.0, step=step,
+                     greedy=False)
     return state.end_episode("arm0", episode_id)
 
 
@@ -25,7 +26,8 @@ def test_only_an_episode_served_from_its_first_chunk_is_a_complete_trajectory():
 
 
 def chunk(state: ServingState, log, step: int) -> None:
-    state.record(log, image=None, state=np.zeros(11), token_ids=np.zeros(16), log_prob=-60.0, step=step)
+    state.record(log, image=None, state=np.zeros(11), token_ids=np.zeros(16), log_prob=-60.0, step=step,
+                 greedy=False)
 
 
 def two_arms_under_way() -> tuple[ServingState, SwapGate]:

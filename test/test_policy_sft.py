@@ -132,10 +132,11 @@ def test_recorded_rollouts_hold_what_the_policy_saw_and_sampled(checkpoint):
     from vla_rl_ros.rl.buffer import EpisodeBuffer
     from vla_rl_ros.rl.records import rollout_records
 
-    buffer = EpisodeBuffer(GRPOConfig(group_size=2, groups_per_update=1, minibatch_size=2, dynamic_sampling=False))
+    buffer = EpisodeBuffer(GRPOConfig(groups_per_update=1, minibatch_size=2, dynamic_sampling=False))
     for k, result in enumerate(results):
-        trajectory, outcome = rollout_records(result, episode_id=f"e{k}", group_id="g", task="reach", seed=1,
-                                              instruction=policy_instruction("reach", 1), policy_version=0)
+        trajectory, outcome = rollout_records(result, episode_id=f"e{k}", group_id="g", group_size=len(results),
+                                              task="reach", seed=1, instruction=policy_instruction("reach", 1),
+                                              policy_version=0, temperature=1.6)
         assert (outcome.success, outcome.end_reason, outcome.steps) == (result["success"], result["end_reason"],
                                                                          result["steps"])
         buffer.add_trajectory(trajectory)

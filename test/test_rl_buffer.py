@@ -7,34 +7,38 @@ import pytest
 
 from vla_rl_ros.rl import EpisodeBuffer, GRPOConfig, ResultRecord, TrajectoryRecord
 
-CFG = GRPOConfig(group_size=4, groups_per_update=2, minibatch_size=4, max_policy_lag=1)
+CFG = GRPOConfig(groups_per_update=2, minibatch_size=4, max_policy_lag=1)
+G = 4  # the group size the (imagined) episode manager schedules, carried by every result
 
 
-def traj(eid, version=0, n=2):
+def traj(eid, version=0, n=2, temperature=1.0):
     rng = np.random.default_rng(abs(hash(eid)) % 2**32)
     return TrajectoryRecord(
         episode_id=eid, arm="/arm0", instruction="reach the red disc", policy_version=version,
-        images=rng.integers(0, 255, (n, 4, 4, 3), dtype=np.uint8), state=rng.normal(size=(n, 3)),
+        temperature=temperature, images=rng.integers(0, 255, (n, 4, 4, 3), dtype=np.uint8),
+        state=rng.normal(size=(n, 3)),
         token_ids=rng.integers(0, 256, (n, 8)), log_probs=rng.normal(size=n), steps=np.arange(n) * 2)
 
 
-def result(eid, gid, success, *, version=0, evaluation=False, reason=None, task="reach"):
+def result(eid, gid, success, *, version=0, evaluation=False, reason=None, task="reach", size=G):
     return ResultRecord(episode_id=eid, arm="/arm0", group_id=gid, task=task, seed=7,
                         success=success, reward=float(success), steps=10, policy_version=version,
-                        evaluation=evaluation, end_reason=reason or ("success" if success else "timeout"))
+                        evaluation=evaluation, end_reason=reason or ("success" if success else "timeout"),
+                        group_size=0 if evaluation else size)
 
 
-def add_group(buf, gid, successes, *, traj_first=True, version=0):
+def add_group(buf, gid, successes, *, traj_first=True, version=0, size=G):
     for i, s in enumerate(successes):
         eid = f"{gid}/{i}"
         parts = [lambda e=eid: buf.add_trajectory(traj(e, version)),
-                 lambda e=eid, s=s: buf.add_result(result(e, gid, s, version=version))]
+                 lambda e=eid, s=s: buf.add_result(result(e, gid, s, version=version, size=size))]
         for part in parts if traj_first ^ (i % 2 == 1) else parts[::-1]:
             part()
 
 
 def balanced(acc):
-    buckets = ("evaluation", "aborted", "stale", "incomplete", "filtered_all_same", "used", "pending")
+    buckets = ("evaluation", "aborted", "stale", "incomplete", "mixed_temperature", "filtered_all_same", "used",
+               "pending")
     return acc["results"] == sum(acc[b] for b in buckets) and acc["trajectories"] == (
         acc["joined"] + acc["trajectories_dropped"] + acc["trajectories_waiting"])
 
@@ -128,7 +132,7 @@ def test_random_arrival_orders_account_for_every_episode():
     buf = EpisodeBuffer(CFG)
     events = []
     for g in range(30):
-        for i in range(CFG.group_size):
+        for i in range(G):
             eid, kind = f"{g}/{i}", rng.choice(["train", "train", "train", "eval", "abort"])
             r = result(eid, f"g{g}", bool(rng.random() < 0.4), evaluation=kind == "eval",
                        reason="abort" if kind == "abort" else None)
@@ -141,7 +145,7 @@ def test_random_arrival_orders_account_for_every_episode():
             update += 1
             buf.commit(update)
         assert balanced(buf.accounting())
-    assert update > 0 and buf.accounting()["results"] == 30 * CFG.group_size
+    assert update > 0 and buf.accounting()["results"] == 30 * G
 
 
 def test_journal_survives_a_restart_without_losing_episodes(tmp_path):
@@ -203,11 +207,62 @@ def test_a_half_written_after_the_last_state_save_is_taken_in(tmp_path):
 
 def test_records_reject_inconsistent_arrays():
     with pytest.raises(ValueError, match="token_ids"):
-        TrajectoryRecord(episode_id="e", arm="", instruction="", policy_version=0,
+        TrajectoryRecord(episode_id="e", arm="", instruction="", policy_version=0, temperature=1.0,
                          images=np.zeros((2, 4, 4, 3), np.uint8), state=np.zeros((2, 3)),
                          token_ids=np.zeros((3, 8)), log_probs=np.zeros(2), steps=np.zeros(2))
     with pytest.raises(ValueError, match="end_reason='crashed'"):
         result("e", "g", False, reason="crashed")
+
+
+@pytest.mark.parametrize("temperature", [0.0, -1.0, float("nan")])
+def test_a_trajectory_without_its_sampling_temperature_is_refused(temperature):
+    """0 is what a sender that never set Trajectory.temperature sends: no default is guessed for it."""
+    with pytest.raises(ValueError, match="temperature"):
+        traj("e", temperature=temperature)
+
+
+def test_a_training_result_without_its_group_size_is_refused():
+    with pytest.raises(ValueError, match="group_size=0"):
+        result("e", "g", True, size=0)
+    assert result("e", "", True, evaluation=True).group_size == 0  # evaluation episodes have no group
+
+
+def test_groups_close_at_the_size_their_manager_scheduled(tmp_path):
+    """The learner has no group size: a pair and a triple close at their own sizes, also after a restart."""
+    buf = EpisodeBuffer(CFG, tmp_path)
+    add_group(buf, "pair", [1, 0], size=2)
+    assert buf.ready_groups() == 1
+    add_group(buf, "triple", [1, 0], size=3)
+    buf = EpisodeBuffer(CFG, tmp_path)  # reopened from the journal: the open group keeps its size
+    assert buf.ready_groups() == 1
+    buf.add_trajectory(traj("triple/2"))
+    buf.add_result(result("triple/2", "triple", True, size=3))
+    batch = buf.pop_batch(1)
+    assert batch is not None and [len(g.episodes) for g in batch] == [2, 3] and balanced(buf.accounting())
+
+
+def test_a_result_disagreeing_with_its_groups_size_is_refused_untaken():
+    buf = EpisodeBuffer(CFG)
+    buf.add_result(result("g/0", "g", True))
+    before = buf.accounting()
+    with pytest.raises(ValueError, match="group_size=2, but earlier results of group 'g' said 4"):
+        buf.add_result(result("g/1", "g", False, size=2))
+    assert buf.accounting() == before
+
+
+def test_a_group_sampled_at_two_temperatures_is_refused_whole():
+    """Advantages compare rollouts of one distribution; each trajectory would be scored at its own
+    temperature, but a group mixing them has no common baseline: counted, reported once, never trained on."""
+    buf = EpisodeBuffer(CFG)
+    for i, (s, temperature) in enumerate([(1, 1.0), (0, 1.0), (1, 1.6), (0, 1.6)]):
+        buf.add_trajectory(traj(f"g/{i}", temperature=temperature))
+        buf.add_result(result(f"g/{i}", "g", s))
+    acc = buf.accounting()
+    assert buf.ready_groups() == 0 and acc["mixed_temperature"] == 4 and acc["groups/mixed_temperature"] == 1
+    assert balanced(acc)
+    refusals = buf.take_refusals()
+    assert len(refusals) == 1 and "'g'" in refusals[0] and "[1.0, 1.6]" in refusals[0]
+    assert buf.take_refusals() == []
 
 
 def test_crashes_at_random_points_lose_no_episode(tmp_path):
@@ -216,7 +271,7 @@ def test_crashes_at_random_points_lose_no_episode(tmp_path):
     rng = np.random.default_rng(1)
     events = []
     for g in range(12):
-        for i in range(CFG.group_size):
+        for i in range(G):
             eid = f"{g}/{i}"
             r = result(eid, f"g{g}", bool(rng.random() < 0.5), evaluation=rng.random() < 0.1)
             events += [("t", traj(eid)), ("r", r)]
@@ -239,7 +294,7 @@ def test_crashes_at_random_points_lose_no_episode(tmp_path):
     acc = buf.accounting()
     assert acc["results"] == len(events) // 2
     assert acc["used"] + acc["pending"] + acc["filtered_all_same"] + acc["evaluation"] + acc["incomplete"] == (
-        acc["results"])
+        acc["results"])  # one temperature: no group is refused as mixed
     assert trained  # some updates happened on the way
 
 

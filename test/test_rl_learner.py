@@ -19,9 +19,11 @@ from vla_rl_ros.rl import (
     latest_checkpoint,
     read_metrics,
 )
+from vla_rl_ros.rl.config import ROLLOUT_TEMPERATURE
 
 P, TOKENS, VOCAB = 3, 6, 16  # state dim, tokens per chunk (C*A), action tokens
 GROUPS = 20  # rollout groups in the bandit test
+G = 4  # rollouts per group, as an episode manager would schedule (carried by each result)
 
 
 class StatePolicy(torch.nn.Module):
@@ -47,31 +49,31 @@ class StatePolicy(torch.nn.Module):
         save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(Path(path) / "model.safetensors"))
 
 
-def episode(eid, gid, success, *, n=3, version=0, rng):
+def episode(eid, gid, success, *, n=3, version=0, rng, temperature=ROLLOUT_TEMPERATURE, size=G):
     """Successful rollouts sample low tokens, failed ones high tokens, from the same states."""
     low, high = (0, VOCAB // 2) if success else (VOCAB // 2, VOCAB)
     t = TrajectoryRecord(episode_id=eid, arm="/arm0", instruction="reach", policy_version=version,
-                         images=np.zeros((n, 2, 2, 3), np.uint8),
+                         temperature=temperature, images=np.zeros((n, 2, 2, 3), np.uint8),
                          state=np.tile(np.linspace(-1, 1, P), (n, 1)) + 0.01 * rng.normal(size=(n, P)),
                          token_ids=rng.integers(low, high, (n, TOKENS)), log_probs=np.zeros(n),
                          steps=np.arange(n))
     r = ResultRecord(episode_id=eid, arm="/arm0", group_id=gid, task="reach", seed=1, success=success,
                      reward=float(success), steps=n, policy_version=version, evaluation=False,
-                     end_reason="success" if success else "timeout")
+                     end_reason="success" if success else "timeout", group_size=size)
     return t, r
 
 
-def fill(buffer, n_groups, cfg, *, seed=0, start=0, version=0):
+def fill(buffer, n_groups, *, seed=0, start=0, version=0):
     rng = np.random.default_rng(seed)
     for g in range(start, start + n_groups):
-        successes = [i < 1 + g % (cfg.group_size - 1) for i in range(cfg.group_size)]  # mixed groups
+        successes = [i < 1 + g % (G - 1) for i in range(G)]  # mixed groups
         for i, s in enumerate(successes):
             t, r = episode(f"g{g}/{i}", f"g{g}", s, n=2 + (i % 3), version=version, rng=rng)
             buffer.add_trajectory(t)
             buffer.add_result(r)
 
 
-CFG = GRPOConfig(group_size=4, groups_per_update=2, epochs=2, minibatch_size=4, lr=3e-3, forward_chunks=64)
+CFG = GRPOConfig(groups_per_update=2, epochs=2, minibatch_size=4, lr=3e-3, forward_chunks=64)
 
 
 PAD = 1e9  # marks padding in token_logp
@@ -80,10 +82,9 @@ PAD = 1e9  # marks padding in token_logp
 def token_rows(policy, groups):
     """Each trajectory's token log-probs (T_b,) under the policy now, in batch order."""
     with torch.no_grad():
-        return [policy.token_log_probs(e.trajectory.images, e.trajectory.state,
-                                       [e.trajectory.instruction] * e.trajectory.num_chunks,
-                                       torch.from_numpy(e.trajectory.token_ids), temperature=CFG.temperature).flatten()
-                for g in groups for e in g.episodes]
+        return [policy.token_log_probs(t.images, t.state, [t.instruction] * t.num_chunks,
+                                       torch.from_numpy(t.token_ids), temperature=t.temperature).flatten()
+                for t in (e.trajectory for g in groups for e in g.episodes)]
 
 
 def token_logp(policy, groups):
@@ -100,7 +101,7 @@ def sequence_logp(policy, groups):
 def test_update_raises_advantaged_tokens_and_lowers_the_others(tmp_path):
     policy = StatePolicy()
     learner = GRPOLearner(policy, CFG, tmp_path, tensorboard=False)
-    fill(learner.buffer, 2, CFG)
+    fill(learner.buffer, 2)
     groups = learner.buffer.pop_batch(1)
     before = sequence_logp(policy, groups)
     metrics = learner.update(groups)
@@ -116,9 +117,9 @@ def test_update_raises_advantaged_tokens_and_lowers_the_others(tmp_path):
 
 def test_update_lowers_the_surrogate_loss_and_the_clip_engages(tmp_path):
     policy = StatePolicy()
-    cfg = GRPOConfig(group_size=4, groups_per_update=2, epochs=4, minibatch_size=4, lr=1e-2)
+    cfg = GRPOConfig(groups_per_update=2, epochs=4, minibatch_size=4, lr=1e-2)
     learner = GRPOLearner(policy, cfg, tmp_path, tensorboard=False)
-    fill(learner.buffer, 2, cfg)
+    fill(learner.buffer, 2)
     groups = learner.buffer.pop_batch(1)
     old = token_logp(policy, groups)
     adv = torch.cat([group_advantages(g.rewards) for g in groups])
@@ -142,10 +143,10 @@ def test_split_forward_passes_give_the_same_update(tmp_path):
     results = []
     for forward_chunks in (64, 4):
         policy = StatePolicy()
-        cfg = GRPOConfig(group_size=4, groups_per_update=2, epochs=2, minibatch_size=4, lr=3e-3,
+        cfg = GRPOConfig(groups_per_update=2, epochs=2, minibatch_size=4, lr=3e-3,
                          forward_chunks=forward_chunks)
         learner = GRPOLearner(policy, cfg, tmp_path / str(forward_chunks), tensorboard=False)
-        fill(learner.buffer, 2, cfg)
+        fill(learner.buffer, 2)
         learner.maybe_update()
         results.append((torch.cat([p.detach().flatten() for p in policy.parameters()]), policy.forward_sizes))
     (one, sizes_one), (split, sizes_split) = results
@@ -153,16 +154,35 @@ def test_split_forward_passes_give_the_same_update(tmp_path):
     torch.testing.assert_close(one, split, rtol=1e-5, atol=1e-6)
 
 
+def test_each_trajectory_is_scored_at_the_temperature_it_was_sampled_at(tmp_path):
+    """Groups sampled at 1.0 and at 2.0 in one update: the learner's old log-probs equal those the sampler
+    reported at each one's own temperature (one temperature for all would miss the other by nats)."""
+    policy = StatePolicy()
+    learner = GRPOLearner(policy, CFG, tmp_path, tensorboard=False)
+    rng = np.random.default_rng(0)
+    for g, temperature in enumerate((1.0, 2.0)):
+        for i in range(G):
+            t, r = episode(f"g{g}/{i}", f"g{g}", i < 2, rng=rng, temperature=temperature)
+            with torch.no_grad():
+                t.log_probs = policy.token_log_probs(t.images, t.state, [t.instruction] * t.num_chunks,
+                                                     torch.from_numpy(t.token_ids), temperature=temperature
+                                                     ).sum(-1).numpy()
+            learner.buffer.add_trajectory(t)
+            learner.buffer.add_result(r)
+    metrics = learner.maybe_update()
+    assert metrics is not None and metrics["grpo/behaviour_logp_abs_diff"] < 1e-4
+
+
 def test_maybe_update_waits_for_enough_kept_groups_and_reports_progress(tmp_path):
     learner = GRPOLearner(StatePolicy(), CFG, tmp_path, tensorboard=False)
-    fill(learner.buffer, 1, CFG)
+    fill(learner.buffer, 1)
     assert learner.maybe_update() is None
     rng = np.random.default_rng(1)
-    for i in range(CFG.group_size):  # an all-fail group: filtered by dynamic sampling
+    for i in range(G):  # an all-fail group: filtered by dynamic sampling
         t, r = episode(f"fail/{i}", "fail", False, rng=rng)
         learner.buffer.add_trajectory(t)
         learner.buffer.add_result(r)
-    fill(learner.buffer, 1, CFG, start=1)
+    fill(learner.buffer, 1, start=1)
     metrics = learner.maybe_update()
     assert metrics["grpo/kept_group_fraction"] == pytest.approx(2 / 3)
     assert metrics["rollout/episodes"] == 12 and metrics["buffer/used"] == 8
@@ -173,7 +193,7 @@ def test_checkpoint_and_resume_continue_exactly(tmp_path):
     run = tmp_path / "run"
     cfg = GRPOConfig(**{**CFG.to_dict(), "max_policy_lag": 5})  # nothing goes stale in this test
     a = GRPOLearner(StatePolicy(), cfg, run, seed=3, tensorboard=False)
-    fill(a.buffer, 6, cfg, version=0)
+    fill(a.buffer, 6, version=0)
     a.maybe_update()
     ckpt = a.save_checkpoint()
     a.maybe_update()  # update 2: never checkpointed, its groups must come back after the "crash"
@@ -195,7 +215,7 @@ def test_a_resumed_learner_logs_each_update_once(tmp_path):
     are done again after a crash and must not leave a second row (issue #21: update 6 twice)."""
     cfg = GRPOConfig(**{**CFG.to_dict(), "max_policy_lag": 5})  # nothing goes stale in this test
     a = GRPOLearner(StatePolicy(), cfg, tmp_path, tensorboard=False)
-    fill(a.buffer, 6, cfg)
+    fill(a.buffer, 6)
     a.maybe_update()
     a.save_checkpoint()
     a.maybe_update()
@@ -209,7 +229,7 @@ def test_a_resumed_learner_logs_each_update_once(tmp_path):
     assert [r["update"] for r in rows] == ["1", "2", "3"] and rows[0]["loss/policy"]
     # A learner that died before its first checkpoint starts again from update 1.
     c = GRPOLearner(StatePolicy(), CFG, tmp_path / "early", tensorboard=False)
-    fill(c.buffer, 2, CFG)
+    fill(c.buffer, 2)
     c.maybe_update()
     GRPOLearner(StatePolicy(), CFG, tmp_path / "early", tensorboard=False).resume()
     assert read_metrics(tmp_path / "early" / "metrics.csv") == []
@@ -228,7 +248,7 @@ def test_resume_refuses_a_different_policy_shape(tmp_path):
 
 def test_a_run_stopped_before_its_first_checkpoint_requeues_its_groups(tmp_path):
     a = GRPOLearner(StatePolicy(), CFG, tmp_path, tensorboard=False)
-    fill(a.buffer, 2, CFG)
+    fill(a.buffer, 2)
     a.maybe_update()
     a.publish_policy()  # policy nodes are acting with v1 when the learner dies
     b = GRPOLearner(StatePolicy(), CFG, tmp_path, tensorboard=False)
@@ -239,7 +259,7 @@ def test_a_run_stopped_before_its_first_checkpoint_requeues_its_groups(tmp_path)
 
 def test_publish_policy_writes_versioned_weights(tmp_path):
     learner = GRPOLearner(StatePolicy(), CFG, tmp_path, tensorboard=False)
-    fill(learner.buffer, 2, CFG)
+    fill(learner.buffer, 2)
     learner.maybe_update()
     path = learner.publish_policy()
     assert path.name == "v000001" and (path / "model.safetensors").is_file()
@@ -248,33 +268,33 @@ def test_publish_policy_writes_versioned_weights(tmp_path):
 
 def test_buffer_of_a_learner_is_journalled_in_the_run(tmp_path):
     learner = GRPOLearner(StatePolicy(), CFG, tmp_path, tensorboard=False)
-    fill(learner.buffer, 1, CFG)
+    fill(learner.buffer, 1)
     assert EpisodeBuffer(CFG, tmp_path / "buffer").ready_groups() == 1
 
 
 def test_the_loop_learns_a_token_bandit(tmp_path):
-    """Rollouts sampled from the policy at T=1.6, reward 1 when at least 5 of 12 tokens are below 4
+    """Rollouts sampled from the policy at the rollout temperature, reward 1 when at least 5 of 12 tokens are below 4
     (about 16% at the start, near-uniform policy), through buffer and updates: success climbs."""
     policy = StatePolicy()
-    cfg = GRPOConfig(group_size=8, groups_per_update=2, epochs=2, minibatch_size=8, lr=1e-2)
+    cfg, size = GRPOConfig(groups_per_update=2, epochs=2, minibatch_size=8, lr=1e-2), 8
     learner = GRPOLearner(policy, cfg, tmp_path, tensorboard=False)
     rng, generator = np.random.default_rng(0), torch.Generator().manual_seed(0)
     state = np.tile(np.linspace(-1, 1, P, dtype=np.float32), (2, 1))  # 2 chunks
     rates = []
     for g in range(GROUPS):
         with torch.no_grad():
-            logits = policy.net(torch.from_numpy(state)).reshape(-1, TOKENS, VOCAB) / cfg.temperature
+            logits = policy.net(torch.from_numpy(state)).reshape(-1, TOKENS, VOCAB) / ROLLOUT_TEMPERATURE
         probs = torch.softmax(logits, -1).reshape(-1, VOCAB)
         wins = 0
-        for i in range(cfg.group_size):
+        for i in range(size):
             tokens = torch.multinomial(probs, 1, generator=generator).reshape(2, TOKENS).numpy()
             success = bool((tokens < 4).sum() >= 5)
             wins += success
-            t, r = episode(f"{g}/{i}", f"g{g}", success, n=2, version=learner.policy_version, rng=rng)
+            t, r = episode(f"{g}/{i}", f"g{g}", success, n=2, version=learner.policy_version, rng=rng, size=size)
             t.token_ids, t.state = tokens, state
             learner.buffer.add_trajectory(t)
             learner.buffer.add_result(r)
-        rates.append(wins / cfg.group_size)
+        rates.append(wins / size)
         learner.maybe_update()
     assert learner.updates >= 5
     assert np.mean(rates[:6]) < 0.35 and np.mean(rates[-5:]) > 0.7, rates

@@ -83,10 +83,11 @@ def test_grpo_local_saves_the_final_policy_without_evaluation(tiny_checkpoint: P
     (["--groups", "-1"], "--groups must be at least 1, got -1"),
     (["--eval", "-3"], "--eval must be >= 0"),
     (["--eval", "5000"], "held-out seeds; asked for 5000 episodes"),
-    (["--minibatch", "64"], "minibatch_size=64 exceeds the 8 trajectories"),
-    (["--temperature", "0"], "temperature=0.0: must be > 0"),
+    (["--minibatch", "64"], "--minibatch 64 exceeds the 8 trajectories"),
+    (["--temperature", "0"], "--temperature=0.0: must be > 0"),
+    (["--group-size", "1"], "--group-size must be at least 2"),
     (["--checkpoint", "/nonexistent/policy"], "checkpoint directory /nonexistent/policy does not exist"),
-], ids=["task", "updates", "groups", "eval", "eval-seeds", "minibatch", "temperature", "checkpoint"])
+], ids=["task", "updates", "groups", "eval", "eval-seeds", "minibatch", "temperature", "group-size", "checkpoint"])
 def test_grpo_local_refuses_bad_arguments_before_touching_out(tiny_checkpoint: Path, tmp_path: Path, extra: list[str],
                                                               message: str, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "probe"

@@ -5,12 +5,14 @@ import torch
 
 from vla_rl_ros.policy import FinetuneConfig, VLAPolicy, new_tiny_policy
 from vla_rl_ros.rl import GRPOConfig, GRPOLearner, ResultRecord, TrajectoryRecord
+from vla_rl_ros.rl.config import ROLLOUT_TEMPERATURE
 
 INSTRUCTIONS = ["reach the red disc", "push the blue block"]
 SMALL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
          "conv_channels": (8, 16), "image_size": 32}
 CHUNK, ACTION_DIM, STATE_DIM, CHUNKS = 2, 4, 5, 3
-CFG = GRPOConfig(group_size=4, groups_per_update=2, epochs=2, minibatch_size=4, lr=3e-3)
+CFG = GRPOConfig(groups_per_update=2, epochs=2, minibatch_size=4, lr=3e-3)
+G = 4  # rollouts per group
 
 
 def make_policy() -> VLAPolicy:
@@ -29,17 +31,18 @@ def rollouts(policy: VLAPolicy, buffer) -> None:
         images = rng.integers(0, 256, (CHUNKS, 32, 32, 3), dtype=np.uint8)  # one initial state per group
         state = rng.normal(size=(CHUNKS, STATE_DIM)).astype(np.float32)
         instruction = INSTRUCTIONS[g % 2]
-        for i in range(CFG.group_size):
-            out = policy.act(images, state, [instruction] * CHUNKS, greedy=False, temperature=CFG.temperature,
+        for i in range(G):
+            out = policy.act(images, state, [instruction] * CHUNKS, greedy=False, temperature=ROLLOUT_TEMPERATURE,
                              generator=generator)
             eid, success = f"g{g}/{i}", i <= g
             buffer.add_trajectory(TrajectoryRecord(
-                episode_id=eid, arm="/arm0", instruction=instruction, policy_version=0, images=images,
+                episode_id=eid, arm="/arm0", instruction=instruction, policy_version=0,
+                temperature=ROLLOUT_TEMPERATURE, images=images,
                 state=state, token_ids=out.token_ids, log_probs=out.log_probs, steps=np.arange(CHUNKS) * CHUNK))
             buffer.add_result(ResultRecord(
                 episode_id=eid, arm="/arm0", group_id=f"g{g}", task="reach", seed=g, success=success,
                 reward=float(success), steps=CHUNKS * CHUNK, policy_version=0, evaluation=False,
-                end_reason="success" if success else "timeout"))
+                end_reason="success" if success else "timeout", group_size=G))
 
 
 def chunk_log_probs(policy: VLAPolicy, groups) -> list[tuple[float, bool]]:
@@ -49,7 +52,7 @@ def chunk_log_probs(policy: VLAPolicy, groups) -> list[tuple[float, bool]]:
             for e in g.episodes:
                 t = e.trajectory
                 lp = policy.token_log_probs(t.images, t.state, [t.instruction] * t.num_chunks, t.token_ids,
-                                            temperature=CFG.temperature)
+                                            temperature=t.temperature)
                 out.append((float(lp.sum()), e.result.success))
     return out
 

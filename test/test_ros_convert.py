@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
+import pytest
 from sensor_msgs.msg import JointState
 from vla_rl_interfaces.msg import EpisodeResult
 
 from vla_rl_ros.data import END_REASONS
-from vla_rl_ros.ros.convert import proprio_from_joint_state
+from vla_rl_ros.ros.convert import MessageError, proprio_from_joint_state, result_from_msg, trajectory_from_msg
 from vla_rl_ros.sim import make_env
 
 
@@ -26,3 +29,23 @@ def test_the_datasets_end_reasons_are_the_episode_results_constants() -> None:
     """A result's end_reason goes into the dataset and the learner's buffer, which validate it."""
     constants = {getattr(EpisodeResult, name) for name in dir(EpisodeResult) if name.startswith("END_")}
     assert constants == set(END_REASONS)
+
+
+def test_the_settings_that_must_agree_travel_with_the_learners_records() -> None:
+    """The sampling temperature and the scheduled group size reach the learner with each episode; a message
+    that leaves them unset (0) is refused, not given a default that may differ from what was used."""
+    from nodes.samples import MESSAGES
+
+    trajectory, result = MESSAGES["trajectory"], MESSAGES["episode_result"]
+    assert trajectory_from_msg(trajectory).temperature == 1.25
+    assert result_from_msg(result).group_size == 8
+    unset = copy.deepcopy(trajectory)
+    unset.temperature = 0.0
+    with pytest.raises(MessageError, match=r"temperature=0\.0"):
+        trajectory_from_msg(unset)
+    ungrouped = copy.deepcopy(result)
+    ungrouped.group_size = 0
+    with pytest.raises(MessageError, match="group_size=0"):
+        result_from_msg(ungrouped)
+    ungrouped.evaluation = True  # evaluation episodes belong to no group
+    assert result_from_msg(ungrouped).group_size == 0

@@ -88,7 +88,7 @@ def test_train_sim_for_minutes_stays_flat_and_accounts_for_every_episode(
     config = small_config(
         tmp_path,
         episode_manager={"group_size": 2},
-        learner={"group_size": 2, "groups_per_update": 1, "minibatch_size": 2, "epochs": 1,
+        learner={"groups_per_update": 1, "minibatch_size": 2, "epochs": 1,
                  "dynamic_sampling": False, "checkpoint_every": 2})
     results = {a: ros_graph.probe.collect(EpisodeResult, f"/{a}/episode_result", RESULTS) for a in ARMS}
     launch = ros_graph.launch("train_sim", f"num_arms:={len(ARMS)}", "tasks:=[reach, push]", "max_updates:=0",

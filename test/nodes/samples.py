@@ -49,17 +49,17 @@ MESSAGES: dict[str, Any] = {
     "chunk_request": ChunkRequest(header=header(), episode_id=EPISODE, request_id=99, step=17, greedy=False),
     "trajectory": Trajectory(
         episode_id=EPISODE, arm="/arm1", instruction="put the red cube on the plate", policy_version=12,
-        chunk_size=2, action_dim=4, images=[image(1), image(200)], proprio_dim=3,
+        temperature=1.25, chunk_size=2, action_dim=4, images=[image(1), image(200)], proprio_dim=3,
         proprio=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6], token_ids=list(range(16)), log_probs=[-1.5, -2.5], steps=[0, 2],
     ),
     "episode_result": EpisodeResult(
-        header=header(), episode_id=EPISODE, arm="/arm1", group_id="g-42", task="pick_place", seed=-17,
+        header=header(), episode_id=EPISODE, arm="/arm1", group_id="g-42", group_size=8, task="pick_place", seed=-17,
         instruction="put the red cube on the plate", success=True, reward=1.0, steps=57, policy_version=12,
         evaluation=False, end_reason=EpisodeResult.END_SUCCESS,
     ),
     "episode_start": EpisodeStart(
         header=header(), episode_id=EPISODE, arm="/arm1", task="pick_place", seed=2**40, group_id="g-42",
-        instruction="put the red cube on the plate", evaluation=True, max_steps=120,
+        group_size=8, instruction="put the red cube on the plate", evaluation=False, max_steps=120,
     ),
     "success_signal": SuccessSignal(header=header(), episode_id=EPISODE, success=True, confidence=0.75,
                                     source="classifier"),

@@ -15,7 +15,7 @@ episodes end as abort, which the learner discards (rl.records.DISCARD_REASONS); 
 failure verdict ends the episode as failure (reward 0, learned from like any failed rollout).
 Evaluation episodes are marked (their plan's) so the learner never trains on them.
 
-Time-outs count control steps as the robot's time (max_steps / control_rate_hz): with use_sim_time
+Time-outs count control steps as the robot's time (max_steps / the robot config's control_rate_hz): with use_sim_time
 and the sim bridge's lockstep clock, exactly the steps executed. A detector that judges every step
 (sim_oracle, classifier) can lag behind a lockstep sim that runs faster than it judges, so a
 time-out waits up to verdict_wait_s of wall time for its verdict on the last step (the executor
@@ -58,10 +58,11 @@ INFO, WARNING, ERROR = "info", "warning", "error"
 
 @dataclass(frozen=True)
 class ManagerConfig:
-    """The node's parameters the state machine reads (same names; see nodes/episode_manager.py)."""
+    """The node's parameters the state machine reads (same names; see nodes/episode_manager.py), and the
+    control rate of its robot config (control.RobotConfig, the executor's: one source for the period)."""
 
     reset: str  # "sim" or "operator"
-    control_rate_hz: float
+    control_rate_hz: float  # Hz, converts max_steps to ROS time
     lost_node_timeout_s: float
     verdict_wait_s: float
     sensor_fault_abort_s: float

@@ -31,6 +31,11 @@ class EpisodePlan:
     rollout: int = 0  # 0-based index of this episode in its group or round
     rollouts: int = 1  # episodes in its group or round
 
+    @property
+    def group_size(self) -> int:
+        """Rollouts scheduled in its GRPO group (EpisodeStart/EpisodeResult.group_size); 0 for evaluation."""
+        return 0 if self.evaluation else self.rollouts
+
 
 class Scheduler:
     """Plans an arm's episodes: whole groups in order, evaluation rounds between groups when asked."""

@@ -50,6 +50,7 @@ from vla_rl_interfaces.srv import ResetEpisode
 
 from vla_rl_ros.control import SIM_PANDA, RobotConfig
 from vla_rl_ros.episodes import ManagerConfig, ManagerCore, Scheduler, manager
+from vla_rl_ros.rl.config import GROUP_SIZE
 from vla_rl_ros.ros.causes import DropLog
 from vla_rl_ros.ros.convert import stamp_ns, to_stamp
 from vla_rl_ros.ros.node_main import run_node
@@ -66,7 +67,8 @@ TICK_S = 0.1
 class Params:
     tasks: list[str] = param(["reach", "lift"], "tasks to schedule (vla-rl tasks); the default: the embedded "
                              "default policy's suite")
-    group_size: int = param(8, "rollouts per GRPO group (same task, same seed); SimpleVLA-RL uses 8",
+    group_size: int = param(GROUP_SIZE, "rollouts per GRPO group (same task, same seed); SimpleVLA-RL uses 8. "
+                            "Every EpisodeStart and EpisodeResult carries it: the learner closes a group at it",
                             unit="episodes", low=1, high=1024)
     arm_index: int = param(0, "this arm's index among num_arms (splits the evaluation seeds)", low=0, high=1023)
     num_arms: int = param(1, "how many arms share the evaluation seeds", low=1, high=1024)
@@ -74,8 +76,6 @@ class Params:
                                      unit="episodes", low=0, high=1000)
     eval_every_versions: int = param(0, "an evaluation round after every N policy versions (and one at the "
                                      "start); 0: only at the start", unit="versions", low=0, high=100000)
-    control_rate_hz: float = param(10.0, "control steps per second (converts max_steps to ROS time)", unit="Hz",
-                                   low=0.1, high=1000.0)
     lost_node_timeout_s: float = param(60.0, "wall time without an action chunk before the episode ends as "
                                        "lost_node", unit="s", low=0.5, high=3600.0)
     verdict_wait_s: float = param(5.0, "wall time a time-out waits for the success detector's verdict on the "
@@ -91,7 +91,8 @@ class Params:
     reset: str = param("sim", "how the world is reset: sim (the sim bridge's reset_episode) or operator (a real "
                        "arm: home pose through the executor, then the operator's ready)",
                        choices=("sim", "operator"))
-    robot_config: str = param(SIM_PANDA, "the executor's robot config (reset operator): the joints of joint_states")
+    robot_config: str = param(SIM_PANDA, "the executor's robot config: its control_rate_hz converts max_steps to "
+                              "ROS time; (reset operator) its joints are those of joint_states")
     home_timeout_s: float = param(60.0, "wall time homing may take before the operator is asked to move the arm "
                                   "home by hand (reset operator)", unit="s", low=1.0, high=3600.0)
 
@@ -109,7 +110,12 @@ class EpisodeManager(Node):
                                   num_arms=p.num_arms, eval_seeds_per_task=p.eval_seeds_per_task, seed=p.seed)
         except ValueError as exc:
             raise ParameterError(str(exc)) from exc
-        config = ManagerConfig(**{f.name: getattr(p, f.name) for f in fields(ManagerConfig)})
+        try:
+            self.robot = RobotConfig.load(p.robot_config)
+        except (OSError, ValueError) as exc:
+            raise ParameterError(f"robot_config {p.robot_config!r}: {exc}") from exc
+        rest = {f.name: getattr(p, f.name) for f in fields(ManagerConfig) if f.name != "control_rate_hz"}
+        config = ManagerConfig(control_rate_hz=self.robot.control_rate_hz, **rest)
         self.core = ManagerCore(scheduler, config, peers=self)
         self.drops = DropLog(self.get_logger())
         self.wall = Clock(clock_type=ClockType.STEADY_TIME)
@@ -123,10 +129,6 @@ class EpisodeManager(Node):
         self.create_service(Trigger, "episode_manager/abort", self.on_abort)
         self.reset_client: Client  # reset_episode (sim) or executor/go_home (operator)
         if self.core.operator:
-            try:
-                self.robot = RobotConfig.load(p.robot_config)
-            except (OSError, ValueError) as exc:
-                raise ParameterError(f"robot_config {p.robot_config!r}: {exc}") from exc
             self.reset_client = self.create_client(Trigger, "executor/go_home")
             self.create_subscription(JointState, "joint_states", self.on_joint_states, qos_profile_sensor_data)
             self.create_service(Trigger, "episode_manager/ready", self.on_ready)
@@ -138,7 +140,8 @@ class EpisodeManager(Node):
         self.create_subscription(DiagnosticArray, "/diagnostics", self.on_diagnostics, RELIABLE)
         self.create_subscription(PolicyUpdate, "/policy_update", self.on_policy_update, LATCHED)
         self.create_timer(TICK_S, self.on_tick, clock=self.wall)
-        self.get_logger().info(f"scheduling {p.tasks} in groups of {p.group_size}")
+        self.get_logger().info(f"scheduling {p.tasks} in groups of {p.group_size} at "
+                               f"{self.robot.control_rate_hz:g} Hz ({p.robot_config})")
 
     # -- the peers the core asks about ------------------------------------------------------
     def served_and_judged(self) -> bool:
@@ -252,17 +255,17 @@ class EpisodeManager(Node):
     def start_msg(self, out: manager.Started) -> EpisodeStart:
         plan = out.plan
         msg = EpisodeStart(episode_id=plan.episode_id, arm=self.get_namespace(), task=plan.task, seed=plan.seed,
-                           group_id=plan.group_id, instruction=out.instruction, evaluation=plan.evaluation,
-                           max_steps=plan.max_steps)
+                           group_id=plan.group_id, group_size=plan.group_size, instruction=out.instruction,
+                           evaluation=plan.evaluation, max_steps=plan.max_steps)
         msg.header.stamp = to_stamp(out.stamp_ns)
         return msg
 
     def result_msg(self, out: manager.Finished) -> EpisodeResult:
         plan = out.plan
         msg = EpisodeResult(episode_id=plan.episode_id, arm=self.get_namespace(), group_id=plan.group_id,
-                            task=plan.task, seed=plan.seed, instruction=out.instruction, success=out.success,
-                            reward=1.0 if out.success else 0.0, steps=out.steps, policy_version=out.policy_version,
-                            evaluation=plan.evaluation, end_reason=out.end_reason)
+                            group_size=plan.group_size, task=plan.task, seed=plan.seed, instruction=out.instruction,
+                            success=out.success, reward=1.0 if out.success else 0.0, steps=out.steps,
+                            policy_version=out.policy_version, evaluation=plan.evaluation, end_reason=out.end_reason)
         msg.header.stamp = to_stamp(out.stamp_ns)
         return msg
 

@@ -10,7 +10,10 @@ ROS surface; per arm `a` in the `arms` parameter (relative names)
 Messages are queued by the subscription callbacks and handed to the learner core by one worker
 thread, which also runs the updates, so a slow update never blocks reception. The run directory
 holds the episode buffer (journalled), checkpoints, the published policies, metrics.csv and
-success.png. On start the learner resumes from the run directory's latest checkpoint, if any.
+success.png. Groups close at the size their episode manager scheduled (EpisodeResult.group_size) and
+are scored at the temperature their policy node sampled at (Trajectory.temperature); a group sampled
+at several temperatures is refused and logged. On start the learner resumes from the run directory's
+latest checkpoint, if any.
 The node exits (status 0) after max_updates updates or max_wall_time_s, ending a train_sim launch;
 a failed update ends it with status 1, after which `vla-rl launch train_sim` respawns it to resume.
 """
@@ -95,8 +98,8 @@ class Learner(Node):
         self.stop = threading.Event()
         self.worker = threading.Thread(target=self.work, name="learner-worker", daemon=True)
         self.worker.start()
-        self.get_logger().info(f"learning from {p.arms} into {self.run_dir}: {p.groups_per_update} groups of "
-                               f"{p.group_size} per update, {p.epochs} epochs, mini-batches of {p.minibatch_size}")
+        self.get_logger().info(f"learning from {p.arms} into {self.run_dir}: {p.groups_per_update} groups per "
+                               f"update, {p.epochs} epochs, mini-batches of {p.minibatch_size}")
 
     def ingest(self) -> None:
         """Move queued messages into the buffer (only this thread touches the learner core)."""
@@ -114,6 +117,8 @@ class Learner(Node):
                     self.core.buffer.add_result(result_from_msg(msg))
             except (MessageError, ValueError) as exc:
                 self.drops.drop(f"malformed {type(msg).__name__}", str(exc))
+            for refusal in self.core.buffer.take_refusals():
+                self.get_logger().warning(f"refused {refusal}")
 
     def work(self) -> None:
         p = self.params

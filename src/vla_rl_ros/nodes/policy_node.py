@@ -18,7 +18,8 @@ A request is answered from the newest image and joint state once both are stampe
 request (never from older observations). Requests that are ready together, from any arms, go through
 one forward pass. A PolicyUpdate is verified (digest) and applied only between episodes, not waiting
 for an arm that has asked for no chunk for a while (`SwapGate`: a dead or hung executor); if the new
-weights fail to load, the old ones stay.
+weights fail to load, the old ones stay. A training episode's Trajectory carries the temperature its
+chunks were sampled at (the learner scores at it); one with a greedy chunk has none and is withheld.
 """
 
 from __future__ import annotations
@@ -75,9 +76,9 @@ class Params:
     arms: list[str] = param([""], "arm namespaces served, relative to this node's ('' = its own)")
     image_topic: str = param("", "image topic under each arm namespace; empty: the checkpoint camera's topic "
                              "(front: camera/image_raw, wrist: wrist_camera/image_raw)")
-    temperature: float = param(ROLLOUT_TEMPERATURE, "sampling temperature of training rollouts, the learner's "
-                               "temperature (SimpleVLA-RL: 1.6; the tiny policies: 1.0, docs/grpo.md)",
-                               low=0.01, high=100.0)
+    temperature: float = param(ROLLOUT_TEMPERATURE, "sampling temperature of training rollouts; each Trajectory "
+                               "carries it and the learner scores at it (SimpleVLA-RL: 1.6; the tiny policies: "
+                               "1.0, docs/grpo.md)", low=0.01, high=100.0)
     max_batch: int = param(16, "most requests in one forward pass", low=1, high=1024)
     batch_window_s: float = param(0.02, "how long a ready request may wait for other arms' requests", unit="s",
                                   low=0.0, high=5.0)
@@ -179,6 +180,11 @@ class PolicyNode(Node):
             self.drops.drop("episode served by two policy versions", f"episode {log.episode_id}: new weights "
                             "came while its arm was silent; its trajectory is withheld from the learner")
             return
+        if log.greedy:
+            self.drops.drop("training episode with greedy chunks", f"episode {log.episode_id}: its executor asked "
+                            "for greedy chunks (always_greedy); the learner scores a trajectory at the temperature "
+                            "it was sampled at, so it is withheld")
+            return
         if not log.served_from_start:
             self.drops.drop("episode joined mid-way", f"episode {log.episode_id}: served from step {log.steps[0]} "
                             "on only (this node started during it); its trajectory is withheld from the learner")
@@ -188,7 +194,8 @@ class PolicyNode(Node):
     def trajectory(self, log: EpisodeLog) -> Trajectory:
         return Trajectory(
             episode_id=log.episode_id, arm=log.arm, instruction=log.instruction, policy_version=log.policy_version,
-            chunk_size=self.policy.chunk_size, action_dim=self.policy.action_dim, images=log.images,
+            temperature=self.params.temperature, chunk_size=self.policy.chunk_size, action_dim=self.policy.action_dim,
+            images=log.images,
             proprio_dim=int(log.states[0].shape[0]), proprio=np.concatenate(log.states).tolist(),
             token_ids=np.concatenate(log.token_ids).astype(np.int32).tolist(), log_probs=log.log_probs,
             steps=log.steps,
@@ -264,7 +271,8 @@ class PolicyNode(Node):
         for i, (arm, _, state) in enumerate(rows):
             request = arm.request
             log = self.serving.episode(arm.name, request.episode_id)
-            self.serving.record(log, arm.image, state, out.token_ids[i], out.log_probs[i], request.step)
+            self.serving.record(log, arm.image, state, out.token_ids[i], out.log_probs[i], request.step,
+                                greedy=greedy)
             chunk = ActionChunk(
                 episode_id=request.episode_id, request_id=request.request_id, policy_version=log.policy_version,
                 chunk_size=self.policy.chunk_size, action_dim=self.policy.action_dim,

@@ -42,6 +42,7 @@ class EpisodeLog:
     token_ids: list[np.ndarray] = field(default_factory=list)  # N x (C*A,) int64
     log_probs: list[float] = field(default_factory=list)  # N chunk log-probs (nats)
     steps: list[int] = field(default_factory=list)  # N control steps at which chunks start
+    greedy: bool = False  # some chunk was the argmax, not sampled: no temperature describes the trajectory
 
     @property
     def served_from_start(self) -> bool:
@@ -94,7 +95,8 @@ class ServingState:
                 log.policy_version = version
 
     def record(self, log: EpisodeLog, image: Any, state: np.ndarray, token_ids: np.ndarray, log_prob: float,
-               step: int) -> None:
+               step: int, *, greedy: bool) -> None:
+        log.greedy |= greedy
         log.images.append(image)
         log.states.append(np.asarray(state, np.float32))
         log.token_ids.append(np.asarray(token_ids, np.int64))

@@ -2,10 +2,12 @@
 
 Episodes arrive in two halves on two topics, in either order: the policy node's Trajectory and
 the episode manager's EpisodeResult. Every result ends in exactly one bucket, so a soak test can
-check `results == evaluation + aborted + stale + incomplete + filtered_all_same + used + pending`
-(`EpisodeBuffer.accounting`). A group of one (task, seed) is complete when all `group_size`
-results of its `group_id` have arrived (a discarded member counts as arrived) and every kept
-member has its trajectory.
+check `results == evaluation + aborted + stale + incomplete + mixed_temperature + filtered_all_same + used
++ pending` (`EpisodeBuffer.accounting`). A group of one (task, seed) is complete when as many results
+of its `group_id` have arrived as its episode manager scheduled (`ResultRecord.group_size`; a discarded
+member counts as arrived) and every kept member has its trajectory. The advantage compares rollouts of
+one sampling distribution, so a group whose trajectories carry different temperatures is refused whole
+(`mixed_temperature`, reported by `take_refusals`).
 
 Persistence is a journal, not a snapshot: each half is written to its own file on arrival and
 removed once the episode is settled; `state.json` (groups, queue, counters) is rewritten after
@@ -44,14 +46,14 @@ from vla_rl_ros.rl.records import (
 
 STATE_FILE = "state.json"
 EPISODES_DIR = "episodes"
-STATE_FORMAT = 1
+STATE_FORMAT = 2  # 2: results carry group_size, trajectories temperature, groups their size
 # Ids of settled episodes remembered so that a late half (e.g. the trajectory of an evaluation
 # episode arriving after its result) is recognised and dropped; halves arrive seconds apart.
 SETTLED_MEMORY = 2000
 MIN_VALID_MEMBERS = 2  # fewer valid rollouts than this leave no group baseline
 
 # Terminal buckets of a result; `pending` is everything still held.
-BUCKETS = ("evaluation", "aborted", "stale", "incomplete", "filtered_all_same", "used")
+BUCKETS = ("evaluation", "aborted", "stale", "incomplete", "mixed_temperature", "filtered_all_same", "used")
 
 
 @dataclass
@@ -94,12 +96,13 @@ class EpisodeBuffer:
         # Halves awaiting use (journalled buffers keep in-flight episodes on disk only)
         self._trajectories: dict[str, TrajectoryRecord] = {}
         self._results: dict[str, ResultRecord] = {}  # training results only
-        self._groups: dict[str, dict] = {}  # open group id -> {"members": [eid], "seen": int}
+        self._groups: dict[str, dict] = {}  # open group id -> {"members": [eid], "seen": int, "size": int}
         self._ready: list[tuple[str, list[str]]] = []  # kept complete groups, oldest first
         self._in_flight: list[dict] = []  # {"update": int, "groups": [(gid, [eid])]}
         self._settled: list[str] = []  # recently settled episode ids, oldest first
         self._doomed: list[Path] = []  # files of forgotten episodes, deleted after the next state.json
         self._tally: dict[str, Counter] = {"rollout": Counter(), "eval": Counter()}
+        self._refusals: list[str] = []  # why groups were refused since take_refusals, for the node's log
         if self.directory is not None:
             (self.directory / EPISODES_DIR).mkdir(parents=True, exist_ok=True)
             self._load()
@@ -122,12 +125,17 @@ class EpisodeBuffer:
         self._save_state()
 
     def add_result(self, record: ResultRecord) -> None:
-        """Take the episode manager's half of an episode."""
+        """Take the episode manager's half of an episode. ValueError, taking nothing, if its group_size
+        differs from that of its group's earlier results (one manager schedules a group)."""
         eid = record.episode_id
         if eid in self._results or eid in self._settled_set():
             self.counters["duplicate_results"] += 1
             self._save_state()
             return
+        group = self._groups.get(record.group_id)
+        if not record.evaluation and group is not None and group["size"] != record.group_size:
+            raise ValueError(f"episode {eid!r}: group_size={record.group_size}, but earlier results of group "
+                             f"{record.group_id!r} said {group['size']}")
         self.counters["results"] += 1
         if (record.evaluation or record.end_reason in DISCARD_REASONS) and eid in self._trajectories:
             self.counters["trajectories_dropped"] += 1
@@ -136,7 +144,7 @@ class EpisodeBuffer:
             self._settle([eid], "evaluation")
         elif record.end_reason in DISCARD_REASONS:
             self.counters[f"aborted/{record.end_reason}"] += 1
-            self._group(record.group_id)["seen"] += 1
+            self._group(record)["seen"] += 1
             self._settle([eid], "aborted")
             self._maybe_close(record.group_id)
         else:
@@ -144,7 +152,7 @@ class EpisodeBuffer:
             self._results[eid] = record
             if self.directory is not None:
                 save_result(self._path(eid, "result.json"), record)
-            group = self._group(record.group_id)
+            group = self._group(record)
             group["seen"] += 1
             group["members"].append(eid)
             if eid in self._trajectories:
@@ -242,6 +250,11 @@ class EpisodeBuffer:
         self._save_state()
         return out
 
+    def take_refusals(self) -> list[str]:
+        """Why complete groups were refused (mixed temperatures) since the last call, one line each."""
+        refusals, self._refusals = self._refusals, []
+        return refusals
+
     def accounting(self) -> dict[str, int]:
         """Where every episode went. Always: results == sum of BUCKETS + pending, and
         trajectories == joined + trajectories_dropped + trajectories_waiting. `used` counts episodes
@@ -267,8 +280,9 @@ class EpisodeBuffer:
 
     # --- internals -----------------------------------------------------------------------------
 
-    def _group(self, gid: str) -> dict:
-        return self._groups.setdefault(gid, {"members": [], "seen": 0})
+    def _group(self, record: ResultRecord) -> dict:
+        """The open group of a training result; its size is what the manager scheduled."""
+        return self._groups.setdefault(record.group_id, {"members": [], "seen": 0, "size": record.group_size})
 
     def _join(self, eid: str) -> None:
         """Both halves are here: drop the episode if stale, then see whether its group is complete."""
@@ -284,9 +298,9 @@ class EpisodeBuffer:
         return lag > self.config.max_policy_lag
 
     def _maybe_close(self, gid: str) -> None:
-        """Once all results of a group are in and every kept member is joined, classify it."""
+        """Once all scheduled results of a group are in and every kept member is joined, classify it."""
         group = self._groups.get(gid)
-        if group is None or group["seen"] < self.config.group_size:
+        if group is None or group["seen"] < group["size"]:
             return
         if any(e not in self._trajectories for e in group["members"]):
             return
@@ -294,10 +308,17 @@ class EpisodeBuffer:
         self._classify(gid, group["members"])
 
     def _classify(self, gid: str, eids: list[str]) -> None:
-        """Complete group -> queue (kept) or settled (too few valid members, or all rewards equal)."""
+        """Complete group -> queue (kept) or settled (too few valid members, mixed temperatures, or all
+        rewards equal)."""
+        temperatures = sorted({self._trajectories[e].temperature for e in eids})
         if len(eids) < MIN_VALID_MEMBERS:
             self.counters["groups/incomplete"] += 1
             self._settle(eids, "incomplete")
+        elif len(temperatures) > 1:
+            self.counters["groups/mixed_temperature"] += 1
+            self._refusals.append(f"group {gid!r}: its {len(eids)} trajectories were sampled at temperatures "
+                                  f"{temperatures}; a group's advantages need one (policy nodes disagree?)")
+            self._settle(eids, "mixed_temperature")
         elif self.config.dynamic_sampling and not keep_group([self._results[e].reward for e in eids]):
             self.counters["groups/filtered_all_same"] += 1
             self._settle(eids, "filtered_all_same")
@@ -409,11 +430,9 @@ class EpisodeBuffer:
             raise ValueError(f"{self.directory / STATE_FILE}: format {state.get('format')!r}, expected "
                              f"{STATE_FORMAT}; start the buffer in an empty directory")
         saved = GRPOConfig.from_dict(state["config"])
-        if (saved.group_size, saved.groups_per_update) != (self.config.group_size,
-                                                          self.config.groups_per_update):
-            raise ValueError(f"{self.directory}: buffer was built with group_size={saved.group_size}, "
-                             f"groups_per_update={saved.groups_per_update}; resume with the same values "
-                             "or start a new run directory")
+        if saved.groups_per_update != self.config.groups_per_update:
+            raise ValueError(f"{self.directory}: buffer was built with groups_per_update="
+                             f"{saved.groups_per_update}; resume with the same value or start a new run directory")
         self.policy_version = state["policy_version"]
         self.counters = Counter(state["counters"])
         self._groups = state["groups"]

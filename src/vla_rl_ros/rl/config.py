@@ -12,7 +12,13 @@ import dataclasses
 from dataclasses import dataclass, field
 
 ADV_EPS = 1e-6  # veRL compute_grpo_outcome_advantage(epsilon=1e-6), used unchanged by SimpleVLA-RL
-ROLLOUT_TEMPERATURE = 1.0  # the one default rollout temperature (the policy's act() and the learner)
+# The one default rollout temperature: the policy node's and act()'s. SimpleVLA-RL samples at 1.6; at 1.6
+# the tiny policies' lift rollouts almost never succeed, at 1.0 from the starting policy over 90% of lift
+# groups are mixed (docs/grpo.md). The learner has none: each Trajectory carries the one it was sampled at.
+ROLLOUT_TEMPERATURE = 1.0
+# The one default group size (SimpleVLA-RL n_samples=8): the episode manager's and grpo-local's. The
+# learner has none: each EpisodeResult carries the size its manager scheduled.
+GROUP_SIZE = 8
 MIN_GROUP_SIZE = 2  # a group-relative baseline needs at least two rollouts (unbiased std of one is NaN)
 
 
@@ -20,17 +26,12 @@ MIN_GROUP_SIZE = 2  # a group-relative baseline needs at least two rollouts (unb
 class GRPOConfig:
     """All GRPO settings. Field groups: groups and sampling, loss, optimiser, update schedule, staleness."""
 
-    # --- groups and sampling -------------------------------------------------------------------
-    group_size: int = field(default=8, metadata={
-        "help": "G: rollouts of one task from one initial state per group (SimpleVLA-RL n_samples=8)"})
+    # --- groups ----------------------------------------------------------------------------------
+    # No group size and no temperature: they travel with the data (EpisodeResult.group_size,
+    # Trajectory.temperature), so the learner cannot disagree with the nodes that scheduled and sampled.
     groups_per_update: int = field(default=16, metadata={
         "help": "kept groups per update (SimpleVLA-RL train_batch_size=32 tasks; 16 on 2 CPU cores, "
                 "docs/grpo.md)"})
-    temperature: float = field(default=ROLLOUT_TEMPERATURE, metadata={
-        "help": "sampling temperature of rollouts; log-probs are computed from logits / temperature so "
-                "the ratio compares like with like, as veRL does (SimpleVLA-RL rollout.temperature=1.6; at "
-                "1.6 the tiny policies' lift rollouts almost never succeed, at 1.0 from the starting policy "
-                "over 90% of lift groups are mixed, docs/grpo.md)"})
 
     dynamic_sampling: bool = field(default=True, metadata={
         "help": "keep only groups with some but not all successes (SimpleVLA-RL/DAPO filter_groups); off, "
@@ -77,14 +78,9 @@ class GRPOConfig:
                 "running while the previous update was published"})
 
     def __post_init__(self) -> None:
-        if self.group_size < MIN_GROUP_SIZE:
-            raise ValueError(f"group_size={self.group_size}: GRPO compares rollouts within a group; "
-                             f"use at least {MIN_GROUP_SIZE} (SimpleVLA-RL uses 8)")
         for name in ("groups_per_update", "epochs", "minibatch_size", "forward_chunks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}: must be at least 1")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature={self.temperature}: must be > 0 (1.6 for rollouts)")
         if not 0 < self.clip_low < 1:
             raise ValueError(f"clip_low={self.clip_low}: the ratio floor 1 - clip_low must lie in (0, 1); "
                              "use e.g. 0.2")
@@ -99,16 +95,6 @@ class GRPOConfig:
             raise ValueError(f"betas={self.betas}: two numbers in [0, 1), e.g. (0.9, 0.999)")
         if self.max_policy_lag < 0:
             raise ValueError(f"max_policy_lag={self.max_policy_lag}: must be >= 0 (0 = strictly on-policy)")
-        if self.minibatch_size > self.groups_per_update * self.group_size:
-            raise ValueError(
-                f"minibatch_size={self.minibatch_size} exceeds the {self.groups_per_update * self.group_size} "
-                f"trajectories of an update (groups_per_update x group_size): each update would be one "
-                f"step; lower minibatch_size or raise groups_per_update")
-
-    @property
-    def trajectories_per_update(self) -> int:
-        """Most trajectories in one update (fewer when members of a group were dropped)."""
-        return self.groups_per_update * self.group_size
 
     def to_dict(self) -> dict:
         """The GRPOConfig fields as a plain dict for JSON (also from a subclass that adds fields, such

@@ -11,7 +11,9 @@ The policy is any object with
         list[str] (n), token_ids (n, C*A) int64 tensor, *, temperature) -> (n, C*A) tensor
     trainable_parameters() -> iterable of torch.nn.Parameter
     save(path) -> None
-where n counts chunks: the chunks of several trajectories go through one forward pass.
+where n counts chunks: the chunks of several trajectories go through one forward pass. Each trajectory
+is scored at the temperature it was sampled at (TrajectoryRecord.temperature), so the ratio compares
+like with like, as veRL does; trajectories of different temperatures go through separate passes.
 """
 
 from __future__ import annotations
@@ -189,7 +191,7 @@ class GRPOLearner:
             out["grpo/kept_group_fraction"] = delta.get("groups/kept", 0) / completed
         out["time/episodes_per_s"] = (account["results"] - last_results) / max(time.monotonic() - last_time, 1e-9)
         for key in ("results", "used", "stale", "evaluation", "aborted", "filtered_all_same",
-                    "incomplete", "pending"):
+                    "incomplete", "mixed_temperature", "pending"):
             out[f"buffer/{key}"] = float(account[key])
         self._mark(account)
         return out
@@ -214,13 +216,23 @@ class GRPOLearner:
         return [p for p in parts if p]
 
     def _token_log_probs(self, trajectories: list[TrajectoryRecord]) -> list[torch.Tensor]:
+        """Per trajectory (T_b,) log-probs at its own sampling temperature: one forward pass per
+        temperature among them (one in a normal run, where every policy node samples at the same)."""
+        out: list[torch.Tensor] = [torch.empty(0)] * len(trajectories)
+        for temperature in sorted({t.temperature for t in trajectories}):
+            idx = [i for i, t in enumerate(trajectories) if t.temperature == temperature]
+            for i, logp in zip(idx, self._forward([trajectories[i] for i in idx], temperature), strict=True):
+                out[i] = logp
+        return out
+
+    def _forward(self, trajectories: list[TrajectoryRecord], temperature: float) -> list[torch.Tensor]:
         """All chunks of these trajectories in one forward pass -> per trajectory (T_b,) log-probs."""
         images = np.concatenate([t.images for t in trajectories])  # (sum N, H, W, 3)
         state = np.concatenate([t.state for t in trajectories])  # (sum N, P)
         instructions = [t.instruction for t in trajectories for _ in range(t.num_chunks)]
         token_ids = torch.from_numpy(np.concatenate([t.token_ids for t in trajectories]))  # (sum N, C*A)
         logp = self.policy.token_log_probs(images, state, instructions, token_ids,
-                                           temperature=self.config.temperature).float()  # (sum N, C*A)
+                                           temperature=temperature).float()  # (sum N, C*A)
         if logp.shape != token_ids.shape:
             raise ValueError(f"policy.token_log_probs returned {tuple(logp.shape)}, expected "
                              f"{tuple(token_ids.shape)} (one log-prob per sampled token)")

@@ -30,7 +30,7 @@ from vla_rl_ros.paths import default_checkpoint
 from vla_rl_ros.policy import FinetuneConfig, VLAPolicy
 from vla_rl_ros.policy.evaluate import evaluate, heldout_seeds, run_episodes
 from vla_rl_ros.policy.vla_policy import CheckpointError
-from vla_rl_ros.rl.config import GRPOConfig
+from vla_rl_ros.rl.config import GROUP_SIZE, MIN_GROUP_SIZE, ROLLOUT_TEMPERATURE, GRPOConfig
 from vla_rl_ros.rl.learner import GRPOLearner
 from vla_rl_ros.rl.records import rollout_records
 from vla_rl_ros.sim import get_task
@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", default="", help="initial policy (empty: the embedded default)")
     parser.add_argument("--tasks", default="reach,lift", help="comma-separated tasks, alternating by group")
     parser.add_argument("--updates", type=int, default=12, help="GRPO updates to run")
-    parser.add_argument("--temperature", type=float, default=recipe.temperature, help="rollout temperature")
+    parser.add_argument("--temperature", type=float, default=ROLLOUT_TEMPERATURE, help="rollout temperature")
+    parser.add_argument("--group-size", type=int, default=GROUP_SIZE, help="rollouts per group (one seed)")
     parser.add_argument("--lr", type=float, default=recipe.lr, help="AdamW learning rate")
     parser.add_argument("--epochs", type=int, default=recipe.epochs, help="passes over each update's trajectories")
     parser.add_argument("--groups", type=int, default=recipe.groups_per_update, help="groups per update")
@@ -76,6 +77,13 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tup
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.eval < 0:
         parser.error(f"--eval must be >= 0 (0: no evaluation), got {args.eval}")
+    if args.group_size < MIN_GROUP_SIZE:
+        parser.error(f"--group-size must be at least {MIN_GROUP_SIZE} (a group baseline), got {args.group_size}")
+    if not args.temperature > 0:
+        parser.error(f"--temperature={args.temperature}: must be > 0")
+    if args.minibatch > args.groups * args.group_size:
+        parser.error(f"--minibatch {args.minibatch} exceeds the {args.groups * args.group_size} trajectories of an "
+                     "update (--groups x --group-size): each update would be one step")
     tasks = [t for t in args.tasks.split(",") if t]
     if not tasks:
         parser.error("--tasks names no task; e.g. --tasks reach,lift (see `vla-rl tasks`)")
@@ -84,8 +92,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tup
             get_task(task)
             if args.eval:
                 heldout_seeds(task, args.eval)
-        config = GRPOConfig(lr=args.lr, epochs=args.epochs, temperature=args.temperature,
-                            groups_per_update=args.groups, minibatch_size=args.minibatch)
+        config = GRPOConfig(lr=args.lr, epochs=args.epochs, groups_per_update=args.groups,
+                            minibatch_size=args.minibatch)
     except ValueError as exc:
         parser.error(str(exc))
     if args.out.exists() and not (args.out / RESULTS_FILE).is_file() and (
@@ -139,13 +147,14 @@ def main(argv: list[str]) -> int:
             task = tasks[groups // SEEDS_PER_CALL % len(tasks)]
             spec = get_task(task)
             seeds = [int(rng.integers(spec.train_seeds.start, spec.train_seeds.stop)) for _ in range(SEEDS_PER_CALL)]
-            batch = [s for s in seeds for _ in range(config.group_size)]
+            batch = [s for s in seeds for _ in range(args.group_size)]
             results = run_episodes(policy, task, batch, greedy=False, temperature=args.temperature,
                                    generator=generator, record=True)
             for k, (seed, r) in enumerate(zip(batch, results, strict=True)):
                 trajectory, result = rollout_records(
-                    r, episode_id=f"e{episodes + k}", group_id=f"g{groups + k // config.group_size}", task=task,
-                    seed=seed, instruction=spec.sample(seed).instruction, policy_version=learner.policy_version)
+                    r, episode_id=f"e{episodes + k}", group_id=f"g{groups + k // args.group_size}",
+                    group_size=args.group_size, task=task, seed=seed, instruction=spec.sample(seed).instruction,
+                    policy_version=learner.policy_version, temperature=args.temperature)
                 learner.buffer.add_trajectory(trajectory)
                 learner.buffer.add_result(result)
             groups, episodes = groups + SEEDS_PER_CALL, episodes + len(results)

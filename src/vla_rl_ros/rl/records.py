@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ class TrajectoryRecord:
     arm: str
     instruction: str
     policy_version: int
+    temperature: float  # every chunk was sampled from softmax(logits / temperature): the learner scores at it
     images: np.ndarray  # (N, H, W, 3) uint8, the image each chunk was computed from
     state: np.ndarray  # (N, P) float32 proprioception
     token_ids: np.ndarray  # (N, C*A) int64 sampled action tokens
@@ -56,6 +58,11 @@ class TrajectoryRecord:
                                  f"and N={n} rows, one per chunk like images")
         if self.policy_version < 0:
             raise ValueError(f"episode {self.episode_id!r}: policy_version={self.policy_version} < 0")
+        # 0 is a message's unset field (a sender that does not fill it): scoring at a guessed temperature
+        # would bias every ratio of the update, so such a trajectory is refused, not defaulted.
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"episode {self.episode_id!r}: temperature={self.temperature}; a trajectory must "
+                             "carry the temperature its chunks were sampled at (> 0, Trajectory.temperature)")
 
     @property
     def num_chunks(self) -> int:
@@ -83,27 +90,33 @@ class ResultRecord:
     policy_version: int
     evaluation: bool
     end_reason: str
+    group_size: int  # rollouts the manager scheduled in the group: the buffer closes it at that many results
 
     def __post_init__(self) -> None:
         if self.end_reason not in END_REASONS:
             raise ValueError(f"episode {self.episode_id!r}: end_reason={self.end_reason!r}; "
                              f"expected one of {END_REASONS} (EpisodeResult.END_*)")
+        if not self.evaluation and self.group_size < 1:
+            raise ValueError(f"episode {self.episode_id!r}: group_size={self.group_size}; a training result must "
+                             "say how many rollouts its manager scheduled in its group (EpisodeResult.group_size)")
 
 
-def rollout_records(rollout: dict, *, episode_id: str, group_id: str, task: str, seed: int, instruction: str,
-                    policy_version: int, success: bool | None = None) -> tuple[TrajectoryRecord, ResultRecord]:
-    """Both halves of an in-process rollout (one dict of `policy.evaluate.run_episodes(record=True)`), as
-    the policy node and the episode manager would have published them; `success` overrides the
-    rollout's own (benchmarks that need every group kept)."""
+def rollout_records(rollout: dict, *, episode_id: str, group_id: str, group_size: int, task: str, seed: int,
+                    instruction: str, policy_version: int, temperature: float,
+                    success: bool | None = None) -> tuple[TrajectoryRecord, ResultRecord]:
+    """Both halves of an in-process rollout (one dict of `policy.evaluate.run_episodes(record=True)`, sampled
+    at `temperature`), as the policy node and the episode manager would have published them; `success`
+    overrides the rollout's own (benchmarks that need every group kept)."""
     if success is None:
         success, end_reason = bool(rollout["success"]), rollout["end_reason"]
     else:
         end_reason = "success" if success else "timeout"
     trajectory = TrajectoryRecord(episode_id=episode_id, arm="/arm0", instruction=instruction,
-                                  policy_version=policy_version, **rollout["trajectory"])
+                                  policy_version=policy_version, temperature=temperature, **rollout["trajectory"])
     result = ResultRecord(episode_id=episode_id, arm="/arm0", group_id=group_id, task=task, seed=seed,
                           success=success, reward=float(success), steps=rollout["steps"],
-                          policy_version=policy_version, evaluation=False, end_reason=end_reason)
+                          policy_version=policy_version, evaluation=False, end_reason=end_reason,
+                          group_size=group_size)
     return trajectory, result
 
 

@@ -125,19 +125,21 @@ def trajectory_from_msg(msg: TrajectoryMsg) -> TrajectoryRecord:
     try:
         return TrajectoryRecord(
             episode_id=msg.episode_id, arm=msg.arm, instruction=msg.instruction, policy_version=msg.policy_version,
-            images=np.stack(images), state=state, token_ids=np.asarray(msg.token_ids, np.int64).reshape(n, tokens),
-            log_probs=log_probs, steps=np.asarray(msg.steps, np.int64))
+            temperature=float(msg.temperature), images=np.stack(images), state=state,
+            token_ids=np.asarray(msg.token_ids, np.int64).reshape(n, tokens), log_probs=log_probs,
+            steps=np.asarray(msg.steps, np.int64))
     except ValueError as exc:
         raise MessageError(str(exc)) from exc
 
 
 def result_from_msg(msg: EpisodeResultMsg) -> ResultRecord:
-    """An EpisodeResult message as the learner's record; MessageError for an unknown end reason."""
+    """An EpisodeResult message as the learner's record; MessageError for an unknown end reason or a
+    training result without its group size."""
     try:
         return ResultRecord(
             episode_id=msg.episode_id, arm=msg.arm, group_id=msg.group_id, task=msg.task, seed=msg.seed,
             success=msg.success, reward=float(msg.reward), steps=msg.steps, policy_version=msg.policy_version,
-            evaluation=msg.evaluation, end_reason=msg.end_reason)
+            evaluation=msg.evaluation, end_reason=msg.end_reason, group_size=msg.group_size)
     except ValueError as exc:
         raise MessageError(str(exc)) from exc
 
