@@ -9,7 +9,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 # EpisodeResult.END_* (msg/msg/EpisodeResult.msg): why an episode ended.
-END_REASONS = ("success", "timeout", "failure", "estop", "abort", "lost_node", "error")
+# Why an episode ended, one name each (EpisodeResult.END_*: the cores below the nodes cannot import messages).
+SUCCESS, TIMEOUT, FAILURE, ESTOP, ABORT, LOST_NODE, ERROR = (
+    "success", "timeout", "failure", "estop", "abort", "lost_node", "error")
+END_REASONS = (SUCCESS, TIMEOUT, FAILURE, ESTOP, ABORT, LOST_NODE, ERROR)
 
 
 @dataclass(eq=False)  # arrays make == ambiguous; compare digest() or fields instead

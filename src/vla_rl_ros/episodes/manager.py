@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from vla_rl_ros.control import HOME, SENSOR_FAULTS
+from vla_rl_ros.data.episode import ABORT, ESTOP, FAILURE, LOST_NODE, SUCCESS, TIMEOUT
 from vla_rl_ros.episodes.reset import layout_prompt, plan_label
 from vla_rl_ros.episodes.schedule import EpisodePlan, Scheduler
 from vla_rl_ros.sim.tasks import get_task
@@ -49,8 +50,6 @@ from vla_rl_ros.success import OPERATOR
 HOME_ASK_S = 0.5  # period of executor/go_home while homing (the executor stops 2 s after the last)
 # Executor holds that mean a sensor of the arm is gone or lies (its /diagnostics "hold" value).
 SENSOR_FAULT_HOLDS = frozenset(hold.value for hold in SENSOR_FAULTS)
-# Why an episode ended (EpisodeResult.END_*).
-SUCCESS, TIMEOUT, FAILURE, ESTOP, ABORT, LOST_NODE = "success", "timeout", "failure", "estop", "abort", "lost_node"
 # Operator-reset phases between two episodes.
 CLEAR, HOMING, LAYOUT = "clear", "homing", "layout"
 INFO, WARNING, ERROR = "info", "warning", "error"
