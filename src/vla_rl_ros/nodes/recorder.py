@@ -31,11 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.task import Future as RosFuture
 from sensor_msgs.msg import Image, JointState
 from vla_rl_interfaces.msg import ActionChunk, ChunkRequest, EpisodeResult, EpisodeStart
 from vla_rl_interfaces.srv import LabelEpisode
@@ -60,7 +59,6 @@ IMAGES = QoSProfile(depth=IMAGE_QUEUE, reliability=qos_profile_sensor_data.relia
 TICK_S = 0.05  # wall-clock period of the core's checks for ended episodes and late messages
 INPUT_CHECK_S = 0.5  # period of the check that every input topic has a publisher
 BACKLOG_WARNING = 4  # episodes waiting for the writer before the log says it falls behind
-LABEL_TIMEOUT_S = 300.0  # how long a label_episode call waits for the writer (behind queued appends)
 STATE_EE_NAMES = ("ee_x", "ee_y", "ee_z", "gripper")  # after the joints: proprio_from_joint_state's layout
 _VIDEO = {f.name: f for f in dataclasses.fields(VideoConfig)}
 
@@ -145,10 +143,7 @@ class Recorder(Node):
               for camera, topic in zip(p.cameras, p.camera_topics, strict=True)],
             self.create_subscription(EpisodeResult, "episode_result", self.on_result, RESULTS)]
         self.inputs, self.started = InputWatch(self.get_logger(), subscriptions), self.now()
-        # The service waits for the writer (possibly behind a long append) in its own callback group, so
-        # the multi-threaded executor of main() keeps delivering messages to the others meanwhile.
-        self.create_service(LabelEpisode, "label_episode", self.on_label,
-                            callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_service(LabelEpisode, "label_episode", self.on_label)
         self.create_timer(TICK_S, lambda: self.write(self.core.tick(self.now())), clock=self.wall)
         self.create_timer(INPUT_CHECK_S, lambda: self.inputs.check(self.now() - self.started), clock=self.wall)
         self.get_logger().info(f"recording {list(p.cameras)} at {p.fps or round(rate)} fps into {p.dataset}")
@@ -212,17 +207,19 @@ class Recorder(Node):
         self.core.image(camera, stamp_ns(msg.header.stamp), rgb)
 
     # -- labels ------------------------------------------------------------------------------------
-    def on_label(self, request: LabelEpisode.Request, response: LabelEpisode.Response) -> LabelEpisode.Response:
+    async def on_label(self, request: LabelEpisode.Request,
+                       response: LabelEpisode.Response) -> LabelEpisode.Response:
+        """A coroutine: it answers once the writer has relabelled (possibly behind a long append), and the
+        executor delivers messages meanwhile, on its one thread."""
         rec = self.core.episode(request.episode_id)
         if rec is not None:
             response.accepted, response.message = False, (f"episode {rec.episode_id} is still being recorded; "
                                                           "label it once it is written (seconds after its result)")
             return response
-        done = self.writer.relabel(request.episode_id, request.success)
-        try:
-            response.accepted, response.message = done.result(timeout=LABEL_TIMEOUT_S)
-        except TimeoutError:
-            response.accepted, response.message = False, f"the writer is busy for over {LABEL_TIMEOUT_S:.0f} s"
+        answer: RosFuture = RosFuture()
+        self.writer.relabel(request.episode_id, request.success).add_done_callback(
+            lambda done: answer.set_result(done.result()))
+        response.accepted, response.message = await answer
         return response
 
     def close(self) -> None:
@@ -238,5 +235,4 @@ class Recorder(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    # Two threads: the label service may wait for the writer while messages keep arriving.
-    return run_node(Recorder, args, lambda: MultiThreadedExecutor(num_threads=2))
+    return run_node(Recorder, args)
