@@ -40,6 +40,7 @@ from vla_rl_interfaces.msg import EpisodeResult, EpisodeStart
 from vla_rl_ros.policy import VLAPolicy
 from vla_rl_ros.policy.evaluate import run_episodes
 from vla_rl_ros.rl.config import GROUP_SIZE
+from vla_rl_ros.ros.names import EPISODE_RESULT_TOPIC
 from vla_rl_ros.ros.qos import LATCHED, RESULTS
 from vla_rl_ros.sim import TASKS
 
@@ -84,7 +85,7 @@ def graph_rate(checkpoint: Path, policy: VLAPolicy, task: str, episodes: int, ar
     config = small_config(tmp, **edits)
     with isolated_graph(tmp, threads) as graph:
         names = [f"arm{i}" for i in range(arms)]
-        results = {a: graph.probe.collect(EpisodeResult, f"/{a}/episode_result", RESULTS) for a in names}
+        results = {a: graph.probe.collect(EpisodeResult, f"/{a}/{EPISODE_RESULT_TOPIC}", RESULTS) for a in names}
         events: list[tuple[float, str, str]] = []  # (arrival, arm, "start" | "result"), for the breakdown
         for a in names:
             for kind, msg_type, qos in (("start", EpisodeStart, LATCHED), ("result", EpisodeResult, RESULTS)):

@@ -33,7 +33,7 @@ from common import fresh_default, peak_rss_mib, write_json
 
 from vla_rl_ros.policy import FinetuneConfig, VLAPolicy
 from vla_rl_ros.policy.evaluate import run_episodes
-from vla_rl_ros.rl.buffer import Episode, Group
+from vla_rl_ros.rl.buffer import Group, Rollout
 from vla_rl_ros.rl.config import GROUP_SIZE, ROLLOUT_TEMPERATURE, GRPOConfig
 from vla_rl_ros.rl.learner import GRPOLearner
 from vla_rl_ros.rl.records import TrajectoryRecord, rollout_records
@@ -54,7 +54,7 @@ def rollout_groups(policy: VLAPolicy, groups: int, group_size: int) -> list[Grou
                 r, episode_id=f"g{g}-e{k}", group_id=f"g{g}", group_size=group_size, task=TASK, seed=seed,
                 instruction=TASKS[TASK].sample(seed).instruction, policy_version=0, temperature=ROLLOUT_TEMPERATURE,
                 success=k % 2 == 0)
-            episodes.append(Episode(trajectory, result))
+            episodes.append(Rollout(trajectory, result))
         out.append(Group(f"g{g}", episodes))
     return out
 

@@ -41,7 +41,14 @@ from vla_rl_interfaces.msg import ActionChunk, ChunkRequest, EpisodeResult, Epis
 
 from vla_rl_ros.policy import VLAPolicy
 from vla_rl_ros.ros.convert import image_to_msg, to_stamp
-from vla_rl_ros.ros.names import camera_topic
+from vla_rl_ros.ros.names import (
+    ACTION_CHUNK_TOPIC,
+    CHUNK_REQUEST_TOPIC,
+    EPISODE_RESULT_TOPIC,
+    EPISODE_START_TOPIC,
+    JOINT_STATES_TOPIC,
+    camera_topic,
+)
 from vla_rl_ros.ros.qos import LATCHED, RELIABLE, RESULTS
 from vla_rl_ros.sim.env import JOINT_STATE_NAMES
 
@@ -74,12 +81,12 @@ class ProbeArm:
     def __init__(self, graph: RosGraph, name: str, image_size: int, camera: str, greedy: bool) -> None:
         probe = graph.probe
         self.name, self.greedy = name, greedy
-        self.start_pub = probe.publisher(EpisodeStart, f"/{name}/episode_start", LATCHED)
-        self.result_pub = probe.publisher(EpisodeResult, f"/{name}/episode_result", RESULTS)
-        self.request_pub = probe.publisher(ChunkRequest, f"/{name}/chunk_request", RELIABLE)
+        self.start_pub = probe.publisher(EpisodeStart, f"/{name}/{EPISODE_START_TOPIC}", LATCHED)
+        self.result_pub = probe.publisher(EpisodeResult, f"/{name}/{EPISODE_RESULT_TOPIC}", RESULTS)
+        self.request_pub = probe.publisher(ChunkRequest, f"/{name}/{CHUNK_REQUEST_TOPIC}", RELIABLE)
         self.image_pub = probe.publisher(Image, f"/{name}/{camera_topic(camera)}", qos_profile_sensor_data)
-        self.joint_pub = probe.publisher(JointState, f"/{name}/joint_states", qos_profile_sensor_data)
-        self.chunk_sub = probe.node.create_subscription(ActionChunk, f"/{name}/action_chunk", self.on_chunk,
+        self.joint_pub = probe.publisher(JointState, f"/{name}/{JOINT_STATES_TOPIC}", qos_profile_sensor_data)
+        self.chunk_sub = probe.node.create_subscription(ActionChunk, f"/{name}/{ACTION_CHUNK_TOPIC}", self.on_chunk,
                                                         RELIABLE)
         pixels = np.random.default_rng(len(name)).integers(0, 256, (image_size, image_size, 3), dtype=np.uint8)
         self.image = image_to_msg(pixels, to_stamp(0))

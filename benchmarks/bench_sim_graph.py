@@ -34,6 +34,13 @@ from sensor_msgs.msg import Image  # noqa: E402
 from vla_rl_interfaces.msg import EpisodeStart, TaskState  # noqa: E402
 from vla_rl_interfaces.srv import ResetEpisode  # noqa: E402
 
+from vla_rl_ros.ros.names import (  # noqa: E402
+    ACTION_CHUNK_TOPIC,
+    CAMERA_TOPICS,
+    EPISODE_START_TOPIC,
+    RESET_EPISODE_SERVICE,
+    TASK_STATE_TOPIC,
+)
 from vla_rl_ros.sim import TASKS  # noqa: E402
 
 SCRIPTED_POLICY = REPO / "test" / "nodes" / "scripted_policy.py"
@@ -52,16 +59,16 @@ def graph_rate(size: int, chunk_size: int, steps: int) -> float:
                                         "-p", f"chunk_size:={chunk_size}"])
         probe = graph.probe
         frames = [0]
-        for topic in ("camera/image_raw", "wrist_camera/image_raw"):
+        for topic in CAMERA_TOPICS.values():
             probe.node.create_subscription(Image, topic, lambda _m: frames.__setitem__(0, frames[0] + 1),
                                            qos_profile_sensor_data)
-        states = probe.collect(TaskState, "task_state", RELIABLE)
-        start_pub = probe.publisher(EpisodeStart, "episode_start", LATCHED)
-        wait_until(lambda: probe.node.count_publishers("action_chunk") and probe.node.count_subscribers(
-            "episode_start"), STARTUP_TIMEOUT_S, "the executor and the scripted policy")
+        states = probe.collect(TaskState, TASK_STATE_TOPIC, RELIABLE)
+        start_pub = probe.publisher(EpisodeStart, EPISODE_START_TOPIC, LATCHED)
+        wait_until(lambda: probe.node.count_publishers(ACTION_CHUNK_TOPIC) and probe.node.count_subscribers(
+            EPISODE_START_TOPIC), STARTUP_TIMEOUT_S, "the executor and the scripted policy")
         seed = TASKS[BENCH_TASK].heldout_seeds[0]
-        reset = probe.call(ResetEpisode, "reset_episode", ResetEpisode.Request(task=BENCH_TASK, seed=seed,
-                                                                             episode_id="bench"),
+        reset = probe.call(ResetEpisode, RESET_EPISODE_SERVICE, ResetEpisode.Request(task=BENCH_TASK, seed=seed,
+                                                                                     episode_id="bench"),
                            STARTUP_TIMEOUT_S)
         assert reset.success, reset.message
         wait_until(lambda: states and states[-1].episode_id == "bench", what="the reset state")

@@ -16,6 +16,8 @@ from rosgraph import RELIABLE, RosGraph, wait_until
 from sensor_msgs.msg import CameraInfo, Image
 from test_camera import CALIBRATION, H, W, which, write_folder, write_video
 
+from vla_rl_ros.ros.names import CAMERA_INFO_TOPIC, CAMERA_TOPICS, DIAGNOSTICS_TOPIC
+
 pytestmark = pytest.mark.graph
 NS = "/arm0"
 BRIDGE = CvBridge()
@@ -36,13 +38,13 @@ def test_video_replay_publishes_images_and_camera_info_and_survives_an_unplug(ro
     rgb = write_video(video, n=8)
     calibration.write_text(CALIBRATION.replace("640", str(W)).replace("480", str(H)))
     probe = ros_graph.probe
-    images = probe.collect(Image, f"{NS}/camera/image_raw", qos_profile_sensor_data)
-    infos = probe.collect(CameraInfo, f"{NS}/camera/camera_info", qos_profile_sensor_data)
-    diagnostics = probe.collect(DiagnosticArray, "/diagnostics", RELIABLE)
+    images = probe.collect(Image, f"{NS}/{CAMERA_TOPICS['front']}", qos_profile_sensor_data)
+    infos = probe.collect(CameraInfo, f"{NS}/{CAMERA_INFO_TOPIC}", qos_profile_sensor_data)
+    diagnostics = probe.collect(DiagnosticArray, DIAGNOSTICS_TOPIC, RELIABLE)
     ros_graph.node("camera_node", "-r", f"__ns:={NS}", "-p", f"source:={video}", "-p", "fps:=20.0",
                    "-p", "loop:=true", "-p", "crop:=[16, 8, 32, 32]", "-p", "resize:=[16, 16]",
-                   "-p", f"calibration_file:={calibration}", "-p", "reconnect_period:=0.2",
-                   "-p", "diagnostics_period:=0.2")
+                   "-p", f"calibration_file:={calibration}", "-p", "reconnect_period_s:=0.2",
+                   "-p", "diagnostics_period_s:=0.2")
     wait_until(lambda: len(images) >= 12 and infos, 60, "replayed frames")
     msg = images[-1]
     assert (msg.encoding, msg.height, msg.width, msg.header.frame_id) == ("rgb8", 16, 16, "camera")
@@ -79,8 +81,8 @@ def test_image_folder_frames_arrive_exactly_in_the_asked_encoding(ros_graph: Ros
                                                                    encoding: str) -> None:
     rgb = write_folder(tmp_path / "frames", n=3)
     (tmp_path / "frames" / "frame_001.png").write_bytes(b"garbage")  # skipped, counted and logged as dropped
-    images = ros_graph.probe.collect(Image, f"{NS}/camera/image_raw", qos_profile_sensor_data)
-    diagnostics = ros_graph.probe.collect(DiagnosticArray, "/diagnostics", RELIABLE)
+    images = ros_graph.probe.collect(Image, f"{NS}/{CAMERA_TOPICS['front']}", qos_profile_sensor_data)
+    diagnostics = ros_graph.probe.collect(DiagnosticArray, DIAGNOSTICS_TOPIC, RELIABLE)
     ros_graph.node("camera_node", "-p", "type:=image_folder", "-p", f"source:={tmp_path / 'frames'}",
                    "-p", "fps:=30.0", "-p", "loop:=true", "-p", f"encoding:={encoding}", "-r", f"__ns:={NS}")
     wait_until(lambda: len(images) >= 4, 60, "frames")

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vla_rl_ros.control import SIM_PANDA, ChunkIn, Commander, CommandOut, ExecutorCore, RobotConfig, make_arm
+from vla_rl_ros.control import SIM_PANDA, ChunkIn, Commander, CommandOut, ExecutorCore, RobotConfig, make_kinematics
 from vla_rl_ros.control.command import (
     CLAMP_JOINT_LIMITS,
     CLAMP_JOINT_STEP,
@@ -27,14 +27,14 @@ EPS = 1e-9
 
 @pytest.fixture(scope="module")
 def commander() -> Commander:
-    return Commander(ROBOT, make_arm(ROBOT))
+    return Commander(ROBOT, make_kinematics(ROBOT))
 
 
 def test_ee_delta_moves_the_tcp_by_the_delta_and_holds_orientation(commander: Commander) -> None:
-    q = commander.arm.home
-    pos, quat = commander.arm.fk(q)
+    q = commander.kinematics.home
+    pos, quat = commander.kinematics.fk(q)
     cmd = commander.command(q, np.array([0.02, -0.01, 0.03, 1.0]))
-    new_pos, new_quat = commander.arm.fk(cmd.arm)
+    new_pos, new_quat = commander.kinematics.fk(cmd.arm)
     np.testing.assert_allclose(new_pos - pos, [0.02, -0.01, 0.03], atol=1e-3)
     assert abs(abs(float(np.dot(new_quat, quat))) - 1) < 1e-5
     assert cmd.gripper == ROBOT.gripper.closed and not cmd.clamped
@@ -45,20 +45,20 @@ def test_matches_the_sim_core_for_the_same_state_and_action(commander: Commander
     """The executor and the core env turn a delta into the same joints (one IK, one set of limits)."""
     env = make_env("reach", cameras=(), action_mode="joint_position")
     env.reset(0)
-    q = env.data.qpos[env.arm.qpos_adr].copy()
+    q = env.data.qpos[env.kinematics.qpos_adr].copy()
     for action in ([0.04, 0.0, -0.02, 0.0], [0.2, -0.3, 0.1, 1.0]):
         cmd = commander.command(q, np.array(action))
         joint_action = env.from_ee_action(np.array(action, dtype=np.float32))  # the core's IK target
-        expected = env.arm.clamp(q, joint_action[:-1], env.config.control_dt)  # and its speed limit
+        expected = env.kinematics.clamp(q, joint_action[:-1], env.config.control_dt)  # and its speed limit
         np.testing.assert_allclose(cmd.arm, expected, atol=1e-5)
         assert cmd.gripper == pytest.approx(ROBOT.gripper.position(action[-1]))
 
 
 def test_large_deltas_are_clipped_per_axis_and_to_the_box(commander: Commander) -> None:
-    q = commander.arm.home
-    pos = commander.arm.fk(q)[0]
+    q = commander.kinematics.home
+    pos = commander.kinematics.fk(q)[0]
     cmd = commander.command(q, np.array([1e9, 0.0, -1e9, 7.0]))
-    new_pos = commander.arm.fk(cmd.arm)[0]
+    new_pos = commander.kinematics.fk(cmd.arm)[0]
     assert CLAMP_TRANSLATION in cmd.clamped
     np.testing.assert_allclose(new_pos - pos, [ROBOT.max_translation, 0, -ROBOT.max_translation], atol=2e-3)
     assert cmd.gripper == ROBOT.gripper.closed  # closure clipped to 1
@@ -67,12 +67,12 @@ def test_large_deltas_are_clipped_per_axis_and_to_the_box(commander: Commander) 
     for _ in range(12):
         low = commander.command(low.arm, np.array([0.0, 0.0, -0.05, 0.0]))
     assert CLAMP_WORKSPACE in low.clamped
-    assert commander.arm.fk(low.arm)[0][2] >= ROBOT.workspace.low[2] - ROBOT.workspace.tolerance
+    assert commander.kinematics.fk(low.arm)[0][2] >= ROBOT.workspace.low[2] - ROBOT.workspace.tolerance
 
 
 def test_joint_targets_are_limited_to_one_step_from_the_measured_joints() -> None:
-    commander = Commander(JOINT_ROBOT, make_arm(JOINT_ROBOT))
-    q = commander.arm.home
+    commander = Commander(JOINT_ROBOT, make_kinematics(JOINT_ROBOT))
+    q = commander.kinematics.home
     cmd = commander.command(q, np.array([*(q + 1.0), 0.5]))
     assert CLAMP_JOINT_STEP in cmd.clamped
     np.testing.assert_allclose(np.abs(cmd.arm - q), np.minimum(commander.max_step, np.abs(
@@ -80,14 +80,14 @@ def test_joint_targets_are_limited_to_one_step_from_the_measured_joints() -> Non
     assert cmd.gripper == pytest.approx(0.04)  # binary gripper: 0.5 is not above the threshold, it stays open
     assert commander.command(q, np.array([*q, 0.51])).gripper == pytest.approx(0.0)
     proportional = dataclasses.replace(JOINT_ROBOT, gripper=dataclasses.replace(JOINT_ROBOT.gripper, binary=False))
-    assert Commander(proportional, make_arm(proportional)).command(q, np.array([*q, 0.5])).gripper == \
+    assert Commander(proportional, make_kinematics(proportional)).command(q, np.array([*q, 0.5])).gripper == \
         pytest.approx(0.02)
 
 
 def test_a_command_leaving_the_box_holds_the_arm() -> None:
-    commander = Commander(JOINT_ROBOT, make_arm(JOINT_ROBOT))
+    commander = Commander(JOINT_ROBOT, make_kinematics(JOINT_ROBOT))
     forward = np.array([0, 0.2, 0, 0.2, 0, 0, 0])  # shoulder and elbow forward and down
-    target = commander.arm.home
+    target = commander.kinematics.home
     for _ in range(20):  # until the TCP would pass the box floor
         target = commander.command(target, np.append(target + forward, 0.0)).arm
     cmd = commander.command(target, np.append(target + forward, 0.0))
@@ -98,9 +98,9 @@ def test_a_command_leaving_the_box_holds_the_arm() -> None:
 def test_joint_limits_are_applied_last_even_to_a_hold() -> None:
     """A hold sends the measured joints back as the command: one that overshot a limit (0.6 mrad in a
     normal run) must not be sent back past it."""
-    commander = Commander(JOINT_ROBOT, make_arm(JOINT_ROBOT))
+    commander = Commander(JOINT_ROBOT, make_kinematics(JOINT_ROBOT))
     forward = np.array([0, 0.2, 0, 0.2, 0, 0, 0])
-    q = commander.arm.home
+    q = commander.kinematics.home
     for _ in range(20):  # until the TCP would pass the box floor
         q = commander.command(q, np.append(q + forward, 0.0)).arm
     q[6] = commander.upper[6] + 6e-4  # the flange joint overshot its upper limit (the TCP lies on its axis)
@@ -110,7 +110,7 @@ def test_joint_limits_are_applied_last_even_to_a_hold() -> None:
 
 
 def test_a_measured_state_is_out_of_limits_only_beyond_the_margin(commander: Commander) -> None:
-    q = commander.arm.home.copy()
+    q = commander.kinematics.home.copy()
     assert commander.outside_limits(q, 0.05) == ""
     q[1] = commander.lower[1] - 0.04  # an overshoot
     assert commander.outside_limits(q, 0.05) == ""
@@ -149,8 +149,8 @@ def assert_safe(commander: Commander, q_meas: np.ndarray, out: CommandOut) -> No
     assert np.all(q >= commander.lower - EPS) and np.all(q <= commander.upper + EPS)
     assert np.all(np.abs(q - q_meas) <= commander.max_step + EPS)
     ws = commander.robot.workspace
-    outside = ws.distance(commander.arm.fk(q)[0])
-    assert outside <= ws.tolerance or outside <= ws.distance(commander.arm.fk(q_meas)[0]) + EPS
+    outside = ws.distance(commander.kinematics.fk(q)[0])
+    assert outside <= ws.tolerance or outside <= ws.distance(commander.kinematics.fk(q_meas)[0]) + EPS
     g = commander.robot.gripper
     assert min(g.open, g.closed) <= out.command.gripper <= max(g.open, g.closed)
 
@@ -187,4 +187,4 @@ def test_no_chunk_ever_yields_a_command_outside_box_or_limits(robot: RobotConfig
     assert core.commands_sent == (0 if rejection else chunk.chunk_size)
 
 
-COMMANDERS = {r.action_mode: Commander(r, make_arm(r)) for r in (ROBOT, JOINT_ROBOT)}
+COMMANDERS = {r.action_mode: Commander(r, make_kinematics(r)) for r in (ROBOT, JOINT_ROBOT)}

@@ -18,13 +18,13 @@ from vla_rl_ros.control import (
     RejectReason,
     RequestOut,
     RobotConfig,
-    make_arm,
+    make_kinematics,
 )
 
 ROBOT = RobotConfig.load(SIM_PANDA)
-COMMANDER = Commander(ROBOT, make_arm(ROBOT))
+COMMANDER = Commander(ROBOT, make_kinematics(ROBOT))
 NAMES = [*ROBOT.joints, "finger_joint1", "finger_joint2"]
-HOME = [*COMMANDER.arm.home, 0.04, 0.04]
+HOME = [*COMMANDER.kinematics.home, 0.04, 0.04]
 PERIOD = round(ROBOT.period * 1e9)
 UP = [0.0, 0.0, 0.01, 0.0]  # 1 cm up, gripper open
 
@@ -157,7 +157,7 @@ def test_estop_latches_until_released_and_drops_the_plan() -> None:
 
 
 def test_watchdogs_hold_on_stale_joint_states_and_images() -> None:
-    core = ExecutorCore(COMMANDER, ExecutorConfig(joint_state_timeout=0.5, image_timeout=0.3))
+    core = ExecutorCore(COMMANDER, ExecutorConfig(joint_state_timeout_s=0.5, image_timeout_s=0.3))
     core.start_episode("ep1", greedy=True, max_steps=0, stamp_ns=5 * PERIOD)
     core.joint_state(NAMES, HOME, 5 * PERIOD, now=0.0)
     assert core.advance(0.0) == [] and core.hold is Hold.STALE_IMAGE  # no image yet
@@ -214,7 +214,7 @@ def test_a_joint_state_that_overshot_a_limit_within_the_margin_is_commanded_back
 
 
 def test_chunk_timeout_requests_again_and_refuses_the_late_answer() -> None:
-    core, request = started(ExecutorConfig(chunk_timeout=2.0))
+    core, request = started(ExecutorConfig(chunk_timeout_s=2.0))
     assert core.advance(1.0) == []
     core.joint_state(NAMES, HOME, 5 * PERIOD, now=2.5)  # the same state, fresh (a lockstep sim idles)
     (again,) = core.advance(2.5)
@@ -268,7 +268,7 @@ def test_no_request_goes_out_while_no_policy_listens_and_a_fresh_one_when_it_app
     core.policy_connected(False)  # the policy died: its outstanding request is lost with it
     assert core.advance(1.0) == [] and core.hold is Hold.NO_POLICY
     core.policy_connected(True)
-    (again,) = requests(core.advance(1.0))  # at once, not after chunk_timeout
+    (again,) = requests(core.advance(1.0))  # at once, not after chunk_timeout_s
     assert again.request_id == first.request_id + 1 and again.step == 0
 
 
@@ -299,7 +299,7 @@ def test_go_home_steps_the_arm_home_in_lockstep_only_while_asked_and_never_durin
     assert 5 <= steps < 100 and core.go_home(now) == (True, "the arm is home")
     assert core.hold is Hold.EPISODE_ENDED
 
-    # Homing stops home_keepalive after the last request (a manager that died), and on an e-stop.
+    # Homing stops home_keepalive_s after the last request (a manager that died), and on an e-stop.
     core.joint_state(NAMES, away, stamp + PERIOD, now=now)
     assert core.go_home(now)[0] and len(core.advance(now)) == 1
     core.joint_state(NAMES, away, stamp + 2 * PERIOD, now=now + 2.5)

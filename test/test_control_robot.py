@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from vla_rl_ros.control import SIM_PANDA, Commander, RobotConfig, make_arm
+from vla_rl_ros.control import SIM_PANDA, Commander, RobotConfig, make_kinematics
 from vla_rl_ros.control.kinematics import ArmModel
 from vla_rl_ros.sim.env import EnvConfig
 
@@ -26,14 +26,14 @@ def write(tmp_path: Path, data: dict) -> Path:
 
 def test_sim_panda_matches_the_sim_core() -> None:
     robot = RobotConfig.load(SIM_PANDA)
-    arm = make_arm(robot)
+    kinematics = make_kinematics(robot)
     env = EnvConfig()
-    assert robot.joints == arm.joint_names and robot.gripper.joint in arm.finger_joint_names
+    assert robot.joints == kinematics.joint_names and robot.gripper.joint in kinematics.finger_joint_names
     assert robot.workspace.low == env.workspace_low and robot.workspace.high == env.workspace_high
     assert robot.max_translation == env.max_translation and robot.period == env.control_dt
-    assert robot.gripper.open == arm.finger_travel
-    np.testing.assert_array_equal(arm.velocity_limits, robot.velocity_limits)  # the sim core's speed limits
-    assert robot.command_joints == (*arm.joint_names, "finger_joint1")
+    assert robot.gripper.open == kinematics.finger_travel
+    np.testing.assert_array_equal(kinematics.velocity_limits, robot.velocity_limits)  # the sim core's speed limits
+    assert robot.command_joints == (*kinematics.joint_names, "finger_joint1")
     assert robot.action_dims == (4, 7)
 
 
@@ -42,10 +42,10 @@ def test_config_limits_tighten_the_model_limits(tmp_path: Path) -> None:
     data["joint_lower"] = [-2.5] * 7
     data["joint_upper"] = [9.0] * 7  # looser than the model: the model's limits still apply
     robot = RobotConfig.load(write(tmp_path, data))
-    commander = Commander(robot, make_arm(robot))
-    arm = ArmModel.from_mjcf(robot.model_path())
-    np.testing.assert_array_equal(commander.lower, np.maximum(-2.5, arm.lower))
-    np.testing.assert_array_equal(commander.upper, arm.upper)
+    commander = Commander(robot, make_kinematics(robot))
+    kinematics = ArmModel.from_mjcf(robot.model_path())
+    np.testing.assert_array_equal(commander.lower, np.maximum(-2.5, kinematics.lower))
+    np.testing.assert_array_equal(commander.upper, kinematics.upper)
     assert np.all(commander.max_step <= robot.max_joint_step)
 
 
@@ -72,20 +72,20 @@ def test_missing_files_and_wrong_joint_counts_say_what_to_fix(tmp_path: Path) ->
     data = {**sim_panda_dict(), "model": "missing.urdf"}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(data))
     with pytest.raises(FileNotFoundError, match=r"no model file at .*missing.urdf"):
-        make_arm(RobotConfig.load(tmp_path / "r.yaml"))
+        make_kinematics(RobotConfig.load(tmp_path / "r.yaml"))
     six = RobotConfig.load(write(tmp_path, {**sim_panda_dict(), "joints": [f"ur_j{i}" for i in range(6)],
                                             "velocity_limits": [1.0] * 6}))
     with pytest.raises(ValueError, match=r"6 joints .* for a model with 7 arm joints"):
-        make_arm(six)
+        make_kinematics(six)
 
 
 def test_the_real_panda_example_maps_driver_names_and_leaves_the_gripper_out() -> None:
     robot = RobotConfig.load(SIM_PANDA.replace("sim_panda", "franka_panda"))
-    commander = Commander(robot, make_arm(robot))
+    commander = Commander(robot, make_kinematics(robot))
     assert robot.command_joints == tuple(f"panda_joint{i}" for i in range(1, 8))  # no gripper in the JTC goal
     cmd = commander.command(commander.home, np.array([0.5, 0.0, 0.0, 1.0]))
     assert commander.positions(cmd).shape == (7,)
-    moved = commander.arm.fk(cmd.arm)[0] - commander.arm.fk(commander.home)[0]
+    moved = commander.kinematics.fk(cmd.arm)[0] - commander.kinematics.fk(commander.home)[0]
     assert 0 < moved[0] <= robot.max_translation + 1e-3  # the example's slower steps
     assert np.all(np.abs(cmd.arm - commander.home) <= robot.max_joint_step + 1e-12)
     assert np.all(commander.lower >= robot.joint_lower) and np.all(commander.upper <= robot.joint_upper)

@@ -34,13 +34,27 @@ from vla_rl_interfaces.msg import (
     Trajectory,
 )
 
-from vla_rl_ros.control import SIM_PANDA, RobotConfig, make_arm
+from vla_rl_ros.control import SIM_PANDA, RobotConfig, make_kinematics
 from vla_rl_ros.ros.convert import image_to_msg
+from vla_rl_ros.ros.names import (
+    ACTION_CHUNK_TOPIC,
+    CHUNK_REQUEST_TOPIC,
+    DIAGNOSTICS_TOPIC,
+    EPISODE_RESULT_TOPIC,
+    EPISODE_START_TOPIC,
+    ESTOP_TOPIC,
+    JOINT_STATES_TOPIC,
+    JOINT_TRAJECTORY_TOPIC,
+    POLICY_UPDATE_TOPIC,
+    SUCCESS_TOPIC,
+    TASK_STATE_TOPIC,
+    TRAJECTORY_TOPIC,
+)
 from vla_rl_ros.ros.qos import EPISODES, LATCHED
 from vla_rl_ros.sim import JOINT_STATE_NAMES, STATE_NAMES
 
 pytestmark = pytest.mark.graph
-HOME = make_arm(RobotConfig.load(SIM_PANDA)).home.tolist()
+HOME = make_kinematics(RobotConfig.load(SIM_PANDA)).home.tolist()
 NS = "/arm0"
 REPEATS = 3  # each garbage message several times: still one log line per cause
 A = 4  # action dim of the tiny checkpoint
@@ -69,18 +83,18 @@ def test_garbage_at_every_input_is_dropped_with_one_line_per_cause_and_nothing_m
     detector = ros_graph.node("success_detector", "-r", f"__ns:={NS}")
     manager = ros_graph.node("episode_manager", "-r", f"__ns:={NS}", "-p", "tasks:=[reach]")
     probe = ros_graph.probe
-    commands = probe.collect(JointTrajectory, f"{NS}/joint_trajectory", RELIABLE)
-    requests = probe.collect(ChunkRequest, f"{NS}/chunk_request", RELIABLE)  # the probe is the policy
-    verdicts = probe.collect(SuccessSignal, f"{NS}/success", RELIABLE)
-    results = probe.collect(EpisodeResult, f"{NS}/episode_result", EPISODES)
-    diagnostics = probe.collect(DiagnosticArray, "/diagnostics", RELIABLE)
+    commands = probe.collect(JointTrajectory, f"{NS}/{JOINT_TRAJECTORY_TOPIC}", RELIABLE)
+    requests = probe.collect(ChunkRequest, f"{NS}/{CHUNK_REQUEST_TOPIC}", RELIABLE)  # the probe is the policy
+    verdicts = probe.collect(SuccessSignal, f"{NS}/{SUCCESS_TOPIC}", RELIABLE)
+    results = probe.collect(EpisodeResult, f"{NS}/{EPISODE_RESULT_TOPIC}", EPISODES)
+    diagnostics = probe.collect(DiagnosticArray, DIAGNOSTICS_TOPIC, RELIABLE)
     pub = {name: probe.publisher(kind, f"{NS}/{name}", qos) for name, kind, qos in [
-        ("trajectory", Trajectory, EPISODES), ("episode_result", EpisodeResult, EPISODES),
-        ("episode_start", EpisodeStart, LATCHED), ("joint_states", JointState, qos_profile_sensor_data),
-        ("action_chunk", ActionChunk, RELIABLE), ("estop", Bool, RELIABLE), ("task_state", TaskState, LATCHED),
-        ("success", SuccessSignal, RELIABLE)]}
-    pub["/diagnostics"] = probe.publisher(DiagnosticArray, "/diagnostics", RELIABLE)
-    pub["/policy_update"] = probe.publisher(PolicyUpdate, "/policy_update", LATCHED)
+        (TRAJECTORY_TOPIC, Trajectory, EPISODES), (EPISODE_RESULT_TOPIC, EpisodeResult, EPISODES),
+        (EPISODE_START_TOPIC, EpisodeStart, LATCHED), (JOINT_STATES_TOPIC, JointState, qos_profile_sensor_data),
+        (ACTION_CHUNK_TOPIC, ActionChunk, RELIABLE), (ESTOP_TOPIC, Bool, RELIABLE),
+        (TASK_STATE_TOPIC, TaskState, LATCHED), (SUCCESS_TOPIC, SuccessSignal, RELIABLE)]}
+    pub[DIAGNOSTICS_TOPIC] = probe.publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, RELIABLE)
+    pub[POLICY_UPDATE_TOPIC] = probe.publisher(PolicyUpdate, POLICY_UPDATE_TOPIC, LATCHED)
     wait_until(lambda: "learning from" in ros_graph.log("learner"), 120, "the learner")
     wait_until(lambda: "scheduling" in ros_graph.log("episode_manager"), 60, "the episode manager")
     probe.wait_matched(*pub.values(), timeout=60)
@@ -89,14 +103,14 @@ def test_garbage_at_every_input_is_dropped_with_one_line_per_cause_and_nothing_m
     # A start of an unknown task (latched, so it must be read before the next start replaces it); then an
     # episode the executor runs: one good joint state, a request answered with two steps; the first goes
     # out, the second waits for a joint state at or after its period's end, and only garbage comes.
-    pub["episode_start"].publish(EpisodeStart(episode_id="ep-unknown", task="no_such_task"))
+    pub[EPISODE_START_TOPIC].publish(EpisodeStart(episode_id="ep-unknown", task="no_such_task"))
     wait_until(lambda: "dropped input: unknown task" in ros_graph.log("success_detector"), 60, "the unknown task")
     start = EpisodeStart(episode_id="ep-bad", arm=NS, task="reach", seed=3, instruction="go", max_steps=50)
-    pub["episode_start"].publish(start)
+    pub[EPISODE_START_TOPIC].publish(start)
     wait_until(lambda: "episode ep-bad running" in ros_graph.log("success_detector"), 60, "the detector's episode")
-    pub["joint_states"].publish(JointState(name=list(JOINT_STATE_NAMES), position=[*HOME, 0.04, 0.04]))
+    pub[JOINT_STATES_TOPIC].publish(JointState(name=list(JOINT_STATE_NAMES), position=[*HOME, 0.04, 0.04]))
     request = wait_until(lambda: next(iter(requests), None), 60, "the executor's request")
-    pub["action_chunk"].publish(ActionChunk(
+    pub[ACTION_CHUNK_TOPIC].publish(ActionChunk(
         episode_id="ep-bad", request_id=request.request_id, chunk_size=2, action_dim=A, action_mode="ee_delta",
         actions=UP * 2, header=request.header))
     wait_until(lambda: len(commands) == 1, 60, "the first command")
@@ -113,30 +127,30 @@ def test_garbage_at_every_input_is_dropped_with_one_line_per_cause_and_nothing_m
                                    success=bool(i), reward=float(i), steps=10, end_reason="success" if i else "timeout")
                      for i in range(2)]
     for _ in range(REPEATS):
-        pub["trajectory"].publish(trajectory("t-sizes", n=2, chunk=TINY_CHUNK + 1))  # token ids of another chunk
-        pub["trajectory"].publish(trajectory("t-nan", proprio=float("nan")))
-        pub["trajectory"].publish(trajectory("t-images", image_sizes=(32, 16)))
-        pub["trajectory"].publish(Trajectory(episode_id="t-empty", arm=NS))
-        pub["episode_result"].publish(EpisodeResult(episode_id="r-odd", arm=NS, end_reason="exploded"))
-        pub["joint_states"].publish(nan_joints)
-        pub["joint_states"].publish(short_joints)
-        pub["joint_states"].publish(far_joints)
-        pub["task_state"].publish(bad_state)
-        pub["success"].publish(SuccessSignal(episode_id="ep-nobody", success=True, source="sim_oracle"))
-        pub["/diagnostics"].publish(DiagnosticArray(status=[DiagnosticStatus(
+        pub[TRAJECTORY_TOPIC].publish(trajectory("t-sizes", n=2, chunk=TINY_CHUNK + 1))  # token ids of another chunk
+        pub[TRAJECTORY_TOPIC].publish(trajectory("t-nan", proprio=float("nan")))
+        pub[TRAJECTORY_TOPIC].publish(trajectory("t-images", image_sizes=(32, 16)))
+        pub[TRAJECTORY_TOPIC].publish(Trajectory(episode_id="t-empty", arm=NS))
+        pub[EPISODE_RESULT_TOPIC].publish(EpisodeResult(episode_id="r-odd", arm=NS, end_reason="exploded"))
+        pub[JOINT_STATES_TOPIC].publish(nan_joints)
+        pub[JOINT_STATES_TOPIC].publish(short_joints)
+        pub[JOINT_STATES_TOPIC].publish(far_joints)
+        pub[TASK_STATE_TOPIC].publish(bad_state)
+        pub[SUCCESS_TOPIC].publish(SuccessSignal(episode_id="ep-nobody", success=True, source="sim_oracle"))
+        pub[DIAGNOSTICS_TOPIC].publish(DiagnosticArray(status=[DiagnosticStatus(
             name=f"{NS}/executor", values=[KeyValue(key="hold", value="\x00" * 1000), KeyValue(key="estop")])]))
-        pub["/policy_update"].publish(PolicyUpdate(version=2**31, checkpoint_dir="/nowhere", digest="zz"))
+        pub[POLICY_UPDATE_TOPIC].publish(PolicyUpdate(version=2**31, checkpoint_dir="/nowhere", digest="zz"))
         time.sleep(0.2)
     wait_until(lambda: any(st.name == f"{NS}/executor" and st.level == DiagnosticStatus.ERROR
                            and "joint_state_out_of_limits: joint4 measured at 1000 rad" in st.message
                            for d in diagnostics for st in d.status), 60, "ERROR on /diagnostics, out of limits")
     for msg in bad_group:
-        pub["trajectory"].publish(msg)
+        pub[TRAJECTORY_TOPIC].publish(msg)
     for msg in group_results:
-        pub["episode_result"].publish(msg)
-    pub["estop"].publish(Bool(data=True))
+        pub[EPISODE_RESULT_TOPIC].publish(msg)
+    pub[ESTOP_TOPIC].publish(Bool(data=True))
     for _ in range(REPEATS):
-        pub["estop"].publish(Bool(data=False))  # a release by topic: refused, only the service releases
+        pub[ESTOP_TOPIC].publish(Bool(data=False))  # a release by topic: refused, only the service releases
 
     logs = {label: lambda label=label: ros_graph.log(label)
             for label in ("learner", "executor", "success_detector", "episode_manager")}

@@ -26,6 +26,16 @@ from vla_rl_ros.launcher.description import describe, resolve_launch_file
 from vla_rl_ros.paths import package_share
 from vla_rl_ros.rl.config import ROLLOUT_TEMPERATURE
 from vla_rl_ros.rl.records import DISCARD_REASONS
+from vla_rl_ros.ros.names import (
+    ACTION_CHUNK_TOPIC,
+    CAMERA_TOPICS,
+    DIAGNOSTICS_TOPIC,
+    EPISODE_RESULT_TOPIC,
+    EPISODE_START_TOPIC,
+    ESTOP_TOPIC,
+    JOINT_STATES_TOPIC,
+    JOINT_TRAJECTORY_TOPIC,
+)
 from vla_rl_ros.sim import TASKS
 
 NS = "/arm0"
@@ -58,7 +68,7 @@ def test_launch_files_pick_the_hardware_layer_the_camera_and_the_success_backend
     assert {n["ns"] for n in deploy.values()} == {NS}
     assert deploy["sim_bridge"]["remaps"]["camera/image_raw"] == "camera/image_raw"  # the render is the camera
     assert deploy["executor"]["params"].items() >= {"use_sim_time": True, "always_greedy": True, "dry_run": False,
-                                                "request_ahead_steps": 0, "image_timeout": 1.0}.items()
+                                                    "request_ahead_steps": 0, "image_timeout_s": 1.0}.items()
     assert deploy["executor"]["params"]["robot_config"].endswith("config/robots/sim_panda.yaml")
     assert deploy["policy_node"]["params"]["checkpoint"] == ""  # an empty argument is a string, not null
 
@@ -125,16 +135,16 @@ class Arm:
 
     def __init__(self, graph: RosGraph) -> None:
         probe = self.probe = graph.probe
-        self.commands = probe.collect(JointTrajectory, f"{NS}/joint_trajectory", RELIABLE)
+        self.commands = probe.collect(JointTrajectory, f"{NS}/{JOINT_TRAJECTORY_TOPIC}", RELIABLE)
         self.command_times: list[float] = []
         self.on_command: Callable[[int], None] = lambda count: None  # called with the number of commands so far
-        probe.node.create_subscription(JointTrajectory, f"{NS}/joint_trajectory", self._command, RELIABLE)
-        self.joints = probe.collect(JointState, f"{NS}/joint_states", qos_profile_sensor_data)
-        self.images = probe.collect(Image, f"{NS}/camera/image_raw", qos_profile_sensor_data)
-        self.chunks = probe.collect(ActionChunk, f"{NS}/action_chunk", RELIABLE)
-        self.starts = probe.collect(EpisodeStart, f"{NS}/episode_start", LATCHED)
-        self.results = probe.collect(EpisodeResult, f"{NS}/episode_result", RESULTS)
-        self.diagnostics = probe.collect(DiagnosticArray, "/diagnostics", RELIABLE)
+        probe.node.create_subscription(JointTrajectory, f"{NS}/{JOINT_TRAJECTORY_TOPIC}", self._command, RELIABLE)
+        self.joints = probe.collect(JointState, f"{NS}/{JOINT_STATES_TOPIC}", qos_profile_sensor_data)
+        self.images = probe.collect(Image, f"{NS}/{CAMERA_TOPICS['front']}", qos_profile_sensor_data)
+        self.chunks = probe.collect(ActionChunk, f"{NS}/{ACTION_CHUNK_TOPIC}", RELIABLE)
+        self.starts = probe.collect(EpisodeStart, f"{NS}/{EPISODE_START_TOPIC}", LATCHED)
+        self.results = probe.collect(EpisodeResult, f"{NS}/{EPISODE_RESULT_TOPIC}", RESULTS)
+        self.diagnostics = probe.collect(DiagnosticArray, DIAGNOSTICS_TOPIC, RELIABLE)
 
     def _command(self, _msg: JointTrajectory) -> None:
         self.command_times.append(time.monotonic())
@@ -153,14 +163,15 @@ def test_deploy_executes_chunks_from_the_replayed_camera_and_an_estop_stops_with
     ros_graph.launch("deploy", "hardware:=sim", "camera:=node", f"camera_source:={video}", "camera_loop:=true",
                      f"checkpoint:={tiny_checkpoint}", f"config_dir:={small_config(tmp_path)}")
     arm = Arm(ros_graph)
-    start_pub = arm.probe.publisher(EpisodeStart, f"{NS}/episode_start", LATCHED)
-    estop_pub = arm.probe.publisher(Bool, f"{NS}/estop", RELIABLE)
-    wait_until(lambda: arm.joints and arm.images and arm.probe.node.count_publishers(f"{NS}/action_chunk"),
+    start_pub = arm.probe.publisher(EpisodeStart, f"{NS}/{EPISODE_START_TOPIC}", LATCHED)
+    estop_pub = arm.probe.publisher(Bool, f"{NS}/{ESTOP_TOPIC}", RELIABLE)
+    wait_until(lambda: arm.joints and arm.images and arm.probe.node.count_publishers(f"{NS}/{ACTION_CHUNK_TOPIC}"),
                STARTUP_S, "the sim bridge, camera_node and the policy")
-    wait_until(lambda: arm.probe.node.count_subscribers(f"{NS}/episode_start") >= 2, STARTUP_S, "the executor")
+    wait_until(lambda: arm.probe.node.count_subscribers(f"{NS}/{EPISODE_START_TOPIC}") >= 2, STARTUP_S, "the executor")
     subs = arm.probe.subscriptions
-    arm.probe.wait_matched(start_pub, estop_pub, *(subs[f"{NS}/{t}"] for t in ("joint_trajectory", "action_chunk")),
-                           subs["/diagnostics"], timeout=STARTUP_S)
+    arm.probe.wait_matched(start_pub, estop_pub,
+                           *(subs[f"{NS}/{t}"] for t in (JOINT_TRAJECTORY_TOPIC, ACTION_CHUNK_TOPIC)),
+                           subs[DIAGNOSTICS_TOPIC], timeout=STARTUP_S)
     home = np.array(arm.joints[-1].position[:7])
     start = EpisodeStart(episode_id="deploy-1", arm=NS, task="reach", instruction=TASKS["reach"].sample(0).instruction,
                          max_steps=10_000)
@@ -202,7 +213,7 @@ def test_collect_records_episodes_and_an_unplugged_camera_holds_the_arm_and_ends
                           recorder={"video_pix_fmt": "yuv444p"})
     ros_graph.launch("collect", "hardware:=sim", "camera:=node", f"camera_source:={video}", "camera_loop:=true",
                      f"checkpoint:={tiny_checkpoint}", f"config_dir:={config}", f"dataset:={dataset}",
-                     "image_timeout:=0.5")
+                     "image_timeout_s:=0.5")
     arm = Arm(ros_graph)
 
     def written() -> int:

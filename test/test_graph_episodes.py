@@ -11,6 +11,14 @@ from vla_rl_interfaces.msg import ActionChunk, EpisodeResult, EpisodeStart, Succ
 from vla_rl_interfaces.srv import ResetEpisode
 
 from vla_rl_ros.ros.convert import stamp_ns, task_state_to_msg
+from vla_rl_ros.ros.names import (
+    ACTION_CHUNK_TOPIC,
+    EPISODE_RESULT_TOPIC,
+    EPISODE_START_TOPIC,
+    RESET_EPISODE_SERVICE,
+    SUCCESS_TOPIC,
+    TASK_STATE_TOPIC,
+)
 from vla_rl_ros.sim import make_env
 
 pytestmark = pytest.mark.graph
@@ -34,13 +42,14 @@ class FakeArm:
     def __init__(self, graph: RosGraph) -> None:
         self.resets: list[ResetEpisode.Request] = []
         probe = graph.probe
-        probe.node.create_service(ResetEpisode, f"{NS}/reset_episode", self.on_reset)
-        self.chunks = probe.publisher(ActionChunk, f"{NS}/action_chunk", RELIABLE)
-        self.task_state = probe.publisher(TaskState, f"{NS}/task_state", RELIABLE)
-        self.starts = probe.collect(EpisodeStart, f"{NS}/episode_start", RELIABLE)
-        self.results = probe.collect(EpisodeResult, f"{NS}/episode_result", RELIABLE)
-        self.success = probe.collect(SuccessSignal, f"{NS}/success", RELIABLE)
-        self.detector = probe.publisher(SuccessSignal, f"{NS}/success", RELIABLE)  # no episode starts without one
+        probe.node.create_service(ResetEpisode, f"{NS}/{RESET_EPISODE_SERVICE}", self.on_reset)
+        self.chunks = probe.publisher(ActionChunk, f"{NS}/{ACTION_CHUNK_TOPIC}", RELIABLE)
+        self.task_state = probe.publisher(TaskState, f"{NS}/{TASK_STATE_TOPIC}", RELIABLE)
+        self.starts = probe.collect(EpisodeStart, f"{NS}/{EPISODE_START_TOPIC}", RELIABLE)
+        self.results = probe.collect(EpisodeResult, f"{NS}/{EPISODE_RESULT_TOPIC}", RELIABLE)
+        self.success = probe.collect(SuccessSignal, f"{NS}/{SUCCESS_TOPIC}", RELIABLE)
+        # no episode starts without one
+        self.detector = probe.publisher(SuccessSignal, f"{NS}/{SUCCESS_TOPIC}", RELIABLE)
 
     def on_reset(self, request: ResetEpisode.Request, response: ResetEpisode.Response) -> ResetEpisode.Response:
         self.resets.append(request)
@@ -92,7 +101,8 @@ def test_silence_ends_the_episode_as_lost_node_and_timeouts_count_steps(ros_grap
     ros_graph.node("episode_manager", "-r", f"__ns:={NS}", "-p", "tasks:=[reach]", "-p", "group_size:=2",
                    "-p", "lost_node_timeout_s:=1.0", "-p", "max_episodes:=2", label="manager")
     subs = ros_graph.probe.subscriptions
-    ros_graph.probe.wait_matched(arm.chunks, subs[f"{NS}/episode_start"], subs[f"{NS}/episode_result"], timeout=60)
+    ros_graph.probe.wait_matched(arm.chunks, subs[f"{NS}/{EPISODE_START_TOPIC}"], subs[f"{NS}/{EPISODE_RESULT_TOPIC}"],
+                                 timeout=60)
     wait_until(lambda: arm.starts, 30, "an episode to start")
     arm.chunks.publish(ActionChunk(episode_id=arm.starts[0].episode_id))
     wait_until(lambda: arm.results, 30, "the silent episode to end")
@@ -116,8 +126,8 @@ def test_a_time_out_waits_for_a_lagging_detectors_verdict_on_the_last_step(ros_g
     ros_graph.node("episode_manager", "-r", f"__ns:={NS}", "-p", "tasks:=[reach]", "-p", "group_size:=2",
                    "-p", "verdict_wait_s:=2.0", label="manager")
     subs = ros_graph.probe.subscriptions
-    ros_graph.probe.wait_matched(arm.chunks, arm.detector, subs[f"{NS}/episode_start"], subs[f"{NS}/episode_result"],
-                                 timeout=60)
+    ros_graph.probe.wait_matched(arm.chunks, arm.detector, subs[f"{NS}/{EPISODE_START_TOPIC}"],
+                                 subs[f"{NS}/{EPISODE_RESULT_TOPIC}"], timeout=60)
     step_s = 1 / 10.0  # sim_panda's control_rate_hz (the manager's robot config), in ROS (here wall) time
     limit_s = 40 * step_s  # reach's 40 steps
 

@@ -28,6 +28,15 @@ from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
 from vla_rl_interfaces.msg import ActionChunk, EpisodeResult, EpisodeStart, Trajectory
 
+from vla_rl_ros.ros.names import (
+    ACTION_CHUNK_TOPIC,
+    DIAGNOSTICS_TOPIC,
+    EPISODE_RESULT_TOPIC,
+    EPISODE_START_TOPIC,
+    JOINT_STATES_TOPIC,
+    JOINT_TRAJECTORY_TOPIC,
+    TRAJECTORY_TOPIC,
+)
 from vla_rl_ros.ros.qos import EPISODES, LATCHED, RELIABLE, RESULTS
 
 pytestmark = pytest.mark.graph
@@ -68,13 +77,13 @@ class TrainGraph:
         self.graph, self.run_dir, self.watch = graph, run_dir, Watch()
         node, w = graph.probe.node, self.watch
         for msg_type, topic, received, qos in (
-                (EpisodeStart, f"{NS}/episode_start", w.starts, LATCHED),
-                (EpisodeResult, f"{NS}/episode_result", w.results, RESULTS),
-                (ActionChunk, f"{NS}/action_chunk", w.chunks, RELIABLE),
-                (JointTrajectory, f"{NS}/joint_trajectory", w.commands, RELIABLE),
-                (JointState, f"{NS}/joint_states", w.joints, qos_profile_sensor_data),
-                (Trajectory, f"{NS}/trajectory", w.trajectories, EPISODES),
-                (DiagnosticArray, "/diagnostics", w.diagnostics, RELIABLE)):
+                (EpisodeStart, f"{NS}/{EPISODE_START_TOPIC}", w.starts, LATCHED),
+                (EpisodeResult, f"{NS}/{EPISODE_RESULT_TOPIC}", w.results, RESULTS),
+                (ActionChunk, f"{NS}/{ACTION_CHUNK_TOPIC}", w.chunks, RELIABLE),
+                (JointTrajectory, f"{NS}/{JOINT_TRAJECTORY_TOPIC}", w.commands, RELIABLE),
+                (JointState, f"{NS}/{JOINT_STATES_TOPIC}", w.joints, qos_profile_sensor_data),
+                (Trajectory, f"{NS}/{TRAJECTORY_TOPIC}", w.trajectories, EPISODES),
+                (DiagnosticArray, DIAGNOSTICS_TOPIC, w.diagnostics, RELIABLE)):
             node.create_subscription(msg_type, topic, w.into(received), qos)
 
     def pid(self, label: str) -> int:

@@ -24,6 +24,7 @@ from rosgraph import RosGraph, small_config, wait_until
 from vla_rl_interfaces.msg import ActionChunk, EpisodeResult, EpisodeStart, Trajectory
 
 from vla_rl_ros.policy.serving import SILENT_ARM_S
+from vla_rl_ros.ros.names import ACTION_CHUNK_TOPIC, EPISODE_RESULT_TOPIC, EPISODE_START_TOPIC, TRAJECTORY_TOPIC
 from vla_rl_ros.ros.qos import EPISODES, LATCHED, RELIABLE, RESULTS
 
 pytestmark = pytest.mark.graph
@@ -44,10 +45,12 @@ class Arms:
         self.trajectories: dict[str, list[Trajectory]] = {a: [] for a in ARMS}
         node = graph.probe.node
         for arm in ARMS:
-            node.create_subscription(EpisodeStart, f"/{arm}/episode_start", self.into(self.starts[arm]), LATCHED)
-            node.create_subscription(EpisodeResult, f"/{arm}/episode_result", self.into(self.results[arm]), RESULTS)
-            node.create_subscription(ActionChunk, f"/{arm}/action_chunk", self.into(self.chunks[arm]), RELIABLE)
-            node.create_subscription(Trajectory, f"/{arm}/trajectory", self.trajectories[arm].append, EPISODES)
+            node.create_subscription(EpisodeStart, f"/{arm}/{EPISODE_START_TOPIC}", self.into(self.starts[arm]),
+                                     LATCHED)
+            node.create_subscription(EpisodeResult, f"/{arm}/{EPISODE_RESULT_TOPIC}", self.into(self.results[arm]),
+                                     RESULTS)
+            node.create_subscription(ActionChunk, f"/{arm}/{ACTION_CHUNK_TOPIC}", self.into(self.chunks[arm]), RELIABLE)
+            node.create_subscription(Trajectory, f"/{arm}/{TRAJECTORY_TOPIC}", self.trajectories[arm].append, EPISODES)
 
     @staticmethod
     def into(received: list) -> Callable[[Any], None]:

@@ -25,6 +25,16 @@ from vla_rl_interfaces.srv import LabelEpisode
 from vla_rl_ros.control import SIM_PANDA, Homing, RobotConfig
 from vla_rl_ros.rl import EpisodeBuffer, GRPOConfig
 from vla_rl_ros.ros.convert import result_from_msg
+from vla_rl_ros.ros.names import (
+    ACTION_CHUNK_TOPIC,
+    CHUNK_REQUEST_TOPIC,
+    DETECTOR_LABEL_SERVICE,
+    EPISODE_RESULT_TOPIC,
+    EPISODE_START_TOPIC,
+    ESTOP_TOPIC,
+    JOINT_STATES_TOPIC,
+    RELEASE_ESTOP_SERVICE,
+)
 from vla_rl_ros.ros.qos import LATCHED, RESULTS
 
 pytestmark = pytest.mark.graph
@@ -37,9 +47,9 @@ class AwayPolicy:
 
     def __init__(self, graph: RosGraph) -> None:
         probe = graph.probe
-        self.pub = probe.publisher(ActionChunk, f"{NS}/action_chunk", RELIABLE)
+        self.pub = probe.publisher(ActionChunk, f"{NS}/{ACTION_CHUNK_TOPIC}", RELIABLE)
         self.answered: dict[str, int] = {}
-        probe.node.create_subscription(ChunkRequest, f"{NS}/chunk_request", self.on_request, RELIABLE)
+        probe.node.create_subscription(ChunkRequest, f"{NS}/{CHUNK_REQUEST_TOPIC}", self.on_request, RELIABLE)
 
     def on_request(self, msg: ChunkRequest) -> None:
         if self.answered.get(msg.episode_id, 0) >= MOVES:
@@ -91,9 +101,9 @@ def test_operator_labels_resets_and_aborts_episodes_of_a_running_graph(ros_graph
     ros_graph.node("episode_manager", "-r", f"__ns:={NS}", "-p", "reset:=operator", "-p", "tasks:=[reach]",
                    "-p", "group_size:=2", "-p", "use_sim_time:=true")
     probe = ros_graph.probe
-    joints = probe.collect(JointState, f"{NS}/joint_states", qos_profile_sensor_data)
-    starts = probe.collect(EpisodeStart, f"{NS}/episode_start", LATCHED)
-    results = probe.collect(EpisodeResult, f"{NS}/episode_result", RESULTS)
+    joints = probe.collect(JointState, f"{NS}/{JOINT_STATES_TOPIC}", qos_profile_sensor_data)
+    starts = probe.collect(EpisodeStart, f"{NS}/{EPISODE_START_TOPIC}", LATCHED)
+    results = probe.collect(EpisodeResult, f"{NS}/{EPISODE_RESULT_TOPIC}", RESULTS)
     AwayPolicy(ros_graph)
     op = Operator(ros_graph)
 
@@ -111,7 +121,7 @@ def test_operator_labels_resets_and_aborts_episodes_of_a_running_graph(ros_graph
     at = op.wait_for("group 1, rollout 1/2 (reach, layout ", at)
     at = op.wait_for("then press r", at)
     # A label with no episode running, and for an unknown episode, is refused with the reason.
-    refused = probe.call(LabelEpisode, f"{NS}/success_detector/label_episode",
+    refused = probe.call(LabelEpisode, f"{NS}/{DETECTOR_LABEL_SERVICE}",
                          LabelEpisode.Request(episode_id="", success=True))
     assert not refused.accepted and "no episode is running" in refused.message
     op.press("r")
@@ -119,7 +129,7 @@ def test_operator_labels_resets_and_aborts_episodes_of_a_running_graph(ros_graph
     first = starts[-1]
     wait_until(moved_away, 30, "the policy to move the arm away from home")
     detector_sees(ros_graph, first.episode_id)
-    wrong = probe.call(LabelEpisode, f"{NS}/success_detector/label_episode",
+    wrong = probe.call(LabelEpisode, f"{NS}/{DETECTOR_LABEL_SERVICE}",
                        LabelEpisode.Request(episode_id="arm0-ep-nosuch", success=True))
     assert not wrong.accepted and "'arm0-ep-nosuch' is not the running episode" in wrong.message
     op.press("r")  # ready while an episode runs: refused, nothing happens
@@ -164,7 +174,7 @@ def test_operator_labels_resets_and_aborts_episodes_of_a_running_graph(ros_graph
     op.press("r")
     wait_until(lambda: len(starts) > 3, 30, "episode 4")
     wait_until(moved_away, 30, "the arm to move in episode 4")
-    estop = probe.publisher(Bool, f"{NS}/estop", RELIABLE)
+    estop = probe.publisher(Bool, f"{NS}/{ESTOP_TOPIC}", RELIABLE)
     probe.wait_matched(estop)
     estop.publish(Bool(data=True))
     wait_until(lambda: len(results) > 3, 30, "episode 4's result")
@@ -173,7 +183,7 @@ def test_operator_labels_resets_and_aborts_episodes_of_a_running_graph(ros_graph
     op.press("r")
     at = op.wait_for("[ready] refused: the e-stop is latched", at)
     assert arm_error() > 0.1
-    assert probe.call(Trigger, f"{NS}/executor/release_estop", Trigger.Request()).success
+    assert probe.call(Trigger, f"{NS}/{RELEASE_ESTOP_SERVICE}", Trigger.Request()).success
     at = op.wait_for("the arm is yours and will not move", at)  # the executor reported the release
     op.press("r")
     at = op.wait_for("group 3, rollout 1/2", at)

@@ -16,6 +16,16 @@ from vla_rl_interfaces.msg import ActionChunk, ChunkRequest, EpisodeResult, Epis
 from vla_rl_ros.digest import checkpoint_digest
 from vla_rl_ros.policy import new_tiny_policy
 from vla_rl_ros.ros.convert import image_to_msg
+from vla_rl_ros.ros.names import (
+    ACTION_CHUNK_TOPIC,
+    CAMERA_TOPICS,
+    CHUNK_REQUEST_TOPIC,
+    EPISODE_RESULT_TOPIC,
+    EPISODE_START_TOPIC,
+    JOINT_STATES_TOPIC,
+    POLICY_UPDATE_TOPIC,
+    TRAJECTORY_TOPIC,
+)
 from vla_rl_ros.sim.env import JOINT_STATE_NAMES, STATE_NAMES
 
 pytestmark = pytest.mark.graph
@@ -49,15 +59,15 @@ class Arms:
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         probe = graph.probe
         self.pub = {a: {
-            "start": probe.publisher(EpisodeStart, f"/{a}/episode_start", latched),
-            "result": probe.publisher(EpisodeResult, f"/{a}/episode_result", RELIABLE),
-            "request": probe.publisher(ChunkRequest, f"/{a}/chunk_request", RELIABLE),
-            "image": probe.publisher(Image, f"/{a}/camera/image_raw", RELIABLE),
-            "joints": probe.publisher(JointState, f"/{a}/joint_states", RELIABLE),
+            "start": probe.publisher(EpisodeStart, f"/{a}/{EPISODE_START_TOPIC}", latched),
+            "result": probe.publisher(EpisodeResult, f"/{a}/{EPISODE_RESULT_TOPIC}", RELIABLE),
+            "request": probe.publisher(ChunkRequest, f"/{a}/{CHUNK_REQUEST_TOPIC}", RELIABLE),
+            "image": probe.publisher(Image, f"/{a}/{CAMERA_TOPICS['front']}", RELIABLE),
+            "joints": probe.publisher(JointState, f"/{a}/{JOINT_STATES_TOPIC}", RELIABLE),
         } for a in ARMS}
-        self.update = probe.publisher(PolicyUpdate, "/policy_update", latched)
-        self.chunks = {a: probe.collect(ActionChunk, f"/{a}/action_chunk", RELIABLE) for a in ARMS}
-        self.trajectories = {a: probe.collect(Trajectory, f"/{a}/trajectory", RELIABLE) for a in ARMS}
+        self.update = probe.publisher(PolicyUpdate, POLICY_UPDATE_TOPIC, latched)
+        self.chunks = {a: probe.collect(ActionChunk, f"/{a}/{ACTION_CHUNK_TOPIC}", RELIABLE) for a in ARMS}
+        self.trajectories = {a: probe.collect(Trajectory, f"/{a}/{TRAJECTORY_TOPIC}", RELIABLE) for a in ARMS}
         self.rng = np.random.default_rng(1)
         self.streams: dict[str, tuple[Image, JointState]] = {}
 

@@ -22,10 +22,22 @@ from trajectory_msgs.msg import JointTrajectory
 from vla_rl_interfaces.msg import ActionChunk, ChunkRequest, EpisodeResult, EpisodeStart, TaskState
 from vla_rl_interfaces.srv import LabelEpisode, ResetEpisode
 
-from vla_rl_ros.control import SIM_PANDA, RobotConfig, make_arm
+from vla_rl_ros.control import SIM_PANDA, RobotConfig, make_kinematics
 from vla_rl_ros.data import EpisodeDataset
 from vla_rl_ros.data.video import psnr
 from vla_rl_ros.ros.convert import image_from_msg, image_to_msg, proprio_from_joint_state
+from vla_rl_ros.ros.names import (
+    ACTION_CHUNK_TOPIC,
+    CAMERA_TOPICS,
+    CHUNK_REQUEST_TOPIC,
+    EPISODE_RESULT_TOPIC,
+    EPISODE_START_TOPIC,
+    JOINT_STATES_TOPIC,
+    JOINT_TRAJECTORY_TOPIC,
+    LABEL_EPISODE_SERVICE,
+    RESET_EPISODE_SERVICE,
+    TASK_STATE_TOPIC,
+)
 from vla_rl_ros.sim import JOINT_STATE_NAMES, STATE_NAMES, TASKS
 
 pytestmark = pytest.mark.graph
@@ -38,7 +50,7 @@ PERIOD_NS = 100_000_000  # sim_panda's 10 Hz control period
 H, W = 32, 48  # small frames keep the appends quick; not square, to catch a transposition
 STEP_PAUSE_S = 0.03  # between played steps: each step's messages arrive before the next step's
 MIN_PSNR_DB = 35.0  # yuv444p at crf 18 on smooth frames measures ~45 dB
-ARM = make_arm(RobotConfig.load(SIM_PANDA))
+KINEMATICS = make_kinematics(RobotConfig.load(SIM_PANDA))
 HOME = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.8, 0.02, 0.02])  # 7 arm joints (rad), 2 fingers (m)
 CHUNK = 4  # C
 ACTION_DIM = 4  # A: ee_delta [dx, dy, dz, gripper]
@@ -54,8 +66,8 @@ def recorder(graph: RosGraph, dataset: Path, *extra: str, label: str = "recorder
     return proc
 
 
-RECORDER_TOPICS = ("episode_start", "chunk_request", "action_chunk", "joint_states", "camera/image_raw",
-                   "wrist_camera/image_raw", "episode_result")
+RECORDER_TOPICS = (EPISODE_START_TOPIC, CHUNK_REQUEST_TOPIC, ACTION_CHUNK_TOPIC, JOINT_STATES_TOPIC,
+                   *CAMERA_TOPICS.values(), EPISODE_RESULT_TOPIC)
 
 
 def subscriptions(probe) -> set[tuple[str, bytes]]:
@@ -100,13 +112,13 @@ class FakeArm:
         self.graph = graph
         self.graph = graph
         probe = self.probe = graph.probe
-        self.start_pub = probe.publisher(EpisodeStart, f"{NS}/episode_start", LATCHED)
-        self.request_pub = probe.publisher(ChunkRequest, f"{NS}/chunk_request", RELIABLE)
-        self.chunk_pub = probe.publisher(ActionChunk, f"{NS}/action_chunk", RELIABLE)
-        self.joint_pub = probe.publisher(JointState, f"{NS}/joint_states", DEEP)
-        self.image_pubs = [probe.publisher(Image, f"{NS}/camera/image_raw", qos_profile_sensor_data),
-                           probe.publisher(Image, f"{NS}/wrist_camera/image_raw", qos_profile_sensor_data)]
-        self.result_pub = probe.publisher(EpisodeResult, f"{NS}/episode_result", DEEP)
+        self.start_pub = probe.publisher(EpisodeStart, f"{NS}/{EPISODE_START_TOPIC}", LATCHED)
+        self.request_pub = probe.publisher(ChunkRequest, f"{NS}/{CHUNK_REQUEST_TOPIC}", RELIABLE)
+        self.chunk_pub = probe.publisher(ActionChunk, f"{NS}/{ACTION_CHUNK_TOPIC}", RELIABLE)
+        self.joint_pub = probe.publisher(JointState, f"{NS}/{JOINT_STATES_TOPIC}", DEEP)
+        self.image_pubs = [probe.publisher(Image, f"{NS}/{CAMERA_TOPICS['front']}", qos_profile_sensor_data),
+                           probe.publisher(Image, f"{NS}/{CAMERA_TOPICS['wrist']}", qos_profile_sensor_data)]
+        self.result_pub = probe.publisher(EpisodeResult, f"{NS}/{EPISODE_RESULT_TOPIC}", DEEP)
         self.request_id = 0
         self.clock_ns = 1_000 * PERIOD_NS
 
@@ -164,8 +176,8 @@ class FakeArm:
                 msg.header.stamp = self.stamp(self.clock_ns)
                 time.sleep(STEP_PAUSE_S / 3)
                 self.chunk_pub.publish(msg)
-            played.states.append(proprio_from_joint_state(ARM, JointState(name=list(JOINT_STATE_NAMES),
-                                                                           position=joints.tolist())))
+            played.states.append(proprio_from_joint_state(KINEMATICS, JointState(name=list(JOINT_STATE_NAMES),
+                                                                                 position=joints.tolist())))
             played.actions.append(chunk[t % CHUNK])
             played.images.append((frame_image(episode, t, 0), frame_image(episode, t, 1)))
             time.sleep(STEP_PAUSE_S)
@@ -222,12 +234,11 @@ def test_episodes_round_trip_labels_persist_and_bags_hold_the_reward(ros_graph: 
     assert list(ds.features["action"]["names"]) == ["dx", "dy", "dz", "gripper"]
 
     # label_episode: by id, and an empty id means the last one; both persist for other readers.
-    call = ros_graph.probe.call
-    answer = call(LabelEpisode, f"{NS}/label_episode", LabelEpisode.Request(episode_id=first.start.episode_id,
-                                                                              success=False))
+    call, label = ros_graph.probe.call, f"{NS}/{LABEL_EPISODE_SERVICE}"
+    answer = call(LabelEpisode, label, LabelEpisode.Request(episode_id=first.start.episode_id, success=False))
     assert answer.accepted, answer.message
-    assert call(LabelEpisode, f"{NS}/label_episode", LabelEpisode.Request(episode_id="", success=True)).accepted
-    unknown = call(LabelEpisode, f"{NS}/label_episode", LabelEpisode.Request(episode_id="nope", success=True))
+    assert call(LabelEpisode, label, LabelEpisode.Request(episode_id="", success=True)).accepted
+    unknown = call(LabelEpisode, label, LabelEpisode.Request(episode_id="nope", success=True))
     assert not unknown.accepted and "nope" in unknown.message
     meta = EpisodeDataset.open(root).episodes_meta()
     assert [(m["success"], m["reward"]) for m in meta] == [(False, 0.0), (True, 1.0)]
@@ -235,7 +246,7 @@ def test_episodes_round_trip_labels_persist_and_bags_hold_the_reward(ros_graph: 
     arm.play(2, 3, success=True, episode_id=first.start.episode_id)
     wait_until(lambda: "is already in" in ros_graph.log("recorder"), 30, "the duplicate to be refused")
     assert len(EpisodeDataset.open(root)) == 2
-    assert call(LabelEpisode, f"{NS}/label_episode", LabelEpisode.Request(episode_id="", success=False)).accepted
+    assert call(LabelEpisode, label, LabelEpisode.Request(episode_id="", success=False)).accepted
     assert [m["success"] for m in EpisodeDataset.open(root).episodes_meta()] == [False, False]  # the last written
 
     # One rosbag2 MCAP per episode, with the reward and success in it.
@@ -300,7 +311,7 @@ def test_bad_parameters_stop_the_recorder_with_a_clear_error(ros_graph: RosGraph
     recorder(ros_graph, tmp_path / "typo", "-p", "camera_topics:=[camera/image_raw, wirst_camera/image_raw]")
     wait_until(lambda: "no publisher on" in ros_graph.log("recorder"), 60, "the warning")
     warning = next(line for line in ros_graph.log("recorder").splitlines() if "no publisher on" in line)
-    assert f"{NS}/wirst_camera/image_raw" in warning and "episode_start" not in warning, warning
+    assert f"{NS}/wirst_camera/image_raw" in warning and EPISODE_START_TOPIC not in warning, warning
 
 
 def test_garbage_is_dropped_with_one_line_per_cause_and_recording_goes_on(ros_graph: RosGraph,
@@ -372,20 +383,20 @@ def test_records_a_scripted_expert_episode_from_the_real_sim(ros_graph: RosGraph
                                         "-p", "chunk_size:=3"])
     recorder(ros_graph, root)
     probe = ros_graph.probe
-    states = probe.collect(TaskState, f"{NS}/task_state", LATCHED)
-    joints = probe.collect(JointState, f"{NS}/joint_states", DEEP)
-    images = probe.collect(Image, f"{NS}/camera/image_raw", qos_profile_sensor_data)
-    commands = probe.collect(JointTrajectory, f"{NS}/joint_trajectory", RELIABLE)
-    chunks = probe.collect(ActionChunk, f"{NS}/action_chunk", RELIABLE)
-    start_pub = probe.publisher(EpisodeStart, f"{NS}/episode_start", LATCHED)
-    result_pub = probe.publisher(EpisodeResult, f"{NS}/episode_result", DEEP)
+    states = probe.collect(TaskState, f"{NS}/{TASK_STATE_TOPIC}", LATCHED)
+    joints = probe.collect(JointState, f"{NS}/{JOINT_STATES_TOPIC}", DEEP)
+    images = probe.collect(Image, f"{NS}/{CAMERA_TOPICS['front']}", qos_profile_sensor_data)
+    commands = probe.collect(JointTrajectory, f"{NS}/{JOINT_TRAJECTORY_TOPIC}", RELIABLE)
+    chunks = probe.collect(ActionChunk, f"{NS}/{ACTION_CHUNK_TOPIC}", RELIABLE)
+    start_pub = probe.publisher(EpisodeStart, f"{NS}/{EPISODE_START_TOPIC}", LATCHED)
+    result_pub = probe.publisher(EpisodeResult, f"{NS}/{EPISODE_RESULT_TOPIC}", DEEP)
     wait_for_recorder(ros_graph)
-    wait_until(lambda: probe.node.count_publishers(f"{NS}/action_chunk") > 0, 60, "the scripted policy")
-    wait_until(lambda: probe.node.count_subscribers(f"{NS}/episode_start") >= 2, 60, "the executor")
-    wait_until(lambda: probe.node.count_publishers(f"{NS}/chunk_request") > 0, 60, "the executor's requests")
+    wait_until(lambda: probe.node.count_publishers(f"{NS}/{ACTION_CHUNK_TOPIC}") > 0, 60, "the scripted policy")
+    wait_until(lambda: probe.node.count_subscribers(f"{NS}/{EPISODE_START_TOPIC}") >= 2, 60, "the executor")
+    wait_until(lambda: probe.node.count_publishers(f"{NS}/{CHUNK_REQUEST_TOPIC}") > 0, 60, "the executor's requests")
     time.sleep(2 * DISCOVERY_S)  # the recorder must hear the executor's first request (step 0)
-    reset = probe.call(ResetEpisode, f"{NS}/reset_episode", ResetEpisode.Request(task=task, seed=seed,
-                                                                                  episode_id="expert"), timeout=60)
+    reset = probe.call(ResetEpisode, f"{NS}/{RESET_EPISODE_SERVICE}",
+                       ResetEpisode.Request(task=task, seed=seed, episode_id="expert"), timeout=60)
     assert reset.success
     wait_until(lambda: states and states[-1].episode_id == "expert", 30, "the reset state")
     steps = 12  # max_steps: the executor stops there by itself, so no result races a command
@@ -404,7 +415,8 @@ def test_records_a_scripted_expert_episode_from_the_real_sim(ros_graph: RosGraph
     start_ns = Time.from_msg(start.header.stamp).nanoseconds
     stamps = [start_ns + k * PERIOD_NS for k in range(steps)]
     by_stamp = {Time.from_msg(j.header.stamp).nanoseconds: j for j in joints}
-    np.testing.assert_array_equal(ep.state, np.stack([proprio_from_joint_state(ARM, by_stamp[s]) for s in stamps]))
+    proprio = [proprio_from_joint_state(KINEMATICS, by_stamp[s]) for s in stamps]
+    np.testing.assert_array_equal(ep.state, np.stack(proprio))
     actions = np.concatenate([np.reshape(c.actions, (c.chunk_size, c.action_dim)) for c in chunks
                               if c.episode_id == "expert"])[:steps]
     np.testing.assert_array_equal(ep.actions, actions.astype(np.float32))

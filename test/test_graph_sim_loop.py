@@ -26,6 +26,22 @@ from vla_rl_interfaces.srv import ResetEpisode
 from vla_rl_ros.control import SIM_PANDA, RobotConfig
 from vla_rl_ros.control.kinematics import ArmModel
 from vla_rl_ros.ros.convert import task_state_from_msg
+from vla_rl_ros.ros.names import (
+    ACTION_CHUNK_TOPIC,
+    CAMERA_TOPICS,
+    CHUNK_REQUEST_TOPIC,
+    CLOCK_TOPIC,
+    DIAGNOSTICS_TOPIC,
+    DRY_RUN_TRAJECTORY_TOPIC,
+    EPISODE_RESULT_TOPIC,
+    EPISODE_START_TOPIC,
+    ESTOP_TOPIC,
+    JOINT_STATES_TOPIC,
+    JOINT_TRAJECTORY_TOPIC,
+    RELEASE_ESTOP_SERVICE,
+    RESET_EPISODE_SERVICE,
+    TASK_STATE_TOPIC,
+)
 from vla_rl_ros.sim import JOINT_STATE_NAMES, TASKS, EnvConfig, make_env
 from vla_rl_ros.sim.scene import scene_path
 
@@ -46,25 +62,25 @@ def ns(stamp) -> int:
     return Time.from_msg(stamp).nanoseconds
 
 
-class Episode:
+class ManagerProbe:
     """The probe playing the episode manager (and watching the graph)."""
 
     def __init__(self, graph: RosGraph) -> None:
         probe = self.probe = graph.probe
-        self.joints = probe.collect(JointState, "joint_states", qos_profile_sensor_data)
-        self.clock = probe.collect(Clock, "/clock", RELIABLE)
-        self.states = probe.collect(TaskState, "task_state", RELIABLE)
-        self.commands = probe.collect(JointTrajectory, "joint_trajectory", RELIABLE)
-        self.requests = probe.collect(ChunkRequest, "chunk_request", RELIABLE)
-        self.diagnostics = probe.collect(DiagnosticArray, "/diagnostics", RELIABLE)
-        self.start_pub = probe.publisher(EpisodeStart, "episode_start", LATCHED)
-        self.result_pub = probe.publisher(EpisodeResult, "episode_result", RESULTS)
-        self.chunk_pub = probe.publisher(ActionChunk, "action_chunk", RELIABLE)
-        self.estop_pub = probe.publisher(Bool, "estop", RELIABLE)
+        self.joints = probe.collect(JointState, JOINT_STATES_TOPIC, qos_profile_sensor_data)
+        self.clock = probe.collect(Clock, CLOCK_TOPIC, RELIABLE)
+        self.states = probe.collect(TaskState, TASK_STATE_TOPIC, RELIABLE)
+        self.commands = probe.collect(JointTrajectory, JOINT_TRAJECTORY_TOPIC, RELIABLE)
+        self.requests = probe.collect(ChunkRequest, CHUNK_REQUEST_TOPIC, RELIABLE)
+        self.diagnostics = probe.collect(DiagnosticArray, DIAGNOSTICS_TOPIC, RELIABLE)
+        self.start_pub = probe.publisher(EpisodeStart, EPISODE_START_TOPIC, LATCHED)
+        self.result_pub = probe.publisher(EpisodeResult, EPISODE_RESULT_TOPIC, RESULTS)
+        self.chunk_pub = probe.publisher(ActionChunk, ACTION_CHUNK_TOPIC, RELIABLE)
+        self.estop_pub = probe.publisher(Bool, ESTOP_TOPIC, RELIABLE)
 
     def reset(self, task: str, seed: int, episode_id: str) -> ResetEpisode.Response:
-        return self.probe.call(ResetEpisode, "reset_episode", ResetEpisode.Request(task=task, seed=seed,
-                                                                                 episode_id=episode_id), timeout=60)
+        return self.probe.call(ResetEpisode, RESET_EPISODE_SERVICE,
+                               ResetEpisode.Request(task=task, seed=seed, episode_id=episode_id), timeout=60)
 
     def start(self, episode_id: str, *, seed: int = SEED, max_steps: int = 40) -> None:
         """Reset the world, then announce the episode stamped with the reset state's time."""
@@ -72,7 +88,7 @@ class Episode:
         wait_until(lambda: self.states and self.states[-1].episode_id == episode_id, what="the reset state")
         msg = EpisodeStart(episode_id=episode_id, task=TASK, seed=seed, max_steps=max_steps, evaluation=True)
         msg.header.stamp = self.states[-1].header.stamp
-        wait_until(lambda: self.probe.node.count_subscribers("episode_start") > 0, what="the executor")
+        wait_until(lambda: self.probe.node.count_subscribers(EPISODE_START_TOPIC) > 0, what="the executor")
         self.start_pub.publish(msg)
 
     def sim_ns(self) -> int:
@@ -102,9 +118,9 @@ def point(positions: list[float], seconds: float = 0.1) -> JointTrajectoryPoint:
 
 def test_bridge_resets_steps_only_on_commands_and_refuses_bad_ones(ros_graph: RosGraph) -> None:
     ros_graph.node("sim_bridge", "-p", "heartbeat_hz:=10.0")
-    ep = Episode(ros_graph)
-    images = ep.probe.collect(Image, "camera/image_raw", qos_profile_sensor_data)
-    wrist = ep.probe.collect(Image, "wrist_camera/image_raw", qos_profile_sensor_data)
+    ep = ManagerProbe(ros_graph)
+    images = ep.probe.collect(Image, CAMERA_TOPICS["front"], qos_profile_sensor_data)
+    wrist = ep.probe.collect(Image, CAMERA_TOPICS["wrist"], qos_profile_sensor_data)
 
     unknown = ep.reset("fly", 0, "e0")
     assert not unknown.success and "unknown task 'fly'" in unknown.message and "reach" in unknown.message
@@ -123,8 +139,8 @@ def test_bridge_resets_steps_only_on_commands_and_refuses_bad_ones(ros_graph: Ro
     assert list(ep.joints[-1].name) == list(JOINT_STATE_NAMES)
     assert images[-1].encoding == "rgb8" and (images[-1].height, images[-1].width) == (64, 64) and wrist
 
-    pub = ep.probe.publisher(JointTrajectory, "joint_trajectory", RELIABLE)
-    wait_until(lambda: ep.probe.node.count_subscribers("joint_trajectory") > 0, what="the bridge")
+    pub = ep.probe.publisher(JointTrajectory, JOINT_TRAJECTORY_TOPIC, RELIABLE)
+    wait_until(lambda: ep.probe.node.count_subscribers(JOINT_TRAJECTORY_TOPIC) > 0, what="the bridge")
     arm = list(JOINT_STATE_NAMES[:7])
     target = [*(home[:7] + 0.05), 0.02]
     bad = {
@@ -162,20 +178,20 @@ def test_a_camera_subscribed_between_steps_gets_the_current_frame_from_the_heart
     only subscribed cameras, so the newcomer's first frame must come from the heartbeat, show the
     state of the last step and carry that step's stamp."""
     ros_graph.node("sim_bridge", "-p", "heartbeat_hz:=10.0")
-    ep = Episode(ros_graph)
-    front = ep.probe.collect(Image, "camera/image_raw", qos_profile_sensor_data)
+    ep = ManagerProbe(ros_graph)
+    front = ep.probe.collect(Image, CAMERA_TOPICS["front"], qos_profile_sensor_data)
     assert ep.reset(TASK, SEED, "e1").success
     wait_until(lambda: ep.states and ep.states[-1].episode_id == "e1" and ep.joints, what="the reset state")
     home = np.array(ep.joints[-1].position[:7])
-    pub = ep.probe.publisher(JointTrajectory, "joint_trajectory", RELIABLE)
-    wait_until(lambda: ep.probe.node.count_subscribers("joint_trajectory") > 0, what="the bridge")
+    pub = ep.probe.publisher(JointTrajectory, JOINT_TRAJECTORY_TOPIC, RELIABLE)
+    wait_until(lambda: ep.probe.node.count_subscribers(JOINT_TRAJECTORY_TOPIC) > 0, what="the bridge")
     arm = list(JOINT_STATE_NAMES[:7])
     pub.publish(JointTrajectory(joint_names=arm, points=[point(list(home + 0.05))]))  # gripper stays open
     wait_until(lambda: ep.states[-1].step == 1, what="one step")
     stepped = ns(ep.states[-1].header.stamp)
     wait_until(lambda: front and ns(front[-1].header.stamp) == stepped, what="the stepped front frame")
 
-    wrist = ep.probe.collect(Image, "wrist_camera/image_raw", qos_profile_sensor_data)
+    wrist = ep.probe.collect(Image, CAMERA_TOPICS["wrist"], qos_profile_sensor_data)
     wait_until(lambda: wrist, what="a wrist frame from the heartbeat")
     assert ns(wrist[0].header.stamp) == stepped and wrist[0].header.frame_id == "wrist_camera"
     with make_env(TASK, cameras=("wrist",), action_mode="joint_position",
@@ -199,8 +215,8 @@ def test_scripted_expert_succeeds_through_the_graph_as_in_the_core_env(ros_graph
         assert result.info["episode_success"]
         core_steps = env.steps
 
-    ep = Episode(ros_graph)
-    wait_until(lambda: ep.probe.node.count_publishers("action_chunk") > 0, what="the scripted policy")
+    ep = ManagerProbe(ros_graph)
+    wait_until(lambda: ep.probe.node.count_publishers(ACTION_CHUNK_TOPIC) > 0, what="the scripted policy")
     ep.start("ep-expert", max_steps=spec.max_steps)
     start_ns = ns(ep.states[-1].header.stamp)
 
@@ -231,7 +247,7 @@ def success_step(spec, states: list[TaskState], episode_id: str) -> int | None:
 def test_adversarial_chunks_never_move_the_arm_and_the_executor_keeps_running(ros_graph: RosGraph) -> None:
     ros_graph.node("sim_bridge")
     ros_graph.node("executor")
-    ep = Episode(ros_graph)
+    ep = ManagerProbe(ros_graph)
     ep.start("ep-bad")
     wait_until(lambda: ep.requests, what="the first chunk request")
     request = ep.requests[-1]
@@ -282,8 +298,8 @@ def test_estop_stops_motion_and_stays_latched_until_released(ros_graph: RosGraph
     ros_graph.node("sim_bridge")
     ros_graph.node("executor")
     ros_graph.start("scripted_policy", [sys.executable, str(SCRIPTED_POLICY)])
-    ep = Episode(ros_graph)
-    wait_until(lambda: ep.probe.node.count_publishers("action_chunk") > 0, what="the scripted policy")
+    ep = ManagerProbe(ros_graph)
+    wait_until(lambda: ep.probe.node.count_publishers(ACTION_CHUNK_TOPIC) > 0, what="the scripted policy")
     ep.start("ep-estop", max_steps=10_000)
     wait_until(lambda: len(ep.commands) >= 3, what="motion")
     ep.estop_pub.publish(Bool(data=True))
@@ -293,11 +309,11 @@ def test_estop_stops_motion_and_stays_latched_until_released(ros_graph: RosGraph
     ep.estop_pub.publish(Bool(data=False))  # does not release
     ep.quiet()
     assert ep.values()["estop"] == "true"
-    released = ep.probe.call(Trigger, "executor/release_estop", Trigger.Request())
+    released = ep.probe.call(Trigger, RELEASE_ESTOP_SERVICE, Trigger.Request())
     assert released.success and "released" in released.message
     moving = len(ep.commands)
     wait_until(lambda: len(ep.commands) >= moving + 3, what="motion after the release")
-    again = ep.probe.call(Trigger, "executor/release_estop", Trigger.Request())
+    again = ep.probe.call(Trigger, RELEASE_ESTOP_SERVICE, Trigger.Request())
     assert not again.success and again.message == "e-stop was not latched"
     assert "E-STOP latched" in ros_graph.log("executor")
 
@@ -306,9 +322,9 @@ def test_dry_run_computes_commands_but_sends_none(ros_graph: RosGraph) -> None:
     ros_graph.node("sim_bridge")
     ros_graph.node("executor", "-p", "dry_run:=true")
     ros_graph.start("scripted_policy", [sys.executable, str(SCRIPTED_POLICY)])
-    ep = Episode(ros_graph)
-    dry = ep.probe.collect(JointTrajectory, "executor/dry_run_trajectory", RELIABLE)
-    wait_until(lambda: ep.probe.node.count_publishers("action_chunk") > 0, what="the scripted policy")
+    ep = ManagerProbe(ros_graph)
+    dry = ep.probe.collect(JointTrajectory, DRY_RUN_TRAJECTORY_TOPIC, RELIABLE)
+    wait_until(lambda: ep.probe.node.count_publishers(ACTION_CHUNK_TOPIC) > 0, what="the scripted policy")
     ep.start("ep-dry")
     wait_until(lambda: dry, what="a dry-run command")
     commands, _ = ep.quiet()

@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from vla_rl_ros.operator.tool import KEYS, read_keys
+from vla_rl_ros.operator.keys import KEYS, read_keys
 from vla_rl_ros.success import OPERATOR, LabelError, OperatorLabels
 
 

@@ -20,7 +20,7 @@ def test_the_policy_nodes_state_from_joint_states_equals_the_sim_envs_state() ->
         observation = env.reset(seed=1_000_003)
         for _ in range(12):
             names, q, _ = env.joint_state()
-            from_msg = proprio_from_joint_state(env.arm, JointState(name=list(names), position=q.tolist()))
+            from_msg = proprio_from_joint_state(env.kinematics, JointState(name=list(names), position=q.tolist()))
             np.testing.assert_allclose(from_msg, observation.state, atol=1e-6)
             observation = env.step(env.task.expert(env)).observation
 

@@ -42,6 +42,14 @@ from rosgraph import RosGraph, small_config, wait_until
 from vla_rl_ros.launcher.arguments import declared_arguments, unlisted_arguments
 from vla_rl_ros.launcher.cli import show_arguments
 from vla_rl_ros.launcher.description import describe
+from vla_rl_ros.ros.names import (
+    DIAGNOSTICS_TOPIC,
+    EPISODE_RESULT_TOPIC,
+    EPISODE_START_TOPIC,
+    ESTOP_TOPIC,
+    JOINT_TRAJECTORY_TOPIC,
+    RELEASE_ESTOP_SERVICE,
+)
 from vla_rl_ros.ros.qos import LATCHED, RELIABLE, RESULTS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,7 +79,7 @@ DEPENDENCY_TYPES = ("build_depends", "buildtool_depends", "build_export_depends"
 FROM_ROSDEP = {"numpy": "python3-numpy", "pyyaml": "python3-yaml"}
 FROM_COLCON = {"setuptools"}
 # What the nodes subscribe with (ros/qos.py; the node docstrings list them per topic).
-NODE_QOS = {"episode_start": LATCHED, "episode_result": RESULTS, "estop": RELIABLE}
+NODE_QOS = {EPISODE_START_TOPIC: LATCHED, EPISODE_RESULT_TOPIC: RESULTS, ESTOP_TOPIC: RELIABLE}
 
 
 # -- the documented commands ------------------------------------------------------------------------
@@ -333,7 +341,7 @@ def episode_commands() -> list[str]:
     """Every documented `ros2 topic pub` / `ros2 service call` (deploy's header, then the README's)."""
     readme = [c for block in readme_blocks() for c in block if c.startswith(("ros2 topic pub", "ros2 service call"))]
     commands = header_commands(DEPLOY) + readme
-    assert len([c for c in commands if "episode_start" in c]) == 2
+    assert len([c for c in commands if EPISODE_START_TOPIC in c]) == 2
     return commands
 
 
@@ -404,7 +412,7 @@ def test_every_documented_pub_command_matches_the_nodes_subscriptions_qos() -> N
 
     for command in episode_commands():
         if command.startswith("ros2 service call"):
-            assert parse_service_call(command) == ("/arm0/executor/release_estop", Trigger)
+            assert parse_service_call(command) == (f"/arm0/{RELEASE_ESTOP_SERVICE}", Trigger)
             continue
         args = parse_pub(command)
         assert args.topic_name.startswith("/arm0/"), command  # deploy's default arm
@@ -413,7 +421,7 @@ def test_every_documented_pub_command_matches_the_nodes_subscriptions_qos() -> N
         assert compatibility != QoSCompatibility.ERROR, f"{command}: {reason}"
         message(args)
     # Without the QoS flags (the CLI's default, volatile) episode_start matches nothing: the CLI hangs.
-    start = parse_pub(next(c for c in episode_commands() if "episode_start" in c))
+    start = parse_pub(next(c for c in episode_commands() if EPISODE_START_TOPIC in c))
     start.qos_durability = start.qos_reliability = None
     assert qos_check_compatible(cli_qos(start), LATCHED)[0] == QoSCompatibility.ERROR
 
@@ -422,8 +430,8 @@ def test_the_documented_episode_start_reaches_a_latched_subscription(ros_graph: 
     from vla_rl_interfaces.msg import EpisodeStart
 
     probe = ros_graph.probe
-    received = probe.collect(EpisodeStart, "/arm0/episode_start", LATCHED)  # as the executor subscribes
-    for command in (c for c in episode_commands() if "episode_start" in c):
+    received = probe.collect(EpisodeStart, f"/arm0/{EPISODE_START_TOPIC}", LATCHED)  # as the executor subscribes
+    for command in (c for c in episode_commands() if EPISODE_START_TOPIC in c):
         received.clear()
         # One subscription here (deploy's two: the graph test below).
         publisher = run_pub(probe.node, command, timeout=10, wanted=1)
@@ -445,8 +453,8 @@ def test_the_documented_commands_run_an_episode_under_deploy(ros_graph: RosGraph
     startup_s = 120  # five Python nodes (torch, MuJoCo) on a loaded 2-core machine
     ros_graph.launch("deploy", f"checkpoint:={tiny_checkpoint}", f"config_dir:={small_config(tmp_path)}")
     probe = ros_graph.probe
-    commands = probe.collect(JointTrajectory, "/arm0/joint_trajectory", RELIABLE)
-    diagnostics = probe.collect(DiagnosticArray, "/diagnostics", RELIABLE)
+    commands = probe.collect(JointTrajectory, f"/arm0/{JOINT_TRAJECTORY_TOPIC}", RELIABLE)
+    diagnostics = probe.collect(DiagnosticArray, DIAGNOSTICS_TOPIC, RELIABLE)
 
     def hold() -> str:
         statuses = [s for d in diagnostics for s in d.status if s.name == "/arm0/executor"]
@@ -456,7 +464,7 @@ def test_the_documented_commands_run_an_episode_under_deploy(ros_graph: RosGraph
     run_pub(probe.node, start, startup_s)
     # -w 2: the executor and the policy node; the documented QoS matches both, the CLI's default neither.
     def subscriptions() -> list[Any]:
-        return [i for i in probe.node.get_subscriptions_info_by_topic("/arm0/episode_start")
+        return [i for i in probe.node.get_subscriptions_info_by_topic(f"/arm0/{EPISODE_START_TOPIC}")
                 if i.node_name != probe.node.get_name()]
 
     # (node names reach the graph a little after the endpoints)

@@ -16,6 +16,7 @@ import yaml
 from rosgraph import RosGraph, wait_until
 
 from vla_rl_ros.digest import DigestMismatchError, checkpoint_digest, verify_checkpoint
+from vla_rl_ros.ros.names import CHUNK_REQUEST_TOPIC
 
 OPENSSL = shutil.which("openssl")
 needs_openssl = pytest.mark.skipif(OPENSSL is None, reason="openssl is not installed")
@@ -237,4 +238,4 @@ def test_nodes_start_with_their_enclaves_where_the_middleware_supports_it(ros_gr
     assert proc.poll() is None and "driving" in log, log[-3000:]
     # An unauthenticated participant (the test's probe, no enclave) cannot even discover it.
     time.sleep(3.0)
-    assert ros_graph.probe.node.count_publishers("/arm0/chunk_request") == 0
+    assert ros_graph.probe.node.count_publishers(f"/arm0/{CHUNK_REQUEST_TOPIC}") == 0

@@ -190,13 +190,13 @@ def test_seven_dim_mode_rotates_and_joint_mode_respects_limits() -> None:
         assert 0.45 < angle < 0.65  # about 3 x 0.2 rad of yaw
     with make_env("reach", cameras=(), action_mode="joint_position") as env:
         env.reset(heldout("reach"))
-        far = env.arm.upper + 1.0
+        far = env.kinematics.upper + 1.0
         for _ in range(30):
             result = env.step(np.array([*far, 0.0]))
             applied = result.info["applied_action"][:7]
-            assert np.all(applied <= env.arm.upper + 1e-6)
+            assert np.all(applied <= env.kinematics.upper + 1e-6)
         q = result.observation.state[:7]
-        assert np.all(q <= env.arm.upper + 0.02)
+        assert np.all(q <= env.kinematics.upper + 0.02)
 
 
 def test_bad_inputs_get_clear_errors() -> None:

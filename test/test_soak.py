@@ -24,6 +24,7 @@ from rosgraph import RosGraph, small_config, wait_until
 from vla_rl_interfaces.msg import EpisodeResult
 
 from vla_rl_ros.rl.buffer import BUCKETS
+from vla_rl_ros.ros.names import EPISODE_RESULT_TOPIC
 from vla_rl_ros.ros.qos import RESULTS
 
 pytestmark = [pytest.mark.soak, pytest.mark.graph, pytest.mark.timeout(0)]
@@ -90,7 +91,7 @@ def test_train_sim_for_minutes_stays_flat_and_accounts_for_every_episode(
         episode_manager={"group_size": 2},
         learner={"groups_per_update": 1, "minibatch_size": 2, "epochs": 1,
                  "dynamic_sampling": False, "checkpoint_every": 2})
-    results = {a: ros_graph.probe.collect(EpisodeResult, f"/{a}/episode_result", RESULTS) for a in ARMS}
+    results = {a: ros_graph.probe.collect(EpisodeResult, f"/{a}/{EPISODE_RESULT_TOPIC}", RESULTS) for a in ARMS}
     launch = ros_graph.launch("train_sim", f"num_arms:={len(ARMS)}", "tasks:=[reach, push]", "max_updates:=0",
                               f"max_wall_time_s:={SECONDS}", f"run_dir:={run_dir}", f"checkpoint:={tiny_checkpoint}",
                               f"config_dir:={config}", "eval_seeds_per_task:=1", "eval_every_versions:=3")

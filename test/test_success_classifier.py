@@ -24,6 +24,15 @@ from vla_rl_interfaces.srv import ResetEpisode
 
 from vla_rl_ros.data import EpisodeDataset
 from vla_rl_ros.ros.convert import stamp_ns
+from vla_rl_ros.ros.names import (
+    ACTION_CHUNK_TOPIC,
+    CAMERA_TOPICS,
+    EPISODE_RESULT_TOPIC,
+    EPISODE_START_TOPIC,
+    RESET_EPISODE_SERVICE,
+    SUCCESS_TOPIC,
+    TASK_STATE_TOPIC,
+)
 from vla_rl_ros.ros.qos import EPISODES, LATCHED
 from vla_rl_ros.sim import TASKS, make_env
 from vla_rl_ros.success import backend_class
@@ -128,18 +137,18 @@ def test_classifier_detects_success_from_sim_camera_images(ros_graph: RosGraph, 
     ros_graph.node("success_detector", "-p", "type:=classifier", "-p", f"model:={model}")
     ros_graph.start("scripted_policy", [sys.executable, str(SCRIPTED_POLICY)])
     probe = ros_graph.probe
-    verdicts = probe.collect(SuccessSignal, "success", RELIABLE)
-    states = probe.collect(TaskState, "task_state", LATCHED)
-    start_pub = probe.publisher(EpisodeStart, "episode_start", LATCHED)
-    garbage = probe.publisher(Image, "camera/image_raw", qos_profile_sensor_data)
+    verdicts = probe.collect(SuccessSignal, SUCCESS_TOPIC, RELIABLE)
+    states = probe.collect(TaskState, TASK_STATE_TOPIC, LATCHED)
+    start_pub = probe.publisher(EpisodeStart, EPISODE_START_TOPIC, LATCHED)
+    garbage = probe.publisher(Image, CAMERA_TOPICS["front"], qos_profile_sensor_data)
     assert bad.wait(timeout=60) == 2
     assert f"no {CONFIG} in" in ros_graph.log("bad_model")
 
-    wait_until(lambda: probe.node.count_publishers("action_chunk") > 0 and
-               probe.node.count_subscribers("episode_start") >= 2, 60, "the policy, executor and detector")
-    probe.wait_matched(probe.subscriptions["success"], start_pub, timeout=60)
-    reset = probe.call(ResetEpisode, "reset_episode", ResetEpisode.Request(task=TASK, seed=seed, episode_id="ep-cls"),
-                       timeout=60)
+    wait_until(lambda: probe.node.count_publishers(ACTION_CHUNK_TOPIC) > 0 and
+               probe.node.count_subscribers(EPISODE_START_TOPIC) >= 2, 60, "the policy, executor and detector")
+    probe.wait_matched(probe.subscriptions[SUCCESS_TOPIC], start_pub, timeout=60)
+    reset = probe.call(ResetEpisode, RESET_EPISODE_SERVICE,
+                       ResetEpisode.Request(task=TASK, seed=seed, episode_id="ep-cls"), timeout=60)
     assert reset.success
     wait_until(lambda: states and states[-1].episode_id == "ep-cls", what="the reset state")
     start = EpisodeStart(episode_id="ep-cls", task=TASK, seed=seed, max_steps=TASKS[TASK].max_steps, evaluation=True)
@@ -174,7 +183,7 @@ def test_collect_launch_ends_and_records_episodes_on_the_classifiers_verdict(
                           episode_manager={"tasks": [TASK], "group_size": 2},
                           recorder={"video_pix_fmt": "yuv444p"})
     # Subscribed before the launch: the expert's episodes are over within seconds of the manager's start.
-    results = ros_graph.probe.collect(EpisodeResult, "/arm0/episode_result", EPISODES)
+    results = ros_graph.probe.collect(EpisodeResult, f"/arm0/{EPISODE_RESULT_TOPIC}", EPISODES)
     ros_graph.launch("collect", "hardware:=sim", "policy:=external", "success:=classifier", f"success_model:={model}",
                      f"config_dir:={config}", f"dataset:={dataset}")
     ros_graph.start("scripted_policy", [sys.executable, str(SCRIPTED_POLICY), "--ros-args", "-r", "__ns:=/arm0"])

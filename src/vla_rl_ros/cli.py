@@ -17,7 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("vla_rl_ros.policy.evaluate", "greedy held-out success of a policy checkpoint, with 95% CIs"),
     "grpo-local": ("vla_rl_ros.rl.local", "GRPO in one process without ROS: the quick way to probe settings"),
     "train-classifier": ("vla_rl_ros.success.train", "train the image success classifier from recorded episodes"),
-    "operator": ("vla_rl_ros.operator.tool", "terminal tool: label episodes (s/f), ready after reset (r), abort (a)"),
+    "operator": ("vla_rl_ros.nodes.operator_tool",
+                 "terminal tool: label episodes (s/f), ready after reset (r), abort (a)"),
 }
 
 

@@ -15,6 +15,7 @@ from rclpy.time import Time
 from vla_rl_interfaces.msg import ActionChunk, ChunkRequest, TaskState
 
 from vla_rl_ros.ros.convert import task_state_from_msg
+from vla_rl_ros.ros.names import ACTION_CHUNK_TOPIC, CHUNK_REQUEST_TOPIC, TASK_STATE_TOPIC
 from vla_rl_ros.sim import get_task
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -27,9 +28,9 @@ class ScriptedPolicy(Node):
         self.chunk_size = self.declare_parameter("chunk_size", 1).value
         self.state: TaskState | None = None
         self.request: ChunkRequest | None = None
-        self.chunk_pub = self.create_publisher(ActionChunk, "action_chunk", RELIABLE)
-        self.create_subscription(TaskState, "task_state", self.on_state, LATCHED)
-        self.create_subscription(ChunkRequest, "chunk_request", self.on_request, RELIABLE)
+        self.chunk_pub = self.create_publisher(ActionChunk, ACTION_CHUNK_TOPIC, RELIABLE)
+        self.create_subscription(TaskState, TASK_STATE_TOPIC, self.on_state, LATCHED)
+        self.create_subscription(ChunkRequest, CHUNK_REQUEST_TOPIC, self.on_request, RELIABLE)
 
     def on_state(self, msg: TaskState) -> None:
         self.state = msg

@@ -39,17 +39,18 @@ class Command:
 
 
 
-def make_arm(robot: RobotConfig) -> ArmModel:
+def make_kinematics(robot: RobotConfig) -> ArmModel:
     """The arm's kinematic model from the robot config's model file (its speed limits are the config's,
     applied by Commander).
 
     The config's joint names (the ROS side) map to the model's arm joints by order, so a real arm's
     driver may name them differently (panda_joint1 for the model's joint1)."""
-    arm = ArmModel.from_mjcf(robot.model_path())
-    if len(robot.joints) != arm.dof:
+    kinematics = ArmModel.from_mjcf(robot.model_path())
+    if len(robot.joints) != kinematics.dof:
         raise ValueError(f"robot {robot.name!r}: {len(robot.joints)} joints {robot.joints} for a model with "
-                         f"{arm.dof} arm joints {arm.joint_names}; list one name per model joint, base to tip")
-    return arm
+                         f"{kinematics.dof} arm joints {kinematics.joint_names}; list one name per model joint, "
+                         "base to tip")
+    return kinematics
 
 
 class Commander:
@@ -59,23 +60,23 @@ class Commander:
         """The command's positions in RobotConfig.command_joints order (arm joints, gripper if owned)."""
         return np.append(command.arm, command.gripper) if self.robot.gripper.in_trajectory else command.arm
 
-    def __init__(self, robot: RobotConfig, arm: ArmModel) -> None:
+    def __init__(self, robot: RobotConfig, kinematics: ArmModel) -> None:
         self.robot = robot
-        self.arm = arm
-        lower = np.asarray(robot.joint_lower or arm.lower, dtype=float)
-        upper = np.asarray(robot.joint_upper or arm.upper, dtype=float)
-        self.lower = np.maximum(lower, arm.lower)  # (J,) rad: the tighter of config and model
-        self.upper = np.minimum(upper, arm.upper)
+        self.kinematics = kinematics
+        lower = np.asarray(robot.joint_lower or kinematics.lower, dtype=float)
+        upper = np.asarray(robot.joint_upper or kinematics.upper, dtype=float)
+        self.lower = np.maximum(lower, kinematics.lower)  # (J,) rad: the tighter of config and model
+        self.upper = np.minimum(upper, kinematics.upper)
         if np.any(self.lower >= self.upper):
             raise ValueError(f"robot {robot.name!r}: joint limits [{self.lower}, {self.upper}] are empty where the "
                              f"config's and the model's ranges do not overlap")
         # (J,) rad per command: what the speed limits allow in one period, capped by max_joint_step
         self.max_step = np.minimum(np.asarray(robot.velocity_limits) * robot.period, robot.max_joint_step)
-        self.home = np.asarray(robot.home or arm.home, dtype=float)  # (J,) rad
+        self.home = np.asarray(robot.home or kinematics.home, dtype=float)  # (J,) rad
         if np.any(self.home < self.lower) or np.any(self.home > self.upper):
             raise ValueError(f"robot {robot.name!r}: home {self.home.tolist()} is outside the joint limits")
         # A 4-D ee_delta action holds the home pose's TCP orientation (the sim core: gripper pointing down).
-        self.home_quat = arm.fk(self.home)[1]
+        self.home_quat = kinematics.fk(self.home)[1]
         self.box_low = np.asarray(robot.workspace.low, dtype=float)
         self.box_high = np.asarray(robot.workspace.high, dtype=float)
 
@@ -94,9 +95,10 @@ class Commander:
         if np.any(q_cmd != q_target):
             clamped.add(CLAMP_JOINT_STEP)
         q_cmd = self._within_limits(q_cmd, clamped)
-        tcp_cmd = self.arm.fk(q_cmd)[0]
+        tcp_cmd = self.kinematics.fk(q_cmd)[0]
         outside = self.robot.workspace.distance(tcp_cmd)
-        if outside > self.robot.workspace.tolerance and outside > self.robot.workspace.distance(self.arm.fk(q_meas)[0]):
+        if outside > self.robot.workspace.tolerance and \
+                outside > self.robot.workspace.distance(self.kinematics.fk(q_meas)[0]):
             # hold: never move the TCP further out of the box; stay where the arm is, inside the limits
             q_cmd = self._within_limits(q_meas, clamped)
             clamped.add(HOLD_WORKSPACE)
@@ -131,7 +133,7 @@ class Commander:
             rotation = np.clip(action[3:6], -limit_r, limit_r)
             if np.any(rotation != action[3:6]):
                 clamped.add(CLAMP_ROTATION)
-        if self.robot.workspace.distance(self.arm.fk(q_meas)[0] + delta) > 0:
+        if self.robot.workspace.distance(self.kinematics.fk(q_meas)[0] + delta) > 0:
             clamped.add(CLAMP_WORKSPACE)
-        return self.arm.ee_delta_target(q_meas, delta, rotation=rotation, hold_quat=self.home_quat,
-                                        box=(self.box_low, self.box_high))
+        return self.kinematics.ee_delta_target(q_meas, delta, rotation=rotation, hold_quat=self.home_quat,
+                                               box=(self.box_low, self.box_high))

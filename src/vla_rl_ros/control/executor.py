@@ -11,7 +11,7 @@ more than `joint_limit_margin` outside the joint limits, on e-stop, at the episo
 after its result. The stale and out-of-limits joint states and stale images are `SENSOR_FAULTS`: the
 episode manager ends an episode that holds on one for long as abort. Between episodes `go_home` steps
 the arm to the robot config's home pose with the same limits and the same lockstep; homing goes on
-only while it is asked for again within `home_keepalive` (a manager that dies leaves the arm still),
+only while it is asked for again within `home_keepalive_s` (a manager that dies leaves the arm still),
 and an e-stop or an episode start ends it.
 
 Times: `stamp_ns` are message stamps in the robot's clock (sim time in sim); `now` is a monotonic wall
@@ -41,15 +41,15 @@ class ExecutorConfig:
     request_ahead_steps: int = field(default=0, metadata={
         "help": "request the next chunk when this many steps of the current one remain; 0 (sim): after the "
                 "last step, so the policy sees the newest state; 1-2 on a real arm hide the policy's latency"})
-    joint_state_timeout: float = field(default=1.0, metadata={
+    joint_state_timeout_s: float = field(default=1.0, metadata={
         "help": "s (wall) without joint_states after which the arm holds"})
-    image_timeout: float = field(default=0.0, metadata={
+    image_timeout_s: float = field(default=0.0, metadata={
         "help": "s (wall) without a camera image after which the arm holds; 0 disables the image watchdog"})
-    chunk_timeout: float = field(default=10.0, metadata={
+    chunk_timeout_s: float = field(default=10.0, metadata={
         "help": "s (wall) to wait for an answer before requesting the chunk again under a new request id"})
     home_tolerance: float = field(default=0.02, metadata={
         "help": "rad: largest joint error at which the arm counts as home (go_home)"})
-    home_keepalive: float = field(default=2.0, metadata={
+    home_keepalive_s: float = field(default=2.0, metadata={
         "help": "s (wall): homing stops this long after the last go_home request"})
     joint_limit_margin: float = field(default=0.05, metadata={
         "help": "rad a measured joint may lie outside the robot's joint limits (a controller's overshoot); a "
@@ -59,15 +59,15 @@ class ExecutorConfig:
     def __post_init__(self) -> None:
         if self.request_ahead_steps < 0:
             raise ValueError(f"request_ahead_steps={self.request_ahead_steps} must be >= 0 (0 in sim)")
-        if self.home_tolerance <= 0 or self.home_keepalive <= 0:
-            raise ValueError(f"home_tolerance={self.home_tolerance} and home_keepalive={self.home_keepalive} "
+        if self.home_tolerance <= 0 or self.home_keepalive_s <= 0:
+            raise ValueError(f"home_tolerance={self.home_tolerance} and home_keepalive_s={self.home_keepalive_s} "
                              "must be > 0")
         if not 0 <= self.joint_limit_margin <= 0.5:
             raise ValueError(f"joint_limit_margin={self.joint_limit_margin} rad must be in [0, 0.5] (try 0.05)")
-        if self.joint_state_timeout <= 0 or self.image_timeout < 0 or self.chunk_timeout <= 0:
-            raise ValueError(f"timeouts must be positive (image_timeout may be 0 to disable): joint_state_timeout="
-                             f"{self.joint_state_timeout}, image_timeout={self.image_timeout}, "
-                             f"chunk_timeout={self.chunk_timeout}")
+        if self.joint_state_timeout_s <= 0 or self.image_timeout_s < 0 or self.chunk_timeout_s <= 0:
+            raise ValueError(f"timeouts must be positive (image_timeout_s may be 0 to disable): joint_state_timeout_s="
+                             f"{self.joint_state_timeout_s}, image_timeout_s={self.image_timeout_s}, "
+                             f"chunk_timeout_s={self.chunk_timeout_s}")
 
 
 class Hold(str, Enum):
@@ -183,7 +183,7 @@ class ExecutorCore:
         self.clamps: Counter[str] = Counter()
         self.last_rejection: Rejection | None = None
         self.commands_sent = 0
-        self.chunk_timeouts = 0  # requests asked again after chunk_timeout
+        self.chunk_timeouts = 0  # requests asked again after chunk_timeout_s
         self._request_ids = 0
         self._episode: _Episode | None = None
         self._ended = False
@@ -279,7 +279,7 @@ class ExecutorCore:
             return False, "e-stop latched; release it first"
         if self._episode is not None and not self._ended:
             return False, f"episode {self._episode.episode_id} is running"
-        if js is None or now - js.received_at > cfg.joint_state_timeout:
+        if js is None or now - js.received_at > cfg.joint_state_timeout_s:
             return False, "no fresh joint_states: the arm's position is unknown"
         if js.outside_limits:
             return False, f"joint_states outside the joint limits: {js.outside_limits}"
@@ -318,7 +318,7 @@ class ExecutorCore:
             self._rows, self._row, self._next = self._next, 0, None
         remaining = self._remaining()
         request = self._request
-        timed_out = request is not None and now - request.sent_at > self.config.chunk_timeout
+        timed_out = request is not None and now - request.sent_at > self.config.chunk_timeout_s
         if timed_out:
             self.chunk_timeouts += 1
         limit = self._episode.max_steps
@@ -367,7 +367,7 @@ class ExecutorCore:
         """One homing command per control step, as long as go_home keeps asking."""
         js = self._js
         assert js is not None and self._home_asked_at is not None  # go_home needs a joint state
-        if now - self._home_asked_at > self.config.home_keepalive or self.homing.at_home(js.arm):
+        if now - self._home_asked_at > self.config.home_keepalive_s or self.homing.at_home(js.arm):
             self._home_asked_at = None
             self.hold = self._blocked(now)
             return []
@@ -381,7 +381,7 @@ class ExecutorCore:
 
     def _joint_fault(self, js: _JointState, now: float) -> Hold | None:
         """Why the arm must not be commanded from this joint state: too old, or outside the limits."""
-        if now - js.received_at > self.config.joint_state_timeout:
+        if now - js.received_at > self.config.joint_state_timeout_s:
             return Hold.STALE_JOINT_STATES
         if js.outside_limits:
             return Hold.OUT_OF_LIMITS
@@ -406,7 +406,7 @@ class ExecutorCore:
             return fault
         if js.stamp_ns < episode.stamp_ns:
             return Hold.WAITING_FOR_STATE
-        if cfg.image_timeout and (self._image_at is None or now - self._image_at > cfg.image_timeout):
+        if cfg.image_timeout_s and (self._image_at is None or now - self._image_at > cfg.image_timeout_s):
             return Hold.STALE_IMAGE
         if not self._lockstep.due(js.stamp_ns):
             return Hold.EXECUTING

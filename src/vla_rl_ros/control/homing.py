@@ -7,7 +7,7 @@ import dataclasses
 
 import numpy as np
 
-from vla_rl_ros.control.command import Command, Commander, make_arm
+from vla_rl_ros.control.command import Command, Commander, make_kinematics
 from vla_rl_ros.control.robot import RobotConfig
 
 
@@ -17,7 +17,7 @@ class Homing:
     def __init__(self, robot: RobotConfig, tolerance: float) -> None:
         # The executor's Commander in joint_position mode: the home pose is a joint target, limited
         # exactly as a policy's joint_position action would be (joint limits, per-step cap, workspace box).
-        self.commander = Commander(dataclasses.replace(robot, action_mode="joint_position"), make_arm(robot))
+        self.commander = Commander(dataclasses.replace(robot, action_mode="joint_position"), make_kinematics(robot))
         self.home = self.commander.home  # (J,) rad
         self.tolerance = tolerance
 

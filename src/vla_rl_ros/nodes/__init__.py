@@ -1,7 +1,9 @@
 """ROS 2 nodes: thin shells that wire the plain-Python core to topics, parameters and services.
 
 Each node module opens with its ROS surface (topics, types, QoS, services, parameters), then the
-Node class, then `main()`, the console entry point that setup.py names after the node.
+Node class, then `main()`, the console entry point that setup.py names after the node. The operator
+tool (`operator_tool.py`, an rclpy client of the graph's services) is laid out alike; its `main()` is
+`vla-rl operator` (cli.py), so it is no entry point of its own and has no Params.
 """
 
 from __future__ import annotations

@@ -8,15 +8,15 @@ ROS surface (names relative to the arm's namespace; remap camera/* for a second 
                                                                     calibration_file, adjusted to crop and resize
               /diagnostics        diagnostic_msgs/DiagnosticArray   reliable; frames, drops by cause, reconnect
                                                                     attempts, measured rate; on every connect,
-                                                                    loss or end, and every diagnostics_period
+                                                                    loss or end, and every diagnostics_period_s
                                                                     (drops and losses are also logged)
   parameters  see Params below (config/camera_node.yaml)
 
 Frames are read by a thread of their own (blocking reads, `vla_rl_ros.camera.CameraStream`) and
 published from it, so a slow device never delays the diagnostics timer. A camera that disappears
 (unplugged, read failing, a replayed file or folder deleted) is closed and reopened every
-reconnect_period until it is back; the node never exits for it. Meanwhile no image is published,
-which is what the executor's image watchdog (image_timeout) holds the arm on. A frame that cannot be
+reconnect_period_s until it is back; the node never exits for it. Meanwhile no image is published,
+which is what the executor's image watchdog (image_timeout_s) holds the arm on. A frame that cannot be
 used (smaller than the crop, not 8-bit) is dropped with one log line per cause, counted, and the next
 one is read.
 """
@@ -52,6 +52,7 @@ from vla_rl_ros.camera import (
     make_source,
 )
 from vla_rl_ros.ros.causes import DropLog
+from vla_rl_ros.ros.names import CAMERA_INFO_TOPIC, CAMERA_TOPICS, DIAGNOSTICS_TOPIC
 from vla_rl_ros.ros.node_main import run_node
 from vla_rl_ros.ros.params import ParameterError, declare, param
 from vla_rl_ros.ros.qos import RELIABLE
@@ -84,12 +85,12 @@ class Params:
     frame_id: str = param("camera", "header frame_id: the camera's optical frame")
     calibration_file: str = param("", "camera calibration YAML (camera_calibration_parsers format) of the captured "
                                   "frame; set: camera/camera_info is published")
-    read_timeout: float = param(2.0, "a read waiting this long for a frame counts the camera as gone (reconnect)",
-                                unit="s", low=0.05, high=60.0)
-    reconnect_period: float = param(1.0, "wait between attempts to reopen a camera that is gone", unit="s",
-                                    low=0.05, high=60.0)
-    diagnostics_period: float = param(1.0, "period of /diagnostics between connects and losses", unit="s",
+    read_timeout_s: float = param(2.0, "a read waiting this long for a frame counts the camera as gone (reconnect)",
+                                  unit="s", low=0.05, high=60.0)
+    reconnect_period_s: float = param(1.0, "wait between attempts to reopen a camera that is gone", unit="s",
                                       low=0.05, high=60.0)
+    diagnostics_period_s: float = param(1.0, "period of /diagnostics between connects and losses", unit="s",
+                                        low=0.05, high=60.0)
 
     def __post_init__(self) -> None:
         self.processor = FrameProcessor(crop=tuple(self.crop), resize=tuple(self.resize), encoding=self.encoding)
@@ -113,12 +114,12 @@ class CameraNode(Node):
                 raise ParameterError(f"calibration_file: {exc}") from exc
         self.drops = DropLog(self.get_logger())
         self.bridge = CvBridge()
-        self.image_pub = self.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)
-        self.info_pub = self.create_publisher(CameraInfo, "camera/camera_info", qos_profile_sensor_data) \
+        self.image_pub = self.create_publisher(Image, CAMERA_TOPICS["front"], qos_profile_sensor_data)
+        self.info_pub = self.create_publisher(CameraInfo, CAMERA_INFO_TOPIC, qos_profile_sensor_data) \
             if self.calibration else None
-        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE)
-        self.stream = CameraStream(lambda: make_source(p.type, p.camera), p.processor, read_timeout_s=p.read_timeout,
-                                   reconnect_period_s=p.reconnect_period, fps=p.fps, on_event=self.on_event)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, RELIABLE)
+        self.stream = CameraStream(lambda: make_source(p.type, p.camera), p.processor, read_timeout_s=p.read_timeout_s,
+                                   reconnect_period_s=p.reconnect_period_s, fps=p.fps, on_event=self.on_event)
         self.info: CameraInfo | None = None  # for the current connection's capture size
         self.info_size: tuple[int, int] = (0, 0)
         self.reported_drops = 0  # frames dropped as of the last /diagnostics
@@ -127,12 +128,12 @@ class CameraNode(Node):
         self.last_retry_log = -RETRY_LOG_INTERVAL_S
         self.published = 0
         self.report_lock = threading.Lock()
-        self.create_timer(p.diagnostics_period, self.report, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.create_timer(p.diagnostics_period_s, self.report, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.capture, name="camera capture", daemon=True)
         self.thread.start()
         self.get_logger().info(f"camera {p.type} {p.source!r}: {p.encoding} on "
-                               f"{self.resolve_topic_name('camera/image_raw')}"
+                               f"{self.resolve_topic_name(CAMERA_TOPICS['front'])}"
                                f"{' with camera_info' if self.calibration else ''}")
 
     # -- capture thread --------------------------------------------------------------------------
@@ -185,7 +186,7 @@ class CameraNode(Node):
             log.info(f"{event.message} (connection {self.stream.connect_attempts}, "
                      f"{self.stream.reconnect_attempts} reconnect attempts so far)")
         elif event.kind == "lost":
-            log.warning(f"camera lost: {event.message}; reconnecting every {self.params.reconnect_period:g} s")
+            log.warning(f"camera lost: {event.message}; reconnecting every {self.params.reconnect_period_s:g} s")
         elif event.kind == "retry_failed":
             now = time.monotonic()
             if now - self.last_retry_log >= RETRY_LOG_INTERVAL_S:

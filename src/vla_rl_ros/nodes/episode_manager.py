@@ -53,6 +53,21 @@ from vla_rl_ros.episodes import ManagerConfig, ManagerCore, Scheduler, manager
 from vla_rl_ros.rl.config import GROUP_SIZE
 from vla_rl_ros.ros.causes import DropLog
 from vla_rl_ros.ros.convert import stamp_ns, to_stamp
+from vla_rl_ros.ros.names import (
+    ACTION_CHUNK_TOPIC,
+    DIAGNOSTICS_TOPIC,
+    EPISODE_RESULT_TOPIC,
+    EPISODE_START_TOPIC,
+    ESTOP_TOPIC,
+    GO_HOME_SERVICE,
+    JOINT_STATES_TOPIC,
+    MANAGER_ABORT_SERVICE,
+    MANAGER_READY_SERVICE,
+    OPERATOR_PROMPT_TOPIC,
+    POLICY_UPDATE_TOPIC,
+    RESET_EPISODE_SERVICE,
+    SUCCESS_TOPIC,
+)
 from vla_rl_ros.ros.node_main import run_node
 from vla_rl_ros.ros.params import ParameterError, declare, param
 from vla_rl_ros.ros.qos import EPISODES, LATCHED, RELIABLE
@@ -123,29 +138,29 @@ class EpisodeManager(Node):
         self.reset_future: Future | None = None  # the reset_episode call in flight
         self.home_future: Future | None = None  # the go_home call in flight
 
-        self.start_pub = self.create_publisher(EpisodeStart, "episode_start", LATCHED)
-        self.result_pub = self.create_publisher(EpisodeResult, "episode_result", EPISODES)
-        self.prompt_pub = self.create_publisher(String, "operator_prompt", LATCHED)
-        self.create_service(Trigger, "episode_manager/abort", self.on_abort)
+        self.start_pub = self.create_publisher(EpisodeStart, EPISODE_START_TOPIC, LATCHED)
+        self.result_pub = self.create_publisher(EpisodeResult, EPISODE_RESULT_TOPIC, EPISODES)
+        self.prompt_pub = self.create_publisher(String, OPERATOR_PROMPT_TOPIC, LATCHED)
+        self.create_service(Trigger, MANAGER_ABORT_SERVICE, self.on_abort)
         self.reset_client: Client  # reset_episode (sim) or executor/go_home (operator)
         if self.core.operator:
-            self.reset_client = self.create_client(Trigger, "executor/go_home")
-            self.create_subscription(JointState, "joint_states", self.on_joint_states, qos_profile_sensor_data)
-            self.create_service(Trigger, "episode_manager/ready", self.on_ready)
+            self.reset_client = self.create_client(Trigger, GO_HOME_SERVICE)
+            self.create_subscription(JointState, JOINT_STATES_TOPIC, self.on_joint_states, qos_profile_sensor_data)
+            self.create_service(Trigger, MANAGER_READY_SERVICE, self.on_ready)
         else:
-            self.reset_client = self.create_client(ResetEpisode, "reset_episode")
-        self.create_subscription(SuccessSignal, "success", self.on_success, RELIABLE)
-        self.create_subscription(ActionChunk, "action_chunk", self.on_chunk, RELIABLE)
-        self.create_subscription(Bool, "estop", self.on_estop, RELIABLE)
-        self.create_subscription(DiagnosticArray, "/diagnostics", self.on_diagnostics, RELIABLE)
-        self.create_subscription(PolicyUpdate, "/policy_update", self.on_policy_update, LATCHED)
+            self.reset_client = self.create_client(ResetEpisode, RESET_EPISODE_SERVICE)
+        self.create_subscription(SuccessSignal, SUCCESS_TOPIC, self.on_success, RELIABLE)
+        self.create_subscription(ActionChunk, ACTION_CHUNK_TOPIC, self.on_chunk, RELIABLE)
+        self.create_subscription(Bool, ESTOP_TOPIC, self.on_estop, RELIABLE)
+        self.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, self.on_diagnostics, RELIABLE)
+        self.create_subscription(PolicyUpdate, POLICY_UPDATE_TOPIC, self.on_policy_update, LATCHED)
         self.create_timer(TICK_S, self.on_tick, clock=self.wall)
         self.get_logger().info(f"scheduling {p.tasks} in groups of {p.group_size} at "
                                f"{self.robot.control_rate_hz:g} Hz ({p.robot_config})")
 
     # -- the peers the core asks about ------------------------------------------------------
     def served_and_judged(self) -> bool:
-        return self.count_publishers("action_chunk") > 0 and self.count_publishers("success") > 0
+        return self.count_publishers(ACTION_CHUNK_TOPIC) > 0 and self.count_publishers(SUCCESS_TOPIC) > 0
 
     def service_ready(self) -> bool:
         return self.reset_client.service_is_ready()

@@ -7,7 +7,7 @@ ROS surface (names relative to the arm's namespace)
               action_chunk         vla_rl_interfaces/ActionChunk     reliable, depth 1000 (qos.STEPS)
               joint_states         sensor_msgs/JointState            sensor data QoS (matches any publisher)
               estop                std_msgs/Bool                     reliable; true latches the e-stop
-              camera/image_raw     sensor_msgs/Image (image_topic)   sensor data QoS; only if image_timeout > 0
+              camera/image_raw     sensor_msgs/Image (image_topic)   sensor data QoS; only if image_timeout_s > 0
   publishes   joint_trajectory     trajectory_msgs/JointTrajectory   reliable; the robot config's command_topic;
                                                                      one point per step, time_from_start = period
               chunk_request        vla_rl_interfaces/ChunkRequest    reliable, depth 1000 (qos.STEPS)
@@ -16,13 +16,13 @@ ROS surface (names relative to the arm's namespace)
   services    executor/release_estop  std_srvs/Trigger               the only way to release a latched e-stop
               executor/go_home        std_srvs/Trigger               between episodes: step the arm to the robot
                                                                      config's home pose; ask again at least every
-                                                                     home_keepalive s; "the arm is home" when it is
+                                                                     home_keepalive_s; "the arm is home" when it is
   parameters  see Params below (config/executor.yaml)
 
 The loop itself is `vla_rl_ros.control.ExecutorCore` (see its docstring); this node converts messages,
 runs the watchdogs on a wall-clock timer, publishes /diagnostics at once when a fault or an e-stop
-appears, other changes and new rejections at most every diagnostics_min_interval (with the rejections
-by cause since the previous report), and every diagnostics_period (`ros.diagnostics.DiagnosticsPacer`),
+appears, other changes and new rejections at most every diagnostics_min_interval_s (with the rejections
+by cause since the previous report), and every diagnostics_period_s (`ros.diagnostics.DiagnosticsPacer`),
 and logs each cause of a hold or rejection when it first appears.
 """
 
@@ -55,11 +55,24 @@ from vla_rl_ros.control import (
     Hold,
     RequestOut,
     RobotConfig,
-    make_arm,
+    make_kinematics,
 )
 from vla_rl_ros.ros.causes import DropLog
 from vla_rl_ros.ros.convert import chunk_from_msg, stamp_ns, to_stamp
 from vla_rl_ros.ros.diagnostics import DiagnosticsPacer
+from vla_rl_ros.ros.names import (
+    ACTION_CHUNK_TOPIC,
+    CAMERA_TOPICS,
+    CHUNK_REQUEST_TOPIC,
+    DIAGNOSTICS_TOPIC,
+    DRY_RUN_TRAJECTORY_TOPIC,
+    EPISODE_RESULT_TOPIC,
+    EPISODE_START_TOPIC,
+    ESTOP_TOPIC,
+    GO_HOME_SERVICE,
+    JOINT_STATES_TOPIC,
+    RELEASE_ESTOP_SERVICE,
+)
 from vla_rl_ros.ros.node_main import run_node
 from vla_rl_ros.ros.params import ParameterError, declare, param
 from vla_rl_ros.ros.qos import LATCHED, RELIABLE, RESULTS, STEPS
@@ -80,23 +93,23 @@ class Params:
     robot_config: str = param(SIM_PANDA, "robot config YAML (path or package://pkg/path): model, joints, "
                               "command topic, limits, workspace, action mode, control rate")
     request_ahead_steps: int = core_param("request_ahead_steps", unit="steps", low=0, high=1000)
-    joint_state_timeout: float = core_param("joint_state_timeout", unit="s", low=0.01, high=3600.0)
-    image_timeout: float = core_param("image_timeout", unit="s", low=0.0, high=3600.0)
-    chunk_timeout: float = core_param("chunk_timeout", unit="s", low=0.01, high=3600.0)
+    joint_state_timeout_s: float = core_param("joint_state_timeout_s", unit="s", low=0.01, high=3600.0)
+    image_timeout_s: float = core_param("image_timeout_s", unit="s", low=0.0, high=3600.0)
+    chunk_timeout_s: float = core_param("chunk_timeout_s", unit="s", low=0.01, high=3600.0)
     home_tolerance: float = core_param("home_tolerance", unit="rad", low=0.001, high=0.5)
     # above the episode manager's 0.5 s between asks (HOME_ASK_S), or homing would stop between them
-    home_keepalive: float = core_param("home_keepalive", unit="s", low=1.0, high=60.0)
+    home_keepalive_s: float = core_param("home_keepalive_s", unit="s", low=1.0, high=60.0)
     joint_limit_margin: float = core_param("joint_limit_margin", unit="rad", low=0.0, high=0.5)
-    image_topic: str = param("camera/image_raw", "image topic the image watchdog watches")
+    image_topic: str = param(CAMERA_TOPICS["front"], "image topic the image watchdog watches")
     always_greedy: bool = param(False, "request greedy chunks in every episode (deployment); otherwise only in "
                                 "evaluation episodes")
     dry_run: bool = param(False, "run everything but send no command (they go to executor/dry_run_trajectory)")
-    diagnostics_period: float = param(1.0, "period of /diagnostics between changes", unit="s", low=0.05,
-                                      high=60.0)
-    diagnostics_min_interval: float = param(0.5, "shortest time between /diagnostics reports of new rejections "
-                                            "or of a change that is not a fault or e-stop appearing (those go out "
-                                            "at once): a flood of bad chunks gives about 1/this reports per second",
-                                            unit="s", low=0.05, high=60.0)
+    diagnostics_period_s: float = param(1.0, "period of /diagnostics between changes", unit="s", low=0.05,
+                                        high=60.0)
+    diagnostics_min_interval_s: float = param(0.5, "shortest time between /diagnostics reports of new rejections "
+                                              "or of a change that is not a fault or e-stop appearing (those go out "
+                                              "at once): a flood of bad chunks gives about 1/this reports per second",
+                                              unit="s", low=0.05, high=60.0)
 
 
 class Executor(Node):
@@ -105,7 +118,7 @@ class Executor(Node):
         self.params = p = declare(self, Params)
         try:
             self.robot = RobotConfig.load(p.robot_config)
-            commander = Commander(self.robot, make_arm(self.robot))
+            commander = Commander(self.robot, make_kinematics(self.robot))
         except (OSError, ValueError) as exc:
             raise ParameterError(f"robot_config {p.robot_config!r}: {exc}") from exc
         self.core = ExecutorCore(commander, ExecutorConfig(**{name: getattr(p, name) for name in _CORE}))
@@ -113,24 +126,24 @@ class Executor(Node):
         self.wall = Clock(clock_type=ClockType.STEADY_TIME)
         self.hold_logged: dict[Hold, float] = {}
         self.last_hold = Hold.NO_EPISODE  # as of the previous report(): a fault hold is logged when it starts
-        self.pacer = DiagnosticsPacer(p.diagnostics_period, p.diagnostics_min_interval)
+        self.pacer = DiagnosticsPacer(p.diagnostics_period_s, p.diagnostics_min_interval_s)
         self.last_go_home = ""  # go_home's previous answer: each new one is logged once
         self.point_duration = Duration(nanoseconds=self.core.period_ns).to_msg()
 
-        command_topic = "executor/dry_run_trajectory" if p.dry_run else self.robot.command_topic
+        command_topic = DRY_RUN_TRAJECTORY_TOPIC if p.dry_run else self.robot.command_topic
         self.command_pub = self.create_publisher(JointTrajectory, command_topic, RELIABLE)
-        self.request_pub = self.create_publisher(ChunkRequest, "chunk_request", STEPS)
-        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE)
-        self.create_subscription(EpisodeStart, "episode_start", self.on_episode_start, LATCHED)
-        self.create_subscription(EpisodeResult, "episode_result", self.on_episode_result, RESULTS)
-        self.create_subscription(ActionChunk, "action_chunk", self.on_chunk, STEPS)
-        self.create_subscription(JointState, "joint_states", self.on_joint_states, qos_profile_sensor_data)
-        self.create_subscription(Bool, "estop", self.on_estop, RELIABLE)
-        if p.image_timeout > 0:
+        self.request_pub = self.create_publisher(ChunkRequest, CHUNK_REQUEST_TOPIC, STEPS)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, RELIABLE)
+        self.create_subscription(EpisodeStart, EPISODE_START_TOPIC, self.on_episode_start, LATCHED)
+        self.create_subscription(EpisodeResult, EPISODE_RESULT_TOPIC, self.on_episode_result, RESULTS)
+        self.create_subscription(ActionChunk, ACTION_CHUNK_TOPIC, self.on_chunk, STEPS)
+        self.create_subscription(JointState, JOINT_STATES_TOPIC, self.on_joint_states, qos_profile_sensor_data)
+        self.create_subscription(Bool, ESTOP_TOPIC, self.on_estop, RELIABLE)
+        if p.image_timeout_s > 0:
             self.create_subscription(Image, p.image_topic, lambda _m: self.core.image(time.monotonic()),
                                      qos_profile_sensor_data)
-        self.create_service(Trigger, "executor/release_estop", self.on_release)
-        self.create_service(Trigger, "executor/go_home", self.on_go_home)
+        self.create_service(Trigger, RELEASE_ESTOP_SERVICE, self.on_release)
+        self.create_service(Trigger, GO_HOME_SERVICE, self.on_go_home)
         self.create_timer(TICK_S, self.advance, clock=self.wall)
         self.get_logger().info(
             f"driving {self.robot.name} ({self.robot.action_mode}, {self.robot.control_rate_hz:g} Hz) on "

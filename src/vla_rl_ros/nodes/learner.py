@@ -40,6 +40,7 @@ from vla_rl_ros.rl.learner import GRPOLearner
 from vla_rl_ros.rl.plot import plot_run
 from vla_rl_ros.ros.causes import DropLog
 from vla_rl_ros.ros.convert import MessageError, result_from_msg, trajectory_from_msg
+from vla_rl_ros.ros.names import EPISODE_RESULT_TOPIC, POLICY_UPDATE_TOPIC, TRAJECTORY_TOPIC
 from vla_rl_ros.ros.node_main import run_node
 from vla_rl_ros.ros.params import ParameterError, declare, param, threads_param
 from vla_rl_ros.ros.qos import EPISODES, LATCHED
@@ -84,15 +85,15 @@ class Learner(Node):
             resumed = self.core.resume()
         except (CheckpointError, FileNotFoundError, OSError, ValueError) as exc:
             raise ParameterError(f"cannot start the learner: {exc}") from exc
-        self.update_pub = self.create_publisher(PolicyUpdate, "/policy_update", LATCHED)
+        self.update_pub = self.create_publisher(PolicyUpdate, POLICY_UPDATE_TOPIC, LATCHED)
         if resumed is not None:
             self.get_logger().info(f"resumed from {resumed} at update {self.core.updates}")
             self.publish_policy()  # the policy nodes must act with the restored weights
         self.inbox: queue.SimpleQueue[Trajectory | EpisodeResult] = queue.SimpleQueue()
         for arm in p.arms:
             prefix = f"{arm.rstrip('/')}/" if arm else ""
-            self.create_subscription(Trajectory, prefix + "trajectory", self.inbox.put, EPISODES)
-            self.create_subscription(EpisodeResult, prefix + "episode_result", self.inbox.put, EPISODES)
+            self.create_subscription(Trajectory, prefix + TRAJECTORY_TOPIC, self.inbox.put, EPISODES)
+            self.create_subscription(EpisodeResult, prefix + EPISODE_RESULT_TOPIC, self.inbox.put, EPISODES)
         self.started = time.monotonic()
         self.exit_status = 0  # run_node's: 1 after a failure, so that a launcher respawns this node
         self.stop = threading.Event()

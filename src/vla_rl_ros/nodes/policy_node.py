@@ -37,7 +37,7 @@ from rclpy.time import Time
 from sensor_msgs.msg import Image, JointState
 from vla_rl_interfaces.msg import ActionChunk, ChunkRequest, EpisodeResult, EpisodeStart, PolicyUpdate, Trajectory
 
-from vla_rl_ros.control.command import make_arm
+from vla_rl_ros.control.command import make_kinematics
 from vla_rl_ros.control.robot import RobotConfig
 from vla_rl_ros.digest import verify_checkpoint
 from vla_rl_ros.paths import default_checkpoint
@@ -46,7 +46,16 @@ from vla_rl_ros.policy.serving import EpisodeLog, ServingState, SwapGate
 from vla_rl_ros.rl.config import ROLLOUT_TEMPERATURE
 from vla_rl_ros.ros.causes import DropLog
 from vla_rl_ros.ros.convert import MessageError, image_from_msg, proprio_from_joint_state
-from vla_rl_ros.ros.names import camera_topic
+from vla_rl_ros.ros.names import (
+    ACTION_CHUNK_TOPIC,
+    CHUNK_REQUEST_TOPIC,
+    EPISODE_RESULT_TOPIC,
+    EPISODE_START_TOPIC,
+    JOINT_STATES_TOPIC,
+    POLICY_UPDATE_TOPIC,
+    TRAJECTORY_TOPIC,
+    camera_topic,
+)
 from vla_rl_ros.ros.node_main import run_node
 from vla_rl_ros.ros.params import ParameterError, declare, param, threads_param
 from vla_rl_ros.ros.qos import EPISODES, LATCHED, RESULTS, STEPS
@@ -113,7 +122,7 @@ class PolicyNode(Node):
         checkpoint = Path(p.checkpoint) if p.checkpoint else default_checkpoint()
         try:
             self.policy = self.load(checkpoint)
-            self.arm_model = make_arm(RobotConfig.load(p.robot_config))
+            self.kinematics = make_kinematics(RobotConfig.load(p.robot_config))
             image_topic = p.image_topic or camera_topic(self.policy.camera)
         except (CheckpointError, FileNotFoundError, ValueError, OSError) as exc:
             raise ParameterError(f"cannot start the policy: {exc}") from exc
@@ -124,20 +133,20 @@ class PolicyNode(Node):
         self.arms: dict[str, Arm] = {}
         for name in p.arms:
             prefix = f"{name.rstrip('/')}/" if name else ""
-            arm = Arm(name, self.create_publisher(ActionChunk, prefix + "action_chunk", STEPS),
-                      self.create_publisher(Trajectory, prefix + "trajectory", EPISODES))
+            arm = Arm(name, self.create_publisher(ActionChunk, prefix + ACTION_CHUNK_TOPIC, STEPS),
+                      self.create_publisher(Trajectory, prefix + TRAJECTORY_TOPIC, EPISODES))
             self.arms[name] = arm
-            self.create_subscription(ChunkRequest, prefix + "chunk_request",
+            self.create_subscription(ChunkRequest, prefix + CHUNK_REQUEST_TOPIC,
                                      lambda m, a=arm: self.on_request(a, m), STEPS)
             self.create_subscription(Image, prefix + image_topic, lambda m, a=arm: self.on_image(a, m),
                                      qos_profile_sensor_data)
-            self.create_subscription(JointState, prefix + "joint_states", lambda m, a=arm: self.on_joints(a, m),
+            self.create_subscription(JointState, prefix + JOINT_STATES_TOPIC, lambda m, a=arm: self.on_joints(a, m),
                                      qos_profile_sensor_data)
-            self.create_subscription(EpisodeStart, prefix + "episode_start", lambda m, a=arm: self.on_start(a, m),
-                                     LATCHED)
-            self.create_subscription(EpisodeResult, prefix + "episode_result",
+            self.create_subscription(EpisodeStart, prefix + EPISODE_START_TOPIC,
+                                     lambda m, a=arm: self.on_start(a, m), LATCHED)
+            self.create_subscription(EpisodeResult, prefix + EPISODE_RESULT_TOPIC,
                                      lambda m, a=arm: self.on_result(a, m), RESULTS)
-        self.create_subscription(PolicyUpdate, "/policy_update", self.on_update, LATCHED)
+        self.create_subscription(PolicyUpdate, POLICY_UPDATE_TOPIC, self.on_update, LATCHED)
         self.create_timer(HOUSEKEEPING_S, self.serve)
         # Fires once, batch_window_s after a ready request began waiting for other arms (re-armed then).
         self.window_timer = self.create_timer(max(p.batch_window_s, 1e-3), self.serve)
@@ -257,7 +266,7 @@ class PolicyNode(Node):
         for arm in batch:
             try:
                 image = image_from_msg(arm.image)
-                state = proprio_from_joint_state(self.arm_model, arm.joints)
+                state = proprio_from_joint_state(self.kinematics, arm.joints)
             except MessageError as exc:
                 self.drops.drop("unusable observation", f"{arm.name or '.'}: {exc}")
                 arm.image = None  # wait for the next one

@@ -1,7 +1,8 @@
 """recorder: writes one arm's episodes to a dataset on disk (LeRobotDataset v3 layout), reward-labelled.
 
 ROS surface (names relative to the arm's namespace)
-  subscribes  episode_start      vla_rl_interfaces/EpisodeStart   reliable, transient local, depth 10: opens one
+  subscribes  episode_start      vla_rl_interfaces/EpisodeStart   reliable, transient local, depth 10 (qos.STARTS):
+                                                                  opens one
               chunk_request      vla_rl_interfaces/ChunkRequest   reliable, depth 1000 (qos.STEPS, as published):
                                                                   the control step a chunk starts at
               action_chunk       vla_rl_interfaces/ActionChunk    reliable, depth 1000: the actions, accepted as the
@@ -9,7 +10,8 @@ ROS surface (names relative to the arm's namespace)
               joint_states       sensor_msgs/JointState           reliable, depth 1000 (the sim bridge and
                                                                   ros2_control's broadcaster publish reliable;
                                                                   a lost one would shift the frames)
-              <camera_topics>    sensor_msgs/Image rgb8/bgr8      sensor data QoS, depth 30; one topic per camera
+              <camera_topics>    sensor_msgs/Image rgb8/bgr8      sensor data QoS, depth 30 (qos.IMAGES); one topic
+                                                                  per camera
               episode_result     vla_rl_interfaces/EpisodeResult  reliable, depth 100: labels, closes the episode
   services    label_episode      vla_rl_interfaces/LabelEpisode   relabel a recorded episode (operator's
                                                                   correction, persistent); empty id: the last one
@@ -33,29 +35,32 @@ from typing import Any
 
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.task import Future as RosFuture
 from sensor_msgs.msg import Image, JointState
 from vla_rl_interfaces.msg import ActionChunk, ChunkRequest, EpisodeResult, EpisodeStart
 from vla_rl_interfaces.srv import LabelEpisode
 
-from vla_rl_ros.control import SIM_PANDA, RobotConfig, make_arm
+from vla_rl_ros.control import SIM_PANDA, RobotConfig, make_kinematics
 from vla_rl_ros.data import DatasetError, VideoConfig
 from vla_rl_ros.data.recording import Finished, FrameAligner, RequestIn, ResultIn, StartIn
 from vla_rl_ros.data.writer import EpisodeWriter, SchemaError
 from vla_rl_ros.ros.causes import DropLog
 from vla_rl_ros.ros.convert import MessageError, chunk_from_msg, image_from_msg, proprio_from_joint_state, stamp_ns
 from vla_rl_ros.ros.inputs import InputWatch
+from vla_rl_ros.ros.names import (
+    ACTION_CHUNK_TOPIC,
+    CAMERA_TOPICS,
+    CHUNK_REQUEST_TOPIC,
+    EPISODE_RESULT_TOPIC,
+    EPISODE_START_TOPIC,
+    JOINT_STATES_TOPIC,
+    LABEL_EPISODE_SERVICE,
+)
 from vla_rl_ros.ros.node_main import run_node
 from vla_rl_ros.ros.params import ParameterError, declare, param
-from vla_rl_ros.ros.qos import RESULTS, STEPS
+from vla_rl_ros.ros.qos import IMAGES, RESULTS, STARTS, STEPS
 
 NS_PER_S = 1_000_000_000
-IMAGE_QUEUE = 30  # sensor-data (best effort) queue depth: a second of a 30 Hz camera while busy
-# episode_start: reliable, transient local, depth 10 (the ROS surface above)
-STARTS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-IMAGES = QoSProfile(depth=IMAGE_QUEUE, reliability=qos_profile_sensor_data.reliability,
-                    durability=qos_profile_sensor_data.durability)
 TICK_S = 0.05  # wall-clock period of the core's checks for ended episodes and late messages
 INPUT_CHECK_S = 0.5  # period of the check that every input topic has a publisher
 BACKLOG_WARNING = 4  # episodes waiting for the writer before the log says it falls behind
@@ -73,8 +78,8 @@ def video_param(name: str, **limits: Any) -> Any:
 class Params:
     dataset: str = param("", "dataset root directory (required): created with the first episode if it holds "
                          "none, appended to if it does")
-    cameras: list[str] = param(["front", "wrist"], "dataset camera names, one per camera_topics entry")
-    camera_topics: list[str] = param(["camera/image_raw", "wrist_camera/image_raw"],
+    cameras: list[str] = param(list(CAMERA_TOPICS), "dataset camera names, one per camera_topics entry")
+    camera_topics: list[str] = param(list(CAMERA_TOPICS.values()),
                                      "image topic of each camera (relative to the arm's namespace)")
     robot_config: str = param(SIM_PANDA, "robot config YAML (the executor's): model for the state's end-effector "
                               "part, control rate, action mode")
@@ -109,7 +114,7 @@ class Recorder(Node):
                                  "-p dataset:=$HOME/vla_rl_data/arm0")
         try:
             self.robot = RobotConfig.load(p.robot_config)
-            self.arm = make_arm(self.robot)
+            self.kinematics = make_kinematics(self.robot)
             video = p.video()
         except (OSError, ValueError) as exc:
             raise ParameterError(f"recorder: {exc}") from exc
@@ -120,7 +125,7 @@ class Recorder(Node):
         try:
             self.writer = EpisodeWriter(
                 Path(p.dataset).expanduser(), fps=p.fps or round(rate), cameras=list(p.cameras),
-                state_names=(*self.arm.joint_names, *STATE_EE_NAMES), robot_type=self.robot.name, video=video,
+                state_names=(*self.kinematics.joint_names, *STATE_EE_NAMES), robot_type=self.robot.name, video=video,
                 bag_dir=Path(p.bag_dir).expanduser() if p.bag_dir else None,
                 namespace=self.get_namespace().rstrip("/"), log=self.log)
         except SchemaError as exc:
@@ -135,15 +140,15 @@ class Recorder(Node):
         self.wall = Clock(clock_type=ClockType.STEADY_TIME)
 
         subscriptions = [
-            self.create_subscription(EpisodeStart, "episode_start", self.on_start, STARTS),
-            self.create_subscription(ChunkRequest, "chunk_request", self.on_request, STEPS),
-            self.create_subscription(ActionChunk, "action_chunk", self.on_chunk, STEPS),
-            self.create_subscription(JointState, "joint_states", self.on_joint_states, STEPS),
+            self.create_subscription(EpisodeStart, EPISODE_START_TOPIC, self.on_start, STARTS),
+            self.create_subscription(ChunkRequest, CHUNK_REQUEST_TOPIC, self.on_request, STEPS),
+            self.create_subscription(ActionChunk, ACTION_CHUNK_TOPIC, self.on_chunk, STEPS),
+            self.create_subscription(JointState, JOINT_STATES_TOPIC, self.on_joint_states, STEPS),
             *[self.create_subscription(Image, topic, lambda m, c=camera: self.on_image(c, m), IMAGES)
               for camera, topic in zip(p.cameras, p.camera_topics, strict=True)],
-            self.create_subscription(EpisodeResult, "episode_result", self.on_result, RESULTS)]
+            self.create_subscription(EpisodeResult, EPISODE_RESULT_TOPIC, self.on_result, RESULTS)]
         self.inputs, self.started = InputWatch(self.get_logger(), subscriptions), self.now()
-        self.create_service(LabelEpisode, "label_episode", self.on_label)
+        self.create_service(LabelEpisode, LABEL_EPISODE_SERVICE, self.on_label)
         self.create_timer(TICK_S, lambda: self.write(self.core.tick(self.now())), clock=self.wall)
         self.create_timer(INPUT_CHECK_S, lambda: self.inputs.check(self.now() - self.started), clock=self.wall)
         self.get_logger().info(f"recording {list(p.cameras)} at {p.fps or round(rate)} fps into {p.dataset}")
@@ -192,7 +197,7 @@ class Recorder(Node):
 
     def on_joint_states(self, msg: JointState) -> None:
         try:
-            state = proprio_from_joint_state(self.arm, msg)
+            state = proprio_from_joint_state(self.kinematics, msg)
         except MessageError as exc:
             self.drops.drop("unusable joint_states", str(exc))
             return

@@ -52,7 +52,14 @@ from vla_rl_interfaces.srv import ResetEpisode
 
 from vla_rl_ros.ros.causes import DropLog
 from vla_rl_ros.ros.convert import image_to_msg, task_state_to_msg, to_stamp
-from vla_rl_ros.ros.names import CAMERA_TOPICS
+from vla_rl_ros.ros.names import (
+    CAMERA_TOPICS,
+    CLOCK_TOPIC,
+    JOINT_STATES_TOPIC,
+    JOINT_TRAJECTORY_TOPIC,
+    RESET_EPISODE_SERVICE,
+    TASK_STATE_TOPIC,
+)
 from vla_rl_ros.ros.node_main import run_node
 from vla_rl_ros.ros.params import ParameterError, declare, param
 from vla_rl_ros.ros.qos import LATCHED, RELIABLE, STEPS
@@ -103,7 +110,7 @@ class SimBridge(Node):
         # already made the gripper action binary (or not), so the bridge applies the position as given.
         self.env = make_env(p.task, image_size=p.image_size, cameras=tuple(p.cameras), action_mode="joint_position",
                             config=EnvConfig(binary_gripper=False))
-        self.arm = self.env.arm
+        self.kinematics = self.env.kinematics
         self.drops = DropLog(self.get_logger())
         self.period = self.env.config.control_dt
         self.clock = SimClock.of(self.env.config)
@@ -111,11 +118,11 @@ class SimBridge(Node):
         self.closure = 0.0  # the gripper command in force (0 open .. 1 closed)
         self.image_pubs = {c: self.create_publisher(Image, CAMERA_TOPICS[c], qos_profile_sensor_data)
                            for c in p.cameras}
-        self.joint_pub = self.create_publisher(JointState, "joint_states", STEPS)
-        self.task_pub = self.create_publisher(TaskStateMsg, "task_state", LATCHED)
-        self.clock_pub = self.create_publisher(ClockMsg, "/clock", RELIABLE) if p.publish_clock else None
-        self.create_subscription(JointTrajectory, "joint_trajectory", self.on_trajectory, RELIABLE)
-        self.create_service(ResetEpisode, "reset_episode", self.on_reset)
+        self.joint_pub = self.create_publisher(JointState, JOINT_STATES_TOPIC, STEPS)
+        self.task_pub = self.create_publisher(TaskStateMsg, TASK_STATE_TOPIC, LATCHED)
+        self.clock_pub = self.create_publisher(ClockMsg, CLOCK_TOPIC, RELIABLE) if p.publish_clock else None
+        self.create_subscription(JointTrajectory, JOINT_TRAJECTORY_TOPIC, self.on_trajectory, RELIABLE)
+        self.create_service(ResetEpisode, RESET_EPISODE_SERVICE, self.on_reset)
         self.sent: list[tuple[object, object]] = []  # (publisher, message) of the newest state, for the heartbeat
         self.sent_stamp = self.now()  # their stamp
         if p.heartbeat_hz > 0:
@@ -151,18 +158,18 @@ class SimBridge(Node):
     def parse(self, msg: JointTrajectory) -> list[tuple[np.ndarray, float]]:
         """Each point's arm joint targets (J,) in the model's order and gripper closure."""
         names = list(msg.joint_names)
-        known = (*self.arm.joint_names, *self.arm.finger_joint_names)
+        known = (*self.kinematics.joint_names, *self.kinematics.finger_joint_names)
         unknown = [n for n in names if n not in known]
         if unknown or len(set(names)) != len(names):
             raise TrajectoryError("unknown joint names", f"joint names {names}: unknown {unknown} or repeated; "
                                                          f"this arm has {list(known)}")
-        missing = [n for n in self.arm.joint_names if n not in names]
+        missing = [n for n in self.kinematics.joint_names if n not in names]
         if missing:
             raise TrajectoryError("missing arm joints", f"joint names {names} lack {missing}")
         if not msg.points:
             raise TrajectoryError("no points", "the trajectory has no points")
-        arm_index = [names.index(n) for n in self.arm.joint_names]
-        finger_index = [names.index(n) for n in self.arm.finger_joint_names if n in names]
+        arm_index = [names.index(n) for n in self.kinematics.joint_names]
+        finger_index = [names.index(n) for n in self.kinematics.finger_joint_names if n in names]
         targets, previous, closure = [], 0.0, self.closure
         for k, point in enumerate(msg.points):
             positions = np.asarray(point.positions, dtype=float)
@@ -175,7 +182,7 @@ class SimBridge(Node):
                                                         f"last one control period, {self.period} s")
             previous = end
             if finger_index:
-                closure = self.arm.gripper_closure(np.full(2, positions[finger_index].mean()))
+                closure = self.kinematics.gripper_closure(np.full(2, positions[finger_index].mean()))
             targets.append((positions[arm_index], closure))
         return targets
 

@@ -31,6 +31,14 @@ from vla_rl_interfaces.srv import LabelEpisode
 
 from vla_rl_ros.ros.causes import DropLog
 from vla_rl_ros.ros.convert import MessageError, image_from_msg, stamp_ns, task_state_from_msg
+from vla_rl_ros.ros.names import (
+    CAMERA_TOPICS,
+    DETECTOR_LABEL_SERVICE,
+    EPISODE_RESULT_TOPIC,
+    EPISODE_START_TOPIC,
+    SUCCESS_TOPIC,
+    TASK_STATE_TOPIC,
+)
 from vla_rl_ros.ros.node_main import run_node
 from vla_rl_ros.ros.params import ParameterError, declare, param
 from vla_rl_ros.ros.qos import LATCHED, RELIABLE, RESULTS
@@ -47,7 +55,7 @@ class Params:
     model: str = param("", "classifier directory (model.safetensors + classifier.json); type classifier only")
     threshold: float = param(0.0, "classifier success probability threshold; 0: the one stored with the model",
                              low=0.0, high=0.999)
-    image_topic: str = param("camera/image_raw", "camera topic the classifier judges (the sim bridge's front "
+    image_topic: str = param(CAMERA_TOPICS["front"], "camera topic the classifier judges (the sim bridge's front "
                              "camera)")
 
 
@@ -64,16 +72,16 @@ class SuccessDetector(Node):
         self.episode: EpisodeStart | None = None
         self.last_frame_ns = -1  # stamp of the newest frame judged (classifier)
         self.hold = HoldFilter(1)
-        self.success_pub = self.create_publisher(SuccessSignal, "success", RELIABLE)
-        self.create_subscription(EpisodeStart, "episode_start", self.on_episode_start, LATCHED)
+        self.success_pub = self.create_publisher(SuccessSignal, SUCCESS_TOPIC, RELIABLE)
+        self.create_subscription(EpisodeStart, EPISODE_START_TOPIC, self.on_episode_start, LATCHED)
         observes = self.backend.observes
         if observes == "task_state":
-            self.create_subscription(TaskState, "task_state", self.on_task_state, RELIABLE)
+            self.create_subscription(TaskState, TASK_STATE_TOPIC, self.on_task_state, RELIABLE)
         elif observes == "image":
             self.create_subscription(Image, p.image_topic, self.on_image, qos_profile_sensor_data)
         else:
-            self.create_subscription(EpisodeResult, "episode_result", self.on_episode_result, RESULTS)
-            self.create_service(LabelEpisode, "success_detector/label_episode", self.on_label)
+            self.create_subscription(EpisodeResult, EPISODE_RESULT_TOPIC, self.on_episode_result, RESULTS)
+            self.create_service(LabelEpisode, DETECTOR_LABEL_SERVICE, self.on_label)
         where = p.model if observes == "image" else observes
         self.get_logger().info(f"judging success with {p.type} ({where})")
 

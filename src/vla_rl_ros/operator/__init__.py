@@ -1,1 +1,2 @@
-"""The operator's tools at an arm: `vla-rl operator` (operator.tool), a terminal for labels, resets and aborts."""
+"""The operator's keys at an arm, without ROS (`operator.keys`); `vla-rl operator`, the rclpy client that
+turns them into labels, resets and aborts, lives with the nodes (`nodes/operator_tool.py`)."""

@@ -10,7 +10,7 @@ from typing import Any
 # Name -> submodule, imported on first use (PEP 562): the nodes import rl.records through
 # ros/convert.py, and must not pay torch's ~190 MiB and seconds of start-up for it.
 _EXPORTS = {
-    "Episode": "buffer", "EpisodeBuffer": "buffer", "Group": "buffer",
+    "EpisodeBuffer": "buffer", "Group": "buffer", "Rollout": "buffer",
     "GRPOConfig": "config",
     "GRPOLearner": "learner", "TokenPolicy": "learner", "latest_checkpoint": "learner",
     "clipped_policy_loss": "loss", "group_advantages": "loss", "keep_group": "loss",
@@ -28,13 +28,13 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "DISCARD_REASONS",
     "END_REASONS",
-    "Episode",
     "EpisodeBuffer",
     "GRPOConfig",
     "GRPOLearner",
     "Group",
     "MetricsWriter",
     "ResultRecord",
+    "Rollout",
     "TokenPolicy",
     "TrajectoryRecord",
     "clipped_policy_loss",

@@ -57,8 +57,9 @@ BUCKETS = ("evaluation", "aborted", "stale", "incomplete", "mixed_temperature", 
 
 
 @dataclass
-class Episode:
-    """Both halves of one training episode."""
+class Rollout:
+    """Both halves of one training episode, joined by episode id: what the policy node saw and sampled, and
+    how the episode manager says it ended (`data.Episode` is an episode of a dataset, another thing)."""
 
     trajectory: TrajectoryRecord
     result: ResultRecord
@@ -69,7 +70,7 @@ class Group:
     """The kept rollouts of one task from one initial state."""
 
     group_id: str
-    episodes: list[Episode]
+    episodes: list[Rollout]
 
     @property
     def rewards(self) -> np.ndarray:
@@ -194,7 +195,7 @@ class EpisodeBuffer:
         self._in_flight.append({"update": int(update), "groups": taken})
         self.counters["used"] += sum(len(eids) for _, eids in taken)
         self._save_state()
-        groups = [Group(gid, [Episode(self._trajectories[e], self._results[e]) for e in eids])
+        groups = [Group(gid, [Rollout(self._trajectories[e], self._results[e]) for e in eids])
                   for gid, eids in taken]
         if self.directory is not None:  # in flight they live on disk only: `rollback` reads them back
             for _, eids in taken:

@@ -45,20 +45,20 @@ def image_from_msg(msg: Image) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
-def proprio_from_joint_state(arm: ArmModel, msg: JointState) -> np.ndarray:
+def proprio_from_joint_state(kinematics: ArmModel, msg: JointState) -> np.ndarray:
     """The policy's proprioception (P,) from a JointState: arm joints, end-effector position, gripper."""
     names = list(msg.name)
     if len(msg.position) != len(names):
         raise MessageError(f"joint_states has {len(names)} names but {len(msg.position)} positions")
     try:
-        q = np.array([msg.position[names.index(n)] for n in arm.joint_names])
-        fingers = np.array([msg.position[names.index(n)] for n in arm.finger_joint_names])
+        q = np.array([msg.position[names.index(n)] for n in kinematics.joint_names])
+        fingers = np.array([msg.position[names.index(n)] for n in kinematics.finger_joint_names])
     except ValueError:
-        raise MessageError(f"joint_states names {names} lack some of {arm.joint_names + arm.finger_joint_names}") \
-            from None
+        wanted = kinematics.joint_names + kinematics.finger_joint_names
+        raise MessageError(f"joint_states names {names} lack some of {wanted}") from None
     if not (np.all(np.isfinite(q)) and np.all(np.isfinite(fingers))):
         raise MessageError("joint_states holds non-finite positions")
-    return arm.proprio(q, fingers)
+    return kinematics.proprio(q, fingers)
 
 
 def _pose(pos: np.ndarray, quat: np.ndarray) -> Pose:

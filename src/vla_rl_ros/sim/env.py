@@ -113,7 +113,7 @@ class SimEnv:
             raise ValueError(f"image_size={image_size} is too small; use e.g. 64, 128 or 224")
         self.model = mujoco.MjModel.from_xml_path(str(scene_path()))
         self.data = mujoco.MjData(self.model)
-        self.arm = ArmModel(self.model)
+        self.kinematics = ArmModel(self.model)
         self.ids = SceneIds.lookup(self.model)
         unknown = [c for c in cameras if c not in self.ids.cameras]
         if unknown:
@@ -134,7 +134,7 @@ class SimEnv:
         self.seed: int | None = None
         self._steps = 0
         self._hold = HoldFilter(self.task.hold_steps)
-        self._q_cmd = self.arm.home.copy()
+        self._q_cmd = self.kinematics.home.copy()
         self._held_quat = np.array([1.0, 0.0, 0.0, 0.0])
 
     # ---------------------------------------------------------------- episode
@@ -164,8 +164,8 @@ class SimEnv:
         mujoco.mj_step(m, d, round(self.config.settle_time / m.opt.timestep))
         mujoco.mj_kinematics(m, d)  # see step(): positions of the state that is observed
         d.time = 0.0  # episode time starts after settling
-        self._q_cmd = self.arm.home.copy()
-        self._held_quat = self.arm.fk(self.arm.home)[1]  # gripper pointing down
+        self._q_cmd = self.kinematics.home.copy()
+        self._held_quat = self.kinematics.fk(self.kinematics.home)[1]  # gripper pointing down
         self._steps = 0
         self._hold.reset(self.task.hold_steps)
         return self._observe()
@@ -179,7 +179,7 @@ class SimEnv:
         if action.shape != (self.action_dim,) or not np.all(np.isfinite(action)):
             raise ValueError(f"action must be {self.action_dim} finite numbers {self.action_names} for "
                              f"action mode {self.action_mode!r}; got shape {action.shape}: {action}")
-        q_now = self.data.qpos[self.arm.qpos_adr].copy()
+        q_now = self.data.qpos[self.kinematics.qpos_adr].copy()
         applied = action.copy()
         applied[-1] = gripper_command(action[-1], self.config.binary_gripper)
         if self.action_mode == "joint_position":
@@ -189,16 +189,16 @@ class SimEnv:
             rotation = None
             if self.action_dim == 7:
                 applied[3:6] = rotation = np.clip(action[3:6], -self.config.max_rotation, self.config.max_rotation)
-            q_target = self.arm.ee_delta_target(q_now, applied[:3], rotation=rotation, hold_quat=self._held_quat,
-                                                box=(self._low, self._high))
-        q_target = self.arm.clamp(self._q_cmd, q_target, self.config.control_dt)
+            q_target = self.kinematics.ee_delta_target(q_now, applied[:3], rotation=rotation, hold_quat=self._held_quat,
+                                                       box=(self._low, self._high))
+        q_target = self.kinematics.clamp(self._q_cmd, q_target, self.config.control_dt)
         if self.action_mode == "joint_position":
             applied[:-1] = q_target
         points = self.config.interpolation_points
-        path = self.arm.trajectory(self._q_cmd, q_target, self.config.control_dt, points=points).positions
-        self.data.ctrl[self.arm.finger_actuator_ids] = self.arm.gripper_targets(applied[-1])
+        path = self.kinematics.trajectory(self._q_cmd, q_target, self.config.control_dt, points=points).positions
+        self.data.ctrl[self.kinematics.finger_actuator_ids] = self.kinematics.gripper_targets(applied[-1])
         for q in path:  # (points, J)
-            self.data.ctrl[self.arm.actuator_ids] = q
+            self.data.ctrl[self.kinematics.actuator_ids] = q
             mujoco.mj_step(self.model, self.data, self._substeps // points)
         # mj_step leaves body and site positions one integration behind qpos; recompute them so the
         # TCP in the state, the task state and the images describe the same instant as the joint
@@ -241,8 +241,9 @@ class SimEnv:
 
     def joint_state(self) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
         """(names, positions (9,) rad or m, velocities (9,)) of the arm joints then the fingers."""
-        qpos = np.concatenate([self.data.qpos[self.arm.qpos_adr], self.data.qpos[self.arm.finger_qpos_adr]])
-        dofs = np.concatenate([self.arm.dof_adr, self.arm.finger_dof_adr])
+        k = self.kinematics
+        qpos = np.concatenate([self.data.qpos[k.qpos_adr], self.data.qpos[k.finger_qpos_adr]])
+        dofs = np.concatenate([k.dof_adr, k.finger_dof_adr])
         return JOINT_STATE_NAMES, qpos, self.data.qvel[dofs].copy()
 
     @property
@@ -265,7 +266,7 @@ class SimEnv:
             object_quat=d.xquat[bodies].copy(),
             ee_pos=ee_pos,
             ee_quat=ee_quat,
-            gripper=self.arm.gripper_closure(d.qpos[self.arm.finger_qpos_adr]),
+            gripper=self.kinematics.gripper_closure(d.qpos[self.kinematics.finger_qpos_adr]),
             values=values,
         )
 
@@ -284,19 +285,20 @@ class SimEnv:
                 return ee_action
             return np.array([*ee_action[:3], 0.0, 0.0, 0.0, ee_action[3]], dtype=np.float32)
         delta = np.clip(ee_action[:3], -self.config.max_translation, self.config.max_translation)
-        q = self.arm.ee_delta_target(self.data.qpos[self.arm.qpos_adr], delta, hold_quat=self._held_quat,
-                                     box=(self._low, self._high))
+        q = self.kinematics.ee_delta_target(self.data.qpos[self.kinematics.qpos_adr], delta, hold_quat=self._held_quat,
+                                            box=(self._low, self._high))
         return np.array([*q, ee_action[3]], dtype=np.float32)
 
     def _observe(self) -> Observation:
         images = {cam: self.render(cam) for cam in self.observed_cameras}
-        state = self.arm.proprio(self.data.qpos[self.arm.qpos_adr], self.data.qpos[self.arm.finger_qpos_adr])
+        k = self.kinematics
+        state = k.proprio(self.data.qpos[k.qpos_adr], self.data.qpos[k.finger_qpos_adr])
         return Observation(images=images, state=state, instruction=self.instruction)
 
     def _tcp_pose(self) -> tuple[np.ndarray, np.ndarray]:
         quat = np.zeros(4)
-        mujoco.mju_mat2Quat(quat, self.data.site_xmat[self.arm.tcp_site])
-        return self.data.site_xpos[self.arm.tcp_site].copy(), quat
+        mujoco.mju_mat2Quat(quat, self.data.site_xmat[self.kinematics.tcp_site])
+        return self.data.site_xpos[self.kinematics.tcp_site].copy(), quat
 
     def _body_id(self, body: str) -> int:
         return self.ids.object_body[body] if body in self.ids.object_body else self.ids.fixture_body[body]

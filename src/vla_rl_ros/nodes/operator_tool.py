@@ -3,7 +3,8 @@
 Keys: s success, f failure (the running episode's verdict, to the success detector of type operator),
 r ready (the layout is restored, or after an abort the arm is clear to go home), a abort (end the
 running episode as abort and take over the arm), q quit. On a terminal each key acts at once (termios
-cbreak mode); from a pipe or file each line is one key, so scripts and tests can drive it. Whatever
+cbreak mode); from a pipe or file each line is one key, so scripts and tests can drive it
+(`vla_rl_ros.operator.keys`, no ROS; this module is the rclpy client around it). Whatever
 the episode manager waits for ("group 3, rollout 5/8 (...): restore the layout of rollout 1, then
 press r") is printed as it changes, with each episode's start and result.
 
@@ -20,13 +21,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
-import termios
 import threading
 import time
-import tty
-from collections.abc import Iterator
 from typing import IO, Any
 
 import rclpy
@@ -38,29 +35,16 @@ from std_srvs.srv import Trigger
 from vla_rl_interfaces.msg import EpisodeResult, EpisodeStart
 from vla_rl_interfaces.srv import LabelEpisode
 
+from vla_rl_ros.operator.keys import HELP, KEYS, read_keys
+from vla_rl_ros.ros.names import (
+    DETECTOR_LABEL_SERVICE,
+    EPISODE_RESULT_TOPIC,
+    EPISODE_START_TOPIC,
+    MANAGER_ABORT_SERVICE,
+    MANAGER_READY_SERVICE,
+    OPERATOR_PROMPT_TOPIC,
+)
 from vla_rl_ros.ros.qos import LATCHED, RESULTS
-
-KEYS = {"s": "success", "f": "failure", "r": "ready", "a": "abort", "q": "quit"}
-HELP = "keys: " + ", ".join(f"{k} {v}" for k, v in KEYS.items())
-
-
-def read_keys(stream: IO[str]) -> Iterator[str]:
-    """Keys from `stream`: single key presses on a terminal (keys typed before it reads are discarded, as
-    tty.setcbreak does), one key per line otherwise (blank lines skipped)."""
-    if stream.isatty():
-        fd = stream.fileno()
-        saved = termios.tcgetattr(fd)
-        try:
-            tty.setcbreak(fd)  # keys arrive unbuffered and unechoed; Ctrl-C still interrupts
-            while key := os.read(fd, 1).decode(errors="replace"):
-                if not key.isspace():
-                    yield key
-        finally:
-            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
-    else:
-        for line in stream:
-            if line.strip():
-                yield line.strip()
 
 
 class OperatorTool(Node):
@@ -70,12 +54,12 @@ class OperatorTool(Node):
         super().__init__("operator", namespace=arm, context=context)
         self.out = out
         self.episode_id = ""  # the running episode, as announced
-        self.label = self.create_client(LabelEpisode, "success_detector/label_episode")
-        self.ready = self.create_client(Trigger, "episode_manager/ready")
-        self.abort = self.create_client(Trigger, "episode_manager/abort")
-        self.create_subscription(String, "operator_prompt", lambda m: self.show(f"[prompt] {m.data}"), LATCHED)
-        self.create_subscription(EpisodeStart, "episode_start", self.on_start, LATCHED)
-        self.create_subscription(EpisodeResult, "episode_result", self.on_result, RESULTS)
+        self.label = self.create_client(LabelEpisode, DETECTOR_LABEL_SERVICE)
+        self.ready = self.create_client(Trigger, MANAGER_READY_SERVICE)
+        self.abort = self.create_client(Trigger, MANAGER_ABORT_SERVICE)
+        self.create_subscription(String, OPERATOR_PROMPT_TOPIC, lambda m: self.show(f"[prompt] {m.data}"), LATCHED)
+        self.create_subscription(EpisodeStart, EPISODE_START_TOPIC, self.on_start, LATCHED)
+        self.create_subscription(EpisodeResult, EPISODE_RESULT_TOPIC, self.on_result, RESULTS)
 
     def show(self, line: str) -> None:
         print(line, file=self.out, flush=True)
