@@ -30,6 +30,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 REPO = Path(__file__).resolve().parents[1]
 TINY_CHUNK = 4  # chunk size of the `tiny_checkpoint` fixture (conftest.py)
 DEFAULT_TIMEOUT_S = 30.0
+RESEND_AFTER_S = 10.0  # a service call with no response by then is sent again (`RosProbe.call`)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = DEFAULT_TIMEOUT_S, what: str = "condition") -> Any:
@@ -175,13 +176,30 @@ class Probe:
     def publisher(self, msg_type: type, topic: str, qos: QoSProfile | int = 10) -> Any:
         return self.node.create_publisher(msg_type, topic, qos)
 
-    def call(self, srv_type: type, name: str, request: Any, timeout: float = DEFAULT_TIMEOUT_S) -> Any:
+    def call(self, srv_type: type, name: str, request: Any, timeout: float = DEFAULT_TIMEOUT_S,
+             resend_after_s: float = RESEND_AFTER_S) -> Any:
+        """Call a service and return its response, sending the request again if none came.
+
+        rmw_fastrtps waits only 100 ms for the server to match a new client's reply reader and then
+        drops the response ("failed to send response (timeout)" in the server's log); on a loaded
+        machine discovery can take longer, and the call would wait for ever. The request is sent
+        again every `resend_after_s` until `timeout`: the services the tests call are idempotent
+        or answer a repeat with the same outcome, and a dropped response means nobody saw the first.
+        """
         client = self.node.create_client(srv_type, name)
         if not client.wait_for_service(timeout_sec=timeout):
             raise TimeoutError(f"service {name} not available after {timeout:.0f} s")
-        future = client.call_async(request)
-        wait_until(future.done, timeout, f"a response from {name}")
-        return future.result()
+        deadline = time.monotonic() + timeout
+        while True:
+            future = client.call_async(request)
+            try:
+                wait_until(future.done, min(resend_after_s, max(deadline - time.monotonic(), 0.0)),
+                           f"a response from {name}")
+                return future.result()
+            except TimeoutError:
+                client.remove_pending_request(future)
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for a response from {name}") from None
 
     def close(self) -> None:
         self.executor.shutdown()
