@@ -7,9 +7,8 @@ that action `chunk_size` times (ROS parameter, default 1: closed loop, as the co
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
+import rclpy
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
@@ -17,7 +16,6 @@ from vla_rl_interfaces.msg import ActionChunk, ChunkRequest, TaskState
 
 from vla_rl_ros.ros.convert import task_state_from_msg
 from vla_rl_ros.ros.names import ACTION_CHUNK_TOPIC, CHUNK_REQUEST_TOPIC, TASK_STATE_TOPIC
-from vla_rl_ros.ros.node_main import run_node
 from vla_rl_ros.sim import get_task
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -57,6 +55,17 @@ class ScriptedPolicy(Node):
         self.request = None
 
 
+def main() -> None:
+    rclpy.init()
+    node = ScriptedPolicy()
+    try:
+        rclpy.spin(node)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
 if __name__ == "__main__":
-    # The nodes' own spin loop (EventsExecutor): a stand-in for the policy node costs what one would.
-    sys.exit(run_node(ScriptedPolicy))
+    main()
