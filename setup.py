@@ -14,6 +14,7 @@ NODES: dict[str, str] = {
     "learner": "vla_rl_ros.nodes.learner",
     "policy_node": "vla_rl_ros.nodes.policy_node",
     "recorder": "vla_rl_ros.nodes.recorder",
+    "sim_arms": "vla_rl_ros.nodes.sim_arms",
     "sim_bridge": "vla_rl_ros.nodes.sim_bridge",
     "success_detector": "vla_rl_ros.nodes.success_detector",
 }

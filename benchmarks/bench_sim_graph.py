@@ -5,11 +5,12 @@
                                                    [--repeats 3] [--json out.json]
 
 core:  bench_sim_core's CoreLoop: SimEnv.step with random end-effector deltas, both cameras rendered.
-graph: the sim_bridge (both cameras rendered and published), the executor (IK, limits, lockstep) and
-       test/nodes/scripted_policy.py (the task's scripted expert answering every ChunkRequest with a
-       chunk of C steps) as separate processes on an isolated localhost domain; a probe subscribes to
-       both camera topics, as a policy and a recorder would. C=1 is one policy round trip per
-       step; C=8 a typical VLA chunk. Steps are counted on task_state over wall time, after warm-up.
+graph: the sim_bridge (both cameras rendered and published) and the executor (IK, limits, lockstep) in
+       one sim_arms process, as train_sim runs them, and test/nodes/scripted_policy.py (the task's
+       scripted expert answering every ChunkRequest with a chunk of C steps) in another, on an
+       isolated localhost domain; a probe subscribes to both camera topics, as a policy and a
+       recorder would. C=1 is one policy round trip per step; C=8 a typical VLA chunk. Steps are
+       counted on task_state over wall time, after warm-up.
 The core figure is the best of --repeats rounds plus one round after each graph run (the round least
 disturbed by other processes); each graph figure is one run of --steps steps.
 """
@@ -53,8 +54,8 @@ STARTUP_TIMEOUT_S = 120.0
 def graph_rate(size: int, chunk_size: int, steps: int) -> float:
     """Control steps/s of one episode of BENCH_TASK through the graph (no step limit)."""
     with tempfile.TemporaryDirectory() as tmp, isolated_graph(Path(tmp)) as graph:
-        graph.node("sim_bridge", "-p", f"image_size:={size}", "-p", f"task:={BENCH_TASK}")
-        graph.node("executor")
+        graph.node("sim_arms", "-p", "nodes:=[sim_bridge, executor]", "-p", f"sim_bridge.image_size:={size}",
+                   "-p", f"sim_bridge.task:={BENCH_TASK}")
         graph.start("scripted_policy", [sys.executable, str(SCRIPTED_POLICY), "--ros-args",
                                         "-p", f"chunk_size:={chunk_size}"])
         probe = graph.probe

@@ -128,7 +128,8 @@ def train_graph(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path)
     failed = False
     try:
         train = TrainGraph(graph, tmp / "run")
-        graph.launch("train_sim", "num_arms:=1", "tasks:=[reach]", "max_updates:=0", f"run_dir:={train.run_dir}",
+        graph.launch("train_sim", "num_arms:=1", "composed:=false", "tasks:=[reach]", "max_updates:=0",
+                     f"run_dir:={train.run_dir}",
                      f"checkpoint:={tiny_checkpoint}", f"config_dir:={config}", "eval_seeds_per_task:=0")
         yield train
     except BaseException:

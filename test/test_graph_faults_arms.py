@@ -1,7 +1,9 @@
 """One arm's dead or hung executor in a two-arm train_sim graph (issue #21): the other arm trains on,
-new weights are still swapped in, and the arm comes back.
+new weights are still swapped in, and the arm comes back. Composed (#19 item 4): both arms' episodes
+end and their results arrive, each on its namespace; a killed sim_arms process comes back whole.
 
-One `vla-rl launch train_sim num_arms:=2` graph whose learner updates after every group of two. arm1's
+One `vla-rl launch train_sim num_arms:=2` graph whose learner updates after every group of two.
+With one process per node (composed:=false), arm1's
 executor is killed (SIGKILL), and the launcher respawns it; then the respawned one hangs (SIGSTOP),
 which no respawn cures. lost_node_timeout_s is far longer than the test waits, so only the policy
 node's swap gate (policy/serving.py's SwapGate: an arm silent for SILENT_ARM_S is not waited for) lets the update
@@ -91,7 +93,8 @@ class Arms:
 
 
 @pytest.fixture
-def two_arms(tmp_path: Path, tiny_checkpoint: Path) -> Iterator[Arms]:
+def two_arms(request: pytest.FixtureRequest, tmp_path: Path, tiny_checkpoint: Path) -> Iterator[Arms]:
+    """The graph; `composed:=<request.param>`."""
     config = small_config(tmp_path, episode_manager={"group_size": 2, "lost_node_timeout_s": LOST_NODE_S},
                           learner={"groups_per_update": 1, "minibatch_size": 2, "epochs": 1,
                                    "dynamic_sampling": False, "checkpoint_every": 1000})
@@ -99,7 +102,8 @@ def two_arms(tmp_path: Path, tiny_checkpoint: Path) -> Iterator[Arms]:
     failed = False
     try:
         arms = Arms(graph)
-        graph.launch("train_sim", "num_arms:=2", "tasks:=[reach]", "max_updates:=0", f"run_dir:={tmp_path / 'run'}",
+        graph.launch("train_sim", "num_arms:=2", f"composed:={request.param}", "tasks:=[reach]", "max_updates:=0",
+                     f"run_dir:={tmp_path / 'run'}",
                      f"checkpoint:={tiny_checkpoint}", f"config_dir:={config}", "eval_seeds_per_task:=0")
         yield arms
     except BaseException:
@@ -111,6 +115,7 @@ def two_arms(tmp_path: Path, tiny_checkpoint: Path) -> Iterator[Arms]:
             print(graph.logs())
 
 
+@pytest.mark.parametrize("two_arms", ["false"], indirect=True)
 def test_a_dead_or_hung_executor_holds_only_its_own_arm(two_arms: Arms) -> None:
     arms = two_arms
     arms.under_way("arm1")
@@ -147,3 +152,23 @@ def test_a_dead_or_hung_executor_holds_only_its_own_arm(two_arms: Arms) -> None:
     wait_until(lambda: any(t.episode_id == after.episode_id for t in arms.trajectories["arm1"]), 30,
                "the trajectory of arm1's next episode")
     assert not any(t.episode_id == eid for t in arms.trajectories["arm1"])
+
+
+@pytest.mark.parametrize("two_arms", ["true"], indirect=True)
+def test_composed_arms_run_episodes_and_a_killed_process_comes_back_whole(two_arms: Arms) -> None:
+    """Each arm's four nodes in one sim_arms process: episodes end and results arrive on each arm's
+    namespace. SIGKILL of arm1's process takes its episode manager along: that episode never gets a
+    result (the learner never waits for it); the respawned process runs arm1's episodes again, and
+    arm0 runs on meanwhile."""
+    arms = two_arms
+    for arm in ARMS:
+        result = arms.completed(arm, 0.0, timeout=STARTUP_S)
+        assert result.arm == f"/{arm}" and result.end_reason in (EpisodeResult.END_TIMEOUT, EpisodeResult.END_SUCCESS)
+    eid = arms.under_way("arm1")
+    killed = arms.pid("sim_arms-2")
+    os.kill(killed, signal.SIGKILL)
+    killed_at = time.monotonic()
+    wait_until(lambda: arms.pid("sim_arms-2") != killed, 30, "the respawned sim_arms process")
+    arms.completed("arm0", killed_at)
+    arms.completed("arm1", killed_at, timeout=STARTUP_S)  # a fresh process starts as slowly as the first
+    assert arms.result("arm1", eid) is None

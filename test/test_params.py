@@ -81,7 +81,7 @@ def test_config_yaml_defaults_equal_the_code(node_name: str) -> None:
 
 
 @pytest.mark.parametrize("node", ["executor", "sim_bridge", "success_detector", "episode_manager", "recorder",
-                                  "camera_node"])
+                                  "camera_node", "sim_arms"])
 def test_nodes_without_a_model_do_not_import_torch(node: str) -> None:
     """torch costs each process ~190 MiB and seconds of start-up; only the policy node, the learner and
     a classifier backend need it."""

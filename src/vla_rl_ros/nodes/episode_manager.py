@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import rclpy
@@ -117,8 +118,9 @@ class Params:
 
 
 class EpisodeManager(Node):
-    def __init__(self) -> None:
-        super().__init__("episode_manager")
+    def __init__(self, **options: Any) -> None:
+        """`options`: rclpy Node arguments (namespace, cli_args...) when `sim_arms` composes the arm's nodes."""
+        super().__init__("episode_manager", **options)
         self.params = p = declare(self, Params)
         try:
             scheduler = Scheduler(p.tasks, group_size=p.group_size, arm=self.get_namespace(), arm_index=p.arm_index,

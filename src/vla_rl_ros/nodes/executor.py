@@ -113,8 +113,9 @@ class Params:
 
 
 class Executor(Node):
-    def __init__(self) -> None:
-        super().__init__("executor")
+    def __init__(self, **options: Any) -> None:
+        """`options`: rclpy Node arguments (namespace, cli_args...) when `sim_arms` composes the arm's nodes."""
+        super().__init__("executor", **options)
         self.params = p = declare(self, Params)
         try:
             self.robot = RobotConfig.load(p.robot_config)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -99,8 +100,9 @@ class TrajectoryError(ValueError):
 
 
 class SimBridge(Node):
-    def __init__(self) -> None:
-        super().__init__("sim_bridge")
+    def __init__(self, **options: Any) -> None:
+        """`options`: rclpy Node arguments (namespace, cli_args...) when `sim_arms` composes the arm's nodes."""
+        super().__init__("sim_bridge", **options)
         self.params = p = declare(self, Params)
         try:
             TASKS[p.task].check_seed(p.seed)

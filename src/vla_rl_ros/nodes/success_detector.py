@@ -22,6 +22,7 @@ belong to the previous episode and are skipped.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
@@ -60,8 +61,9 @@ class Params:
 
 
 class SuccessDetector(Node):
-    def __init__(self) -> None:
-        super().__init__("success_detector")
+    def __init__(self, **options: Any) -> None:
+        """`options`: rclpy Node arguments (namespace, cli_args...) when `sim_arms` composes the arm's nodes."""
+        super().__init__("success_detector", **options)
         self.params = p = declare(self, Params)
         cls = backend_class(p.type)
         try:

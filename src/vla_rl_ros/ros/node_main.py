@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import rclpy
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
@@ -28,9 +28,10 @@ def default_executor() -> Executor:
     return EventsExecutor()
 
 
-def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
+def run_node(make_node: Callable[[], Node | Sequence[Node]], args: list[str] | None = None,
              make_executor: Callable[[], Executor] = default_executor) -> int:
-    """Create the node and spin it until shutdown. Returns the process exit status.
+    """Create the node (or several: `nodes/sim_arms.py`) and spin it on one executor until shutdown.
+    Returns the process exit status.
 
     A bad parameter ends the process with status 2 and one clear log line, before anything moves.
 
@@ -49,14 +50,16 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    node: Node | None = None
-    name = "node"
+    nodes: list[Node] = []
+    names: list[str] = []
     try:
-        node = make_node()
-        name = node.get_name()  # read now: after a shutdown from inside the node its handle is gone
+        made = make_node()
+        nodes = [made] if isinstance(made, Node) else list(made)
+        names = [node.get_name() for node in nodes]  # read now: after a shutdown from inside a node its handle is gone
         executor = make_executor()
-        executor.add_node(node)
-        while not stop.is_set() and rclpy.ok(context=node.context):
+        for node in nodes:
+            executor.add_node(node)
+        while not stop.is_set() and rclpy.ok(context=nodes[0].context):
             executor.spin_once(timeout_sec=STOP_CHECK_S)
     except ParameterError as exc:
         print(f"[ERROR] {exc}", file=sys.stderr)
@@ -64,7 +67,7 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
     except ExternalShutdownException:
         pass
     finally:
-        if node is not None:
+        for node, name in zip(nodes, names, strict=False):
             # Not a ROS logger: after a shutdown from inside the node, rosout cannot publish.
             print(f"[INFO] [{name}]: shutting down", file=sys.stderr)
             close = getattr(node, "close", None)
@@ -72,4 +75,4 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
                 close()
             node.destroy_node()
         rclpy.try_shutdown()
-    return getattr(node, "exit_status", 0)
+    return next((status for node in nodes if (status := getattr(node, "exit_status", 0))), 0)

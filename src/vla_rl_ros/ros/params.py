@@ -77,8 +77,9 @@ def check(params_cls: type, name: str, value: Any) -> None:
         raise ParameterError(f"parameter {name}={value!r} is outside [{low}, {high}] {meta['unit']}".rstrip())
 
 
-def declare(node: Node, params_cls: type[P]) -> P:
-    """Declare `params_cls`'s fields on `node` and return the values it was started with."""
+def declare(node: Node, params_cls: type[P], passed_on: tuple[str, ...] = ()) -> P:
+    """Declare `params_cls`'s fields on `node` and return the values it was started with. Overrides named
+    `<n>.<parameter>` for n in `passed_on` are another node's, which checks them (`nodes/sim_arms.py`)."""
     hints = get_type_hints(params_cls)
     values: dict[str, Any] = {}
     # rclpy keeps overrides for undeclared names without complaint; a typo would go unnoticed.
@@ -95,7 +96,8 @@ def declare(node: Node, params_cls: type[P]) -> P:
             value = tuple(value)
         check(params_cls, field.name, value)
         values[field.name] = value
-    unknown = set(overrides) - set(values) - BUILTIN_PARAMETERS
+    unknown = {name for name in set(overrides) - set(values) - BUILTIN_PARAMETERS
+               if name.split(".", 1)[0] not in passed_on or "." not in name}
     if unknown:
         raise ParameterError(
             f"node {node.get_name()} has no parameter(s) {sorted(unknown)}; "
