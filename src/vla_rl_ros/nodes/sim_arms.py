@@ -16,7 +16,8 @@ other process; in one process the messages still go through DDS (same topics: th
 recorder and tools see no difference) but the next callback runs on the same thread at once
 (benchmarks/bench_graph_tax.py, bench_sim_graph.py: README, "Speed and memory").
 Fault tolerance is per process: a crash of any composed node ends the process (status 1) and the
-launch file respawns it whole, so the arm's episode ends as lost_node and the arm starts afresh.
+launch file respawns it whole: the running episode gets no result (its manager died with it, so the
+learner never sees it) and the arm starts afresh with a new episode.
 """
 
 from __future__ import annotations
