@@ -23,18 +23,19 @@ def make_policy() -> VLAPolicy:
     return policy
 
 
-def rollouts(policy: VLAPolicy, buffer) -> None:
-    """Two groups of four sampled episodes (CHUNKS chunks each); members 0 (and 1 in group 1) succeed."""
+def rollouts(policy: VLAPolicy, buffer, groups: int = CFG.groups_per_update, size: int = G) -> None:
+    """Groups (two) of `size` (four) sampled episodes (CHUNKS chunks each); in group g the first
+    g % (size - 1) + 1 members succeed, so every group is kept."""
     rng = np.random.default_rng(2)
     generator = torch.Generator().manual_seed(0)
-    for g in range(CFG.groups_per_update):
+    for g in range(groups):
         images = rng.integers(0, 256, (CHUNKS, 32, 32, 3), dtype=np.uint8)  # one initial state per group
         state = rng.normal(size=(CHUNKS, STATE_DIM)).astype(np.float32)
         instruction = INSTRUCTIONS[g % 2]
-        for i in range(G):
+        for i in range(size):
             out = policy.act(images, state, [instruction] * CHUNKS, greedy=False, temperature=ROLLOUT_TEMPERATURE,
                              generator=generator)
-            eid, success = f"g{g}/{i}", i <= g
+            eid, success = f"g{g}/{i}", i <= g % (size - 1)
             buffer.add_trajectory(TrajectoryRecord(
                 episode_id=eid, arm="/arm0", instruction=instruction, policy_version=0,
                 temperature=ROLLOUT_TEMPERATURE, images=images,
@@ -42,7 +43,7 @@ def rollouts(policy: VLAPolicy, buffer) -> None:
             buffer.add_result(ResultRecord(
                 episode_id=eid, arm="/arm0", group_id=f"g{g}", task="reach", seed=g, success=success,
                 reward=float(success), steps=CHUNKS * CHUNK, policy_version=0, evaluation=False,
-                end_reason="success" if success else "timeout", group_size=G))
+                end_reason="success" if success else "timeout", group_size=size))
 
 
 def chunk_log_probs(policy: VLAPolicy, groups) -> list[tuple[float, bool]]:

@@ -16,11 +16,16 @@ at several temperatures is refused and logged. On start the learner resumes from
 latest checkpoint, if any.
 The node exits (status 0) after max_updates updates or max_wall_time_s, ending a train_sim launch;
 a failed update ends it with status 1, after which `vla-rl launch train_sim` respawns it to resume.
+
+Distributed (torchrun --nproc_per_node=N <this executable> --ros-args ...): rank 0 is this node, and
+every update's gradients are computed by all N ranks (vla_rl_ros/rl/distributed.py); ranks > 0 run
+no ROS at all: they take the policy, the config and each update's share from rank 0, and end with it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import queue
 import threading
 import time
@@ -34,8 +39,10 @@ from vla_rl_interfaces.msg import EpisodeResult, PolicyUpdate, Trajectory
 
 from vla_rl_ros.digest import checkpoint_digest
 from vla_rl_ros.paths import default_checkpoint
-from vla_rl_ros.policy import CheckpointError, FinetuneConfig, VLAPolicy
+from vla_rl_ros.policy import CheckpointError, FinetuneConfig
+from vla_rl_ros.policy.vla_policy import load_trainable
 from vla_rl_ros.rl.config import GRPOConfig
+from vla_rl_ros.rl.distributed import DataParallel, Rank, WorkerSetup, default_backend, rank_device, serve
 from vla_rl_ros.rl.learner import GRPOLearner
 from vla_rl_ros.rl.plot import plot_run
 from vla_rl_ros.ros.causes import DropLog
@@ -63,6 +70,8 @@ class Params(GRPOConfig):
                                    high=10**9)
     checkpoint_every: int = param(5, "updates between learner checkpoints", low=1, high=10**6)
     seed: int = param(0, "seed of mini-batch shuffling", low=0, high=2**31 - 1)
+    backend: str = param("", "gradient all-reduce of a distributed learner (run under torchrun); empty: "
+                         "nccl on a CUDA device, gloo otherwise", choices=("", "gloo", "nccl"))
 
     def grpo(self) -> GRPOConfig:
         return GRPOConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(GRPOConfig)})
@@ -78,10 +87,14 @@ class Learner(Node):
         self.drops = DropLog(self.get_logger())
         self.run_dir = Path(p.run_dir).resolve()
         checkpoint = Path(p.checkpoint) if p.checkpoint else default_checkpoint()
+        make_policy = functools.partial(load_trainable, checkpoint,
+                                        FinetuneConfig(mode=p.finetune, lora_rank=p.lora_rank), p.dtype)
+        rank = Rank.from_env()  # None: one process, the whole learner
         try:
-            policy = VLAPolicy.load(checkpoint, device=p.device, dtype=p.dtype)
-            policy.configure_finetuning(FinetuneConfig(mode=p.finetune, lora_rank=p.lora_rank))
-            self.core = GRPOLearner(policy, p.grpo(), self.run_dir, seed=p.seed)
+            policy = make_policy(rank_device(p.device, rank.local_rank) if rank else p.device)
+            parallel = None if rank is None else DataParallel(rank, WorkerSetup(
+                make_policy, p.device, p.grpo(), p.backend or default_backend(p.device), p.threads))
+            self.core = GRPOLearner(policy, p.grpo(), self.run_dir, seed=p.seed, parallel=parallel)
             resumed = self.core.resume()
         except (CheckpointError, FileNotFoundError, OSError, ValueError) as exc:
             raise ParameterError(f"cannot start the learner: {exc}") from exc
@@ -99,8 +112,9 @@ class Learner(Node):
         self.stop = threading.Event()
         self.worker = threading.Thread(target=self.work, name="learner-worker", daemon=True)
         self.worker.start()
+        ranks = f" on {rank.world_size} ranks" if rank else ""
         self.get_logger().info(f"learning from {p.arms} into {self.run_dir}: {p.groups_per_update} groups per "
-                               f"update, {p.epochs} epochs, mini-batches of {p.minibatch_size}")
+                               f"update, {p.epochs} epochs, mini-batches of {p.minibatch_size}{ranks}")
 
     def ingest(self) -> None:
         """Move queued messages into the buffer (only this thread touches the learner core)."""
@@ -180,7 +194,16 @@ class Learner(Node):
         self.stop.set()
         if self.worker.is_alive() and threading.current_thread() is not self.worker:
             self.worker.join(timeout=60)
+        # The other ranks wait for the next update: tell them to end. Not after a failure or with an
+        # update still running (they may be inside its collectives): then this process's exit
+        # closes their connections, and torchrun stops them.
+        if self.core.parallel is not None and self.exit_status == 0 and not self.worker.is_alive():
+            self.core.parallel.stop()
 
 
 def main(args: list[str] | None = None) -> int:
+    rank = Rank.from_env()
+    if rank is not None and rank.rank > 0:
+        serve(rank)  # no ROS: rank 0's node sends the policy, each update's share and the stop signal
+        return 0
     return run_node(Learner, args)

@@ -309,3 +309,11 @@ class VLAPolicy:
         bins = torch.as_tensor(np.asarray(token_ids), device=self.device) - self.action_token_offset
         log_p = F.log_softmax(self.action_logits(images, state, instructions) / temperature, -1)
         return log_p.gather(-1, bins[..., None].long())[..., 0]
+
+
+def load_trainable(checkpoint: str | Path, finetune: FinetuneConfig, dtype: str, device: str) -> VLAPolicy:
+    """A checkpoint with its fine-tuning configured: what a learner trains. Module level, so that a
+    distributed learner's rank 0 can send it, bound to its settings, to ranks on other devices."""
+    policy = VLAPolicy.load(checkpoint, device=device, dtype=dtype)
+    policy.configure_finetuning(finetune)
+    return policy

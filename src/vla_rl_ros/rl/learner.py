@@ -2,8 +2,11 @@
 
 Written to read top to bottom like CleanRL's ppo.py: advantages per group, old log-probs
 recomputed by the learner (no grad) at the start of the update, then `epochs` passes of shuffled
-mini-batches of trajectories, each one clipped AdamW step. Tensors over the update's trajectories
-are prefixed b_, over a mini-batch mb_. Shapes: B trajectories, N chunks of a trajectory,
+mini-batches of trajectories, each one clipped AdamW step. GRPOLearner draws the batch and its
+mini-batch orders and writes the metrics; GradientSteps runs the steps on a Share of the batch: all
+of it in one process, a rank's part in a distributed learner (rl/distributed.py), whose all-reduced
+gradients make each step the single process's. Tensors over the update's trajectories are prefixed
+b_, over a rank's share s_, over a mini-batch mb_. Shapes: B trajectories, N chunks of a trajectory,
 C chunk size, A action dim, T = N*C*A tokens of a trajectory (padded to the longest).
 
 The policy is any object with
@@ -24,9 +27,10 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -39,6 +43,9 @@ from vla_rl_ros.rl.config import GRPOConfig
 from vla_rl_ros.rl.loss import clipped_policy_loss, group_advantages
 from vla_rl_ros.rl.metrics import MetricsWriter
 from vla_rl_ros.rl.records import TrajectoryRecord
+
+if TYPE_CHECKING:
+    from vla_rl_ros.rl.distributed import DataParallel
 
 CHECKPOINTS_DIR = "checkpoints"
 POLICIES_DIR = "policies"
@@ -73,17 +80,19 @@ class GRPOLearner:
     """
 
     def __init__(self, policy: TokenPolicy, config: GRPOConfig, run_dir: Path | str, *,
-                 seed: int = 0, tensorboard: bool = True) -> None:
+                 seed: int = 0, tensorboard: bool = True, parallel: DataParallel | None = None) -> None:
         self.policy = policy
         self.config = config
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.params = [p for p in policy.trainable_parameters() if p.requires_grad]
-        if not self.params:
-            raise ValueError("policy.trainable_parameters() has no parameter that requires grad; "
-                             "enable LoRA or full fine-tuning in the policy config")
-        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, betas=config.betas,
-                                           weight_decay=config.weight_decay)
+        self.steps = GradientSteps(policy, config)
+        self.params = self.steps.params
+        self.optimizer = self.steps.optimizer
+        # None: this process is the whole learner. Otherwise rank 0 of a process group whose other
+        # ranks run rl.distributed.serve; they start from these weights and this optimiser state.
+        self.parallel = parallel
+        if parallel is not None:
+            parallel.sync_state(self.steps)
         self.generator = torch.Generator().manual_seed(seed)  # mini-batch shuffling
         self.buffer = EpisodeBuffer(config, self.run_dir / BUFFER_DIR)
         self.metrics = MetricsWriter(self.run_dir, tensorboard=tensorboard)
@@ -109,41 +118,26 @@ class GRPOLearner:
         b_traj = [e.trajectory for g in groups for e in g.episodes]
         B = len(b_traj)
         b_adv = torch.cat([group_advantages(g.rewards, cfg.adv_eps) for g in groups])  # (B,)
-
-        # Old log-probs from the current weights (the policy node's are for reference only: another
-        # process, possibly another numeric path). The ratio starts at exactly 1.
-        with torch.no_grad():
-            b_logp_old = [lp for idx in self._forward_slices(range(B), b_traj)
-                          for lp in self._token_log_probs([b_traj[i] for i in idx])]  # B x (T_b,)
-
-        totals: dict[str, float] = {}
-        minimum, maximum = math.inf, -math.inf
-        losses, grad_norms = [], []
-        for _epoch in range(cfg.epochs):
-            b_inds = torch.randperm(B, generator=self.generator).tolist()
-            for mb_start in range(0, B, cfg.minibatch_size):
-                mb_inds = b_inds[mb_start:mb_start + cfg.minibatch_size]
-                self.optimizer.zero_grad(set_to_none=True)
-                mb_loss = 0.0
-                # Gradient accumulation over forward passes of at most forward_chunks chunks; the
-                # loss is a mean over trajectories, so each part weighs len(part) / len(mb_inds).
-                for part in self._forward_slices(mb_inds, b_traj):
-                    logp_new = self._token_log_probs([b_traj[i] for i in part])  # b x (T_b,)
-                    mb_logp_new, mask = _pad(logp_new)  # (b, T)
-                    mb_logp_old, _ = _pad([b_logp_old[i] for i in part])
-                    loss, stats = clipped_policy_loss(mb_logp_new, mb_logp_old, b_adv[part], mask,
-                                                      clip_low=cfg.clip_low, clip_high=cfg.clip_high)
-                    (loss * len(part) / len(mb_inds)).backward()
-                    mb_loss += loss.item() * len(part) / len(mb_inds)
-                    for key in ("clip_fraction", "clip_fraction_low", "clip_fraction_high",
-                                "ratio_mean", "approx_kl"):
-                        totals[key] = totals.get(key, 0.0) + stats[key] * stats["tokens"]
-                    totals["tokens"] = totals.get("tokens", 0.0) + stats["tokens"]
-                    minimum, maximum = min(minimum, stats["ratio_min"]), max(maximum, stats["ratio_max"])
-                grad_norms.append(float(torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)))
-                self.optimizer.step()
-                losses.append(mb_loss)
-                self.optimizer_steps += 1
+        # Every epoch's order is drawn here, on rank 0 only: all ranks then step through the same
+        # mini-batches a single process would.
+        orders = [torch.randperm(B, generator=self.generator).tolist() for _ in range(cfg.epochs)]
+        if self.parallel is None:
+            shares = split_batch(b_traj, b_adv, orders, 1)
+            results = [self.steps.run(shares[0])]
+        else:
+            shares = split_batch(b_traj, b_adv, orders, self.parallel.world_size)
+            results = self.parallel.run(shares, self.steps)
+        b_logp_old: list[torch.Tensor] = [torch.empty(0)] * B  # B x (T_b,), back in batch order
+        for share, result in zip(shares, results, strict=True):
+            for i, logp in zip(share.indices, result.logp_old, strict=True):
+                b_logp_old[i] = logp
+        losses = [sum(step) for step in zip(*(r.losses for r in results), strict=True)]
+        totals = {key: sum(r.totals.get(key, 0.0) for r in results)
+                  for key in set().union(*(r.totals for r in results))}
+        minimum = min(r.ratio_min for r in results)
+        maximum = max(r.ratio_max for r in results)
+        grad_norms = results[0].grad_norms  # of the all-reduced gradient: the same on every rank
+        self.optimizer_steps += len(losses)
 
         self.updates += 1
         self.policy_version += 1
@@ -200,44 +194,6 @@ class GRPOLearner:
         """Remember time, results and group counts: the next update reports rates since now."""
         groups = {k: v for k, v in account.items() if k.startswith("groups/")}
         self._last_mark = (time.monotonic(), account["results"], groups)
-
-    def _forward_slices(self, indices: Iterable[int], trajectories: list[TrajectoryRecord]) -> list[list[int]]:
-        """Split trajectory indices into consecutive parts of at most forward_chunks chunks (a longer
-        trajectory goes alone)."""
-        parts: list[list[int]] = [[]]
-        chunks = 0
-        for i in indices:
-            n = trajectories[i].num_chunks
-            if parts[-1] and chunks + n > self.config.forward_chunks:
-                parts.append([])
-                chunks = 0
-            parts[-1].append(i)
-            chunks += n
-        return [p for p in parts if p]
-
-    def _token_log_probs(self, trajectories: list[TrajectoryRecord]) -> list[torch.Tensor]:
-        """Per trajectory (T_b,) log-probs at its own sampling temperature: one forward pass per
-        temperature among them (one in a normal run, where every policy node samples at the same)."""
-        out: list[torch.Tensor] = [torch.empty(0)] * len(trajectories)
-        for temperature in sorted({t.temperature for t in trajectories}):
-            idx = [i for i, t in enumerate(trajectories) if t.temperature == temperature]
-            for i, logp in zip(idx, self._forward([trajectories[i] for i in idx], temperature), strict=True):
-                out[i] = logp
-        return out
-
-    def _forward(self, trajectories: list[TrajectoryRecord], temperature: float) -> list[torch.Tensor]:
-        """All chunks of these trajectories in one forward pass -> per trajectory (T_b,) log-probs."""
-        images = np.concatenate([t.images for t in trajectories])  # (sum N, H, W, 3)
-        state = np.concatenate([t.state for t in trajectories])  # (sum N, P)
-        instructions = [t.instruction for t in trajectories for _ in range(t.num_chunks)]
-        token_ids = torch.from_numpy(np.concatenate([t.token_ids for t in trajectories]))  # (sum N, C*A)
-        logp = self.policy.token_log_probs(images, state, instructions, token_ids,
-                                           temperature=temperature).float()  # (sum N, C*A)
-        if logp.shape != token_ids.shape:
-            raise ValueError(f"policy.token_log_probs returned {tuple(logp.shape)}, expected "
-                             f"{tuple(token_ids.shape)} (one log-prob per sampled token)")
-        per_traj = torch.split(logp, [t.num_chunks for t in trajectories])  # b x (N_b, C*A)
-        return [lp.reshape(-1) for lp in per_traj]  # b x (T_b,)
 
     # --- publishing and checkpoints ------------------------------------------------------------
 
@@ -314,6 +270,8 @@ class GRPOLearner:
         self.optimizer_steps = state["optimizer_steps"]
         self.trajectories_trained = state["trajectories_trained"]
         self._restart(self.updates)
+        if self.parallel is not None:
+            self.parallel.sync_state(self.steps)  # the other ranks step from the restored state too
         return path
 
     def _restart(self, after_update: int) -> None:
@@ -321,6 +279,135 @@ class GRPOLearner:
         self.metrics.truncate(after_update)
         self.buffer.set_policy_version(self.policy_version)
         self._mark(self.buffer.accounting())
+
+
+@dataclass
+class Share:
+    """One rank's part of an update: the batch's trajectories it holds (their positions in the batch
+    and advantages) and every epoch's order of the whole batch, which each rank follows so that the
+    mini-batches are those of a single process."""
+
+    indices: list[int]  # positions in the update's batch, ascending
+    trajectories: list[TrajectoryRecord]
+    advantages: torch.Tensor  # (len(indices),)
+    orders: list[list[int]]  # per epoch, a permutation of range(B)
+
+
+@dataclass
+class ShareResult:
+    """What a rank reports of its share after the update; rank 0 sums them into the metrics."""
+
+    logp_old: list[torch.Tensor]  # per trajectory of the share, (T_b,)
+    losses: list[float]  # per optimiser step, this share's part of the mini-batch loss
+    grad_norms: list[float]  # per optimiser step, of the gradient summed over ranks
+    totals: dict[str, float]  # token-weighted sums of the loss statistics, and "tokens"
+    ratio_min: float
+    ratio_max: float
+
+
+def split_batch(trajectories: list[TrajectoryRecord], advantages: torch.Tensor, orders: list[list[int]],
+                world_size: int) -> list[Share]:
+    """Deal trajectory i to rank i % world_size: a group's rollouts, next to each other in the batch,
+    spread over the ranks. One rank gets the whole batch."""
+    return [Share(list(range(rank, len(trajectories), world_size)), trajectories[rank::world_size],
+                  advantages[rank::world_size], orders) for rank in range(world_size)]
+
+
+class GradientSteps:
+    """The optimiser and the part of an update every rank runs on its share: old log-probs (no grad),
+    then `epochs` passes of clipped mini-batch steps. Each step's loss is the mean over the whole
+    mini-batch, so a rank weighs its trajectories by 1 / (mini-batch size), and `reduce_grads` (an
+    all-reduce sum over ranks; none in a single process) makes every rank's gradient the single
+    process's before the clip and the step: the weights stay the same on every rank."""
+
+    def __init__(self, policy: TokenPolicy, config: GRPOConfig) -> None:
+        self.policy = policy
+        self.config = config
+        self.params = [p for p in policy.trainable_parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("policy.trainable_parameters() has no parameter that requires grad; "
+                             "enable LoRA or full fine-tuning in the policy config")
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, betas=config.betas,
+                                           weight_decay=config.weight_decay)
+
+    def run(self, share: Share, reduce_grads: Callable[[list[torch.nn.Parameter]], None] | None = None
+            ) -> ShareResult:
+        cfg = self.config
+        s_traj = share.trajectories
+        local = {i: k for k, i in enumerate(share.indices)}  # batch position -> position in the share
+        # Old log-probs from the current weights (the policy node's are for reference only: another
+        # process, possibly another numeric path). The ratio starts at exactly 1.
+        with torch.no_grad():
+            s_logp_old = [lp for idx in self._forward_slices(range(len(s_traj)), s_traj)
+                          for lp in self._token_log_probs([s_traj[i] for i in idx])]  # n x (T_b,)
+
+        totals: dict[str, float] = {}
+        minimum, maximum = math.inf, -math.inf
+        losses, grad_norms = [], []
+        for b_inds in share.orders:
+            for mb_start in range(0, len(b_inds), cfg.minibatch_size):
+                mb_inds = b_inds[mb_start:mb_start + cfg.minibatch_size]
+                self.optimizer.zero_grad(set_to_none=True)
+                mb_loss = 0.0
+                # Gradient accumulation over forward passes of at most forward_chunks chunks; the
+                # loss is a mean over trajectories, so each part weighs len(part) / len(mb_inds).
+                for part in self._forward_slices([local[i] for i in mb_inds if i in local], s_traj):
+                    logp_new = self._token_log_probs([s_traj[i] for i in part])  # b x (T_b,)
+                    mb_logp_new, mask = _pad(logp_new)  # (b, T)
+                    mb_logp_old, _ = _pad([s_logp_old[i] for i in part])
+                    loss, stats = clipped_policy_loss(mb_logp_new, mb_logp_old, share.advantages[part], mask,
+                                                      clip_low=cfg.clip_low, clip_high=cfg.clip_high)
+                    (loss * len(part) / len(mb_inds)).backward()
+                    mb_loss += loss.item() * len(part) / len(mb_inds)
+                    for key in ("clip_fraction", "clip_fraction_low", "clip_fraction_high",
+                                "ratio_mean", "approx_kl"):
+                        totals[key] = totals.get(key, 0.0) + stats[key] * stats["tokens"]
+                    totals["tokens"] = totals.get("tokens", 0.0) + stats["tokens"]
+                    minimum, maximum = min(minimum, stats["ratio_min"]), max(maximum, stats["ratio_max"])
+                if reduce_grads is not None:
+                    reduce_grads(self.params)
+                grad_norms.append(float(torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)))
+                self.optimizer.step()
+                losses.append(mb_loss)
+        return ShareResult(s_logp_old, losses, grad_norms, totals, minimum, maximum)
+
+    def _forward_slices(self, indices: Iterable[int], trajectories: list[TrajectoryRecord]) -> list[list[int]]:
+        """Split trajectory indices into consecutive parts of at most forward_chunks chunks (a longer
+        trajectory goes alone)."""
+        parts: list[list[int]] = [[]]
+        chunks = 0
+        for i in indices:
+            n = trajectories[i].num_chunks
+            if parts[-1] and chunks + n > self.config.forward_chunks:
+                parts.append([])
+                chunks = 0
+            parts[-1].append(i)
+            chunks += n
+        return [p for p in parts if p]
+
+    def _token_log_probs(self, trajectories: list[TrajectoryRecord]) -> list[torch.Tensor]:
+        """Per trajectory (T_b,) log-probs at its own sampling temperature: one forward pass per
+        temperature among them (one in a normal run, where every policy node samples at the same)."""
+        out: list[torch.Tensor] = [torch.empty(0)] * len(trajectories)
+        for temperature in sorted({t.temperature for t in trajectories}):
+            idx = [i for i, t in enumerate(trajectories) if t.temperature == temperature]
+            for i, logp in zip(idx, self._forward([trajectories[i] for i in idx], temperature), strict=True):
+                out[i] = logp
+        return out
+
+    def _forward(self, trajectories: list[TrajectoryRecord], temperature: float) -> list[torch.Tensor]:
+        """All chunks of these trajectories in one forward pass -> per trajectory (T_b,) log-probs."""
+        images = np.concatenate([t.images for t in trajectories])  # (sum N, H, W, 3)
+        state = np.concatenate([t.state for t in trajectories])  # (sum N, P)
+        instructions = [t.instruction for t in trajectories for _ in range(t.num_chunks)]
+        token_ids = torch.from_numpy(np.concatenate([t.token_ids for t in trajectories]))  # (sum N, C*A)
+        logp = self.policy.token_log_probs(images, state, instructions, token_ids,
+                                           temperature=temperature).float()  # (sum N, C*A)
+        if logp.shape != token_ids.shape:
+            raise ValueError(f"policy.token_log_probs returned {tuple(logp.shape)}, expected "
+                             f"{tuple(token_ids.shape)} (one log-prob per sampled token)")
+        per_traj = torch.split(logp, [t.num_chunks for t in trajectories])  # b x (N_b, C*A)
+        return [lp.reshape(-1) for lp in per_traj]  # b x (T_b,)
 
 
 _MALLOC_TRIM = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc only (the process's own symbols)
