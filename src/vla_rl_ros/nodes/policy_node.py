@@ -198,17 +198,7 @@ class PolicyNode(Node):
             self.drops.drop("episode joined mid-way", f"episode {log.episode_id}: served from step {log.steps[0]} "
                             "on only (this node started during it); its trajectory is withheld from the learner")
             return
-        arm.trajectory_pub.publish(self.trajectory(log))
-
-    def trajectory(self, log: EpisodeLog) -> Trajectory:
-        return Trajectory(
-            episode_id=log.episode_id, arm=log.arm, instruction=log.instruction, policy_version=log.policy_version,
-            temperature=self.params.temperature, chunk_size=self.policy.chunk_size, action_dim=self.policy.action_dim,
-            images=log.images,
-            proprio_dim=int(log.states[0].shape[0]), proprio=np.concatenate(log.states).tolist(),
-            token_ids=np.concatenate(log.token_ids).astype(np.int32).tolist(), log_probs=log.log_probs,
-            steps=log.steps,
-        )
+        arm.trajectory_pub.publish(trajectory_msg(log, self.params.temperature, self.policy))
 
     # -- requests --------------------------------------------------------------------------------
     def on_request(self, arm: Arm, msg: ChunkRequest) -> None:
@@ -322,6 +312,17 @@ class PolicyNode(Node):
                 f"did not wait for {log.arm or '.'}'s episode {log.episode_id}: no chunk request for "
                 f"{self.gate.silent_after_s:.0f} s; if the arm asks again, the episode goes on with "
                 f"v{msg.version} and its trajectory is withheld from the learner")
+
+
+def trajectory_msg(log: EpisodeLog, temperature: float, policy: VLAPolicy) -> Trajectory:
+    """An episode's log as the Trajectory for the learner (benchmarks/bench_traffic.py sizes these)."""
+    return Trajectory(
+        episode_id=log.episode_id, arm=log.arm, instruction=log.instruction, policy_version=log.policy_version,
+        temperature=temperature, chunk_size=policy.chunk_size, action_dim=policy.action_dim, images=log.images,
+        proprio_dim=int(log.states[0].shape[0]), proprio=np.concatenate(log.states).tolist(),
+        token_ids=np.concatenate(log.token_ids).astype(np.int32).tolist(), log_probs=log.log_probs,
+        steps=log.steps,
+    )
 
 
 def main(args: list[str] | None = None) -> int:
