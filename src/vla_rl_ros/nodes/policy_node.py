@@ -1,6 +1,6 @@
 """policy_node: answers chunk requests of one or more arms with one model, batching them.
 
-ROS surface; per arm `a` in the `arms` parameter (relative names; "" is the node's own namespace)
+ROS surface; per arm `a` in the `arms` parameter (absolute, or relative to the node's namespace; "": its own)
   subscribes  a/chunk_request     vla_rl_interfaces/ChunkRequest  reliable, depth 1000 (qos.STEPS)
               a/<image_topic>     sensor_msgs/Image                sensor data QoS; newest kept; by default
                                                                    the checkpoint camera's (front:
@@ -82,7 +82,8 @@ class Params:
     threads: int = threads_param()
     dtype: str = param("float32", "weights dtype", choices=("float32", "bfloat16", "float16"))
     trust_remote_code: bool = param(False, "allow a checkpoint's own Python code to run (transformers)")
-    arms: list[str] = param([""], "arm namespaces served, relative to this node's ('' = its own)")
+    arms: list[str] = param([""], "arm namespaces served: absolute (/h1/arm0) or relative to this "
+                            "node's ('' = its own)")
     image_topic: str = param("", "image topic under each arm namespace; empty: the checkpoint camera's topic "
                              "(front: camera/image_raw, wrist: wrist_camera/image_raw)")
     temperature: float = param(ROLLOUT_TEMPERATURE, "sampling temperature of training rollouts; each Trajectory "
