@@ -28,7 +28,8 @@ def checkpoint(demos, tmp_path_factory):
     out = tmp_path_factory.mktemp("sft") / "ckpt"
     code = vla_rl(["sft", "--data", str(demos), "--out", str(out), "--steps", "30", "--batch-size", "16",
                    "--hidden-size", "32", "--layers", "1", "--val-fraction", "0.34", "--val-every", "10",
-                   "--eval-episodes", "2", "--chunk-size", str(CHUNK), "--threads", "2"])
+                   "--eval-episodes", "2", "--eval-every", "15", "--keep-evaluated", str(out.parent / "kept"),
+                   "--chunk-size", str(CHUNK), "--threads", "2"])
     assert code == 0
     return out
 
@@ -70,6 +71,11 @@ def test_sft_writes_a_loadable_checkpoint_with_a_log_of_falling_loss(checkpoint)
     assert 0.0 <= records[-1]["eval/success_rate"] <= 1.0 and "eval/reach" in records[-1]
     policy = VLAPolicy.load(checkpoint)
     assert (policy.chunk_size, policy.action_dim, policy.camera) == (CHUNK, 4, "front")
+    kept = checkpoint.parent / "kept"  # --keep-evaluated: every evaluated checkpoint; --out holds the best of them
+    assert sorted(p.name for p in kept.iterdir()) == ["step_15", "step_30"]
+    best = policy.model.state_dict()
+    assert any(all(torch.equal(best[k], v) for k, v in VLAPolicy.load(kept / name).model.state_dict().items())
+               for name in ("step_15", "step_30"))
 
 
 def test_eval_reports_per_task_success_with_a_wilson_interval(checkpoint, tmp_path, capsys):

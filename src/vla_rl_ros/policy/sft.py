@@ -8,7 +8,8 @@ not padded with invented actions: the missing steps are masked out of the loss (
 Every `val_every` steps: validation loss and token accuracy on held-back episodes; every
 `eval_every` steps: greedy held-out success in the sim on the selection seeds (the tail of the
 held-out range; `vla-rl eval` reports on the head). The checkpoint with the best selection success
-(ties: lower validation loss) is what `--out` holds at the end.
+(ties: lower validation loss) is what `--out` holds at the end; `--keep-evaluated` keeps the others too
+(e.g. to choose a start that is weak at a skill, README "The starting policy").
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class SFTConfig:
 
     data: list[str] = field(default_factory=list, metadata={"help": "dataset root(s) of demonstrations"})
     out: str = field(default="", metadata={"help": "checkpoint directory to write (the best one)"})
+    keep_evaluated: str = field(default="", metadata={"help": "also write every evaluated checkpoint to "
+                                                                "DIR/step_<N>, to choose by another rule"})
     init: str = field(default="", metadata={"help": "start from this checkpoint instead of a fresh tiny VLA"})
     camera: str = field(default="front", metadata={"help": "camera the policy sees"})
     chunk_size: int = field(default=4, metadata={"help": "C, actions per chunk (fresh model only)"})
@@ -268,6 +271,8 @@ def train(config: SFTConfig) -> dict:
             record |= {"eval/success_rate": report["mean_success_rate"],
                        **{f"eval/{t}": r["success_rate"] for t, r in report["tasks"].items()}}
             score = (report["mean_success_rate"], -record.get("loss/val", 0.0))
+            if config.keep_evaluated:
+                policy.save(Path(config.keep_evaluated) / f"step_{step}")
             if best is None or score > best:
                 best = score
                 policy.save(out)
