@@ -26,7 +26,7 @@ DEFAULT_INSTRUCTION = "put the blue cube on the plate"
 STARTED = re.compile(r"started (\S+) \[pid (\d+)\]")
 
 
-def fresh_default(instructions: list[str] | None = None):  # -> VLAPolicy (torch imported lazily)
+def fresh_default(instructions: list[str] | None = None, image_size: int = 64):  # -> VLAPolicy (torch lazily)
     """An untrained tiny VLA of the default architecture (the weights do not change the speed);
     `instructions` give its word vocabulary."""
     from vla_rl_ros.policy import new_tiny_policy
@@ -36,7 +36,8 @@ def fresh_default(instructions: list[str] | None = None):  # -> VLAPolicy (torch
     demos = np.random.default_rng(0).uniform(-0.04, 0.04, (256, 4))
     return new_tiny_policy(instructions or [DEFAULT_INSTRUCTION], demos, chunk_size=defaults.chunk_size,
                            state_dim=STATE_DIM, vision=defaults.vision, film=defaults.film,
-                           hidden_size=defaults.hidden_size, num_hidden_layers=defaults.layers)
+                           hidden_size=defaults.hidden_size, num_hidden_layers=defaults.layers,
+                           image_size=image_size)
 
 
 def peak_rss_mib(pid: int) -> float | None:

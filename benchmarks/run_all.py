@@ -1,6 +1,6 @@
 """Every benchmark, each in its own subprocess, then ONE table of their figures (also as JSON).
 
-    .venv/bin/python benchmarks/run_all.py [--full] [--only sim,policy,graph_tax,graph_tax4,learner,recording]
+    .venv/bin/python benchmarks/run_all.py [--full] [--only sim,policy,graph_tax,graph_tax4,learner,recording,traffic]
                                            [--threads 1] [--out benchmarks/results.json]
 
 Default sizes are small so the whole run takes a few minutes on two loaded cores; --full runs each
@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "graph_tax4": ("bench_graph_tax.py", ["--episodes", "16", "--arms", "4"], ["--episodes", "48", "--arms", "4"]),
     "learner": ("bench_learner.py", ["--repeats", "2"], ["--groups", "8"]),
     "recording": ("bench_recording.py", ["--frames", "100", "--episodes", "2"], []),
+    "traffic": ("bench_traffic.py", ["--episodes", "2"], []),
 }
 THREADED = {"policy", "graph_tax", "graph_tax4", "learner"}  # take --threads
 
@@ -99,6 +100,14 @@ def rows(results: dict[str, dict]) -> list[tuple[str, str, str]]:
             for r in f["rows"]:
                 add(name, f"{r['frames']} frames, {'+'.join(r['cameras'])}: write fps, KiB/episode",
                     f"{r['write_fps']:.0f}, {r['bytes_per_episode'] / 1024:.0f}")
+        elif name == "traffic":
+            for r in f["rows"]:
+                b, rate, png = r["bytes_per_episode"], r["episodes_per_s"], r["compression"]["png"]
+                for where in ("learner_remote", "policy_remote"):
+                    add(name, f"{r['size']} px {r['task']}, {where}: KiB/episode; episodes/s on 1 / 10 Gb/s",
+                        f"{b[where] / 1024:.0f}; {rate[f'1gbit_{where}']:.0f} / {rate[f'10gbit_{where}']:.0f}")
+                add(name, f"{r['size']} px, PNG of the trajectory's images: KiB/episode; CPU ms encode + decode",
+                    f"{png['bytes'] / 1024:.0f}; {png['encode_ms']:.1f} + {png['decode_ms']:.1f}")
     if "policy" in results and results["policy"].get("figures", {}).get("policy_node_peak_rss_mib"):
         add("memory", "peak RSS policy_node serving 8 arms (MiB)",
             f"{results['policy']['figures']['policy_node_peak_rss_mib']:.0f}")

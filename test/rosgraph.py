@@ -84,7 +84,12 @@ class RosGraph:
 
     def launch(self, *args: str, label: str = "launch") -> subprocess.Popen[bytes]:
         """Run `vla-rl launch ...` as a process."""
-        return self.start(label, [sys.executable, "-m", "vla_rl_ros.cli", "launch", *args])
+        return self.start(label, self.launch_command(*args))
+
+    @staticmethod
+    def launch_command(*args: str) -> list[str]:
+        """The command line of `vla-rl launch ...` (to run under a wrapper such as `ip netns exec`)."""
+        return [sys.executable, "-m", "vla_rl_ros.cli", "launch", *args]
 
     def log(self, label: str) -> str:
         return next((p for name, _, p in self.procs if name == label), self.tmp / "none").read_text(errors="replace")

@@ -135,7 +135,7 @@ def test_a_dead_or_hung_executor_holds_only_its_own_arm(two_arms: Arms) -> None:
     hung_at = time.monotonic()
     old = max(c.policy_version for _, c in arms.chunks["arm1"] if c.episode_id == eid)
     try:
-        wait_until(lambda: f"did not wait for arm1's episode {eid}" in arms.graph.log("launch"),
+        wait_until(lambda: f"did not wait for /arm1's episode {eid}" in arms.graph.log("launch"),
                    2 * EPISODE_S + SILENT_ARM_S, "a swap that does not wait for the hung arm")
         assert max(arms.served()) > old and arms.result("arm1", eid) is None
         arms.completed("arm0", hung_at)

@@ -274,7 +274,7 @@ def test_an_argument_the_top_level_file_does_not_declare_is_reported(tmp_path: P
 
 def test_command_line_arguments_reach_included_files_unless_the_include_passes_them(tmp_path: Path) -> None:
     """As in ros2 launch, `name:=value` sets a launch configuration of the root: an included file sees
-    it, but an include's own `arg` wins (train_sim's `arm: arm1` is not overridden by `arm:=...`)."""
+    it, but an include's own `arg` wins (rollout_host's `arm: ...arm1` is not overridden by `arm:=...`)."""
     (tmp_path / "child.launch.yaml").write_text(yaml.safe_dump({"launch": [
         {"arg": {"name": "who", "default": "nobody"}},
         {"executable": {"cmd": "true", "name": "$(var who)"}}]}))
@@ -330,7 +330,7 @@ def test_readme_names_every_argument_of_the_user_facing_launch_files() -> None:
     text = README.read_text()
     # "Running the launch files" and "Deploy, collect and fine-tune on a real arm", where they are described.
     text = text[text.index("## Running the launch files"):text.index("## The simulation")]
-    for name in ("train_sim", "deploy", "collect", "train_real"):
+    for name in ("train_sim", "rollout_host", "learner_host", "deploy", "collect", "train_real"):
         missing = [a for a in declared_arguments(LAUNCH_DIR / f"{name}.launch.yaml")
                    if not re.search(rf"`{a}(`|:=| )", text)]
         assert not missing, f"{name}.launch.yaml arguments the README does not describe: {missing}"

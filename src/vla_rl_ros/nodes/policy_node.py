@@ -1,6 +1,6 @@
 """policy_node: answers chunk requests of one or more arms with one model, batching them.
 
-ROS surface; per arm `a` in the `arms` parameter (relative names; "" is the node's own namespace)
+ROS surface; per arm `a` in the `arms` parameter (absolute, or relative to the node's namespace; "": its own)
   subscribes  a/chunk_request     vla_rl_interfaces/ChunkRequest  reliable, depth 1000 (qos.STEPS)
               a/<image_topic>     sensor_msgs/Image                sensor data QoS; newest kept; by default
                                                                    the checkpoint camera's (front:
@@ -82,7 +82,8 @@ class Params:
     threads: int = threads_param()
     dtype: str = param("float32", "weights dtype", choices=("float32", "bfloat16", "float16"))
     trust_remote_code: bool = param(False, "allow a checkpoint's own Python code to run (transformers)")
-    arms: list[str] = param([""], "arm namespaces served, relative to this node's ('' = its own)")
+    arms: list[str] = param([""], "arm namespaces served: absolute (/h1/arm0) or relative to this "
+                            "node's ('' = its own)")
     image_topic: str = param("", "image topic under each arm namespace; empty: the checkpoint camera's topic "
                              "(front: camera/image_raw, wrist: wrist_camera/image_raw)")
     temperature: float = param(ROLLOUT_TEMPERATURE, "sampling temperature of training rollouts; each Trajectory "
@@ -198,17 +199,7 @@ class PolicyNode(Node):
             self.drops.drop("episode joined mid-way", f"episode {log.episode_id}: served from step {log.steps[0]} "
                             "on only (this node started during it); its trajectory is withheld from the learner")
             return
-        arm.trajectory_pub.publish(self.trajectory(log))
-
-    def trajectory(self, log: EpisodeLog) -> Trajectory:
-        return Trajectory(
-            episode_id=log.episode_id, arm=log.arm, instruction=log.instruction, policy_version=log.policy_version,
-            temperature=self.params.temperature, chunk_size=self.policy.chunk_size, action_dim=self.policy.action_dim,
-            images=log.images,
-            proprio_dim=int(log.states[0].shape[0]), proprio=np.concatenate(log.states).tolist(),
-            token_ids=np.concatenate(log.token_ids).astype(np.int32).tolist(), log_probs=log.log_probs,
-            steps=log.steps,
-        )
+        arm.trajectory_pub.publish(trajectory_msg(log, self.params.temperature, self.policy))
 
     # -- requests --------------------------------------------------------------------------------
     def on_request(self, arm: Arm, msg: ChunkRequest) -> None:
@@ -322,6 +313,17 @@ class PolicyNode(Node):
                 f"did not wait for {log.arm or '.'}'s episode {log.episode_id}: no chunk request for "
                 f"{self.gate.silent_after_s:.0f} s; if the arm asks again, the episode goes on with "
                 f"v{msg.version} and its trajectory is withheld from the learner")
+
+
+def trajectory_msg(log: EpisodeLog, temperature: float, policy: VLAPolicy) -> Trajectory:
+    """An episode's log as the Trajectory for the learner (benchmarks/bench_traffic.py sizes these)."""
+    return Trajectory(
+        episode_id=log.episode_id, arm=log.arm, instruction=log.instruction, policy_version=log.policy_version,
+        temperature=temperature, chunk_size=policy.chunk_size, action_dim=policy.action_dim, images=log.images,
+        proprio_dim=int(log.states[0].shape[0]), proprio=np.concatenate(log.states).tolist(),
+        token_ids=np.concatenate(log.token_ids).astype(np.int32).tolist(), log_probs=log.log_probs,
+        steps=log.steps,
+    )
 
 
 def main(args: list[str] | None = None) -> int:
