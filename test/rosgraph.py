@@ -27,9 +27,13 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
+from vla_rl_ros.launcher.runner import SIGINT_TIMEOUT_S, SIGTERM_TIMEOUT_S
+
 REPO = Path(__file__).resolve().parents[1]
 TINY_CHUNK = 4  # chunk size of the `tiny_checkpoint` fixture (conftest.py)
 DEFAULT_TIMEOUT_S = 30.0
+# Longer than the launcher's SIGINT + SIGTERM time-outs (launcher/runner.py, 5 s + 5 s).
+STOP_TIMEOUT_S = SIGINT_TIMEOUT_S + SIGTERM_TIMEOUT_S + 5.0
 RESEND_AFTER_S = 10.0  # a service call with no response by then is sent again (`RosProbe.call`)
 
 
@@ -109,15 +113,18 @@ class RosGraph:
         return True
 
     def close(self) -> None:
+        """SIGINT each process group, then SIGKILL what is left. A `vla-rl launch` gets longer than its own
+        SIGINT + SIGTERM escalation to stop its children: they run in sessions of their own, so a launcher
+        killed mid-stop would leave them running (and answering on this domain when a later test draws it)."""
         if self._probe is not None:
             self._probe.close()
         for _, proc, _ in self.procs:
-            for sig in (signal.SIGINT, signal.SIGKILL):
+            for sig, wait_s in ((signal.SIGINT, STOP_TIMEOUT_S), (signal.SIGKILL, 5.0)):
                 if proc.poll() is None or self.group_alive(proc.pid):
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(proc.pid, sig)
                     with contextlib.suppress(subprocess.TimeoutExpired):
-                        proc.wait(timeout=5)
+                        proc.wait(timeout=wait_s)
 
     # -- the probe node --------------------------------------------------------------------------
     @property
