@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -137,14 +138,16 @@ def test_two_policy_servers_each_serve_their_arms_and_both_load_each_update(
         return {t.policy_version for t in trajectories[arm]}
 
     # Episodes reach the learner's topics on the old weights and, once both servers have loaded an
-    # update, each arm's on the new ones: each trajectory carries the version of the server that served
-    # it. Update 1 may come from one arm's group before the other arm's first episode has stepped; that
-    # episode is then served v1 from its start, so v0 is certain from one arm only.
-    wait_until(lambda: all(1 in versions(arm) for arm in trajectories)
-               and 0 in versions("arm0") | versions("arm1"), RUN_TIMEOUT_S, "trajectories of v1 from both arms, of v0")
+    # update, each arm's on new ones: each trajectory carries the version of the server that served it.
+    # Update 1 may come from one arm's group before the other arm's first episode has stepped (that
+    # episode is then served v1 from its start), so v0 is certain from one arm only; and with updates
+    # every fraction of a second an arm may see no whole episode of v1, only of later versions.
+    wait_until(lambda: all(max(versions(arm), default=0) >= 1 for arm in trajectories)
+               and 0 in versions("arm0") | versions("arm1"), RUN_TIMEOUT_S,
+               "trajectories of an update from both arms, and of v0")
     lines = ros_graph.log("launch").splitlines()
     for server in ("policy_0.policy_node", "policy_1.policy_node"):  # their loggers: namespace.name
         assert any(f"[{server}]" in line and "to 1 arm(s)" in line for line in lines), server
-        assert any(f"[{server}]" in line and "now serving policy v1" in line for line in lines), server
+        assert any(f"[{server}]" in line and re.search(r"now serving policy v[1-9]", line) for line in lines), server
     assert {t.arm for t in trajectories["arm0"]} == {"/arm0"} and {t.arm for t in trajectories["arm1"]} == {"/arm1"}
     assert metrics(run_dir), "the learner made no update from these episodes"
