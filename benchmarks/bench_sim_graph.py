@@ -29,7 +29,7 @@ sys.path[:0] = [str(REPO / "benchmarks"), str(REPO / "test")]
 
 from bench_sim_core import BENCH_TASK, CoreLoop, RawLoop  # noqa: E402
 from common import isolated_graph  # noqa: E402
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from rosgraph import wait_until  # noqa: E402  (the graph tests' isolated-domain helpers)
 from sensor_msgs.msg import Image  # noqa: E402
 from vla_rl_interfaces.msg import EpisodeStart, TaskState  # noqa: E402
@@ -42,11 +42,10 @@ from vla_rl_ros.ros.names import (  # noqa: E402
     RESET_EPISODE_SERVICE,
     TASK_STATE_TOPIC,
 )
+from vla_rl_ros.ros.qos import LATCHED, RELIABLE  # noqa: E402
 from vla_rl_ros.sim import TASKS  # noqa: E402
 
 SCRIPTED_POLICY = REPO / "test" / "nodes" / "scripted_policy.py"
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 WARMUP_STEPS = 10
 STARTUP_TIMEOUT_S = 120.0
 
