@@ -272,6 +272,18 @@ def test_no_request_goes_out_while_no_policy_listens_and_a_fresh_one_when_it_app
     assert again.request_id == first.request_id + 1 and again.step == 0
 
 
+def test_no_command_goes_out_while_nothing_listens_for_it_and_the_plan_waits() -> None:
+    """A respawned executor's command writer may match the sim's reader after its first chunk came: a
+    command sent then would be lost, and a lockstep sim would never step again."""
+    core, request = started()
+    core.robot_connected(False)
+    core.chunk(chunk(request, [UP, UP]))
+    assert core.advance(0.0) == [] and core.hold is Hold.NO_ROBOT and core.commands_sent == 0
+    core.robot_connected(True)
+    (first,) = commands(core.advance(0.0))
+    assert first.step == 0 and core.hold is Hold.RUNNING
+
+
 def test_go_home_steps_the_arm_home_in_lockstep_only_while_asked_and_never_during_an_episode() -> None:
     core, _ = started()
     assert core.go_home(0.0) == (False, "episode ep1 is running")

@@ -80,6 +80,7 @@ class Hold(str, Enum):
     MAX_STEPS = "max_steps"
     ESTOP = "estop"
     NO_POLICY = "no_policy"  # no policy is listening for chunk requests
+    NO_ROBOT = "no_robot"  # nothing (driver or sim) is listening for joint commands
     NO_JOINT_STATES = "no_joint_states"  # none received yet
     WAITING_FOR_STATE = "waiting_for_state"  # none stamped at or after the episode's start yet
     STALE_JOINT_STATES = "stale_joint_states"
@@ -94,7 +95,7 @@ class Hold(str, Enum):
 # sensor_fault_abort_s as abort (the rollout says nothing about the policy).
 SENSOR_FAULTS = frozenset({Hold.NO_JOINT_STATES, Hold.STALE_JOINT_STATES, Hold.OUT_OF_LIMITS, Hold.STALE_IMAGE})
 # Holds that mean something is wrong (logged once per occurrence, WARN/ERROR on /diagnostics).
-FAULTS = SENSOR_FAULTS | {Hold.ESTOP, Hold.NO_POLICY, Hold.CHUNK_TIMEOUT}
+FAULTS = SENSOR_FAULTS | {Hold.ESTOP, Hold.NO_POLICY, Hold.NO_ROBOT, Hold.CHUNK_TIMEOUT}
 # Faults reported as ERROR on /diagnostics: the arm must not be trusted until someone looks.
 ERRORS = frozenset({Hold.ESTOP, Hold.OUT_OF_LIMITS})
 # The normal rhythm of a running episode, changing every step (not reported as a hold).
@@ -190,6 +191,7 @@ class ExecutorCore:
         self._js: _JointState | None = None
         self._image_at: float | None = None
         self._policy_connected = True  # the node reports it; the core alone assumes a policy listens
+        self._robot_connected = True  # the same for the arm's command topic
         self._js_index: dict[tuple[str, ...], np.ndarray] = {}
         self.homing = Homing(self.robot, self.config.home_tolerance)
         self._home_asked_at: float | None = None  # homing while set (wall s of the last go_home)
@@ -296,6 +298,12 @@ class ExecutorCore:
             self._request = None
         self._policy_connected = connected
 
+    def robot_connected(self, connected: bool) -> None:
+        """Whether anything listens for joint commands. A command sent with none listening is lost, and
+        a lockstep sim then never steps (no newer joint state ends the period): the arm holds instead,
+        e.g. while a respawned executor's command writer has not yet matched the sim's reader."""
+        self._robot_connected = connected
+
     def release(self) -> tuple[bool, str]:
         """Release a latched e-stop (only the release service calls this)."""
         if not self.estopped:
@@ -371,7 +379,7 @@ class ExecutorCore:
             self._home_asked_at = None
             self.hold = self._blocked(now)
             return []
-        self.hold = self._joint_fault(js, now) or Hold.HOMING
+        self.hold = self._joint_fault(js, now) or (Hold.HOMING if self._robot_connected else Hold.NO_ROBOT)
         if self.hold is not Hold.HOMING or not self._lockstep.due(js.stamp_ns):
             return []
         command = self.homing.command(js.arm)  # always step-capped: not counted in `clamps`
@@ -399,6 +407,8 @@ class ExecutorCore:
             return Hold.MAX_STEPS
         if not self._policy_connected:
             return Hold.NO_POLICY
+        if not self._robot_connected:
+            return Hold.NO_ROBOT
         if js is None:
             return Hold.NO_JOINT_STATES
         fault = self._joint_fault(js, now)

@@ -201,8 +201,9 @@ class Executor(Node):
 
     # -- the loop --------------------------------------------------------------------------------
     def advance(self) -> None:
-        # A request published before the policy's subscription is matched would be lost.
+        # A request or command published before its reader is matched would be lost (volatile QoS).
         self.core.policy_connected(self.request_pub.get_subscription_count() > 0)
+        self.core.robot_connected(self.params.dry_run or self.command_pub.get_subscription_count() > 0)
         for out in self.core.advance(time.monotonic()):
             if isinstance(out, RequestOut):
                 request = ChunkRequest(episode_id=out.episode_id, request_id=out.request_id, step=out.step,
