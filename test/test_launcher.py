@@ -201,7 +201,7 @@ def test_output_is_prefixed_and_a_failed_optional_process_fails_the_run(tmp_path
     assert result.returncode == 1 and "broken-1 (exit code 4)" in result.stdout
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_signal_stops_every_process_and_its_children(tmp_path: Path, sig: signal.Signals) -> None:
     pids = tmp_path / "pids"
     # Each process records its pid and that of a grandchild it spawns, then waits.

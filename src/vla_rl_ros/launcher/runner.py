@@ -1,7 +1,8 @@
 """Run a launch description's processes: one process group each, prefixed output, clean shutdown.
 
 Each child gets its own session so that one signal stops it and everything it started; the
-launcher forwards SIGINT and SIGTERM (unlike `ros2 launch`, where SIGTERM orphans the nodes) and
+launcher forwards SIGINT, SIGTERM (unlike `ros2 launch`, where SIGTERM orphans the nodes) and SIGHUP
+(a closed terminal or ssh session: the children, in sessions of their own, would not get it) and
 escalates to SIGTERM, then SIGKILL, for children that do not stop in time.
 
 A `respawn` process is started again after it exits, as `ros2 launch` does. A required one
@@ -33,6 +34,7 @@ SIGTERM_TIMEOUT_S = 5.0   # launch's default sigkill_timeout
 # A node's status when it refuses its parameters (vla_rl_ros.ros.node_main.run_node): started again
 # with the same ones it would refuse them again, so a required node's refusal ends the launch.
 REFUSED_START = 2
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass
@@ -56,7 +58,7 @@ class Runner:
         self.running: list[_Running] = []
 
     def say(self, text: str) -> None:
-        with self.lock:
+        with self.lock, contextlib.suppress(OSError):  # a closed terminal must not stop the shutdown
             self.out.write(f"[vla-rl launch] {text}\n")
             self.out.flush()
 
@@ -81,7 +83,7 @@ class Runner:
                     log.write(raw)
                     log.flush()
                 if to_screen:
-                    with self.lock:
+                    with self.lock, contextlib.suppress(OSError):  # keep draining the pipe: the child must not block
                         self.out.write(f"[{spec.label}] {raw.decode(errors='replace').rstrip()}\n")
                         self.out.flush()
 
@@ -89,9 +91,9 @@ class Runner:
         self.stop_signal = signum
 
     def run(self) -> int:
-        """Run until every process has exited, a required one exits, or SIGINT/SIGTERM. Returns the status."""
+        """Run until every process has exited, a required one exits, or a STOP_SIGNALS one. Returns the status."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        previous = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {s: signal.signal(s, self.on_signal) for s in STOP_SIGNALS}
         status = 0
         failed: list[str] = []
         try:
