@@ -226,6 +226,31 @@ def test_signal_stops_every_process_and_its_children(tmp_path: Path, sig: signal
         assert not status.exists() or "zombie" in status.read_text(), f"pid {pid} outlived the launcher"
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_launcher_killed_outright_takes_its_processes_with_it(tmp_path: Path) -> None:
+    """SIGKILL gives the launcher no chance to stop anything: the kernel must (an orphaned executor
+    would go on commanding its arm)."""
+    pids = tmp_path / "pids"
+    body = f"import os, time; open('{pids}', 'a').write(f'{{os.getpid()}}\\n'); time.sleep(300)"
+    launch = write(tmp_path / "kill.launch.yaml", {"launch": [
+        {"executable": {"cmd": f"{PY} -c \"{body}\"", "name": "a"}},
+        {"executable": {"cmd": f"{PY} -c \"{body}\"", "name": "b"}},
+    ]})
+    proc = subprocess.Popen([PY, "-m", "vla_rl_ros.cli", "launch", str(launch)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "ROS_LOG_DIR": str(tmp_path)})
+    wait_until(lambda: pids.exists() and len(pids.read_text().split()) == 2, 60, "both processes to start")
+    proc.kill()
+    proc.wait(timeout=10)
+    def gone(pid: int) -> bool:
+        try:
+            return "zombie" in Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            return True
+
+    for pid in map(int, pids.read_text().split()):
+        wait_until(lambda pid=pid: gone(pid), 10, f"pid {pid} to die with the launcher")
+
+
 @pytest.mark.graph
 def test_launch_file_runs_two_nodes_exchanging_every_interface(
     ros_graph: RosGraph, test_nodes_prefix: Path, tmp_path: Path

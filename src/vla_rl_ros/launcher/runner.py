@@ -3,7 +3,9 @@
 Each child gets its own session so that one signal stops it and everything it started; the
 launcher forwards SIGINT, SIGTERM (unlike `ros2 launch`, where SIGTERM orphans the nodes) and SIGHUP
 (a closed terminal or ssh session: the children, in sessions of their own, would not get it) and
-escalates to SIGTERM, then SIGKILL, for children that do not stop in time.
+escalates to SIGTERM, then SIGKILL, for children that do not stop in time. On Linux each child also
+gets SIGTERM from the kernel if the launcher itself dies without a word (SIGKILL, the OOM killer):
+an orphaned executor would otherwise go on commanding its arm.
 
 A `respawn` process is started again after it exits, as `ros2 launch` does. A required one
 (`on_exit: shutdown`) with `respawn` is started again only after a crash (a signal, or a status other
@@ -35,6 +37,12 @@ SIGTERM_TIMEOUT_S = 5.0   # launch's default sigkill_timeout
 # with the same ones it would refuse them again, so a required node's refusal ends the launch.
 REFUSED_START = 2
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# Run before each child's command: the kernel sends it SIGTERM when the launcher's main thread (which
+# forks every child) exits, then the command is exec'd in place (same pid); PR_SET_PDEATHSIG (1) survives
+# exec. A separate interpreter (-I -S: no PYTHON* variables, no site) rather than Popen's preexec_fn, which is
+# unsafe in a process with threads (the output pumps).
+_LIFELINE = ("import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); "
+             "os.getppid() == int(sys.argv[1]) or sys.exit(1); os.execvp(sys.argv[2], sys.argv[2:])")
 
 
 @dataclass
@@ -64,8 +72,9 @@ class Runner:
 
     def start(self, spec: ProcessSpec) -> _Running:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **spec.env}
+        lifeline = [sys.executable, "-I", "-S", "-c", _LIFELINE, str(os.getpid())] if sys.platform == "linux" else []
         proc = subprocess.Popen(
-            spec.cmd, env=env, cwd=spec.cwd, stdin=subprocess.DEVNULL,
+            [*lifeline, *spec.cmd], env=env, cwd=spec.cwd, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         )
         reader = threading.Thread(target=self.pump, args=(spec, proc), daemon=True)
