@@ -21,17 +21,17 @@ def successes(checkpoint: Path, task: str, seeds: int) -> int:
 
 
 @pytest.mark.parametrize(("checkpoint", "seeds", "at_least"),
-                         [(default_checkpoint(), 8, 6), (MODELS / "start_policy", 20, 18)],
+                         [(default_checkpoint(), 8, 6), (MODELS / "start_policy", 20, 16)],
                          ids=["default", "start"])
 def test_a_shipped_policy_reaches_on_held_out_scenes(checkpoint: Path, seeds: int, at_least: int) -> None:
     """The default succeeds on all of the first 8 (86% of 50, README), the starting policy, which reads
-    the instruction, on 20 of 20 (100% of 90 in the grounding probe); a checkpoint that loads but has
+    the instruction, on 18 of 20 (87% of 90 in the grounding probe); a checkpoint that loads but has
     lost its skill fails here."""
     assert successes(checkpoint, "reach", seeds) >= at_least
 
 
 def test_the_grpo_policy_lifts_where_its_start_fails() -> None:
-    """The README's result in small: on the first 20 held-out lift seeds the start lifts 8 and the
-    policy GRPO made from it 18 (41% -> 92% on 100); a copy that lost the update fails here."""
+    """The README's result in small: on the first 20 held-out lift seeds the start lifts 6 and the
+    policy GRPO made from it 17 (30% -> 82% on 100); a copy that lost the update fails here."""
     start, trained = (successes(MODELS / name, "lift", 20) for name in ("start_policy", "grpo_policy"))
-    assert start <= 11 and trained >= 16, (start, trained)
+    assert start <= 10 and trained >= 14, (start, trained)
