@@ -22,7 +22,8 @@ HERE = Path(__file__).resolve().parent
 
 # name -> (script, small arguments, full arguments); --json <file> is appended to each.
 BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
-    "sim": ("bench_sim_graph.py", ["--sizes", "64", "--steps", "100", "--repeats", "2"], []),
+    # 1,000 steps per graph figure: one of 100 steps lasts 0.4 s and swung by +-0.1
+    "sim": ("bench_sim_graph.py", ["--sizes", "64", "--steps", "1000", "--repeats", "2"], []),
     "policy": ("bench_policy.py", ["--repeats", "50", "--seconds", "5"], []),
     "graph_tax": ("bench_graph_tax.py", ["--episodes", "16", "--arms", "2"], ["--episodes", "48", "--arms", "2"]),
     "graph_tax4": ("bench_graph_tax.py", ["--episodes", "16", "--arms", "4"], ["--episodes", "48", "--arms", "4"]),
