@@ -333,6 +333,23 @@ def test_dry_run_computes_commands_but_sends_none(ros_graph: RosGraph) -> None:
     assert "DRY RUN" in ros_graph.log("executor")
 
 
+def test_no_command_goes_out_while_nothing_listens_for_it(ros_graph: RosGraph) -> None:
+    """A command published before any reader matched is lost (reliable, volatile) and a lockstep sim
+    then waits for it forever: the executor holds as no_robot until its command topic has a reader."""
+    ros_graph.node("sim_bridge")
+    ros_graph.node("executor", "-r", f"{JOINT_TRAJECTORY_TOPIC}:=unheard")
+    ros_graph.start("scripted_policy", [sys.executable, str(SCRIPTED_POLICY)])
+    ep = ManagerProbe(ros_graph)
+    wait_until(lambda: ep.probe.node.count_publishers(ACTION_CHUNK_TOPIC) > 0, what="the scripted policy")
+    ep.start("ep-unheard")
+    wait_until(lambda: any("holding: no_robot" in d.status[0].message for d in ep.diagnostics), 30,
+               "the no_robot hold on /diagnostics")
+    ep.quiet()
+    assert ep.values()["commands_sent"] == "0" and ep.states[-1].step == 0
+    heard = ep.probe.collect(JointTrajectory, "unheard", RELIABLE)
+    wait_until(lambda: heard, 30, "the first command, once something listens")
+
+
 @pytest.mark.parametrize(("node", "args", "message"), [
     ("executor", ["-p", "robot_config:=/no/such/robot.yaml"], "no robot config at /no/such/robot.yaml"),
     ("sim_bridge", ["-p", "seed:=500000"], "seed 500000 is in neither seed set of task 'reach'"),
