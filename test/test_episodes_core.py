@@ -226,6 +226,21 @@ def test_evaluation_rounds_at_the_start_and_every_n_policy_versions() -> None:
     assert not next_plan().evaluation
 
 
+def test_arms_on_several_hosts_split_the_held_out_seeds_and_draw_schedules_of_their_own() -> None:
+    """Two rollout hosts of two arms: each of the four arms evaluates its own quarter of the 20 held-out
+    seeds (together all of them, once), and arm 0 of host 1 does not repeat arm 0 of host 0's groups."""
+    arms = {(h, a): Scheduler(["reach"], group_size=1, arm=f"/h{h}/arm{a}", arm_index=a, num_arms=2, host_index=h,
+                              num_hosts=2, eval_seeds_per_task=20) for h in (0, 1) for a in (0, 1)}
+    for scheduler in arms.values():
+        scheduler.request_evaluation()
+    rounds = {key: [s.next() for _ in range(5)] for key, s in arms.items()}
+    assert all(p.evaluation for plans in rounds.values() for p in plans)
+    seeds = [p.seed for plans in rounds.values() for p in plans]
+    assert sorted(seeds) == sorted(int(s) for s in get_task("reach").heldout_seeds[:20])
+    groups = {key: [s.next().seed for _ in range(8)] for key, s in arms.items()}
+    assert groups[0, 0] != groups[1, 0] and groups[0, 1] != groups[1, 1]
+
+
 def test_max_episodes_ends_the_run() -> None:
     core, _ = make(max_episodes=1)
     start(core)

@@ -79,12 +79,15 @@ def nodes(name: str, tmp: Path, **args: str) -> dict[str, dict]:
 
 def test_rollout_hosts_prefix_their_arms_and_split_them_across_policy_servers(tmp_path: Path) -> None:
     host = nodes("rollout_host", tmp_path, host_prefix="h1", num_arms="4", policy_servers="2", device_1="cuda:1",
-                 schedule_seed="3")
+                 schedule_seed="3", host_index="1", num_hosts="3")
     assert sorted(host) == ["/h1/arm0/sim_arms", "/h1/arm1/sim_arms", "/h1/arm2/sim_arms", "/h1/arm3/sim_arms",
                             "/h1/policy_0/policy_node", "/h1/policy_1/policy_node"]
     assert host["/h1/policy_0/policy_node"].items() >= {"arms": ["/h1/arm0", "/h1/arm2"], "device": "cpu"}.items()
     assert host["/h1/policy_1/policy_node"].items() >= {"arms": ["/h1/arm1", "/h1/arm3"], "device": "cuda:1"}.items()
     assert {host[f"/h1/arm{i}/sim_arms"]["episode_manager"]["seed"] for i in range(4)} == {3}
+    assert [tuple(host[f"/h1/arm{i}/sim_arms"]["episode_manager"][k] for k in ("arm_index", "num_arms", "host_index",
+                                                                               "num_hosts")) for i in range(4)] == \
+        [(i, 4, 1, 3) for i in range(4)]
     # One server (train_sim's default): every arm, no prefix; two servers with one arm: only the first.
     sim = nodes("train_sim", tmp_path)
     assert sim["/policy_node"]["arms"] == ["/arm0", "/arm1"] and sim["/learner"]["arms"] == ["arm0", "arm1"]

@@ -41,19 +41,23 @@ class Scheduler:
     """Plans an arm's episodes: whole groups in order, evaluation rounds between groups when asked."""
 
     def __init__(self, tasks: Sequence[str], *, group_size: int, arm: str, arm_index: int = 0, num_arms: int = 1,
-                 eval_seeds_per_task: int = 0, seed: int = 0) -> None:
+                 host_index: int = 0, num_hosts: int = 1, eval_seeds_per_task: int = 0, seed: int = 0) -> None:
+        """Arm `arm_index` of `num_arms` on rollout host `host_index` of `num_hosts` (each with num_arms arms)
+        takes slot host_index * num_arms + arm_index of num_hosts * num_arms: every slot evaluates its
+        own share of the held-out seeds and draws its own training schedule."""
         if not tasks:
             raise ValueError("no tasks to schedule; name at least one (see `vla-rl tasks`)")
         if group_size < 1:
             raise ValueError(f"group_size={group_size} must be at least 1 (GRPO needs 2 or more)")
-        if not 0 <= arm_index < num_arms:
-            raise ValueError(f"arm_index={arm_index} must be in [0, num_arms={num_arms})")
+        if not (0 <= arm_index < num_arms and 0 <= host_index < num_hosts):
+            raise ValueError(f"arm_index={arm_index} must be in [0, num_arms={num_arms}) and host_index={host_index} "
+                             f"in [0, num_hosts={num_hosts})")
         self.specs = [get_task(t) for t in tasks]  # ValueError names an unknown task
         self.group_size = group_size
         self.arm = arm.strip("/").replace("/", "_") or "arm"
-        self.arm_index, self.num_arms = arm_index, num_arms
+        self.slot, self.slots = host_index * num_arms + arm_index, num_hosts * num_arms
         self.eval_seeds_per_task = eval_seeds_per_task
-        self.rng = np.random.default_rng([seed, arm_index])
+        self.rng = np.random.default_rng([seed, self.slot])
         self.groups_planned = 0
         self.rounds_planned = 0
         self.queue: deque[EpisodePlan] = deque()
@@ -69,7 +73,7 @@ class Scheduler:
     def _evaluation_round(self) -> list[EpisodePlan]:
         self.rounds_planned += 1
         pairs = [(spec, int(s)) for spec in self.specs
-                 for s in spec.heldout_seeds[: self.eval_seeds_per_task][self.arm_index :: self.num_arms]]
+                 for s in spec.heldout_seeds[: self.eval_seeds_per_task][self.slot :: self.slots]]
         return [EpisodePlan(self._id("eval"), spec.name, seed, "", True, spec.max_steps, self.rounds_planned, k,
                             len(pairs)) for k, (spec, seed) in enumerate(pairs)]
 

@@ -88,6 +88,9 @@ class Params:
                             unit="episodes", low=1, high=1024)
     arm_index: int = param(0, "this arm's index among num_arms (splits the evaluation seeds)", low=0, high=1023)
     num_arms: int = param(1, "how many arms share the evaluation seeds", low=1, high=1024)
+    host_index: int = param(0, "this rollout host's index among num_hosts: its arms are host_index * num_arms + "
+                            "arm_index of num_hosts * num_arms (every host the same num_arms)", low=0, high=1023)
+    num_hosts: int = param(1, "how many rollout hosts share the evaluation seeds", low=1, high=1024)
     eval_seeds_per_task: int = param(0, "held-out seeds per task in an evaluation round; 0: no evaluation",
                                      unit="episodes", low=0, high=1000)
     eval_every_versions: int = param(0, "an evaluation round after every N policy versions (and one at the "
@@ -112,10 +115,6 @@ class Params:
     home_timeout_s: float = param(60.0, "wall time homing may take before the operator is asked to move the arm "
                                   "home by hand (reset operator)", unit="s", low=1.0, high=3600.0)
 
-    def __post_init__(self) -> None:
-        if self.arm_index >= self.num_arms:
-            raise ValueError(f"arm_index={self.arm_index} must be below num_arms={self.num_arms}")
-
 
 class EpisodeManager(Node):
     def __init__(self, **options: Any) -> None:
@@ -124,7 +123,8 @@ class EpisodeManager(Node):
         self.params = p = declare(self, Params)
         try:
             scheduler = Scheduler(p.tasks, group_size=p.group_size, arm=self.get_namespace(), arm_index=p.arm_index,
-                                  num_arms=p.num_arms, eval_seeds_per_task=p.eval_seeds_per_task, seed=p.seed)
+                                  num_arms=p.num_arms, host_index=p.host_index, num_hosts=p.num_hosts,
+                                  eval_seeds_per_task=p.eval_seeds_per_task, seed=p.seed)
         except ValueError as exc:
             raise ParameterError(str(exc)) from exc
         try:
