@@ -7,19 +7,18 @@ that action `chunk_size` times (ROS parameter, default 1: closed loop, as the co
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
-import rclpy
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
 from vla_rl_interfaces.msg import ActionChunk, ChunkRequest, TaskState
 
 from vla_rl_ros.ros.convert import task_state_from_msg
 from vla_rl_ros.ros.names import ACTION_CHUNK_TOPIC, CHUNK_REQUEST_TOPIC, TASK_STATE_TOPIC
+from vla_rl_ros.ros.node_main import run_node
+from vla_rl_ros.ros.qos import LATCHED, STEPS
 from vla_rl_ros.sim import get_task
-
-RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 class ScriptedPolicy(Node):
@@ -28,9 +27,9 @@ class ScriptedPolicy(Node):
         self.chunk_size = self.declare_parameter("chunk_size", 1).value
         self.state: TaskState | None = None
         self.request: ChunkRequest | None = None
-        self.chunk_pub = self.create_publisher(ActionChunk, ACTION_CHUNK_TOPIC, RELIABLE)
+        self.chunk_pub = self.create_publisher(ActionChunk, ACTION_CHUNK_TOPIC, STEPS)
         self.create_subscription(TaskState, TASK_STATE_TOPIC, self.on_state, LATCHED)
-        self.create_subscription(ChunkRequest, CHUNK_REQUEST_TOPIC, self.on_request, RELIABLE)
+        self.create_subscription(ChunkRequest, CHUNK_REQUEST_TOPIC, self.on_request, STEPS)
 
     def on_state(self, msg: TaskState) -> None:
         self.state = msg
@@ -55,17 +54,11 @@ class ScriptedPolicy(Node):
         self.request = None
 
 
-def main() -> None:
-    rclpy.init()
-    node = ScriptedPolicy()
-    try:
-        rclpy.spin(node)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+def main() -> int:
+    # The entry-point shape of every node of the package: the EventsExecutor, spun once at a time
+    # (`rclpy.spin(node, executor=EventsExecutor())` dispatched nothing: no request was ever answered).
+    return run_node(ScriptedPolicy)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

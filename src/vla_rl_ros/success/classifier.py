@@ -143,6 +143,9 @@ class SuccessClassifier:
         self.net, self.config = load_classifier(model)
         self.threshold = threshold or self.config.threshold  # 0: the threshold stored with the model
         torch.set_num_threads(1)  # one image per step; leave the cores to the policy
+        # The first forward pass pays torch's one-off set-up: here, not on the first episode's first frames
+        # (a lockstep sim does not wait for the detector, and frames that queue up meanwhile are dropped).
+        self.probability(np.zeros((1, self.config.image_size, self.config.image_size, 3), np.uint8))
 
     def hold_steps(self, task: str) -> int:
         """Consecutive success frames required: the model's own (set when it was trained)."""
