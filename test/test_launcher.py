@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -201,54 +201,55 @@ def test_output_is_prefixed_and_a_failed_optional_process_fails_the_run(tmp_path
     assert result.returncode == 1 and "broken-1 (exit code 4)" in result.stdout
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
-def test_signal_stops_every_process_and_its_children(tmp_path: Path, sig: signal.Signals) -> None:
+def launch_sleepers(tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
+    """`vla-rl launch` of two processes that each spawn a grandchild, write "<own pid> <grandchild pid>"
+    to the returned file and wait; returned once both have written."""
     pids = tmp_path / "pids"
-    # Each process records its pid and that of a grandchild it spawns, then waits.
     body = (f"import os, subprocess, time; c = subprocess.Popen(['sleep', '300']); "
             f"open('{pids}', 'a').write(f'{{os.getpid()}} {{c.pid}}\\n'); time.sleep(300)")
-    launch = write(tmp_path / "sig.launch.yaml", {"launch": [
+    launch = write(tmp_path / "sleepers.launch.yaml", {"launch": [
         {"executable": {"cmd": f"{PY} -c \"{body}\"", "name": "a"}},
         {"executable": {"cmd": f"{PY} -c \"{body}\"", "name": "b"}},
     ]})
     proc = subprocess.Popen([PY, "-m", "vla_rl_ros.cli", "launch", str(launch)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env={**os.environ, "ROS_LOG_DIR": str(tmp_path)})
     wait_until(lambda: pids.exists() and len(pids.read_text().split()) == 4, 60, "both processes to start")
+    return proc, pids
+
+
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie counts: its parent may not have reaped it yet)."""
+    try:
+        return "zombie" in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_signal_stops_every_process_and_its_children(tmp_path: Path, sig: signal.Signals) -> None:
+    proc, pids = launch_sleepers(tmp_path)
     proc.send_signal(sig)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 128 + sig, out
     assert f"received {sig.name}" in out
     for pid in map(int, pids.read_text().split()):
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
-            time.sleep(0.05)
-        status = Path(f"/proc/{pid}/status")
-        assert not status.exists() or "zombie" in status.read_text(), f"pid {pid} outlived the launcher"
+        wait_until(lambda pid=pid: gone(pid), 10, f"pid {pid} to stop with the launch")
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
 def test_a_launcher_killed_outright_takes_its_processes_with_it(tmp_path: Path) -> None:
     """SIGKILL gives the launcher no chance to stop anything: the kernel must (an orphaned executor
-    would go on commanding its arm)."""
-    pids = tmp_path / "pids"
-    body = f"import os, time; open('{pids}', 'a').write(f'{{os.getpid()}}\\n'); time.sleep(300)"
-    launch = write(tmp_path / "kill.launch.yaml", {"launch": [
-        {"executable": {"cmd": f"{PY} -c \"{body}\"", "name": "a"}},
-        {"executable": {"cmd": f"{PY} -c \"{body}\"", "name": "b"}},
-    ]})
-    proc = subprocess.Popen([PY, "-m", "vla_rl_ros.cli", "launch", str(launch)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, "ROS_LOG_DIR": str(tmp_path)})
-    wait_until(lambda: pids.exists() and len(pids.read_text().split()) == 2, 60, "both processes to start")
+    would go on commanding its arm). Only the launcher's children get the kernel's SIGTERM; what they
+    started is theirs to stop (these sleepers leave their `sleep` behind)."""
+    proc, pids = launch_sleepers(tmp_path)
     proc.kill()
-    proc.wait(timeout=10)
-    def gone(pid: int) -> bool:
-        try:
-            return "zombie" in Path(f"/proc/{pid}/status").read_text()
-        except FileNotFoundError:
-            return True
-
-    for pid in map(int, pids.read_text().split()):
+    proc.communicate(timeout=10)
+    children = [int(line.split()[0]) for line in pids.read_text().splitlines()]
+    for pid in children:
         wait_until(lambda pid=pid: gone(pid), 10, f"pid {pid} to die with the launcher")
+    for line in pids.read_text().splitlines():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(line.split()[1]), signal.SIGKILL)
 
 
 @pytest.mark.graph
