@@ -1,5 +1,6 @@
-"""The learner node as 2 CPU ranks under torchrun: rank 0 takes a group from the graph, both ranks
-compute the update, rank 0 publishes it, and the whole run ends cleanly after max_updates."""
+"""The learner node as 2 CPU ranks under torchrun, the model replicated or sharded (fsdp): rank 0 takes
+a group from the graph, both ranks compute the update, rank 0 publishes it, and the whole run ends
+cleanly after max_updates."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from rclpy.time import Time
 from rosgraph import RosGraph, small_config, wait_until
 from vla_rl_interfaces.msg import EpisodeResult, PolicyUpdate, Trajectory
@@ -49,15 +51,17 @@ def sampled_group(checkpoint: Path) -> list[tuple[Trajectory, EpisodeResult]]:
     return out
 
 
+@pytest.mark.parametrize("fsdp", [False, True], ids=["replicated", "sharded"])
 def test_the_learner_node_runs_as_two_ranks_under_torchrun(
-        ros_graph: RosGraph, tiny_checkpoint: Path, tmp_path: Path) -> None:
+        ros_graph: RosGraph, tiny_checkpoint: Path, tmp_path: Path, fsdp: bool) -> None:
     config = small_config(tmp_path, learner={"groups_per_update": 1, "minibatch_size": 2, "epochs": 1,
                                              "max_updates": 1})
     run_dir = tmp_path / "run"
     torchrun = ros_graph.start("learner", [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         str(Path(sys.executable).parent / "learner"), "--ros-args", "--params-file", str(config / "learner.yaml"),
-        "-p", f"run_dir:={run_dir}", "-p", f"checkpoint:={tiny_checkpoint}", "-p", "arms:=[arm0]"])
+        "-p", f"run_dir:={run_dir}", "-p", f"checkpoint:={tiny_checkpoint}", "-p", "arms:=[arm0]",
+        "-p", f"fsdp:={str(fsdp).lower()}"])
     probe = ros_graph.probe
     updates = probe.collect(PolicyUpdate, POLICY_UPDATE_TOPIC, LATCHED)
     trajectories = probe.publisher(Trajectory, f"{NS}/{TRAJECTORY_TOPIC}", EPISODES)
@@ -71,7 +75,18 @@ def test_the_learner_node_runs_as_two_ranks_under_torchrun(
 
     update = wait_until(lambda: next(iter(updates), None), 60, "the update")
     assert update.version == 1 and Path(update.checkpoint_dir).is_dir()
+    # what the policy nodes load: whole weights, moved by the update (sharded: gathered from both ranks)
+    trained, start = VLAPolicy.load(update.checkpoint_dir), VLAPolicy.load(tiny_checkpoint)
+    moved = [not torch.equal(a, b) for a, b in zip(trained.model.parameters(), start.model.parameters(), strict=True)]
+    assert all(moved)
     assert torchrun.wait(timeout=60) == 0  # rank 0 finished, rank 1 ended on its stop signal
     rows = read_metrics(run_dir / "metrics.csv")
     assert len(rows) == 1 and float(rows[0]["grpo/trajectories"]) == GROUP
     assert float(rows[0]["grpo/optimizer_steps"]) == 2  # mini-batches of 2 and 1, one rank idle in the last
+
+
+def test_fsdp_without_torchrun_is_refused(ros_graph: RosGraph, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    proc = ros_graph.node("learner", "-p", "fsdp:=true", "-p", f"run_dir:={tmp_path / 'run'}",
+                          "-p", f"checkpoint:={tiny_checkpoint}")
+    assert proc.wait(timeout=60) == 2
+    assert "run the learner under torchrun" in ros_graph.log("learner")

@@ -1,4 +1,5 @@
-"""The distributed learner: 2 CPU ranks over gloo update the tiny VLA as one process does."""
+"""The distributed learner: 2 CPU ranks over gloo, the model replicated or sharded (FSDP2), update the
+tiny VLA as one process does."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from safetensors.torch import load_file
 from test_rl_vla import CFG, make_policy, rollouts
+from torch.distributed.fsdp import FSDPModule
+from torch.distributed.tensor import DTensor
 
 from vla_rl_ros.policy import VLAPolicy
 from vla_rl_ros.rl import GRPOConfig, GRPOLearner
@@ -53,10 +57,19 @@ def starting_policy() -> VLAPolicy:
 
 
 def train(learner: GRPOLearner, updates: int) -> list[dict[str, float]]:
-    return [learner.update(learner.buffer.pop_batch(u + 1)) for u in range(updates)]
+    """`updates` updates, a checkpoint before the last; then the weights published (a sharded learner
+    gathers them into rank 0's whole policy)."""
+    metrics = []
+    for u in range(updates):
+        if u == updates - 1:
+            learner.save_checkpoint()
+        metrics.append(learner.update(learner.buffer.pop_batch(u + 1)))
+    learner.publish_policy()
+    return metrics
 
 
-def rank_main(rank: int, port: int, out: Path, cfg: GRPOConfig, groups: int, size: int, updates: int) -> None:
+def rank_main(rank: int, port: int, out: Path, cfg: GRPOConfig, groups: int, size: int, updates: int,
+              fsdp: bool) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     where = Rank(rank, WORLD, rank)
@@ -64,21 +77,33 @@ def rank_main(rank: int, port: int, out: Path, cfg: GRPOConfig, groups: int, siz
         serve(where)
         return
     policy = starting_policy()
-    parallel = DataParallel(where, WorkerSetup(worker_policy, "cpu", cfg, "gloo", threads=1))
+    parallel = DataParallel(where, WorkerSetup(worker_policy, "cpu", cfg, "gloo", threads=1, fsdp=fsdp))
     learner = GRPOLearner(policy, cfg, out / "run", tensorboard=False, parallel=parallel)
     rollouts(policy, learner.buffer, groups * updates, size)
     metrics = train(learner, updates)
-    torch.save({"params": [p.detach() for p in learner.params], "metrics": metrics}, out / "rank0.pt")
+    params = [p.detach().clone() for p in learner.params]
+    model = learner.steps.policy.model
+    layout = {"units": sum(isinstance(m, FSDPModule) for m in model.modules()),
+              "blocks": sum(any(c.__name__ == "LlamaDecoderLayer" for c in type(m).__mro__) for m in model.modules()),
+              "sharded": [isinstance(p, DTensor) for p in learner.steps.params]}
+    # The last update again, after a resume from the checkpoint before it: every rank must restore
+    # its weights (its shards) and optimiser state from the checkpoint's whole tensors.
+    assert learner.resume() is not None
+    redone = learner.maybe_update()
+    learner.publish_policy()
+    torch.save({"params": params, "metrics": metrics, "redone": [p.detach() for p in learner.params],
+                "redone_metrics": redone, **layout}, out / "rank0.pt")
     parallel.stop()
 
 
-def distributed_and_single(tmp_path: Path, cfg: GRPOConfig, groups: int, size: int, updates: int):
-    ranks = mp.spawn(rank_main, args=(free_port(), tmp_path, cfg, groups, size, updates), nprocs=WORLD,
+def distributed_and_single(tmp_path: Path, cfg: GRPOConfig, groups: int, size: int, updates: int, fsdp: bool):
+    ranks = mp.spawn(rank_main, args=(free_port(), tmp_path, cfg, groups, size, updates, fsdp), nprocs=WORLD,
                      join=False)
     deadline = time.monotonic() + SPAWN_TIMEOUT_S
     try:
         while not ranks.join(timeout=1):  # raises if a rank failed; True once all have exited
-            assert time.monotonic() < deadline, "the ranks did not finish: a worker missed the stop signal?"
+            assert time.monotonic() < deadline, "the ranks did not finish: a collective that not every rank " \
+                "joined, or a worker that missed the stop signal"
     finally:
         for process in ranks.processes:
             if process.is_alive():
@@ -91,31 +116,49 @@ def distributed_and_single(tmp_path: Path, cfg: GRPOConfig, groups: int, size: i
     return distributed, single, metrics
 
 
-def assert_same_update(distributed, single: GRPOLearner, metrics) -> None:
+def assert_same_update(distributed, single: GRPOLearner, metrics, tmp_path: Path) -> None:
     moved = 0
-    for got, want, start in zip(distributed["params"], single.params, starting_policy().trainable_parameters(),
-                                strict=True):
+    for got, again, want, start in zip(distributed["params"], distributed["redone"], single.params,
+                                       starting_policy().trainable_parameters(), strict=True):
         torch.testing.assert_close(got, want.detach(), atol=ATOL, rtol=RTOL)
+        torch.testing.assert_close(again, got, atol=ATOL, rtol=RTOL)
         moved += int((want.detach() - start.detach()).abs().max() > 100 * ATOL)
     assert moved == len(single.params)  # the update moved every tensor: the comparison means something
     for got, want in zip(distributed["metrics"], metrics, strict=True):
         for key in METRICS:
             assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
+    for key in METRICS:
+        assert distributed["redone_metrics"][key] == pytest.approx(metrics[-1][key], rel=1e-4, abs=1e-6), key
+    # What the policy nodes load: the published checkpoint (LoRA merged) holds the same weights.
+    name = f"v{len(metrics):06d}"
+    got = load_file(tmp_path / "run" / "policies" / name / "model.safetensors")
+    want = load_file(tmp_path / "single" / "policies" / name / "model.safetensors")
+    assert got.keys() == want.keys()
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], atol=ATOL, rtol=RTOL)
 
 
-def test_two_ranks_give_the_single_process_update(tmp_path):
+@pytest.mark.parametrize("fsdp", [False, True], ids=["replicated", "sharded"])
+def test_two_ranks_give_the_single_process_update(tmp_path, fsdp):
     """Two updates of 2 groups x 4 rollouts, mini-batches of 4: the second update also checks that
-    rank 1 ended the first with rank 0's weights and optimiser state."""
-    distributed, single, metrics = distributed_and_single(tmp_path, CFG, CFG.groups_per_update, 4, updates=2)
-    assert_same_update(distributed, single, metrics)
+    rank 1 ended the first with rank 0's weights and optimiser state, and is done again after a
+    resume from the checkpoint before it."""
+    distributed, single, metrics = distributed_and_single(tmp_path, CFG, CFG.groups_per_update, 4, 2, fsdp)
+    assert_same_update(distributed, single, metrics, tmp_path)
+    # sharded: every decoder block is an FSDP unit of its own, plus the root; every trained tensor sharded
+    assert distributed["blocks"] >= 1
+    assert distributed["units"] == (distributed["blocks"] + 1 if fsdp else 0)
+    assert distributed["sharded"] == [fsdp] * len(single.params)
 
 
-def test_an_uneven_split_gives_the_single_process_update(tmp_path):
+@pytest.mark.parametrize("fsdp", [False, True], ids=["replicated", "sharded"])
+def test_an_uneven_split_gives_the_single_process_update(tmp_path, fsdp):
     """3 groups x 3 rollouts = 9 trajectories on 2 ranks (5 and 4), mini-batches of 4 (the last holds
-    one trajectory, so one rank has none in it) and forward passes of one trajectory."""
+    one trajectory, so one rank has none in it) and forward passes of one trajectory: sharded, the
+    ranks run different numbers of passes of their own and must still join each other's."""
     cfg = GRPOConfig(groups_per_update=3, epochs=2, minibatch_size=4, lr=3e-3, forward_chunks=3)
-    distributed, single, metrics = distributed_and_single(tmp_path, cfg, 3, 3, updates=1)
-    assert_same_update(distributed, single, metrics)
+    distributed, single, metrics = distributed_and_single(tmp_path, cfg, 3, 3, 1, fsdp)
+    assert_same_update(distributed, single, metrics, tmp_path)
 
 
 def test_split_batch_deals_round_robin_and_keeps_the_orders():

@@ -20,6 +20,7 @@ a failed update ends it with status 1, after which `vla-rl launch train_sim` res
 Distributed (torchrun --nproc_per_node=N <this executable> --ros-args ...): rank 0 is this node, and
 every update's gradients are computed by all N ranks (vla_rl_ros/rl/distributed.py); ranks > 0 run
 no ROS at all: they take the policy, the config and each update's share from rank 0, and end with it.
+With fsdp:=true the ranks shard the model (FSDP2) instead of each holding it whole.
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ class Params(GRPOConfig):
     seed: int = param(0, "seed of mini-batch shuffling", low=0, high=2**31 - 1)
     backend: str = param("", "gradient all-reduce of a distributed learner (run under torchrun); empty: "
                          "nccl on a CUDA device, gloo otherwise", choices=("", "gloo", "nccl"))
+    fsdp: bool = param(False, "distributed learner: shard the weights, gradients and optimiser state over "
+                       "the ranks (FSDP2), for a model that does not fit one device; rank 0 keeps a whole "
+                       "copy on the CPU to save")
 
     def grpo(self) -> GRPOConfig:
         return GRPOConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(GRPOConfig)})
@@ -90,10 +94,14 @@ class Learner(Node):
         make_policy = functools.partial(load_trainable, checkpoint,
                                         FinetuneConfig(mode=p.finetune, lora_rank=p.lora_rank), p.dtype)
         rank = Rank.from_env()  # None: one process, the whole learner
+        if p.fsdp and rank is None:
+            raise ParameterError("fsdp:=true shards over the ranks of a distributed learner: run the "
+                                 "learner under torchrun (README, 'Distributed learner')")
         try:
-            policy = make_policy(rank_device(p.device, rank.local_rank) if rank else p.device)
+            device = rank_device(p.device, rank.local_rank) if rank else p.device
+            policy = make_policy("cpu" if p.fsdp else device)  # sharded: each rank's shards go to its device
             parallel = None if rank is None else DataParallel(rank, WorkerSetup(
-                make_policy, p.device, p.grpo(), p.backend or default_backend(p.device), p.threads))
+                make_policy, p.device, p.grpo(), p.backend or default_backend(p.device), p.threads, p.fsdp))
             self.core = GRPOLearner(policy, p.grpo(), self.run_dir, seed=p.seed, parallel=parallel)
             resumed = self.core.resume()
         except (CheckpointError, FileNotFoundError, OSError, ValueError) as exc:

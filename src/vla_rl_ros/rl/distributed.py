@@ -3,16 +3,27 @@
 Rank 0 is the whole learner (the ROS node: buffer, checkpoints, PolicyUpdate, metrics) and holds a
 DataParallel; ranks > 0 run `serve`, a plain loop without ROS. For each update rank 0 scatters one
 Share per rank (trajectory i to rank i % world_size, with every epoch's mini-batch order); each rank
-runs GradientSteps on its share, and after each mini-batch's backward the gradients are summed over
-the ranks. A rank weighs its trajectories by 1 / (the whole mini-batch's size), so the sum is the
-single process's gradient; the clip and the AdamW step then run on the same gradient on every rank,
-and the weights stay the same everywhere (the test compares them with a single process's).
+runs GradientSteps on its share, and each mini-batch's gradients are summed over the ranks. A rank
+weighs its trajectories by 1 / (the whole mini-batch's size), so the sum is the single process's
+gradient; the clip and the AdamW step then run on the same gradient on every rank (the test compares
+the weights with a single process's).
 
-Why an explicit all-reduce and not torch's DistributedDataParallel: DDP hooks a module's forward and
-expects every rank to run the same number of backward passes per step, but a mini-batch may hold
-none of a rank's trajectories (a rank with no gradient still joins the sum, with zeros), and the
-policy is not called through one module forward (token_log_probs). FSDP is not offered: see
-docs/architecture.md, "Distributed learner".
+Two ways to hold the model, the same update:
+- replicated (default): every rank holds the whole model; after each mini-batch's backward the
+  gradients are all-reduced in one flat buffer (`all_reduce_grads`).
+- sharded (`fsdp`): torch's FSDP2 (`fully_shard`) splits the weights, gradients and optimiser state
+  over the ranks, for a model that does not fit one device: each transformer block (the model's
+  `_no_split_modules`, as transformers' own FSDP wrapping picks them) gathers its weights for each
+  forward and backward and reduce-scatters its gradients. Every rank must then run as many forward
+  passes as the others (a rank short of them runs zero-weighted one-chunk passes), and rank 0 keeps a
+  whole copy of the policy on the CPU, into which it gathers the trained weights to publish a policy
+  and (with the optimiser state) to write a checkpoint; resuming loads a checkpoint's whole tensors
+  into every rank's shards. Checkpoints are the same files either way.
+
+Why not torch's DistributedDataParallel: DDP hooks a module's forward and expects every rank to run
+the same number of backward passes per step, but a mini-batch may hold none of a rank's trajectories
+and the policy is not called through one module forward (token_log_probs); the explicit all-reduce
+needs neither.
 
 Objects (shares, results, the weights at start and after a resume) travel over a gloo group, as
 CPU pickles; gradients go over the `backend` group: gloo on CPU, nccl on CUDA GPUs.
@@ -20,6 +31,7 @@ CPU pickles; gradients go over the `backend` group: gloo on CPU, nccl on CUDA GP
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from collections.abc import Callable
@@ -29,6 +41,9 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from vla_rl_ros.rl.config import GRPOConfig
 from vla_rl_ros.rl.learner import GradientSteps, Share, ShareResult, TokenPolicy, release_freed_memory
@@ -80,26 +95,40 @@ class WorkerSetup:
     make_policy: Callable[[str], TokenPolicy]  # device -> the policy with its trainable parameters
     device: str  # rank 0's device setting; each rank puts it on its own GPU (rank_device)
     config: GRPOConfig
-    backend: str  # of the gradient all-reduce
+    backend: str  # of the gradient reduction
     threads: int  # torch CPU threads; 0: torch's default
+    fsdp: bool = False  # shard the weights, gradients and optimiser state over the ranks
 
 
 @dataclass
 class State:
-    """The trainable weights and the optimiser state, on the CPU: rank 0's, for every other rank."""
+    """Whole trainable weights and, unless None, the optimiser state, on the CPU: what rank 0 sends the
+    other ranks and writes to a checkpoint."""
 
     params: list[torch.Tensor]
-    optimizer: dict[str, Any]
+    optimizer: dict[str, Any] | None
 
     @classmethod
-    def of(cls, steps: GradientSteps) -> State:
-        return cls([p.detach().cpu() for p in steps.params], _to_cpu(steps.optimizer.state_dict()))
+    def of(cls, params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer | None) -> State:
+        """A collective where the weights are sharded: every rank calls it, in the same order."""
+        return cls([_whole(p) for p in params], None if optimizer is None else _whole(optimizer.state_dict()))
 
-    def load_into(self, steps: GradientSteps) -> None:
+    def load_into(self, params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Copy into these parameters (a sharded one takes its own shard: no communication) and optimiser."""
         with torch.no_grad():
-            for p, value in zip(steps.params, self.params, strict=True):
-                p.copy_(value)
-        steps.optimizer.load_state_dict(self.optimizer)  # moves the state to each parameter's device
+            for p, value in zip(params, self.params, strict=True):
+                p.copy_(_like(value, p))
+        if optimizer is not None and self.optimizer is not None:
+            state = {i: {k: _like(v, params[i]) if v.shape == params[i].shape else v for k, v in entry.items()}
+                     for i, entry in self.optimizer["state"].items()}
+            optimizer.load_state_dict({**self.optimizer, "state": state})  # moves it to each parameter's device
+
+
+@dataclass(frozen=True)
+class Gather:
+    """Rank 0's message: every rank joins in gathering the whole weights (and the optimiser state)."""
+
+    optimizer: bool
 
 
 class DataParallel:
@@ -112,19 +141,37 @@ class DataParallel:
         if setup.backend not in BACKENDS:
             raise ValueError(f"backend {setup.backend!r}: one of {list(BACKENDS)}")
         self.world_size = rank.world_size
+        self.setup = setup
+        self.sharded = setup.fsdp
         _init(rank)
         _send([setup] * self.world_size)
         self.grads = _gradient_group(setup.backend)
 
-    def sync_state(self, steps: GradientSteps) -> None:
-        """Give every rank these weights and optimiser state (at start: a LoRA adapter's random
-        initialisation differs by process; after a resume: the checkpoint's)."""
-        _send([State.of(steps)] * self.world_size)
+    def prepare(self, policy: TokenPolicy) -> GradientSteps:
+        """Rank 0's GradientSteps. Every rank starts from these weights (a LoRA adapter's random
+        initialisation differs by process); sharded, the steps run on a sharded copy and `policy` stays
+        whole (on the CPU), to be saved."""
+        _send([State.of(_trainable(policy), None)] * self.world_size)
+        return _steps(copy.deepcopy(policy) if self.sharded else policy, self.setup, self.grads)
+
+    def gather_state(self, steps: GradientSteps, optimizer: bool) -> State:
+        """The whole weights (and optimiser state), gathered from every rank's shards."""
+        _send([Gather(optimizer)] * self.world_size)
+        return State.of(steps.params, steps.optimizer if optimizer else None)
+
+    def load_state(self, params: list[torch.Tensor], optimizer: dict[str, Any], steps: GradientSteps) -> None:
+        """Every rank, this one too, steps on from these whole weights and optimiser state (a resume)."""
+        state = State(params, optimizer)
+        _send([state] * self.world_size)
+        state.load_into(steps.params, steps.optimizer)
 
     def run(self, shares: list[Share], steps: GradientSteps) -> list[ShareResult]:
         """One update: scatter the shares, run rank 0's, gather every rank's result (in rank order)."""
+        if self.sharded and not all(share.indices for share in shares):
+            raise ValueError(f"a sharded update needs a trajectory on every rank: "
+                             f"{sum(len(share.indices) for share in shares)} trajectories on {self.world_size} ranks")
         _send(shares)
-        return _gather(steps.run(shares[0], self.reduce_grads))
+        return _gather(steps.run(shares[0], None if self.sharded else self.reduce_grads))
 
     def reduce_grads(self, params: list[torch.nn.Parameter]) -> None:
         all_reduce_grads(params, self.grads)
@@ -142,14 +189,54 @@ def serve(rank: Rank) -> None:
     grads = _gradient_group(setup.backend)
     if setup.threads:
         torch.set_num_threads(setup.threads)
-    steps = GradientSteps(setup.make_policy(rank_device(setup.device, rank.local_rank)), setup.config)
+    device = rank_device(setup.device, rank.local_rank)
+    policy = setup.make_policy("cpu" if setup.fsdp else device)  # sharding moves each shard to its device
+    start: State = _receive()
+    start.load_into(_trainable(policy))
+    steps = _steps(policy, setup, grads)
     while (message := _receive()) is not None:
         if isinstance(message, State):
-            message.load_into(steps)
-            continue
-        _gather(steps.run(message, lambda params: all_reduce_grads(params, grads)))
-        release_freed_memory()
+            message.load_into(steps.params, steps.optimizer)
+        elif isinstance(message, Gather):
+            State.of(steps.params, steps.optimizer if message.optimizer else None)
+        else:
+            _gather(steps.run(message, None if setup.fsdp else lambda params: all_reduce_grads(params, grads)))
+            release_freed_memory()
     dist.destroy_process_group()
+
+
+def shard(policy: TokenPolicy, group: dist.ProcessGroup | None, device: str) -> None:
+    """FSDP2 over the ranks of `group` (None: the default one): each transformer block (the classes in
+    the model's `_no_split_modules`) a unit of its own, bottom-up, then the rest of the model. Moves
+    each rank's shards to `device`'s type (the rank's current GPU on CUDA)."""
+    mesh = DeviceMesh.from_group(group or dist.group.WORLD, torch.device(device).type)
+    model = policy.model
+    blocks = set(getattr(policy.base_model, "_no_split_modules", None) or ())
+    for module in reversed(list(model.modules())):
+        if type(module).__name__ in blocks:
+            fully_shard(module, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+
+
+def _steps(policy: TokenPolicy, setup: WorkerSetup, grads: dist.ProcessGroup | None) -> GradientSteps:
+    """Every rank's GradientSteps: on the whole policy, or sharded with its losses scaled to a sum (the
+    backward averages over the ranks) and its forward passes in lockstep."""
+    if not setup.fsdp:
+        return GradientSteps(policy, setup.config)
+    shard(policy, grads, setup.device)
+    return GradientSteps(policy, setup.config, loss_scale=dist.get_world_size(), lockstep=_most)
+
+
+def _most(count: int) -> int:
+    """The largest count over the ranks."""
+    value = torch.tensor([count])
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return int(value)
+
+
+def _trainable(policy: TokenPolicy) -> list[torch.nn.Parameter]:
+    """GradientSteps.params, before the steps exist."""
+    return [p for p in policy.trainable_parameters() if p.requires_grad]
 
 
 def all_reduce_grads(params: list[torch.nn.Parameter], group: dist.ProcessGroup | None = None) -> None:
@@ -198,13 +285,23 @@ def _gather(result: ShareResult) -> list[ShareResult]:
     return results
 
 
-def _to_cpu(value: Any) -> Any:
-    """A state dict's tensors on the CPU: a CUDA tensor pickled on one rank would come back on that
-    rank's GPU in another process."""
+def _whole(value: Any) -> Any:
+    """Tensors of a state (a parameter, a state dict) whole and on the CPU, detached: a sharded tensor
+    gathered from every rank (a collective), a CUDA one moved (pickled, it would come back on that
+    rank's GPU in another process)."""
+    if isinstance(value, DTensor):
+        value = value.full_tensor()
     if isinstance(value, torch.Tensor):
-        return value.cpu()
+        return value.detach().cpu()
     if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
+        return {k: _whole(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_to_cpu(v) for v in value]
+        return [_whole(v) for v in value]
+    return value
+
+
+def _like(value: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """A whole tensor as `param` holds it: this rank's shard of it where the parameter is sharded."""
+    if isinstance(param, DTensor):
+        return distribute_tensor(value.detach(), param.device_mesh, param.placements, src_data_rank=None)
     return value

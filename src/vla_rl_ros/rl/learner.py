@@ -22,6 +22,7 @@ like with like, as veRL does; trajectories of different temperatures go through 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import math
 import os
@@ -45,7 +46,7 @@ from vla_rl_ros.rl.metrics import MetricsWriter
 from vla_rl_ros.rl.records import TrajectoryRecord
 
 if TYPE_CHECKING:
-    from vla_rl_ros.rl.distributed import DataParallel
+    from vla_rl_ros.rl.distributed import DataParallel, State
 
 CHECKPOINTS_DIR = "checkpoints"
 POLICIES_DIR = "policies"
@@ -85,14 +86,13 @@ class GRPOLearner:
         self.config = config
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.steps = GradientSteps(policy, config)
-        self.params = self.steps.params
-        self.optimizer = self.steps.optimizer
         # None: this process is the whole learner. Otherwise rank 0 of a process group whose other
-        # ranks run rl.distributed.serve; they start from these weights and this optimiser state.
+        # ranks run rl.distributed.serve; they start from these weights. A sharded one steps on a
+        # sharded copy, and `policy` stays whole: the weights are gathered into it to be saved.
         self.parallel = parallel
-        if parallel is not None:
-            parallel.sync_state(self.steps)
+        self.steps = GradientSteps(policy, config) if parallel is None else parallel.prepare(policy)
+        self.params = [p for p in policy.trainable_parameters() if p.requires_grad]  # of `policy`
+        self.optimizer = self.steps.optimizer
         self.generator = torch.Generator().manual_seed(seed)  # mini-batch shuffling
         self.buffer = EpisodeBuffer(config, self.run_dir / BUFFER_DIR)
         self.metrics = MetricsWriter(self.run_dir, tensorboard=tensorboard)
@@ -201,6 +201,7 @@ class GRPOLearner:
         """Save the current weights for the policy nodes as run_dir/policies/v<version>; returns it.
         Written under a temporary name and renamed, so a reader never sees half a checkpoint."""
         path = self.run_dir / POLICIES_DIR / f"v{self.policy_version:06d}"
+        self._gather(optimizer=False)
         _atomic_dir(path, self.policy.save)
         _prune(path.parent, "v", KEEP_CHECKPOINTS)
         return path
@@ -210,12 +211,14 @@ class GRPOLearner:
         state, counters, RNG states; then the buffer forgets the episodes this checkpoint covers."""
         root = self.run_dir / CHECKPOINTS_DIR
         path = root / f"update_{self.updates:06d}"
+        gathered = self._gather(optimizer=True)
+        optimizer = self.optimizer.state_dict() if gathered is None else gathered.optimizer
 
         def write(tmp: Path) -> None:
             self.policy.save(tmp / POLICY_SUBDIR)
             save_file({f"param_{i:05d}": p.detach().contiguous() for i, p in enumerate(self.params)},
                       str(tmp / TRAINABLE_FILE))
-            torch.save({"optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+            torch.save({"optimizer": optimizer, "torch_rng": torch.get_rng_state(),
                         "generator": self.generator.get_state()}, tmp / OPTIMIZER_FILE)
             write_json(tmp / LEARNER_FILE, {
                 "updates": self.updates, "policy_version": self.policy_version,
@@ -262,7 +265,10 @@ class GRPOLearner:
                                      f"is {tuple(p.shape)}; resume with the same policy config")
                 p.copy_(saved)
         extra = torch.load(path / OPTIMIZER_FILE, weights_only=True)  # no pickle execution
-        self.optimizer.load_state_dict(extra["optimizer"])
+        if self.parallel is None:
+            self.optimizer.load_state_dict(extra["optimizer"])
+        else:  # every rank steps on from the checkpoint's weights and optimiser state
+            self.parallel.load_state([p.detach().cpu() for p in self.params], extra["optimizer"], self.steps)
         torch.set_rng_state(extra["torch_rng"])
         self.generator.set_state(extra["generator"])
         self.updates = state["updates"]
@@ -270,9 +276,18 @@ class GRPOLearner:
         self.optimizer_steps = state["optimizer_steps"]
         self.trajectories_trained = state["trajectories_trained"]
         self._restart(self.updates)
-        if self.parallel is not None:
-            self.parallel.sync_state(self.steps)  # the other ranks step from the restored state too
         return path
+
+    def _gather(self, optimizer: bool) -> State | None:
+        """A sharded learner: the whole trained weights (and optimiser state) gathered from every rank,
+        the weights copied into `policy`. None where this process's weights are whole already."""
+        if self.parallel is None or not self.parallel.sharded:
+            return None
+        state = self.parallel.gather_state(self.steps, optimizer)
+        with torch.no_grad():
+            for p, value in zip(self.params, state.params, strict=True):
+                p.copy_(value)
+        return state
 
     def _restart(self, after_update: int) -> None:
         self.buffer.rollback(after_update)
@@ -320,9 +335,17 @@ class GradientSteps:
     all-reduce sum over ranks; none in a single process) makes every rank's gradient the single
     process's before the clip and the step: the weights stay the same on every rank."""
 
-    def __init__(self, policy: TokenPolicy, config: GRPOConfig) -> None:
+    def __init__(self, policy: TokenPolicy, config: GRPOConfig, *, loss_scale: float = 1.0,
+                 lockstep: Callable[[int], int] | None = None) -> None:
         self.policy = policy
         self.config = config
+        # A sharded learner (rl/distributed.py): its backward averages the gradients over the ranks, so
+        # each rank scales its loss by the number of ranks to make that average the sum.
+        self.loss_scale = loss_scale
+        # A sharded learner: every rank must run as many forward passes as the others (each gathers the
+        # weights from all of them). local count -> the largest over the ranks; a rank short of it
+        # runs one-chunk passes of its first trajectory with zero weight.
+        self.lockstep = lockstep
         self.params = [p for p in policy.trainable_parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("policy.trainable_parameters() has no parameter that requires grad; "
@@ -338,8 +361,13 @@ class GradientSteps:
         # Old log-probs from the current weights (the policy node's are for reference only: another
         # process, possibly another numeric path). The ratio starts at exactly 1.
         with torch.no_grad():
-            s_logp_old = [lp for idx in self._forward_slices(range(len(s_traj)), s_traj)
-                          for lp in self._token_log_probs([s_traj[i] for i in idx])]  # n x (T_b,)
+            s_logp_old: list[torch.Tensor] = [torch.empty(0)] * len(s_traj)  # n x (T_b,)
+            for part in self._passes(range(len(s_traj)), s_traj):
+                if not part:  # the lockstep's filler
+                    self._forward([_filler(s_traj)])
+                    continue
+                for i, logp in zip(part, self._forward([s_traj[i] for i in part]), strict=True):
+                    s_logp_old[i] = logp
 
         totals: dict[str, float] = {}
         minimum, maximum = math.inf, -math.inf
@@ -351,13 +379,16 @@ class GradientSteps:
                 mb_loss = 0.0
                 # Gradient accumulation over forward passes of at most forward_chunks chunks; the
                 # loss is a mean over trajectories, so each part weighs len(part) / len(mb_inds).
-                for part in self._forward_slices([local[i] for i in mb_inds if i in local], s_traj):
-                    logp_new = self._token_log_probs([s_traj[i] for i in part])  # b x (T_b,)
+                for part in self._passes([local[i] for i in mb_inds if i in local], s_traj):
+                    if not part:  # the lockstep's filler: a gradient of zeros
+                        (self._forward([_filler(s_traj)])[0].sum() * 0.0).backward()
+                        continue
+                    logp_new = self._forward([s_traj[i] for i in part])  # b x (T_b,)
                     mb_logp_new, mask = _pad(logp_new)  # (b, T)
                     mb_logp_old, _ = _pad([s_logp_old[i] for i in part])
                     loss, stats = clipped_policy_loss(mb_logp_new, mb_logp_old, share.advantages[part], mask,
                                                       clip_low=cfg.clip_low, clip_high=cfg.clip_high)
-                    (loss * len(part) / len(mb_inds)).backward()
+                    (loss * (len(part) / len(mb_inds) * self.loss_scale)).backward()
                     mb_loss += loss.item() * len(part) / len(mb_inds)
                     for key in ("clip_fraction", "clip_fraction_low", "clip_fraction_high",
                                 "ratio_mean", "approx_kl"):
@@ -366,37 +397,36 @@ class GradientSteps:
                     minimum, maximum = min(minimum, stats["ratio_min"]), max(maximum, stats["ratio_max"])
                 if reduce_grads is not None:
                     reduce_grads(self.params)
-                grad_norms.append(float(torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)))
+                grad_norms.append(_item(torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)))
                 self.optimizer.step()
                 losses.append(mb_loss)
         return ShareResult(s_logp_old, losses, grad_norms, totals, minimum, maximum)
 
-    def _forward_slices(self, indices: Iterable[int], trajectories: list[TrajectoryRecord]) -> list[list[int]]:
-        """Split trajectory indices into consecutive parts of at most forward_chunks chunks (a longer
-        trajectory goes alone)."""
-        parts: list[list[int]] = [[]]
-        chunks = 0
-        for i in indices:
-            n = trajectories[i].num_chunks
-            if parts[-1] and chunks + n > self.config.forward_chunks:
-                parts.append([])
-                chunks = 0
-            parts[-1].append(i)
-            chunks += n
-        return [p for p in parts if p]
+    def _passes(self, indices: Iterable[int], trajectories: list[TrajectoryRecord]) -> list[list[int]]:
+        """Trajectory indices -> the forward passes that score them: consecutive trajectories of one
+        sampling temperature (each is scored at its own, as veRL does: one temperature in a normal run,
+        where every policy node samples at the same), at most forward_chunks chunks a pass (a longer
+        trajectory goes alone). In lockstep, empty parts pad the list to the ranks' longest."""
+        parts: list[list[int]] = []
+        indices = list(indices)
+        for temperature in sorted({trajectories[i].temperature for i in indices}):
+            parts.append([])
+            chunks = 0
+            for i in (i for i in indices if trajectories[i].temperature == temperature):
+                n = trajectories[i].num_chunks
+                if parts[-1] and chunks + n > self.config.forward_chunks:
+                    parts.append([])
+                    chunks = 0
+                parts[-1].append(i)
+                chunks += n
+        if self.lockstep is not None:
+            parts += [[] for _ in range(self.lockstep(len(parts)) - len(parts))]
+        return parts
 
-    def _token_log_probs(self, trajectories: list[TrajectoryRecord]) -> list[torch.Tensor]:
-        """Per trajectory (T_b,) log-probs at its own sampling temperature: one forward pass per
-        temperature among them (one in a normal run, where every policy node samples at the same)."""
-        out: list[torch.Tensor] = [torch.empty(0)] * len(trajectories)
-        for temperature in sorted({t.temperature for t in trajectories}):
-            idx = [i for i, t in enumerate(trajectories) if t.temperature == temperature]
-            for i, logp in zip(idx, self._forward([trajectories[i] for i in idx], temperature), strict=True):
-                out[i] = logp
-        return out
-
-    def _forward(self, trajectories: list[TrajectoryRecord], temperature: float) -> list[torch.Tensor]:
-        """All chunks of these trajectories in one forward pass -> per trajectory (T_b,) log-probs."""
+    def _forward(self, trajectories: list[TrajectoryRecord]) -> list[torch.Tensor]:
+        """All chunks of these trajectories (of one temperature) in one forward pass -> per trajectory
+        (T_b,) log-probs."""
+        temperature = trajectories[0].temperature
         images = np.concatenate([t.images for t in trajectories])  # (sum N, H, W, 3)
         state = np.concatenate([t.state for t in trajectories])  # (sum N, P)
         instructions = [t.instruction for t in trajectories for _ in range(t.num_chunks)]
@@ -408,6 +438,18 @@ class GradientSteps:
                              f"{tuple(token_ids.shape)} (one log-prob per sampled token)")
         per_traj = torch.split(logp, [t.num_chunks for t in trajectories])  # b x (N_b, C*A)
         return [lp.reshape(-1) for lp in per_traj]  # b x (T_b,)
+
+
+def _filler(trajectories: list[TrajectoryRecord]) -> TrajectoryRecord:
+    """The first chunk of a rank's first trajectory: the cheapest pass that joins the others' gathers."""
+    t = trajectories[0]
+    return dataclasses.replace(t, images=t.images[:1], state=t.state[:1], token_ids=t.token_ids[:1],
+                               log_probs=t.log_probs[:1], steps=t.steps[:1])
+
+
+def _item(value: torch.Tensor) -> float:
+    """A scalar's value; a sharded learner's gradient norm is a DTensor, the same on every rank."""
+    return float(value.full_tensor() if hasattr(value, "full_tensor") else value)
 
 
 _MALLOC_TRIM = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc only (the process's own symbols)
