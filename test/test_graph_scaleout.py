@@ -91,6 +91,11 @@ def test_rollout_hosts_prefix_their_arms_and_split_them_across_policy_servers(tm
     # One server (train_sim's default): every arm, no prefix; two servers with one arm: only the first.
     sim = nodes("train_sim", tmp_path)
     assert sim["/policy_node"]["arms"] == ["/arm0", "/arm1"] and sim["/learner"]["arms"] == ["arm0", "arm1"]
+    # What an included file sets stays in its group (an include alone leaks it, in ros2 launch as in
+    # vla-rl launch): the second policy server's arms and device do not reach the learner.
+    split = nodes("train_sim", tmp_path, num_arms="4", policy_servers="2", device_1="cuda:1")
+    assert split["/learner"]["arms"] == ["arm0", "arm1", "arm2", "arm3"] and split["/learner"]["device"] == "cpu"
+    assert split["/policy_1/policy_node"]["device"] == "cuda:1"
     assert sorted(nodes("train_sim", tmp_path, num_arms="1", policy_servers="2")) == [
         "/arm0/sim_arms", "/learner", "/policy_0/policy_node"]
     # A learner host for arms elsewhere, optionally with their policy node.

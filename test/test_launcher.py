@@ -81,6 +81,22 @@ def test_conditions_includes_env_and_let(tmp_path: Path) -> None:
     assert desc.processes[0].env == {"FROM_SET_ENV": "1", "GREETING": "hi ada"}
 
 
+def test_an_include_leaks_what_it_sets_unless_a_group_scopes_it(tmp_path: Path) -> None:
+    """As in ros2 launch: an include runs in its includer's context, so the arguments it passes and the
+    lets of its file stay set after it; a group keeps them inside."""
+    write(tmp_path / "child.launch.yaml", {"launch": [
+        {"arg": {"name": "device", "default": "cpu"}},
+        {"let": {"name": "arms", "value": "[from_child]"}},
+    ]})
+    include = {"include": {"file": "$(dirname)/child.launch.yaml", "arg": [{"name": "device", "value": "cuda:1"}]}}
+    after = {"executable": {"cmd": f"{PY} -c pass", "name": "$(var device)-$(var arms)"}}
+    head = [{"arg": {"name": "device", "default": "cpu"}}, {"let": {"name": "arms", "value": "[mine]"}}]
+    leaky = write(tmp_path / "leaky.launch.yaml", {"launch": [*head, include, after]})
+    scoped = write(tmp_path / "scoped.launch.yaml", {"launch": [*head, {"group": {"children": [include]}}, after]})
+    assert [p.label for p in describe(leaky, {}, tmp_path).processes] == ["cuda:1-[from_child]-1"]
+    assert [p.label for p in describe(scoped, {}, tmp_path).processes] == ["cpu-[mine]-1"]
+
+
 @pytest.mark.parametrize(("doc", "overrides", "message"), [
     ({"launch": [{"timer": {"period": 1}}]}, {}, "action `timer` is not supported"),
     ({"launch": [{"node": {"pkg": "vla_rl_ros", "exec": "vla-rl", "launch-prefix": "gdb"}}]}, {},

@@ -6,10 +6,13 @@ args, ros_args, output, on_exit: shutdown, respawn, respawn_delay), `executable`
 env, output, on_exit, respawn), `group` (scoped, children), `push_ros_namespace`, `include`
 (file, arg), and `if:`/`unless:` on every action. Anything else is refused by name.
 Arguments given as `name:=value` reach every file (an included one too) unless an include passes
-that argument itself, as in `ros2 launch`. Differences from `ros2 launch`: an `include` never leaks
-its launch configurations to the file that included it (ros2 launch scopes them only inside a
-group); a process with both `respawn` and `on_exit: shutdown` is respawned after a crash and ends
-the launch when it exits cleanly (runner.py; ros2 launch ends the launch on any of its exits).
+that argument itself, as in `ros2 launch`. As there too, an `include` runs in the context of the
+file that includes it: the arguments it passes and the launch configurations, environment and
+namespace its file sets stay set after it, unless a `group` scopes it (the package's files put every
+include in one). Differences from `ros2 launch`: a process with both `respawn` and `on_exit:
+shutdown` is respawned after a crash and ends the launch when it exits cleanly (runner.py; ros2
+launch ends the launch on any of its exits); an unknown `name:=` argument is refused (ros2 launch
+ignores it); `name:=` with an empty value is taken (ros2 launch refuses it).
 """
 
 from __future__ import annotations
@@ -52,8 +55,8 @@ class Context:
     env: dict[str, str]
     launch_file: Path
 
-    def child(self, launch_file: Path | None = None) -> Context:
-        return Context(dict(self.configs), self.namespace, dict(self.env), launch_file or self.launch_file)
+    def child(self) -> Context:
+        return Context(dict(self.configs), self.namespace, dict(self.env), self.launch_file)
 
     def scope(self) -> SubstitutionScope:
         return SubstitutionScope(self.configs, self.launch_file)
@@ -211,10 +214,15 @@ class _Expander:
             path = ctx.launch_file.parent / path
         if not path.name.endswith((".yaml", ".yml")):
             raise LaunchError(f"{ctx.launch_file}: include of {path}: vla-rl launch reads YAML launch files only")
-        inner = ctx.child(path.resolve())
+        # ros2 launch sets each passed argument as a launch configuration of this context, in order,
+        # then runs the file in it: outside a group, all of it stays set for what follows.
         for item in body.get("arg", []) or []:
-            inner.configs[self.sub(item["name"], ctx)] = self.sub(item["value"], ctx)
-        self.file(path, inner)
+            ctx.configs[self.sub(item["name"], ctx)] = self.sub(item["value"], ctx)
+        including, ctx.launch_file = ctx.launch_file, path.resolve()
+        try:
+            self.file(path, ctx)
+        finally:
+            ctx.launch_file = including
 
     def do_node(self, body: dict[str, Any], ctx: Context) -> None:
         for key in ("pkg", "exec"):
