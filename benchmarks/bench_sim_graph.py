@@ -1,18 +1,26 @@
 """Control steps per second of a raw MuJoCo step + render loop, the core env, and the full ROS graph
 (sim_bridge + executor + a scripted policy), with the ratios core/raw and graph/core, in one run.
 
-    .venv/bin/python benchmarks/bench_sim_graph.py [--steps 150] [--sizes 64,128,224] [--chunks 1,8]
+    .venv/bin/python benchmarks/bench_sim_graph.py [--steps 150] [--sizes 64,128,224] [--chunks 1,4,8]
                                                    [--repeats 3] [--json out.json]
 
 core:  bench_sim_core's CoreLoop: SimEnv.step with random end-effector deltas, both cameras rendered.
+same:  the graph's work in one process: SimEnv.step from the held-out seed the graph runs, driven by
+       the task's scripted expert re-planned every C steps (as the stand-in policy answers), past the
+       episode's end as the graph's bridge steps on. The expert grasps and carries an object, so its
+       physics has contacts that random deltas rarely make: graph/same is the graph's overhead on
+       the same work (graph/core compares with the random-delta loop, as earlier sessions did).
 graph: the sim_bridge (both cameras rendered and published) and the executor (IK, limits, lockstep) in
        one sim_arms process, as train_sim runs them, and test/nodes/scripted_policy.py (the task's
        scripted expert answering every ChunkRequest with a chunk of C steps) in another, on an
        isolated localhost domain; a probe subscribes to both camera topics, as a policy and a
-       recorder would. C=1 is one policy round trip per step; C=8 a typical VLA chunk. Steps are
+       recorder would. C=1 is one policy round trip per step; C=4 the embedded policies' chunk (what
+       make train runs); C=8 a typical VLA chunk. Steps are
        counted on task_state over wall time, after warm-up.
-The core figure is the best of --repeats rounds plus one round after each graph run (the round least
-disturbed by other processes); each graph figure is one run of --steps steps.
+The core figure is the best of --repeats rounds plus one round after each graph run, each same figure
+the best of --repeats rounds before its graph run and one after (the round least disturbed by other
+processes; same and core share one env, as a process's second GL context renders slower than its
+first); each graph figure is one run of --steps steps.
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ from vla_rl_ros.ros.names import (  # noqa: E402
     TASK_STATE_TOPIC,
 )
 from vla_rl_ros.ros.qos import LATCHED, RELIABLE  # noqa: E402
-from vla_rl_ros.sim import TASKS  # noqa: E402
+from vla_rl_ros.sim import TASKS, SimEnv  # noqa: E402
 
 SCRIPTED_POLICY = REPO / "test" / "nodes" / "scripted_policy.py"
 WARMUP_STEPS = 10
@@ -83,11 +91,26 @@ def graph_rate(size: int, chunk_size: int, steps: int) -> float:
         return rate
 
 
+def same_rate(env: SimEnv, chunk: int, steps: int) -> float:
+    """Control steps/s of the graph's work in-process: the graph's seed and warm-up, the scripted expert
+    every `chunk` steps, its action repeated in between."""
+    spec = TASKS[BENCH_TASK]
+    env.reset(spec.heldout_seeds[0])
+    start = 0.0
+    for i in range(WARMUP_STEPS + steps):
+        if i == WARMUP_STEPS:
+            start = time.perf_counter()
+        if i % chunk == 0:
+            action = spec.expert(env)
+        env.step(action)
+    return steps / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=150, help="control steps per measurement")
     parser.add_argument("--sizes", default="64,128,224", help="image sizes (px, square)")
-    parser.add_argument("--chunks", default="1,8", help="chunk sizes C the scripted policy answers with")
+    parser.add_argument("--chunks", default="1,4,8", help="chunk sizes C the scripted policy answers with")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of the core loop (best one kept)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
@@ -95,14 +118,17 @@ def main() -> None:
     rows = []
     print(f"control steps/s of {BENCH_TASK}, both cameras, {args.steps} steps per graph measurement")
     header = f"{'size':>5} {'raw':>8} {'core':>8} {'core/raw':>9}"
-    header += "".join(f" {f'graph C={c}':>11} {f'graph/core C={c}':>16}" for c in chunks)
+    header += "".join(f" {f'same C={c}':>10} {f'graph C={c}':>11} {'graph/same':>10} {'graph/core':>10}"
+                      for c in chunks)
     print(header)
     for size in (int(s) for s in args.sizes.split(",")):
         core_loop = CoreLoop(size)
         core_rates = [core_loop.run(args.steps) for _ in range(args.repeats)]
-        graph = {}
-        for c in chunks:  # core rounds between the graph runs, so both see the machine's same load
+        graph, same = {}, {}
+        for c in chunks:  # in-process rounds around each graph run, so both see the machine's same load
+            same_rates = [same_rate(core_loop.env, c, args.steps) for _ in range(args.repeats)]
             graph[c] = graph_rate(size, c, args.steps)
+            same[c] = max([*same_rates, same_rate(core_loop.env, c, args.steps)])
             core_rates.append(core_loop.run(args.steps))
         core = max(core_rates)
         core_loop.env.close()
@@ -110,9 +136,11 @@ def main() -> None:
         raw = max(raw_loop.run(args.steps) for _ in range(args.repeats))
         raw_loop.renderer.close()
         rows.append({"size": size, "raw_steps_per_s": raw, "core_steps_per_s": core, "core_over_raw": core / raw,
-                     "graph_steps_per_s": graph,
+                     "same_steps_per_s": same, "graph_steps_per_s": graph,
+                     "graph_over_same": {c: graph[c] / same[c] for c in chunks},
                      "graph_over_core": {c: g / core for c, g in graph.items()}})
-        cells = "".join(f" {graph[c]:>11.1f} {graph[c] / core:>16.3f}" for c in chunks)
+        cells = "".join(f" {same[c]:>10.1f} {graph[c]:>11.1f} {graph[c] / same[c]:>10.3f} {graph[c] / core:>10.3f}"
+                        for c in chunks)
         print(f"{size:>5} {raw:>8.1f} {core:>8.1f} {core / raw:>9.3f}{cells}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"task": BENCH_TASK, "rows": rows}, indent=2))
