@@ -1,5 +1,7 @@
 """GRPOLearner on the real VLAPolicy (tiny transformers model, LoRA through peft)."""
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -15,11 +17,14 @@ CFG = GRPOConfig(groups_per_update=2, epochs=2, minibatch_size=4, lr=3e-3)
 G = 4  # rollouts per group
 
 
-def make_policy() -> VLAPolicy:
+LORA = FinetuneConfig(mode="lora", lora_rank=4, target_modules="all-linear")
+
+
+def make_policy(finetune: FinetuneConfig = LORA) -> VLAPolicy:
     torch.manual_seed(0)
     demos = np.random.default_rng(0).uniform(-0.02, 0.02, (100, ACTION_DIM))
     policy = new_tiny_policy(INSTRUCTIONS, demos, chunk_size=CHUNK, state_dim=STATE_DIM, **SMALL)
-    policy.configure_finetuning(FinetuneConfig(mode="lora", lora_rank=4, target_modules="all-linear"))
+    policy.configure_finetuning(finetune)
     return policy
 
 
@@ -27,7 +32,7 @@ def rollouts(policy: VLAPolicy, buffer, groups: int = CFG.groups_per_update, siz
     """Groups (two) of `size` (four) sampled episodes (CHUNKS chunks each); in group g the first
     g % (size - 1) + 1 members succeed, so every group is kept."""
     rng = np.random.default_rng(2)
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator(policy.device).manual_seed(0)  # sampling runs on the policy's device
     for g in range(groups):
         images = rng.integers(0, 256, (CHUNKS, 32, 32, 3), dtype=np.uint8)  # one initial state per group
         state = rng.normal(size=(CHUNKS, STATE_DIM)).astype(np.float32)
@@ -88,3 +93,57 @@ def test_one_update_on_vla_policy_moves_probability_towards_successful_tokens(tm
     other.resume()
     resumed = chunk_log_probs(other.policy, groups)
     np.testing.assert_allclose([lp for lp, _ in resumed], [lp for lp, _ in after], rtol=1e-5, atol=1e-5)
+
+
+def test_the_update_makes_its_tensors_on_the_policy_device(tmp_path):
+    """Every tensor of the update must be made on the policy's device (or moved there): on a GPU a
+    tensor made on torch's default device, the CPU, fails the update. Here torch's default device is
+    `meta` and the policy is on the CPU, so such a tensor meets the policy's on another device."""
+    policy = make_policy()
+    learner = GRPOLearner(policy, CFG, tmp_path, tensorboard=False)
+    rollouts(policy, learner.buffer)
+    batch = learner.buffer.pop_batch(1)
+    with torch.device("meta"):
+        metrics = learner.update(batch)
+    assert all(np.isfinite(v) for v in metrics.values())
+    assert policy.device == torch.device("cpu") and metrics["grpo/optimizer_steps"] == 4
+
+
+def test_an_update_of_bfloat16_weights_scores_in_float32(tmp_path):
+    """The learner's dtype bfloat16: the weights stay bf16 and move; the log-probs the loss sees are
+    float32 (action_logits casts the logits before the log-softmax)."""
+    policy = make_policy()
+    policy.model.to(torch.bfloat16)
+    learner = GRPOLearner(policy, CFG, tmp_path, tensorboard=False)
+    rollouts(policy, learner.buffer)
+    batch = learner.buffer.pop_batch(1)
+    assert learner.steps._forward([batch[0].episodes[0].trajectory])[0].dtype == torch.float32
+    before = [p.detach().clone() for p in learner.params]
+    metrics = learner.update(batch)
+    assert all(np.isfinite(v) for v in metrics.values())
+    assert {p.dtype for p in learner.params} == {torch.bfloat16}
+    assert all(not torch.equal(a, p) for a, p in zip(before, learner.params, strict=True))
+
+
+def test_activation_checkpointing_recomputes_the_blocks_and_gives_the_same_update(tmp_path):
+    """With activation checkpointing each decoder block runs again in the backward pass, and the
+    update is the one without it."""
+    results = {}
+    for checkpointing in (False, True):
+        policy = make_policy(dataclasses.replace(LORA, activation_checkpointing=checkpointing))
+        # the block's MLP runs inside its forward, the recomputation included (hooks on the block itself
+        # stay outside the checkpoint)
+        mlp = next(m for m in policy.model.modules() if type(m).__name__ == "LlamaDecoderLayer").mlp
+        calls = []
+        mlp.register_forward_pre_hook(lambda *_, calls=calls: calls.append(1))
+        learner = GRPOLearner(policy, CFG, tmp_path / str(checkpointing), tensorboard=False)
+        rollouts(policy, learner.buffer)
+        batch = learner.buffer.pop_batch(1)
+        calls.clear()
+        learner.update(batch)
+        results[checkpointing] = (len(calls), [p.detach() for p in learner.params])
+    (plain_calls, plain), (checkpointed_calls, checkpointed) = results[False], results[True]
+    # 2 epochs x 2 mini-batches x 1 pass + the old log-probs' passes, each block once; the 4 backward passes again
+    assert checkpointed_calls == plain_calls + 4
+    for a, b in zip(plain, checkpointed, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)

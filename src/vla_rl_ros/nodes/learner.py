@@ -65,6 +65,8 @@ class Params(GRPOConfig):
     dtype: str = param("float32", "weights dtype", choices=("float32", "bfloat16", "float16"))
     finetune: str = param("full", "train every weight (full) or LoRA adapters (lora)", choices=("full", "lora"))
     lora_rank: int = param(8, "LoRA rank r (finetune: lora)", low=1, high=1024)
+    activation_checkpointing: bool = param(False, "recompute each transformer block's activations in the "
+                                           "backward pass: less memory for about one more forward pass")
     arms: list[str] = param(["arm0"], "arm namespaces whose episodes are learned from")
     max_updates: int = param(0, "exit after this many updates; 0: no limit", low=0, high=10**9)
     max_wall_time_s: float = param(0.0, "exit after this much wall time; 0: no limit", unit="s", low=0.0,
@@ -92,7 +94,9 @@ class Learner(Node):
         self.run_dir = Path(p.run_dir).resolve()
         checkpoint = Path(p.checkpoint) if p.checkpoint else default_checkpoint()
         make_policy = functools.partial(load_trainable, checkpoint,
-                                        FinetuneConfig(mode=p.finetune, lora_rank=p.lora_rank), p.dtype)
+                                        FinetuneConfig(mode=p.finetune, lora_rank=p.lora_rank,
+                                                       activation_checkpointing=p.activation_checkpointing),
+                                        p.dtype)
         rank = Rank.from_env()  # None: one process, the whole learner
         if p.fsdp and rank is None:
             raise ParameterError("fsdp:=true shards over the ranks of a distributed learner: run the "

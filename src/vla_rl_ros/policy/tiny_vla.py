@@ -171,6 +171,7 @@ class TinyVLAForActions(PreTrainedModel):
     base_model_prefix = "tiny_vla"
     main_input_name = "input_ids"
     _supports_sdpa = True
+    supports_gradient_checkpointing = True  # its decoder's blocks checkpoint (activation_checkpointing)
 
     def __init__(self, config: TinyVLAConfig) -> None:
         super().__init__(config)

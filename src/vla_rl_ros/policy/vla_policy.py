@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from transformers import AutoModelForImageTextToText, AutoProcessor
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from vla_rl_ros.policy import tiny_vla  # noqa: F401  registers model_type "tiny_vla" with the Auto classes
 from vla_rl_ros.policy.action_tokenizer import N_BINS, ActionTokenizer
@@ -82,6 +83,8 @@ class FinetuneConfig:
     lora_alpha: int = 16  # LoRA scaling numerator (alpha / r)
     lora_dropout: float = 0.0  # dropout on the LoRA input; 0 keeps the forward pass deterministic
     target_modules: list[str] | str = ALL_LINEAR  # module names for LoRA, or "all-linear"
+    # recompute each transformer block's activations in the backward pass: less memory for more compute
+    activation_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in ("full", "lora"):
@@ -213,16 +216,25 @@ class VLAPolicy:
 
     # --- fine-tuning --------------------------------------------------------------------------------
     def configure_finetuning(self, finetune: FinetuneConfig) -> None:
-        """Full fine-tuning (every parameter trains) or LoRA adapters through peft."""
+        """Full fine-tuning (every parameter trains) or LoRA adapters through peft; optionally with
+        activation checkpointing."""
         if finetune.mode == "full":
             for parameter in self.model.parameters():
                 parameter.requires_grad_(True)
-            return
-        from peft import LoraConfig, get_peft_model
+        else:
+            from peft import LoraConfig, get_peft_model
 
-        lora = LoraConfig(r=finetune.lora_rank, lora_alpha=finetune.lora_alpha,
-                          lora_dropout=finetune.lora_dropout, target_modules=finetune.target_modules)
-        self.model = get_peft_model(self.base_model, lora)
+            lora = LoraConfig(r=finetune.lora_rank, lora_alpha=finetune.lora_alpha,
+                              lora_dropout=finetune.lora_dropout, target_modules=finetune.target_modules)
+            self.model = get_peft_model(self.base_model, lora)
+        if finetune.activation_checkpointing:
+            # transformers checkpoints its blocks (GradientCheckpointingLayer) only in training mode; the
+            # policy runs in eval mode (no dropout), so only those blocks are switched: a VLA's blocks have
+            # no dropout (attention_dropout 0), so their forward pass stays the eval one.
+            self.base_model.activation_checkpointing_enable()
+            for module in self.model.modules():
+                if isinstance(module, GradientCheckpointingLayer):
+                    module.train()
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -241,13 +253,16 @@ class VLAPolicy:
         pixels = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float() / 255.0  # (B, 3, H, W)
         if pixels.shape[-2:] != (self.image_size, self.image_size):
             pixels = F.interpolate(pixels, size=(self.image_size,) * 2, mode="bilinear", antialias=True)
+        # numpy out of the processor, then onto the policy's device: "pt" would make the tensors on
+        # torch's default device, which need not be the policy's
         if self._has_image_processor:
             frames = list((pixels * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy())
-            inputs = dict(self.processor(images=frames, text=prompts, return_tensors="pt", padding=True))
+            inputs = dict(self.processor(images=frames, text=prompts, return_tensors="np", padding=True))
         else:
-            inputs = dict(self.tokenizer(prompts, return_tensors="pt", padding=True))
+            inputs = dict(self.tokenizer(prompts, return_tensors="np", padding=True))
+        inputs = {k: torch.from_numpy(np.asarray(v)).to(self.device) for k, v in inputs.items()}
+        if not self._has_image_processor:
             inputs["pixel_values"] = pixels
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
         placeholders = torch.tensor(self.config.placeholder_token_ids, device=self.device).expand(B, -1)
         inputs["input_ids"] = torch.cat([inputs["input_ids"], placeholders], dim=1)  # (B, T)
         mask = torch.cat([inputs["attention_mask"], torch.ones_like(placeholders)], dim=1)

@@ -32,7 +32,6 @@ CPU pickles; gradients go over the `backend` group: gloo on CPU, nccl on CUDA GP
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -277,7 +276,7 @@ def _receive() -> Any:
 def _gather(result: ShareResult) -> list[ShareResult]:
     """Every rank's result on rank 0 (in rank order; its own as it is), nothing elsewhere."""
     if dist.get_rank() != 0:
-        dist.gather_object(dataclasses.replace(result, logp_old=[lp.cpu() for lp in result.logp_old]), dst=0)
+        dist.gather_object(result, dst=0)
         return []
     results: list[Any] = [None] * dist.get_world_size()
     dist.gather_object(None, results, dst=0)

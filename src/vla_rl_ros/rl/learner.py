@@ -117,10 +117,12 @@ class GRPOLearner:
         cfg = self.config
         b_traj = [e.trajectory for g in groups for e in g.episodes]
         B = len(b_traj)
-        b_adv = torch.cat([group_advantages(g.rewards, cfg.adv_eps) for g in groups])  # (B,)
+        # The batch, its orders and the metrics live on the CPU; each share's tensors go to the policy's device.
+        b_adv = torch.cat([group_advantages(torch.tensor(g.rewards, dtype=torch.float32, device="cpu"), cfg.adv_eps)
+                           for g in groups])  # (B,)
         # Every epoch's order is drawn here, on rank 0 only: all ranks then step through the same
         # mini-batches a single process would.
-        orders = [torch.randperm(B, generator=self.generator).tolist() for _ in range(cfg.epochs)]
+        orders = [torch.randperm(B, generator=self.generator, device="cpu").tolist() for _ in range(cfg.epochs)]
         if self.parallel is None:
             shares = split_batch(b_traj, b_adv, orders, 1)
             results = [self.steps.run(shares[0])]
@@ -312,7 +314,7 @@ class Share:
 class ShareResult:
     """What a rank reports of its share after the update; rank 0 sums them into the metrics."""
 
-    logp_old: list[torch.Tensor]  # per trajectory of the share, (T_b,)
+    logp_old: list[torch.Tensor]  # per trajectory of the share, (T_b,), on the CPU
     losses: list[float]  # per optimiser step, this share's part of the mini-batch loss
     grad_norms: list[float]  # per optimiser step, of the gradient summed over ranks
     totals: dict[str, float]  # token-weighted sums of the loss statistics, and "tokens"
@@ -358,6 +360,8 @@ class GradientSteps:
         cfg = self.config
         s_traj = share.trajectories
         local = {i: k for k, i in enumerate(share.indices)}  # batch position -> position in the share
+        device = self.params[0].device
+        s_adv = share.advantages.to(device)  # (n,)
         # Old log-probs from the current weights (the policy node's are for reference only: another
         # process, possibly another numeric path). The ratio starts at exactly 1.
         with torch.no_grad():
@@ -386,7 +390,8 @@ class GradientSteps:
                     logp_new = self._forward([s_traj[i] for i in part])  # b x (T_b,)
                     mb_logp_new, mask = _pad(logp_new)  # (b, T)
                     mb_logp_old, _ = _pad([s_logp_old[i] for i in part])
-                    loss, stats = clipped_policy_loss(mb_logp_new, mb_logp_old, share.advantages[part], mask,
+                    mb_adv = s_adv[torch.tensor(part, device=device)]  # (b,)
+                    loss, stats = clipped_policy_loss(mb_logp_new, mb_logp_old, mb_adv, mask,
                                                       clip_low=cfg.clip_low, clip_high=cfg.clip_high)
                     (loss * (len(part) / len(mb_inds) * self.loss_scale)).backward()
                     mb_loss += loss.item() * len(part) / len(mb_inds)
@@ -400,7 +405,7 @@ class GradientSteps:
                 grad_norms.append(_item(torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)))
                 self.optimizer.step()
                 losses.append(mb_loss)
-        return ShareResult(s_logp_old, losses, grad_norms, totals, minimum, maximum)
+        return ShareResult([lp.cpu() for lp in s_logp_old], losses, grad_norms, totals, minimum, maximum)
 
     def _passes(self, indices: Iterable[int], trajectories: list[TrajectoryRecord]) -> list[list[int]]:
         """Trajectory indices -> the forward passes that score them: consecutive trajectories of one
@@ -475,8 +480,8 @@ def latest_checkpoint(run_dir: Path | str) -> Path | None:
 def _pad(seqs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """b x (T_b,) -> values (b, T) zero-padded, mask (b, T) bool."""
     values = pad_sequence(seqs, batch_first=True)
-    lengths = torch.tensor([len(s) for s in seqs])
-    mask = torch.arange(values.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)
+    lengths = torch.tensor([len(s) for s in seqs], device=values.device)
+    mask = torch.arange(values.shape[1], device=values.device).unsqueeze(0) < lengths.unsqueeze(1)
     return values, mask
 
 

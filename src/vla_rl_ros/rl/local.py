@@ -108,7 +108,7 @@ def heldout_success(policy: VLAPolicy, tasks: list[str], episodes: int, temperat
     row = {task: r["success_rate"] for task, r in evaluate(policy, tasks, episodes)["tasks"].items()}
     if temperature is not None:
         sampled = evaluate(policy, tasks, episodes, greedy=False, temperature=temperature,
-                           generator=torch.Generator().manual_seed(SAMPLED_EVAL_SEED))
+                           generator=torch.Generator(policy.device).manual_seed(SAMPLED_EVAL_SEED))
         row |= {f"{task}@T": r["success_rate"] for task, r in sampled["tasks"].items()}
     return row
 
@@ -134,7 +134,7 @@ def main(argv: list[str]) -> int:
     learner = GRPOLearner(policy, config, args.out, seed=args.seed, tensorboard=False)
     log: list[dict] = []
     save_log(args.out, log)  # at once: it marks the folder as one a later run may replace
-    rng, generator = np.random.default_rng(args.seed), torch.Generator().manual_seed(args.seed)
+    rng, generator = np.random.default_rng(args.seed), torch.Generator(policy.device).manual_seed(args.seed)
     sampled_t = args.temperature if args.sampled_eval else None
     if args.eval:
         log.append({"update": 0, "eval": heldout_success(policy, tasks, args.eval, sampled_t)})

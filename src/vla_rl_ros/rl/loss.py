@@ -21,7 +21,8 @@ def group_advantages(rewards: torch.Tensor | Sequence[float], eps: float = ADV_E
     (verl/trainer/ppo/core_algos.py). For one success in eight: std = sqrt(1/8) = 0.354,
     advantages +2.47 and -0.354.
     """
-    r = torch.as_tensor(rewards, dtype=torch.float32)  # (G,)
+    # a tensor stays on its device (as_tensor would move it to torch's default device)
+    r = rewards.float() if isinstance(rewards, torch.Tensor) else torch.tensor(rewards, dtype=torch.float32)  # (G,)
     if r.ndim != 1 or r.numel() < 2:
         raise ValueError(f"rewards of shape {tuple(r.shape)}: need one reward per rollout, (G,) with G >= 2")
     return (r - r.mean()) / (r.std(unbiased=True) + eps)
