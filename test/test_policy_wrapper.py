@@ -1,29 +1,18 @@
 """VLAPolicy on real tiny transformers models: log-probs, sampling, batching, save/load, fine-tuning,
-safe loading, and a stock Llava through the same wrapper."""
+safe loading (other architectures through the same wrapper: test_policy_architectures.py)."""
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import (
-    LlamaConfig,
-    LlavaConfig,
-    LlavaForConditionalGeneration,
-    LlavaProcessor,
-    SiglipImageProcessorPil,
-    SiglipVisionConfig,
-)
 
 from vla_rl_ros.digest import checkpoint_digest
 from vla_rl_ros.policy import (
-    ActionTokenizer,
     CheckpointError,
     FinetuneConfig,
-    PolicyConfig,
     VLAPolicy,
     new_tiny_policy,
 )
-from vla_rl_ros.policy.tiny_vla import build_word_tokenizer
 
 INSTRUCTIONS = ["pick up the red cube", "push the blue block to the green target", "reach"]
 SMALL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
@@ -189,41 +178,6 @@ def test_plain_model_dir_without_policy_file_asks_for_a_policy_config(policy, tm
     policy.model.save_pretrained(tmp_path / "plain")
     with pytest.raises(CheckpointError, match="pass policy_config"):
         VLAPolicy.load(tmp_path / "plain")
-
-
-def test_a_stock_llava_works_through_the_same_wrapper(tmp_path):
-    """Any image-text-to-text model with a processor: here a tiny Llava (SigLIP + Llama)."""
-    tokenizer = build_word_tokenizer(["what action should the robot take to", *INSTRUCTIONS], num_slots=0)
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
-    image_id = tokenizer.convert_tokens_to_ids("<image>")
-    torch.manual_seed(0)
-    model = LlavaForConditionalGeneration(LlavaConfig(
-        vision_config=SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                         num_attention_heads=2, image_size=32, patch_size=16),
-        text_config=LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2),
-        image_token_id=image_id, vision_feature_select_strategy="full", vision_feature_layer=-1))
-    processor = LlavaProcessor(image_processor=SiglipImageProcessorPil(size={"height": 32, "width": 32}),
-                               tokenizer=tokenizer, patch_size=16, vision_feature_select_strategy="full",
-                               image_token="<image>", num_additional_image_tokens=0)
-    model.save_pretrained(tmp_path / "llava")
-    processor.save_pretrained(tmp_path / "llava")
-    config = PolicyConfig(chunk_size=2, action_dim=3, image_size=32,
-                          action_bounds=ActionTokenizer((-1.0, -1.0, 0.0), (1.0, 1.0, 1.0)).to_json(),
-                          placeholder_token_ids=[tokenizer.pad_token_id] * 6,
-                          prompt="<image> What action should the robot take to {instruction}?")
-    policy = VLAPolicy.load(tmp_path / "llava", policy_config=config)
-    images = np.random.default_rng(0).integers(0, 256, (2, 48, 48, 3), dtype=np.uint8)
-    out = policy.act(images, None, INSTRUCTIONS[:2], greedy=False, temperature=1.6,
-                     generator=torch.Generator().manual_seed(0))
-    assert out.actions.shape == (2, 2, 3)
-    expected = direct_log_probs(policy, (images, None, INSTRUCTIONS[:2]), out.token_ids - (policy.vocab_size - 256),
-                                1.6)
-    np.testing.assert_allclose(out.token_log_probs, expected, atol=1e-4)
-    policy.save(tmp_path / "llava_policy")
-    again = VLAPolicy.load(tmp_path / "llava_policy")
-    np.testing.assert_allclose(again.act(images, None, INSTRUCTIONS[:2], greedy=True).log_probs,
-                               policy.act(images, None, INSTRUCTIONS[:2], greedy=True).log_probs, atol=1e-5)
 
 
 @pytest.mark.parametrize("variant", [{"vision": "keypoints"}, {"film": True}], ids=["keypoints", "film"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import inspect
 import json
+import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -35,6 +36,10 @@ POLICY_FILE = "vla_policy.json"
 # OpenVLA's prompt (Kim et al. 2024); a Llava-style processor also needs its image token in front.
 DEFAULT_PROMPT = "What action should the robot take to {instruction}?"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+# Per-token processor outputs on the action placeholders, as the model's own generation extends them:
+# PaliGemma's token_type_ids 1 (suffix: causal, like the other architectures' placeholders).
+PLACEHOLDER_VALUES = {"token_type_ids": 1}
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # org/name, as the Hugging Face Hub names models
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # peft "all-linear": every linear layer except the output head, as SimpleVLA-RL's LoRA on OpenVLA.
 ALL_LINEAR = "all-linear"
@@ -99,6 +104,24 @@ class ActOutput:
     token_ids: np.ndarray  # (B, C*A) int64 vocabulary ids of the action tokens
     log_probs: np.ndarray  # (B,) float32 chunk log-prob (sum over tokens) at the given temperature
     token_log_probs: np.ndarray  # (B, C*A) float32 per-token log-probs
+
+
+def resolve_checkpoint(name: str | Path, *, allow_pickle: bool = False) -> Path:
+    """The directory a checkpoint name means: a directory as it is; otherwise a Hugging Face Hub model
+    id (`org/name`) through huggingface_hub's cache: downloaded there if it is missing (its pickle
+    weights only with allow_pickle), or only looked up with HF_HUB_OFFLINE=1. Anything else comes back
+    as the path it names, for check_checkpoint_dir to refuse."""
+    path = Path(name)
+    if path.exists() or path.is_absolute() or not HUB_ID.fullmatch(str(name)):
+        return path
+    from huggingface_hub import snapshot_download  # only for a hub id: its import costs start-up time
+
+    try:
+        return Path(snapshot_download(str(name), ignore_patterns=None if allow_pickle else
+                                      [f"*{suffix}" for suffix in PICKLE_SUFFIXES]))
+    except OSError as exc:  # not cached while offline, unknown or private repository, no network
+        raise FileNotFoundError(f"checkpoint {str(name)!r} is not a directory, nor a Hugging Face Hub model "
+                                f"that huggingface_hub could get: {exc}") from exc
 
 
 def check_checkpoint_dir(path: Path, *, allow_pickle: bool) -> None:
@@ -178,9 +201,10 @@ class VLAPolicy:
     def load(cls, path: str | Path, *, device: str = "cpu", dtype: str = "float32",
              trust_remote_code: bool = False, allow_pickle: bool = False,
              policy_config: PolicyConfig | None = None) -> VLAPolicy:
-        """Load a checkpoint directory. `policy_config` wraps a plain transformers checkpoint that has
-        no vla_policy.json (e.g. a user's fine-tuned VLM)."""
-        path = Path(path)
+        """Load a checkpoint directory, or a Hugging Face Hub model id (`resolve_checkpoint`).
+        `policy_config` wraps a plain transformers checkpoint that has no vla_policy.json (e.g. a
+        user's fine-tuned VLM)."""
+        path = resolve_checkpoint(path, allow_pickle=allow_pickle)
         check_checkpoint_dir(path, allow_pickle=allow_pickle)
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
@@ -260,13 +284,22 @@ class VLAPolicy:
             inputs = dict(self.processor(images=frames, text=prompts, return_tensors="np", padding=True))
         else:
             inputs = dict(self.tokenizer(prompts, return_tensors="np", padding=True))
+        inputs.pop("labels", None)  # PaliGemma's processor adds them: the model would compute a loss
         inputs = {k: torch.from_numpy(np.asarray(v)).to(self.device) for k, v in inputs.items()}
         if not self._has_image_processor:
             inputs["pixel_values"] = pixels
+        text = inputs["input_ids"].shape
         placeholders = torch.tensor(self.config.placeholder_token_ids, device=self.device).expand(B, -1)
         inputs["input_ids"] = torch.cat([inputs["input_ids"], placeholders], dim=1)  # (B, T)
         mask = torch.cat([inputs["attention_mask"], torch.ones_like(placeholders)], dim=1)
         inputs["attention_mask"] = mask
+        for key, value in inputs.items():  # the processor's other per-token inputs cover the placeholders
+            if key in ("input_ids", "attention_mask") or value.shape != text:
+                continue
+            if key not in PLACEHOLDER_VALUES:
+                raise ValueError(f"the processor gives {key!r} per prompt token; the wrapper does not know its "
+                                 f"value on the action placeholders (it knows {sorted(PLACEHOLDER_VALUES)})")
+            inputs[key] = F.pad(value, (0, placeholders.shape[1]), value=PLACEHOLDER_VALUES[key])
         if self._passes_positions:  # left padding must not shift positions: batched == one by one
             inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
         if self._passes_state:
