@@ -10,7 +10,11 @@ tokenizer's vocabulary, as a VLA adds them.
 
 from __future__ import annotations
 
+import importlib
+import json
+import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +83,12 @@ ARCHITECTURES: dict[str, Callable[[], tuple[torch.nn.Module, object, str]]] = {
     "llava": llava, "paligemma": paligemma, "idefics3": idefics3}
 
 
+def policy_config(tok: tf.PreTrainedTokenizerBase, prompt: str) -> PolicyConfig:
+    return PolicyConfig(chunk_size=2, action_dim=4, image_size=32, prompt=prompt,
+                        action_bounds=ActionTokenizer((-1.0,) * 3 + (0.0,), (1.0,) * 4).to_json(),
+                        placeholder_token_ids=[tok.pad_token_id] * 8)
+
+
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_an_architecture_acts_scores_trains_and_round_trips(name: str, tmp_path: Path) -> None:
     torch.manual_seed(0)
@@ -86,11 +96,12 @@ def test_an_architecture_acts_scores_trains_and_round_trips(name: str, tmp_path:
     model.save_pretrained(tmp_path / "base")
     processor.save_pretrained(tmp_path / "base")
     tok = getattr(processor, "tokenizer", processor)
-    config = PolicyConfig(chunk_size=2, action_dim=4, image_size=32, prompt=prompt,
-                          action_bounds=ActionTokenizer((-1.0,) * 3 + (0.0,), (1.0,) * 4).to_json(),
-                          placeholder_token_ids=[tok.pad_token_id] * 8)
-    policy = VLAPolicy.load(tmp_path / "base", policy_config=config)
+    policy = VLAPolicy.load(tmp_path / "base", policy_config=policy_config(tok, prompt))
     assert policy.action_token_offset == len(tok)
+    assert_acts_scores_trains_and_round_trips(policy, tmp_path)
+
+
+def assert_acts_scores_trains_and_round_trips(policy: VLAPolicy, tmp_path: Path, **load: bool) -> None:
     images = np.random.default_rng(0).integers(0, 256, (2, 48, 48, 3), dtype=np.uint8)
     batch = (images, None, INSTRUCTIONS)
     inputs = policy.model_inputs(*batch)
@@ -117,6 +128,79 @@ def test_an_architecture_acts_scores_trains_and_round_trips(name: str, tmp_path:
     assert change[success].mean() > 0 > change[~success].mean(), change
 
     policy.save(tmp_path / "trained")
-    again = VLAPolicy.load(tmp_path / "trained")
+    again = VLAPolicy.load(tmp_path / "trained", **load)
     np.testing.assert_allclose(again.act(*batch, greedy=True).log_probs, policy.act(*batch, greedy=True).log_probs,
                                atol=1e-5)
+
+
+# An OpenVLA-style checkpoint: its model code ships with it (auto_map in config.json) and is not part of
+# transformers or this package. A tiny one: the pooled image and the prompt's mean embedding score the bins.
+REMOTE_CONFIG = """
+from transformers import PretrainedConfig
+
+
+class RemoteVLAConfig(PretrainedConfig):
+    model_type = "remote_vla"
+
+    def __init__(self, vocab_size=64, hidden_size=32, **kwargs):
+        self.vocab_size, self.hidden_size = vocab_size, hidden_size
+        super().__init__(**kwargs)
+"""
+REMOTE_MODEL = """
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from .configuration_remote_vla import RemoteVLAConfig
+
+
+class RemoteVLAForActions(PreTrainedModel):
+    config_class = RemoteVLAConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.image = nn.Linear(3, config.hidden_size)
+        self.position = nn.Embedding(64, config.hidden_size)
+        self.head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.head
+
+    def forward(self, input_ids, pixel_values, attention_mask=None, **kwargs):
+        mask = attention_mask.unsqueeze(-1).to(self.embed.weight.dtype)
+        prompt = (self.embed(input_ids) * mask).sum(1, keepdim=True) / mask.sum(1, keepdim=True)
+        image = self.image(pixel_values.mean((2, 3))).unsqueeze(1)
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        return CausalLMOutputWithPast(logits=self.head(torch.tanh(prompt + image + self.position(positions))))
+"""
+
+
+def test_a_checkpoint_with_its_own_model_code_loads_only_when_trusted(tmp_path: Path) -> None:
+    code = tmp_path / "shipped_vla"  # the shipped code, as its author imports and saves it
+    code.mkdir()
+    (code / "configuration_remote_vla.py").write_text(REMOTE_CONFIG)
+    (code / "modeling_remote_vla.py").write_text(REMOTE_MODEL)
+    (code / "__init__.py").write_text("")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        config_cls = importlib.import_module("shipped_vla.configuration_remote_vla").RemoteVLAConfig
+        model_cls = importlib.import_module("shipped_vla.modeling_remote_vla").RemoteVLAForActions
+    finally:
+        sys.path.remove(str(tmp_path))
+    tok = tokenizer()
+    config_cls.register_for_auto_class()
+    model_cls.register_for_auto_class("AutoModelForImageTextToText")
+    torch.manual_seed(0)
+    model_cls(config_cls(vocab_size=len(tok) + N_BINS)).save_pretrained(tmp_path / "remote")
+    tok.save_pretrained(tmp_path / "remote")
+    (tmp_path / "remote" / "vla_policy.json").write_text(json.dumps(asdict(policy_config(tok, PROMPT))))
+    assert "auto_map" in json.loads((tmp_path / "remote" / "config.json").read_text())
+
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        VLAPolicy.load(tmp_path / "remote")
+    policy = VLAPolicy.load(tmp_path / "remote", trust_remote_code=True)
+    assert type(policy.model).__name__ == "RemoteVLAForActions"
+    assert_acts_scores_trains_and_round_trips(policy, tmp_path, trust_remote_code=True)

@@ -42,7 +42,7 @@ def batch():
 def direct_log_probs(policy: VLAPolicy, batch, bins: np.ndarray, temperature: float) -> np.ndarray:
     """Reference: full-vocabulary logits of the model at the appended placeholder positions."""
     inputs = policy.model_inputs(*batch)
-    inputs.pop("logits_to_keep")
+    inputs.pop("logits_to_keep", None)
     with torch.no_grad():
         logits = policy.model(**inputs).logits.double()  # (B, T, V)
     B, T, V = logits.shape
