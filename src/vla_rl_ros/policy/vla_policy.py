@@ -253,8 +253,9 @@ class VLAPolicy:
             self.model = get_peft_model(self.base_model, lora)
         if finetune.activation_checkpointing:
             # transformers checkpoints its blocks (GradientCheckpointingLayer) only in training mode; the
-            # policy runs in eval mode (no dropout), so only those blocks are switched: a VLA's blocks have
-            # no dropout (attention_dropout 0), so their forward pass stays the eval one.
+            # policy runs in eval mode (no dropout), so only those blocks are switched. Their forward pass
+            # stays the eval one where their config has no dropout (attention_dropout 0, the usual VLA
+            # setting); a model with dropout in its blocks trains with it on.
             self.base_model.activation_checkpointing_enable()
             for module in self.model.modules():
                 if isinstance(module, GradientCheckpointingLayer):

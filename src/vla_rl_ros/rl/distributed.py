@@ -32,6 +32,7 @@ CPU pickles; gradients go over the `backend` group: gloo on CPU, nccl on CUDA GP
 from __future__ import annotations
 
 import copy
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -141,10 +142,13 @@ class DataParallel:
             raise ValueError(f"backend {setup.backend!r}: one of {list(BACKENDS)}")
         self.world_size = rank.world_size
         self.setup = setup
-        self.sharded = setup.fsdp
         _init(rank)
         _send([setup] * self.world_size)
         self.grads = _gradient_group(setup.backend)
+
+    @property
+    def sharded(self) -> bool:
+        return self.setup.fsdp
 
     def prepare(self, policy: TokenPolicy) -> GradientSteps:
         """Rank 0's GradientSteps. Every rank starts from these weights (a LoRA adapter's random
@@ -170,10 +174,7 @@ class DataParallel:
             raise ValueError(f"a sharded update needs a trajectory on every rank: "
                              f"{sum(len(share.indices) for share in shares)} trajectories on {self.world_size} ranks")
         _send(shares)
-        return _gather(steps.run(shares[0], None if self.sharded else self.reduce_grads))
-
-    def reduce_grads(self, params: list[torch.nn.Parameter]) -> None:
-        all_reduce_grads(params, self.grads)
+        return _gather(steps.run(shares[0]))
 
     def stop(self) -> None:
         """The stop signal: every worker leaves its loop; then the process group ends."""
@@ -199,7 +200,7 @@ def serve(rank: Rank) -> None:
         elif isinstance(message, Gather):
             State.of(steps.params, steps.optimizer if message.optimizer else None)
         else:
-            _gather(steps.run(message, None if setup.fsdp else lambda params: all_reduce_grads(params, grads)))
+            _gather(steps.run(message))
             release_freed_memory()
     dist.destroy_process_group()
 
@@ -218,10 +219,10 @@ def shard(policy: TokenPolicy, group: dist.ProcessGroup | None, device: str) -> 
 
 
 def _steps(policy: TokenPolicy, setup: WorkerSetup, grads: dist.ProcessGroup | None) -> GradientSteps:
-    """Every rank's GradientSteps: on the whole policy, or sharded with its losses scaled to a sum (the
-    backward averages over the ranks) and its forward passes in lockstep."""
+    """Every rank's GradientSteps: on the whole policy with its gradients all-reduced, or sharded with its
+    losses scaled to a sum (the backward averages over the ranks) and its forward passes in lockstep."""
     if not setup.fsdp:
-        return GradientSteps(policy, setup.config)
+        return GradientSteps(policy, setup.config, reduce_grads=functools.partial(all_reduce_grads, group=grads))
     shard(policy, grads, setup.device)
     return GradientSteps(policy, setup.config, loss_scale=dist.get_world_size(), lockstep=_most)
 

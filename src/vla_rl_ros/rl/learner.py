@@ -118,8 +118,7 @@ class GRPOLearner:
         b_traj = [e.trajectory for g in groups for e in g.episodes]
         B = len(b_traj)
         # The batch, its orders and the metrics live on the CPU; each share's tensors go to the policy's device.
-        b_adv = torch.cat([group_advantages(torch.tensor(g.rewards, dtype=torch.float32, device="cpu"), cfg.adv_eps)
-                           for g in groups])  # (B,)
+        b_adv = torch.cat([group_advantages(torch.from_numpy(g.rewards), cfg.adv_eps) for g in groups])  # (B,)
         # Every epoch's order is drawn here, on rank 0 only: all ranks then step through the same
         # mini-batches a single process would.
         orders = [torch.randperm(B, generator=self.generator, device="cpu").tolist() for _ in range(cfg.epochs)]
@@ -337,10 +336,13 @@ class GradientSteps:
     all-reduce sum over ranks; none in a single process) makes every rank's gradient the single
     process's before the clip and the step: the weights stay the same on every rank."""
 
-    def __init__(self, policy: TokenPolicy, config: GRPOConfig, *, loss_scale: float = 1.0,
+    def __init__(self, policy: TokenPolicy, config: GRPOConfig, *,
+                 reduce_grads: Callable[[list[torch.nn.Parameter]], None] | None = None, loss_scale: float = 1.0,
                  lockstep: Callable[[int], int] | None = None) -> None:
         self.policy = policy
         self.config = config
+        # A replicated learner (rl/distributed.py): sums each mini-batch's gradients over the ranks.
+        self.reduce_grads = reduce_grads
         # A sharded learner (rl/distributed.py): its backward averages the gradients over the ranks, so
         # each rank scales its loss by the number of ranks to make that average the sum.
         self.loss_scale = loss_scale
@@ -355,8 +357,7 @@ class GradientSteps:
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, betas=config.betas,
                                            weight_decay=config.weight_decay)
 
-    def run(self, share: Share, reduce_grads: Callable[[list[torch.nn.Parameter]], None] | None = None
-            ) -> ShareResult:
+    def run(self, share: Share) -> ShareResult:
         cfg = self.config
         s_traj = share.trajectories
         local = {i: k for k, i in enumerate(share.indices)}  # batch position -> position in the share
@@ -400,8 +401,8 @@ class GradientSteps:
                         totals[key] = totals.get(key, 0.0) + stats[key] * stats["tokens"]
                     totals["tokens"] = totals.get("tokens", 0.0) + stats["tokens"]
                     minimum, maximum = min(minimum, stats["ratio_min"]), max(maximum, stats["ratio_max"])
-                if reduce_grads is not None:
-                    reduce_grads(self.params)
+                if self.reduce_grads is not None:
+                    self.reduce_grads(self.params)
                 grad_norms.append(_item(torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)))
                 self.optimizer.step()
                 losses.append(mb_loss)
