@@ -179,7 +179,7 @@ class DataParallel:
     def stop(self) -> None:
         """The stop signal: every worker leaves its loop; then the process group ends."""
         _send([None] * self.world_size)
-        dist.destroy_process_group()
+        _end()
 
 
 def serve(rank: Rank) -> None:
@@ -202,7 +202,7 @@ def serve(rank: Rank) -> None:
         else:
             _gather(steps.run(message))
             release_freed_memory()
-    dist.destroy_process_group()
+    _end()
 
 
 def shard(policy: TokenPolicy, group: dist.ProcessGroup | None, device: str) -> None:
@@ -256,6 +256,16 @@ def all_reduce_grads(params: list[torch.nn.Parameter], group: dist.ProcessGroup 
 def _init(rank: Rank) -> None:
     """The gloo group every rank joins first (MASTER_ADDR and MASTER_PORT from the environment)."""
     dist.init_process_group("gloo", rank=rank.rank, world_size=rank.world_size, timeout=WAIT)
+
+
+def _end() -> None:
+    """End the process group after a barrier, a collective without tensors. gloo's worker threads free a
+    finished collective's tensors after its caller has moved on, and freeing a tensor made in Python
+    takes the GIL, which no thread gets once the interpreter exits: the scatter of the stop signal,
+    freed then, aborted the process (std::terminate). The barrier waits for the collectives before it;
+    destroying the group does not join its threads while the sharded model still refers to it."""
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def _gradient_group(backend: str) -> dist.ProcessGroup | None:
