@@ -125,7 +125,9 @@ def update_figures(directory: Path, size: str, mode: str, args: argparse.Namespa
     policy = VLAPolicy.load(directory, device=args.device, dtype=args.dtype)
     policy.configure_finetuning(FinetuneConfig(mode=mode, lora_rank=32, lora_alpha=64))
     batch = 8 if args.smoke else 32
-    config = GRPOConfig(epochs=1, minibatch_size=8, forward_chunks=2 * CHUNKS_PER_TRAJECTORY)
+    # forward passes of two trajectories, as before the budget was in tokens: comparable figures
+    config = GRPOConfig(epochs=1, minibatch_size=8,
+                        forward_tokens=2 * CHUNKS_PER_TRAJECTORY * policy.sequence_length(INSTRUCTION))
     steps = GradientSteps(policy, config)
     share = split_batch(trajectories(policy, batch), torch.linspace(-1, 1, batch), [list(range(batch))], 1)[0]
     steps.run(share)  # warm-up

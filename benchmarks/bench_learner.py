@@ -9,10 +9,10 @@ The batch is real: --groups x --group-size sampled reach rollouts of the policy 
 group has an advantage. A sample is one chunk (image, state, C*A sampled tokens).
 
 update: GRPOLearner.update on those groups with the learner's defaults otherwise (mini-batches of
-        --minibatch trajectories, forward passes of at most forward_chunks chunks): one no-grad pass
+        --minibatch trajectories, forward passes of at most forward_tokens positions): one no-grad pass
         for the old log-probs, then --epochs passes with backward and an AdamW step per mini-batch.
         samples/s = chunks x epochs / update time.
-raw:    token_log_probs with grad on the same chunks in the same forward_chunks slices, sum, backward;
+raw:    token_log_probs with grad on the same chunks in the same forward_tokens slices, sum, backward;
         no optimiser. samples/s = chunks / time of one pass.
 The ratio update/raw is what GRPO costs on top of the model's own compute: the extra no-grad pass
 for the old log-probs, mini-batch slicing, the loss, gradient clipping and the AdamW steps. Each
@@ -59,8 +59,10 @@ def rollout_groups(policy: VLAPolicy, groups: int, group_size: int) -> list[Grou
     return out
 
 
-def raw_pass(policy: VLAPolicy, trajectories: list[TrajectoryRecord], forward_chunks: int) -> float:
-    """Seconds of one forward+backward over every chunk, in slices of at most forward_chunks."""
+def raw_pass(policy: VLAPolicy, trajectories: list[TrajectoryRecord], forward_tokens: int) -> float:
+    """Seconds of one forward+backward over every chunk, in slices of as many chunks as forward_tokens
+    holds of the longest chunk's sequence (the learner's passes where the chunks are alike)."""
+    forward_chunks = max(forward_tokens // max(policy.sequence_length(t.instruction) for t in trajectories), 1)
     images = np.concatenate([t.images for t in trajectories])
     state = np.concatenate([t.state for t in trajectories])
     token_ids = torch.from_numpy(np.concatenate([t.token_ids for t in trajectories]))
@@ -99,8 +101,8 @@ def main() -> None:
                         minibatch_size=min(args.minibatch, len(trajectories)))
     with tempfile.TemporaryDirectory() as tmp:
         learner = GRPOLearner(policy, config, Path(tmp), tensorboard=False)
-        raw_pass(policy, trajectories, config.forward_chunks)  # warm-up
-        raw = min(raw_pass(policy, trajectories, config.forward_chunks)
+        raw_pass(policy, trajectories, config.forward_tokens)  # warm-up
+        raw = min(raw_pass(policy, trajectories, config.forward_tokens)
                   for _ in range(args.repeats))
         update = min(learner.update(groups)["time/update_s"] for _ in range(args.repeats))
     figures = {

@@ -1,11 +1,14 @@
 """The VLA architectures users bring, as tiny random-init transformers models built here (no download),
 through the same VLAPolicy wrapper and GRPO update: Llava (SigLIP + Llama), PaliGemma (SigLIP +
-Gemma, token_type_ids), Idefics3 (SmolVLM's model: SigLIP-style encoder + Llama, pixel_attention_mask).
+Gemma, token_type_ids), Idefics3 (SmolVLM v1's model: SigLIP-style encoder + Llama,
+pixel_attention_mask), SmolVLM (SmolVLM2's classes) and Qwen2.5-VL (its own 3-D M-RoPE positions,
+mm_token_type_ids).
 
-For each: sampled chunks whose log-probs equal a direct computation from the model's logits, a batch
-that scores as its rows one by one (left padding), one LoRA GRPO update that moves probability
-towards the rewarded tokens, and a save/load round trip. The action bins are 256 ids past the
-tokenizer's vocabulary, as a VLA adds them.
+For each: sampled chunks whose log-probs equal a direct computation from the model's logits, a
+left-padded batch that scores as its rows one by one, action logits equal to those under the position
+ids the model's own generate() makes, one LoRA GRPO update that moves probability towards the
+rewarded tokens, and a save/load round trip. The action bins are 256 ids past the tokenizer's
+vocabulary, as a VLA adds them.
 """
 
 from __future__ import annotations
@@ -67,20 +70,67 @@ def paligemma() -> tuple[torch.nn.Module, object, str]:
 
 
 def idefics3() -> tuple[torch.nn.Module, object, str]:
-    """SmolVLM's model is this one (its processor needs the num2words package, not installed here)."""
+    """SmolVLM v1 checkpoints are this model and processor (SmolVLM2 ones: `smolvlm`)."""
+    return idefics3_family(tf.Idefics3ForConditionalGeneration, tf.Idefics3Config, tf.Idefics3VisionConfig,
+                           tf.Idefics3ImageProcessorPil, tf.Idefics3Processor)
+
+
+def idefics3_family(model_class: type, config_class: type, vision_class: type, images_class: type,
+                    processor_class: type) -> tuple[torch.nn.Module, object, str]:
+    """Idefics3 and SmolVLM: the same layout under their own classes."""
     tok = tokenizer("<image>", "<fake_token_around_image>", "<global-img>", "<end_of_utterance>")
-    model = tf.Idefics3ForConditionalGeneration(tf.Idefics3Config(
-        vision_config=tf.Idefics3VisionConfig(**VISION),
+    model = model_class(config_class(
+        vision_config=vision_class(**VISION),
         text_config=tf.LlamaConfig(vocab_size=len(tok) + N_BINS, num_key_value_heads=2, **TINY),
         image_token_id=tok.convert_tokens_to_ids("<image>"), scale_factor=1))
-    images = tf.Idefics3ImageProcessorPil(do_image_splitting=False, size={"longest_edge": 32},
-                                          max_image_size={"longest_edge": 32})
-    processor = tf.Idefics3Processor(image_processor=images, tokenizer=tok, image_seq_len=4)
-    return model, processor, "<image>" + PROMPT
+    images = images_class(do_image_splitting=False, size={"longest_edge": 32}, max_image_size={"longest_edge": 32})
+    return model, processor_class(image_processor=images, tokenizer=tok, image_seq_len=4), "<image>" + PROMPT
+
+
+# SmolVLM's and Qwen2.5-VL's processors take a video processor, which transformers builds only with
+# torchvision (not installable in this venv: PyPI's build for its torch is a CUDA one that fails to load);
+# their constructors check its class even when it is None. These drop it (their image and text path is
+# the processors' own) and are registered so that AutoProcessor loads them from a checkpoint.
+class ImageOnlySmolVLMProcessor(tf.SmolVLMProcessor):
+    def __init__(self, image_processor: object, tokenizer: object, image_seq_len: int = 169,
+                 chat_template: str | None = None, **kwargs: object) -> None:
+        super().__init__(image_processor, tokenizer, None, image_seq_len, chat_template, **kwargs)
+
+
+class ImageOnlyQwen2_5_VLProcessor(tf.Qwen2_5_VLProcessor):  # noqa: N801  the processor's name + a prefix
+    def __init__(self, image_processor: object = None, tokenizer: object = None, chat_template: str | None = None,
+                 **kwargs: object) -> None:
+        super().__init__(image_processor, tokenizer, None, chat_template, **kwargs)
+
+
+def smolvlm() -> tuple[torch.nn.Module, object, str]:
+    tf.AutoProcessor.register(tf.SmolVLMConfig, ImageOnlySmolVLMProcessor, exist_ok=True)
+    return idefics3_family(tf.SmolVLMForConditionalGeneration, tf.SmolVLMConfig, tf.SmolVLMVisionConfig,
+                           tf.SmolVLMImageProcessorPil, ImageOnlySmolVLMProcessor)
+
+
+def qwen2_5_vl() -> tuple[torch.nn.Module, object, str]:
+    tok = tokenizer("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+    ids = tok.convert_tokens_to_ids
+    # 8-pixel patches merged 2 x 2: a 32 x 32 image is 4 image tokens on a 2 x 2 grid of M-RoPE positions
+    vision = tf.Qwen2_5_VLVisionConfig(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=8,
+                                       spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=32,
+                                       window_size=32, fullatt_block_indexes=[0])
+    text = tf.Qwen2_5_VLTextConfig(vocab_size=len(tok) + N_BINS, num_key_value_heads=2, bos_token_id=None,
+                                   eos_token_id=None, rope_parameters={"rope_type": "default",
+                                                                       "mrope_section": [2, 3, 3]}, **TINY)
+    model = tf.Qwen2_5_VLForConditionalGeneration(tf.Qwen2_5_VLConfig(
+        vision_config=vision, text_config=text, image_token_id=ids("<|image_pad|>"),
+        video_token_id=ids("<|video_pad|>"), vision_start_token_id=ids("<|vision_start|>"),
+        vision_end_token_id=ids("<|vision_end|>")))
+    images = tf.Qwen2VLImageProcessorPil(patch_size=8, merge_size=2, temporal_patch_size=2, min_pixels=32 * 32,
+                                         max_pixels=32 * 32)
+    tf.AutoProcessor.register(tf.Qwen2_5_VLConfig, ImageOnlyQwen2_5_VLProcessor, exist_ok=True)
+    return model, ImageOnlyQwen2_5_VLProcessor(images, tok), "<|vision_start|><|image_pad|><|vision_end|>" + PROMPT
 
 
 ARCHITECTURES: dict[str, Callable[[], tuple[torch.nn.Module, object, str]]] = {
-    "llava": llava, "paligemma": paligemma, "idefics3": idefics3}
+    "llava": llava, "paligemma": paligemma, "idefics3": idefics3, "smolvlm": smolvlm, "qwen2_5_vl": qwen2_5_vl}
 
 
 def policy_config(tok: tf.PreTrainedTokenizerBase, prompt: str) -> PolicyConfig:
@@ -113,8 +163,14 @@ def assert_acts_scores_trains_and_round_trips(policy: VLAPolicy, tmp_path: Path,
     np.testing.assert_allclose(out.token_log_probs,
                                direct_log_probs(policy, batch, out.token_ids - policy.action_token_offset, 1.6),
                                atol=1e-4)
-    one = policy.act(images[1:], None, INSTRUCTIONS[1:], greedy=True).log_probs
-    np.testing.assert_allclose(policy.act(*batch, greedy=True).log_probs[1:], one, atol=1e-5)
+    padded = (images, None, [INSTRUCTIONS[0], "reach"])  # the second row is shorter: left-padded in a batch
+    assert not policy.model_inputs(*padded)["attention_mask"][:, 0].all()
+    alone = [policy.act(images[i:i + 1], None, padded[2][i:i + 1], greedy=True).log_probs[0] for i in range(2)]
+    np.testing.assert_allclose(policy.act(*padded, greedy=True).log_probs, alone, atol=1e-5)
+    if hasattr(policy.base_model, "_prepare_position_ids_for_generation"):
+        with torch.no_grad():
+            np.testing.assert_allclose(policy.action_logits(*padded), generation_action_logits(policy, padded),
+                                       atol=1e-6)
 
     policy.configure_finetuning(LORA)
     learner = GRPOLearner(policy, CFG, tmp_path / "run", tensorboard=False)
@@ -131,6 +187,17 @@ def assert_acts_scores_trains_and_round_trips(policy: VLAPolicy, tmp_path: Path,
     again = VLAPolicy.load(tmp_path / "trained", **load)
     np.testing.assert_allclose(again.act(*batch, greedy=True).log_probs, policy.act(*batch, greedy=True).log_probs,
                                atol=1e-5)
+
+
+def generation_action_logits(policy: VLAPolicy, batch: tuple) -> torch.Tensor:
+    """The action logits under the position ids the model's own generate() makes for these inputs
+    (Qwen2.5-VL's 3-D M-RoPE ones; the mask's running count for the others)."""
+    inputs = policy.model_inputs(*batch)
+    inputs.pop("position_ids", None)
+    model = policy.base_model
+    positions = model._prepare_position_ids_for_generation(inputs["input_ids"], dict(inputs))
+    logits = model(**inputs, position_ids=positions).logits
+    return logits[:, -policy.tokens_per_chunk:, policy.action_token_offset:].float()
 
 
 # An OpenVLA-style checkpoint: its model code ships with it (auto_map in config.json) and is not part of

@@ -102,6 +102,22 @@ def test_batched_equals_one_at_a_time(policy, batch):
         assert alone.log_probs[0] == pytest.approx(together.log_probs[i], abs=1e-4)
 
 
+def test_sequence_length_counts_every_position_the_decoder_sees(policy, batch):
+    """What the learner's token budget counts per chunk: the prompt and the action placeholders, and the
+    image and state tokens that the tiny VLA puts before the text itself."""
+    images, state, instructions = batch
+    seen = []
+    hook = policy.model.decoder.register_forward_pre_hook(
+        lambda _module, _args, kwargs: seen.append(kwargs["inputs_embeds"].shape[1]), with_kwargs=True)
+    try:
+        for i, text in enumerate(instructions):
+            policy.action_logits(images[i:i + 1], state[i:i + 1], [text])
+    finally:
+        hook.remove()
+    assert [policy.sequence_length(text) for text in instructions] == seen
+    assert len(set(seen)) == len(seen)  # the instructions' lengths differ: the count follows each
+
+
 def test_images_and_instructions_change_the_action_distribution(policy, batch):
     images, state, _ = batch
     same_text = [INSTRUCTIONS[0]] * 3

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
-from test_rl_vla import CFG, make_policy, rollouts
+from test_rl_vla import CFG, INSTRUCTIONS, make_policy, rollouts
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
@@ -160,10 +160,12 @@ def test_two_ranks_give_the_single_process_update(tmp_path, fsdp):
 
 @pytest.mark.parametrize("fsdp", [False, True], ids=["replicated", "sharded"])
 def test_an_uneven_split_gives_the_single_process_update(tmp_path, fsdp):
-    """3 groups x 3 rollouts = 9 trajectories on 2 ranks (5 and 4), mini-batches of 4 (the last holds
-    one trajectory, so one rank has none in it) and forward passes of one trajectory: sharded, the
-    ranks run different numbers of passes of their own and must still join each other's."""
-    cfg = GRPOConfig(groups_per_update=3, epochs=2, minibatch_size=4, lr=3e-3, forward_chunks=3)
+    """3 groups x 3 rollouts = 9 trajectories of 3 chunks on 2 ranks (5 and 4), mini-batches of 4 (the
+    last holds one trajectory, so one rank has none in it) and forward passes of two chunks (so a
+    trajectory spans two): sharded, the ranks run different numbers of passes of their own and must
+    still join each other's."""
+    two_chunks = 2 * max(make_policy().sequence_length(text) for text in INSTRUCTIONS)
+    cfg = GRPOConfig(groups_per_update=3, epochs=2, minibatch_size=4, lr=3e-3, forward_tokens=two_chunks)
     distributed, single, metrics = distributed_and_single(tmp_path, cfg, 3, 3, 1, fsdp)
     assert_same_update(distributed, single, metrics, tmp_path)
 

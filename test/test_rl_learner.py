@@ -22,6 +22,7 @@ from vla_rl_ros.rl import (
 from vla_rl_ros.rl.config import ROLLOUT_TEMPERATURE
 
 P, TOKENS, VOCAB = 3, 6, 16  # state dim, tokens per chunk (C*A), action tokens
+SEQUENCE = 10  # positions a chunk takes in a forward pass, as the policy reports them
 GROUPS = 20  # rollout groups in the bandit test
 G = 4  # rollouts per group, as an episode manager would schedule (carried by each result)
 
@@ -43,6 +44,9 @@ class StatePolicy(torch.nn.Module):
 
     def trainable_parameters(self):
         return list(self.parameters())
+
+    def sequence_length(self, instruction):
+        return SEQUENCE
 
     def save(self, path):
         Path(path).mkdir(parents=True, exist_ok=True)
@@ -73,7 +77,7 @@ def fill(buffer, n_groups, *, seed=0, start=0, version=0):
             buffer.add_result(r)
 
 
-CFG = GRPOConfig(groups_per_update=2, epochs=2, minibatch_size=4, lr=3e-3, forward_chunks=64)
+CFG = GRPOConfig(groups_per_update=2, epochs=2, minibatch_size=4, lr=3e-3, forward_tokens=64 * SEQUENCE)
 
 
 PAD = 1e9  # marks padding in token_logp
@@ -139,19 +143,22 @@ def test_update_lowers_the_surrogate_loss_and_the_clip_engages(tmp_path):
 
 
 def test_split_forward_passes_give_the_same_update(tmp_path):
-    """Gradient accumulation over forward passes of at most forward_chunks chunks equals one pass."""
+    """Gradient accumulation over forward passes of at most forward_tokens positions equals one pass,
+    down to one chunk a pass, where every trajectory of 2-4 chunks is split over passes (each piece's
+    token sum is divided by its whole trajectory's count)."""
     results = []
-    for forward_chunks in (64, 4):
+    for chunks in (64, 3, 1):
         policy = StatePolicy()
-        cfg = GRPOConfig(groups_per_update=2, epochs=2, minibatch_size=4, lr=3e-3,
-                         forward_chunks=forward_chunks)
-        learner = GRPOLearner(policy, cfg, tmp_path / str(forward_chunks), tensorboard=False)
+        cfg = GRPOConfig(groups_per_update=2, epochs=2, minibatch_size=4, lr=3e-3, forward_tokens=chunks * SEQUENCE)
+        learner = GRPOLearner(policy, cfg, tmp_path / str(chunks), tensorboard=False)
         fill(learner.buffer, 2)
         learner.maybe_update()
         results.append((torch.cat([p.detach().flatten() for p in policy.parameters()]), policy.forward_sizes))
-    (one, sizes_one), (split, sizes_split) = results
-    assert max(sizes_one) > 4 >= max(sizes_split)  # chunks of several trajectories batched vs split
-    torch.testing.assert_close(one, split, rtol=1e-5, atol=1e-6)
+    (one, sizes_one), *split = results
+    assert max(sizes_one) > 4  # chunks of several trajectories batched
+    for chunks, (weights, sizes) in zip((3, 1), split, strict=True):
+        assert max(sizes) == chunks  # the budget filled, never exceeded
+        torch.testing.assert_close(weights, one, rtol=1e-5, atol=1e-6)
 
 
 def test_each_trajectory_is_scored_at_the_temperature_it_was_sampled_at(tmp_path):

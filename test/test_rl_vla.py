@@ -8,6 +8,7 @@ import torch
 from vla_rl_ros.policy import FinetuneConfig, VLAPolicy, new_tiny_policy
 from vla_rl_ros.rl import GRPOConfig, GRPOLearner, ResultRecord, TrajectoryRecord
 from vla_rl_ros.rl.config import ROLLOUT_TEMPERATURE
+from vla_rl_ros.rl.learner import Piece
 
 INSTRUCTIONS = ["reach the red disc", "push the blue block"]
 SMALL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
@@ -117,7 +118,8 @@ def test_an_update_of_bfloat16_weights_scores_in_float32(tmp_path):
     learner = GRPOLearner(policy, CFG, tmp_path, tensorboard=False)
     rollouts(policy, learner.buffer)
     batch = learner.buffer.pop_batch(1)
-    assert learner.steps._forward([batch[0].episodes[0].trajectory])[0].dtype == torch.float32
+    trajectory = batch[0].episodes[0].trajectory
+    assert learner.steps._forward([Piece(0, 0, trajectory.num_chunks)], [trajectory])[0].dtype == torch.float32
     before = [p.detach().clone() for p in learner.params]
     metrics = learner.update(batch)
     assert all(np.isfinite(v) for v in metrics.values())

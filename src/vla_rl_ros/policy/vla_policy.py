@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
-from transformers import AutoModelForImageTextToText, AutoProcessor
+from transformers import AutoModelForImageTextToText, AutoProcessor, GenerationMixin
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from vla_rl_ros.policy import tiny_vla  # noqa: F401  registers model_type "tiny_vla" with the Auto classes
@@ -37,8 +37,9 @@ POLICY_FILE = "vla_policy.json"
 DEFAULT_PROMPT = "What action should the robot take to {instruction}?"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 # Per-token processor outputs on the action placeholders, as the model's own generation extends them:
-# PaliGemma's token_type_ids 1 (suffix: causal, like the other architectures' placeholders).
-PLACEHOLDER_VALUES = {"token_type_ids": 1}
+# PaliGemma's token_type_ids 1 (suffix: causal, like the other architectures' placeholders), Qwen2-VL's
+# mm_token_type_ids 0 (text, not image).
+PLACEHOLDER_VALUES = {"token_type_ids": 1, "mm_token_type_ids": 0}
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # org/name, as the Hugging Face Hub names models
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # peft "all-linear": every linear layer except the output head, as SimpleVLA-RL's LoRA on OpenVLA.
@@ -148,6 +149,14 @@ def check_checkpoint_dir(path: Path, *, allow_pickle: bool) -> None:
                                   "checkpoint") from err
 
 
+def makes_own_positions(model: torch.nn.Module) -> bool:
+    """Whether the model's own generation makes position ids other than the running count of the
+    attention mask: Qwen2-VL's family, whose 3-D (M-RoPE) positions its forward computes from input_ids,
+    the image grid and the mask when it is given none. 1-D positions passed in would replace them."""
+    prepare = getattr(type(model), "_prepare_position_ids_for_generation", None)
+    return prepare is not None and prepare is not GenerationMixin._prepare_position_ids_for_generation
+
+
 class VLAPolicy:
     """A model + its processor + the action tokenizer; batched `act` and differentiable log-probs."""
 
@@ -162,9 +171,11 @@ class VLAPolicy:
         self.action_token_offset = self.vocab_size - N_BINS  # bin b <-> token id offset + b
         accepted = inspect.signature(self.base_model.forward).parameters
         self._passes_state = "state" in accepted
-        self._passes_positions = "position_ids" in accepted
+        self._passes_positions = "position_ids" in accepted and not makes_own_positions(self.base_model)
         self._passes_keep = "logits_to_keep" in accepted
         self._has_image_processor = hasattr(processor, "image_processor")
+        self._text_positions: dict[str, int] = {}  # instruction -> its chunk's model-input positions
+        self._inserted_positions: int | None = None  # positions the model adds to its inputs (measured)
 
     # --- shape and device facts ------------------------------------------------------------------
     @property
@@ -281,7 +292,8 @@ class VLAPolicy:
         # numpy out of the processor, then onto the policy's device: "pt" would make the tensors on
         # torch's default device, which need not be the policy's
         if self._has_image_processor:
-            frames = list((pixels * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy())
+            # one list per prompt: to SmolVLM's processor a flat list is one prompt's images
+            frames = [[frame] for frame in (pixels * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()]
             inputs = dict(self.processor(images=frames, text=prompts, return_tensors="np", padding=True))
         else:
             inputs = dict(self.tokenizer(prompts, return_tensors="np", padding=True))
@@ -335,6 +347,46 @@ class VLAPolicy:
         token_lp_np = token_lp.cpu().numpy().astype(np.float32)
         return ActOutput(actions=actions, token_ids=bins_np + self.action_token_offset,
                          log_probs=token_lp_np.sum(-1), token_log_probs=token_lp_np)
+
+    def sequence_length(self, instruction: str) -> int:
+        """The longest sequence a transformer block sees for one chunk of this instruction: its prompt,
+        image tokens and action placeholders, plus the positions the model inserts itself (image
+        patches that a tiny-VLA- or Prismatic-style model puts before the text). What a forward pass's
+        activation memory grows with; the learner sizes its passes by it."""
+        if instruction not in self._text_positions:
+            inputs = self.model_inputs(*self._blank_observation(), [instruction])
+            self._text_positions[instruction] = inputs["input_ids"].shape[1]
+        if self._inserted_positions is None:
+            self._inserted_positions = max(self._longest_block_input(instruction) - self._text_positions[instruction],
+                                           0)
+        return self._text_positions[instruction] + self._inserted_positions
+
+    def _longest_block_input(self, instruction: str) -> int:
+        """The longest sequence any transformer block sees in a forward pass of one blank observation.
+        Every rank of a sharded learner runs it at the same point (the forward pass is a collective
+        there): GradientSteps asks for a sequence length when it is built."""
+        longest = [0]
+
+        def note(_module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+            hidden = args[0] if args else kwargs.get("hidden_states")
+            if isinstance(hidden, torch.Tensor) and hidden.ndim >= 2:
+                longest[0] = max(longest[0], hidden.shape[-2])  # (..., L, D)
+
+        hooks = [m.register_forward_pre_hook(note, with_kwargs=True) for m in self.model.modules()
+                 if isinstance(m, GradientCheckpointingLayer)]
+        try:
+            with torch.no_grad():  # not inference mode: a sharded model's gathered weights are reused in training
+                self.action_logits(*self._blank_observation(), [instruction])
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return longest[0]
+
+    def _blank_observation(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """One black image (and a zero state where the model takes one)."""
+        size = getattr(self.base_model.config, "proprio_dim", None)
+        state = np.zeros((1, size), np.float32) if self._passes_state and size else None
+        return np.zeros((1, self.image_size, self.image_size, 3), np.uint8), state
 
     def check_tokens(self, token_ids: np.ndarray, state: np.ndarray | None = None) -> None:
         """ValueError unless token_ids are (B, C*A) action-token ids of this policy and state, if the model

@@ -67,9 +67,11 @@ class GRPOConfig:
     minibatch_size: int = field(default=32, metadata={
         "help": "trajectories per clipped optimiser step; with 16 groups x 8 rollouts and 2 epochs "
                 "that is 8 steps per update"})
-    forward_chunks: int = field(default=256, metadata={
-        "help": "most chunks (observations) in one policy forward pass; a mini-batch with more is "
-                "split into several passes with gradient accumulation (memory, not maths)"})
+    forward_tokens: int = field(default=16384, metadata={
+        "help": "most token positions in one policy forward pass: its chunks x the longest chunk's "
+                "sequence (image tokens, prompt, action tokens), what activation memory grows with; a "
+                "mini-batch with more is split into passes with gradient accumulation, a long trajectory "
+                "over several (memory, not maths; veRL's ppo_max_token_len_per_gpu default)"})
 
     # --- staleness -----------------------------------------------------------------------------
     max_policy_lag: int = field(default=1, metadata={
@@ -78,7 +80,7 @@ class GRPOConfig:
                 "running while the previous update was published"})
 
     def __post_init__(self) -> None:
-        for name in ("groups_per_update", "epochs", "minibatch_size", "forward_chunks"):
+        for name in ("groups_per_update", "epochs", "minibatch_size", "forward_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}: must be at least 1")
         if not 0 < self.clip_low < 1:

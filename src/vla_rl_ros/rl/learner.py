@@ -22,7 +22,6 @@ like with like, as veRL does; trajectories of different temperatures go through 
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import json
 import math
 import os
@@ -66,6 +65,8 @@ class TokenPolicy(Protocol):
                         token_ids: torch.Tensor, *, temperature: float) -> torch.Tensor: ...
 
     def trainable_parameters(self) -> Iterable[torch.nn.Parameter]: ...
+
+    def sequence_length(self, instruction: str) -> int: ...
 
     def save(self, path: Path | str) -> None: ...
 
@@ -356,6 +357,9 @@ class GradientSteps:
                              "enable LoRA or full fine-tuning in the policy config")
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, betas=config.betas,
                                            weight_decay=config.weight_decay)
+        # The policy measures what its model adds to a chunk's sequence with a forward pass: here,
+        # where every rank of a sharded learner builds its steps at once (a forward pass is a collective).
+        policy.sequence_length("")
 
     def run(self, share: Share) -> ShareResult:
         cfg = self.config
@@ -366,13 +370,12 @@ class GradientSteps:
         # Old log-probs from the current weights (the policy node's are for reference only: another
         # process, possibly another numeric path). The ratio starts at exactly 1.
         with torch.no_grad():
-            s_logp_old: list[torch.Tensor] = [torch.empty(0)] * len(s_traj)  # n x (T_b,)
+            pieces_old: list[list[torch.Tensor]] = [[] for _ in s_traj]  # n x its pieces' (T_piece,), in order
             for part in self._passes(range(len(s_traj)), s_traj):
-                if not part:  # the lockstep's filler
-                    self._forward([_filler(s_traj)])
-                    continue
-                for i, logp in zip(part, self._forward([s_traj[i] for i in part]), strict=True):
-                    s_logp_old[i] = logp
+                for piece, logp in zip(part, self._forward(part, s_traj), strict=True):
+                    if piece is not FILLER:  # identity: a real piece may equal it
+                        pieces_old[piece.index].append(logp)
+            s_logp_old = [torch.cat(pieces) for pieces in pieces_old]  # n x (T_b,)
 
         totals: dict[str, float] = {}
         minimum, maximum = math.inf, -math.inf
@@ -382,18 +385,20 @@ class GradientSteps:
                 mb_inds = b_inds[mb_start:mb_start + cfg.minibatch_size]
                 self.optimizer.zero_grad(set_to_none=True)
                 mb_loss = 0.0
-                # Gradient accumulation over forward passes of at most forward_chunks chunks; the
-                # loss is a mean over trajectories, so each part weighs len(part) / len(mb_inds).
+                # Gradient accumulation over forward passes of at most forward_tokens positions. The
+                # loss is a mean over trajectories of each one's token mean: a piece adds its token sum
+                # over its whole trajectory's count, weighed 1 / len(mb_inds).
                 for part in self._passes([local[i] for i in mb_inds if i in local], s_traj):
-                    if not part:  # the lockstep's filler: a gradient of zeros
-                        (self._forward([_filler(s_traj)])[0].sum() * 0.0).backward()
+                    logp_new = self._forward(part, s_traj)  # b x (T_piece,)
+                    if part[0] is FILLER:  # the lockstep's filler: a gradient of zeros
+                        (logp_new[0].sum() * 0.0).backward()
                         continue
-                    logp_new = self._forward([s_traj[i] for i in part])  # b x (T_b,)
                     mb_logp_new, mask = _pad(logp_new)  # (b, T)
-                    mb_logp_old, _ = _pad([s_logp_old[i] for i in part])
-                    mb_adv = s_adv[torch.tensor(part, device=device)]  # (b,)
-                    loss, stats = clipped_policy_loss(mb_logp_new, mb_logp_old, mb_adv, mask,
-                                                      clip_low=cfg.clip_low, clip_high=cfg.clip_high)
+                    mb_logp_old, _ = _pad([s_logp_old[p.index][p.tokens(s_traj)] for p in part])
+                    whole = torch.tensor([len(s_logp_old[p.index]) for p in part], device=device)
+                    loss, stats = clipped_policy_loss(mb_logp_new, mb_logp_old, s_adv[[p.index for p in part]], mask,
+                                                      clip_low=cfg.clip_low, clip_high=cfg.clip_high,
+                                                      trajectory_tokens=whole)
                     (loss * (len(part) / len(mb_inds) * self.loss_scale)).backward()
                     mb_loss += loss.item() * len(part) / len(mb_inds)
                     for key in ("clip_fraction", "clip_fraction_low", "clip_fraction_high",
@@ -408,49 +413,69 @@ class GradientSteps:
                 losses.append(mb_loss)
         return ShareResult([lp.cpu() for lp in s_logp_old], losses, grad_norms, totals, minimum, maximum)
 
-    def _passes(self, indices: Iterable[int], trajectories: list[TrajectoryRecord]) -> list[list[int]]:
-        """Trajectory indices -> the forward passes that score them: consecutive trajectories of one
-        sampling temperature (each is scored at its own, as veRL does: one temperature in a normal run,
-        where every policy node samples at the same), at most forward_chunks chunks a pass (a longer
-        trajectory goes alone). In lockstep, empty parts pad the list to the ranks' longest."""
-        parts: list[list[int]] = []
+    def _passes(self, indices: Iterable[int], trajectories: list[TrajectoryRecord]) -> list[list[Piece]]:
+        """Trajectory indices -> the forward passes that score them, each a list of pieces (runs of a
+        trajectory's chunks) of one sampling temperature (each is scored at its own, as veRL does: one
+        temperature in a normal run, where every policy node samples at the same), whose chunks times
+        the longest chunk's sequence stay within forward_tokens (a chunk longer than that goes alone).
+        In lockstep, one-filler passes pad the list to the ranks' longest."""
+        budget = self.config.forward_tokens
+        parts: list[list[Piece]] = []
         indices = list(indices)
         for temperature in sorted({trajectories[i].temperature for i in indices}):
             parts.append([])
-            chunks = 0
+            chunks = longest = 0
             for i in (i for i in indices if trajectories[i].temperature == temperature):
-                n = trajectories[i].num_chunks
-                if parts[-1] and chunks + n > self.config.forward_chunks:
-                    parts.append([])
-                    chunks = 0
-                parts[-1].append(i)
-                chunks += n
+                length = self.policy.sequence_length(trajectories[i].instruction)
+                start, end = 0, trajectories[i].num_chunks
+                while start < end:
+                    room = budget // max(longest, length) - chunks
+                    if room < 1 and chunks:
+                        parts.append([])
+                        chunks = longest = 0
+                        continue
+                    stop = min(end, start + max(room, 1))
+                    parts[-1].append(Piece(i, start, stop))
+                    chunks, longest, start = chunks + stop - start, max(longest, length), stop
         if self.lockstep is not None:
-            parts += [[] for _ in range(self.lockstep(len(parts)) - len(parts))]
+            parts += [[FILLER] for _ in range(self.lockstep(len(parts)) - len(parts))]
         return parts
 
-    def _forward(self, trajectories: list[TrajectoryRecord]) -> list[torch.Tensor]:
-        """All chunks of these trajectories (of one temperature) in one forward pass -> per trajectory
-        (T_b,) log-probs."""
-        temperature = trajectories[0].temperature
-        images = np.concatenate([t.images for t in trajectories])  # (sum N, H, W, 3)
-        state = np.concatenate([t.state for t in trajectories])  # (sum N, P)
-        instructions = [t.instruction for t in trajectories for _ in range(t.num_chunks)]
-        token_ids = torch.from_numpy(np.concatenate([t.token_ids for t in trajectories]))  # (sum N, C*A)
+    def _forward(self, pieces: list[Piece], trajectories: list[TrajectoryRecord]) -> list[torch.Tensor]:
+        """All chunks of these pieces (of one temperature) in one forward pass -> per piece (T_piece,)
+        log-probs."""
+        chosen = [(trajectories[p.index], slice(p.start, p.stop)) for p in pieces]
+        temperature = chosen[0][0].temperature
+        images = np.concatenate([t.images[s] for t, s in chosen])  # (sum N, H, W, 3)
+        state = np.concatenate([t.state[s] for t, s in chosen])  # (sum N, P)
+        instructions = [t.instruction for p in pieces for t in [trajectories[p.index]] * (p.stop - p.start)]
+        token_ids = torch.from_numpy(np.concatenate([t.token_ids[s] for t, s in chosen]))  # (sum N, C*A)
         logp = self.policy.token_log_probs(images, state, instructions, token_ids,
                                            temperature=temperature).float()  # (sum N, C*A)
         if logp.shape != token_ids.shape:
             raise ValueError(f"policy.token_log_probs returned {tuple(logp.shape)}, expected "
                              f"{tuple(token_ids.shape)} (one log-prob per sampled token)")
-        per_traj = torch.split(logp, [t.num_chunks for t in trajectories])  # b x (N_b, C*A)
-        return [lp.reshape(-1) for lp in per_traj]  # b x (T_b,)
+        per_piece = torch.split(logp, [p.stop - p.start for p in pieces])  # b x (N_b, C*A)
+        return [lp.reshape(-1) for lp in per_piece]  # b x (T_piece,)
 
 
-def _filler(trajectories: list[TrajectoryRecord]) -> TrajectoryRecord:
-    """The first chunk of a rank's first trajectory: the cheapest pass that joins the others' gathers."""
-    t = trajectories[0]
-    return dataclasses.replace(t, images=t.images[:1], state=t.state[:1], token_ids=t.token_ids[:1],
-                               log_probs=t.log_probs[:1], steps=t.steps[:1])
+@dataclass(frozen=True)
+class Piece:
+    """Chunks [start, stop) of the share's trajectory `index`: what a forward pass scores."""
+
+    index: int
+    start: int
+    stop: int
+
+    def tokens(self, trajectories: list[TrajectoryRecord]) -> slice:
+        """This piece's positions in its trajectory's flat (T_b,) log-probs."""
+        per_chunk = trajectories[self.index].token_ids.shape[1]
+        return slice(self.start * per_chunk, self.stop * per_chunk)
+
+
+# The lockstep's filler: the first chunk of a rank's first trajectory, the cheapest pass that joins
+# the other ranks' gathers.
+FILLER = Piece(0, 0, 1)
 
 
 def _item(value: torch.Tensor) -> float:

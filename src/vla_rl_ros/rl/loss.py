@@ -51,13 +51,17 @@ def clipped_policy_loss(
     *,
     clip_low: float,
     clip_high: float,
+    trajectory_tokens: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """PPO-clip with clip-higher, no KL and no entropy term.
 
     logp_new, logp_old, mask: (B, T); advantages: (B,), the same on every token of a trajectory.
     Per token: loss = -min(r A, clip(r, 1 - clip_low, 1 + clip_high) A), r = exp(logp_new - logp_old).
     Aggregation: token mean within each trajectory, then mean over trajectories (veRL's
-    "seq-mean-token-mean"), so a long trajectory weighs as much as a short one.
+    "seq-mean-token-mean"), so a long trajectory weighs as much as a short one. trajectory_tokens (B,):
+    where a row holds only a piece of its trajectory (a long one split over forward passes), the whole
+    trajectory's token count, which the row's token sum is divided by: the pieces' terms add up to
+    the trajectory's token mean.
 
     Returns the scalar loss and detached statistics over the valid tokens: clip fractions (tokens
     whose gradient the clip removed, low side A < 0, high side A > 0), ratio mean/min/max and
@@ -79,7 +83,8 @@ def clipped_policy_loss(
     unclipped = -adv * ratio
     clipped = -adv * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
     per_token = torch.maximum(unclipped, clipped)  # (B, T)
-    per_traj = (per_token * m).sum(dim=1) / tokens  # (B,) token mean within a trajectory
+    whole = tokens if trajectory_tokens is None else trajectory_tokens.to(m.dtype)
+    per_traj = (per_token * m).sum(dim=1) / whole  # (B,) token mean within a trajectory
     loss = per_traj.mean()  # mean over trajectories
 
     with torch.no_grad():
