@@ -151,6 +151,29 @@ def test_an_architecture_acts_scores_trains_and_round_trips(name: str, tmp_path:
     assert_acts_scores_trains_and_round_trips(policy, tmp_path)
 
 
+ON_DEVICE = {"llava", "paligemma"}  # SigLIP's image processor: a rescale and a normalisation
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_inputs_made_on_the_device_equal_the_processors(name: str, tmp_path: Path) -> None:
+    """Where the processor's image work is a rescale and a normalisation, the wrapper makes the model's
+    inputs on the policy's device (its text rows cached per prompt, left-padded by the wrapper): equal
+    to the processor's for new images and prompts of other lengths. Elsewhere the processor serves."""
+    model, processor, prompt = ARCHITECTURES[name]()
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    policy = VLAPolicy.load(tmp_path, policy_config=policy_config(getattr(processor, "tokenizer", processor), prompt))
+    images = np.random.default_rng(1).integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
+    texts = ["reach", INSTRUCTIONS[0], "pick up the the cube cube"]
+    made = policy.model_inputs(images, None, texts)
+    assert policy._fast == (name in ON_DEVICE)
+    policy._fast = False  # the processor's own outputs
+    want = policy.model_inputs(images, None, texts)
+    assert made.keys() == want.keys()
+    for key in want:
+        torch.testing.assert_close(made[key], want[key], atol=1e-5, rtol=0)
+
+
 def assert_acts_scores_trains_and_round_trips(policy: VLAPolicy, tmp_path: Path, **load: bool) -> None:
     images = np.random.default_rng(0).integers(0, 256, (2, 48, 48, 3), dtype=np.uint8)
     batch = (images, None, INSTRUCTIONS)
