@@ -132,6 +132,11 @@ def test_config_from_dict_names_unknown_fields():
         GRPOConfig.from_dict({"kl_coef": 0.1})
 
 
+def test_a_config_saved_with_a_retired_field_still_loads():
+    """A run's buffer saved before forward_tokens replaced forward_chunks (memory, not maths) resumes."""
+    assert GRPOConfig.from_dict({**GRPOConfig(epochs=3).to_dict(), "forward_chunks": 256}) == GRPOConfig(epochs=3)
+
+
 def test_config_to_dict_keeps_only_grpo_fields_of_a_subclass():
     @dataclasses.dataclass(frozen=True)
     class NodeParams(GRPOConfig):  # as the learner node extends it with its own parameters

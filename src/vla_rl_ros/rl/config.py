@@ -22,6 +22,11 @@ GROUP_SIZE = 8
 MIN_GROUP_SIZE = 2  # a group-relative baseline needs at least two rollouts (unbiased std of one is NaN)
 
 
+# Fields of earlier versions that set memory use, not the maths: a run saved with one still resumes
+# (its buffer's state.json holds the config it was built with).
+RETIRED_FIELDS = frozenset({"forward_chunks"})  # became forward_tokens, a budget in token positions
+
+
 @dataclass(frozen=True)
 class GRPOConfig:
     """All GRPO settings. Field groups: groups and sampling, loss, optimiser, update schedule, staleness."""
@@ -107,6 +112,7 @@ class GRPOConfig:
     def from_dict(cls, values: dict) -> GRPOConfig:
         """Inverse of to_dict; unknown keys are an error that names them."""
         names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if k not in RETIRED_FIELDS}
         unknown = sorted(set(values) - names)
         if unknown:
             raise ValueError(f"unknown GRPOConfig fields {unknown}; known: {sorted(names)}")
