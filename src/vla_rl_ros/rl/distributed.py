@@ -179,7 +179,7 @@ class DataParallel:
     def stop(self) -> None:
         """The stop signal: every worker leaves its loop; then the process group ends."""
         _send([None] * self.world_size)
-        _end()
+        dist.destroy_process_group()
 
 
 def serve(rank: Rank) -> None:
@@ -202,14 +202,14 @@ def serve(rank: Rank) -> None:
         else:
             _gather(steps.run(message))
             release_freed_memory()
-    _end()
+    dist.destroy_process_group()
 
 
-def shard(policy: TokenPolicy, group: dist.ProcessGroup | None, device: str) -> None:
-    """FSDP2 over the ranks of `group` (None: the default one): each transformer block (the classes in
+def shard(policy: TokenPolicy, group: dist.ProcessGroup, device: str) -> None:
+    """FSDP2 over the ranks of `group`: each transformer block (the classes in
     the model's `_no_split_modules`) a unit of its own, bottom-up, then the rest of the model. Moves
     each rank's shards to `device`'s type (the rank's current GPU on CUDA)."""
-    mesh = DeviceMesh.from_group(group or dist.group.WORLD, torch.device(device).type)
+    mesh = DeviceMesh.from_group(group, torch.device(device).type)
     model = policy.model
     blocks = set(getattr(policy.base_model, "_no_split_modules", None) or ())
     for module in reversed(list(model.modules())):
@@ -218,7 +218,7 @@ def shard(policy: TokenPolicy, group: dist.ProcessGroup | None, device: str) -> 
     fully_shard(model, mesh=mesh)
 
 
-def _steps(policy: TokenPolicy, setup: WorkerSetup, grads: dist.ProcessGroup | None) -> GradientSteps:
+def _steps(policy: TokenPolicy, setup: WorkerSetup, grads: dist.ProcessGroup) -> GradientSteps:
     """Every rank's GradientSteps: on the whole policy with its gradients all-reduced, or sharded with its
     losses scaled to a sum (the backward averages over the ranks) and its forward passes in lockstep."""
     if not setup.fsdp:
@@ -258,19 +258,13 @@ def _init(rank: Rank) -> None:
     dist.init_process_group("gloo", rank=rank.rank, world_size=rank.world_size, timeout=WAIT)
 
 
-def _end() -> None:
-    """End the process group after a barrier, a collective without tensors. gloo's worker threads free a
-    finished collective's tensors after its caller has moved on, and freeing a tensor made in Python
-    takes the GIL, which no thread gets once the interpreter exits: the scatter of the stop signal,
-    freed then, aborted the process (std::terminate). The barrier waits for the collectives before it;
-    destroying the group does not join its threads while the sharded model still refers to it."""
-    dist.barrier()
-    dist.destroy_process_group()
-
-
-def _gradient_group(backend: str) -> dist.ProcessGroup | None:
-    """gloo: the first group (None); nccl: a group of its own, created on every rank alike."""
-    return None if backend == "gloo" else dist.new_group(backend=backend, timeout=WAIT)
+def _gradient_group(backend: str) -> dist.ProcessGroup:
+    """The group of the gradients and of FSDP's gathers: one of its own, created on every rank alike, so
+    that the first group carries rank 0's messages only and nothing but torch's registry refers to it.
+    Then `destroy_process_group` frees it at once and joins its gloo threads; a thread still freeing the
+    stop signal's scatter (its tensors made in Python: freeing them takes the GIL) as the interpreter
+    exits aborts the process, which happened while FSDP's mesh kept the first group alive."""
+    return dist.new_group(backend=backend, timeout=WAIT)
 
 
 def _send(objects: list[Any]) -> None:
