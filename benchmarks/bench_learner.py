@@ -85,6 +85,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=GRPOConfig().epochs, help="passes over the update's batch")
     parser.add_argument("--minibatch", type=int, default=GRPOConfig().minibatch_size,
                         help="trajectories per optimiser step")
+    parser.add_argument("--forward-tokens", type=int, default=GRPOConfig().forward_tokens,
+                        help="most token positions in one forward pass (the learner's memory budget)")
     parser.add_argument("--repeats", type=int, default=3, help="timed updates / raw passes (best counts)")
     parser.add_argument("--checkpoint", type=Path, help="policy checkpoint (default: a fresh default-size tiny VLA)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -98,7 +100,7 @@ def main() -> None:
     trajectories = [e.trajectory for g in groups for e in g.episodes]
     chunks = sum(t.num_chunks for t in trajectories)
     config = GRPOConfig(groups_per_update=args.groups, epochs=args.epochs,
-                        minibatch_size=min(args.minibatch, len(trajectories)))
+                        minibatch_size=min(args.minibatch, len(trajectories)), forward_tokens=args.forward_tokens)
     with tempfile.TemporaryDirectory() as tmp:
         learner = GRPOLearner(policy, config, Path(tmp), tensorboard=False)
         raw_pass(policy, trajectories, config.forward_tokens)  # warm-up
@@ -107,14 +109,15 @@ def main() -> None:
         update = min(learner.update(groups)["time/update_s"] for _ in range(args.repeats))
     figures = {
         "trajectories": len(trajectories), "chunks": chunks, "epochs": args.epochs,
-        "minibatch_size": config.minibatch_size, "threads": args.threads,
+        "minibatch_size": config.minibatch_size, "forward_tokens": config.forward_tokens, "threads": args.threads,
         "raw_forward_backward_s": raw, "update_s": update,
         "raw_samples_per_s": chunks / raw, "update_samples_per_s": chunks * args.epochs / update,
         "peak_rss_mib": peak_rss_mib(os.getpid()),  # the whole process: model, optimiser, rollouts, activations
     }
     figures["update_over_raw"] = figures["update_samples_per_s"] / figures["raw_samples_per_s"]
     print(f"{len(trajectories)} trajectories ({args.groups} groups of {args.group_size}), {chunks} chunks, "
-          f"{args.epochs} epochs, mini-batches of {config.minibatch_size}, {args.threads} thread(s)")
+          f"{args.epochs} epochs, mini-batches of {config.minibatch_size}, forward passes of at most "
+          f"{config.forward_tokens} positions, {args.threads} thread(s)")
     print(f"raw forward+backward: {raw:.2f} s, {figures['raw_samples_per_s']:.0f} samples/s")
     print(f"GRPO update:          {update:.2f} s, {figures['update_samples_per_s']:.0f} samples/s "
           f"(x{args.epochs} epochs)")
