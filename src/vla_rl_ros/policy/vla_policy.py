@@ -334,8 +334,9 @@ class VLAPolicy:
         serves otherwise (on the CPU: at batch 16 of 224 px it took 20 ms of a 28 ms preprocessing)."""
         if self._fast is None:
             self._fast = self._fast_path_agrees()
-        if not self._fast:
-            return self._processor_inputs(frames, prompts)
+        return self._device_inputs(frames, prompts) if self._fast else self._processor_inputs(frames, prompts)
+
+    def _device_inputs(self, frames: torch.Tensor, prompts: list[str]) -> dict[str, torch.Tensor]:
         rows = [self._prompt_row(prompt) for prompt in prompts]
         longest = max(len(row["input_ids"]) for row in rows)
         inputs = {key: torch.stack([F.pad(row[key], (longest - len(row[key]), 0), value=pad) for row in rows])
@@ -383,9 +384,8 @@ class VLAPolicy:
         shorter = int(lengths.argmin())
         self._pad_values = {k: v[shorter, 0].item() for k, v in want.items()
                             if k != "pixel_values" and v.shape == want["input_ids"].shape}
-        self._fast = True
         try:
-            got = self._image_inputs(frames, prompts)
+            got = self._device_inputs(frames, prompts)
         except (RuntimeError, ValueError, TypeError, IndexError):  # e.g. a scalar image_mean: not this path
             return False
         finally:

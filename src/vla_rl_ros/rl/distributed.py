@@ -46,7 +46,7 @@ from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 from vla_rl_ros.rl.config import GRPOConfig
-from vla_rl_ros.rl.learner import GradientSteps, Share, ShareResult, TokenPolicy, release_freed_memory
+from vla_rl_ros.rl.learner import GradientSteps, Share, ShareResult, TokenPolicy, release_freed_memory, trainable
 
 BACKENDS = ("gloo", "nccl")
 # How long a rank waits for the others in one collective. Ranks > 0 wait for rank 0's next update,
@@ -154,7 +154,7 @@ class DataParallel:
         """Rank 0's GradientSteps. Every rank starts from these weights (a LoRA adapter's random
         initialisation differs by process); sharded, the steps run on a sharded copy and `policy` stays
         whole (on the CPU), to be saved."""
-        _send([State.of(_trainable(policy), None)] * self.world_size)
+        _send([State.of(trainable(policy), None)] * self.world_size)
         return _steps(copy.deepcopy(policy) if self.sharded else policy, self.setup, self.grads)
 
     def gather_state(self, steps: GradientSteps, optimizer: bool) -> State:
@@ -192,7 +192,7 @@ def serve(rank: Rank) -> None:
     device = rank_device(setup.device, rank.local_rank)
     policy = setup.make_policy("cpu" if setup.fsdp else device)  # sharding moves each shard to its device
     start: State = _receive()
-    start.load_into(_trainable(policy))
+    start.load_into(trainable(policy))
     steps = _steps(policy, setup, grads)
     while (message := _receive()) is not None:
         if isinstance(message, State):
@@ -228,15 +228,10 @@ def _steps(policy: TokenPolicy, setup: WorkerSetup, grads: dist.ProcessGroup) ->
 
 
 def _most(count: int) -> int:
-    """The largest count over the ranks."""
-    value = torch.tensor([count])
+    """The largest count over the ranks, over the first (gloo) group: a CPU tensor, which nccl refuses."""
+    value = torch.tensor([count], device="cpu")
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return int(value)
-
-
-def _trainable(policy: TokenPolicy) -> list[torch.nn.Parameter]:
-    """GradientSteps.params, before the steps exist."""
-    return [p for p in policy.trainable_parameters() if p.requires_grad]
 
 
 def all_reduce_grads(params: list[torch.nn.Parameter], group: dist.ProcessGroup | None = None) -> None:
@@ -260,7 +255,8 @@ def _init(rank: Rank) -> None:
 
 def _gradient_group(backend: str) -> dist.ProcessGroup:
     """The group of the gradients and of FSDP's gathers: one of its own, created on every rank alike, so
-    that the first group carries rank 0's messages only and nothing but torch's registry refers to it.
+    that the first group carries CPU objects only (rank 0's messages, the lockstep's counts) and nothing
+    but torch's registry refers to it.
     Then `destroy_process_group` frees it at once and joins its gloo threads; a thread still freeing the
     stop signal's scatter (its tensors made in Python: freeing them takes the GIL) as the interpreter
     exits aborts the process, which happened while FSDP's mesh kept the first group alive."""

@@ -71,6 +71,11 @@ class TokenPolicy(Protocol):
     def save(self, path: Path | str) -> None: ...
 
 
+def trainable(policy: TokenPolicy) -> list[torch.nn.Parameter]:
+    """The parameters an update trains (and a checkpoint and a rank's start-up sync carry)."""
+    return [p for p in policy.trainable_parameters() if p.requires_grad]
+
+
 class GRPOLearner:
     """Owns the optimiser, the episode buffer (journalled under run_dir/buffer) and the metrics CSV.
 
@@ -92,7 +97,7 @@ class GRPOLearner:
         # sharded copy, and `policy` stays whole: the weights are gathered into it to be saved.
         self.parallel = parallel
         self.steps = GradientSteps(policy, config) if parallel is None else parallel.prepare(policy)
-        self.params = [p for p in policy.trainable_parameters() if p.requires_grad]  # of `policy`
+        self.params = trainable(policy)  # of `policy`
         self.optimizer = self.steps.optimizer
         self.generator = torch.Generator().manual_seed(seed)  # mini-batch shuffling
         self.buffer = EpisodeBuffer(config, self.run_dir / BUFFER_DIR)
@@ -351,7 +356,7 @@ class GradientSteps:
         # weights from all of them). local count -> the largest over the ranks; a rank short of it
         # runs one-chunk passes of its first trajectory with zero weight.
         self.lockstep = lockstep
-        self.params = [p for p in policy.trainable_parameters() if p.requires_grad]
+        self.params = trainable(policy)
         if not self.params:
             raise ValueError("policy.trainable_parameters() has no parameter that requires grad; "
                              "enable LoRA or full fine-tuning in the policy config")
@@ -373,7 +378,7 @@ class GradientSteps:
             pieces_old: list[list[torch.Tensor]] = [[] for _ in s_traj]  # n x its pieces' (T_piece,), in order
             for part in self._passes(range(len(s_traj)), s_traj):
                 for piece, logp in zip(part, self._forward(part, s_traj), strict=True):
-                    if piece is not FILLER:  # identity: a real piece may equal it
+                    if not piece.filler:
                         pieces_old[piece.index].append(logp)
             s_logp_old = [torch.cat(pieces) for pieces in pieces_old]  # n x (T_b,)
 
@@ -390,7 +395,7 @@ class GradientSteps:
                 # over its whole trajectory's count, weighed 1 / len(mb_inds).
                 for part in self._passes([local[i] for i in mb_inds if i in local], s_traj):
                     logp_new = self._forward(part, s_traj)  # b x (T_piece,)
-                    if part[0] is FILLER:  # the lockstep's filler: a gradient of zeros
+                    if part[0].filler:  # the lockstep's filler: a gradient of zeros
                         (logp_new[0].sum() * 0.0).backward()
                         continue
                     mb_logp_new, mask = _pad(logp_new)  # (b, T)
@@ -466,6 +471,7 @@ class Piece:
     index: int
     start: int
     stop: int
+    filler: bool = False  # a lockstep pass's: scored, weighed 0, its log-probs unused
 
     def tokens(self, trajectories: list[TrajectoryRecord]) -> slice:
         """This piece's positions in its trajectory's flat (T_b,) log-probs."""
@@ -475,7 +481,7 @@ class Piece:
 
 # The lockstep's filler: the first chunk of a rank's first trajectory, the cheapest pass that joins
 # the other ranks' gathers.
-FILLER = Piece(0, 0, 1)
+FILLER = Piece(0, 0, 1, filler=True)
 
 
 def _item(value: torch.Tensor) -> float:
