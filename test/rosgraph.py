@@ -27,7 +27,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-from vla_rl_ros.launcher.runner import SIGINT_TIMEOUT_S, SIGTERM_TIMEOUT_S
+from vla_rl_ros.launcher.runner import SIGINT_TIMEOUT_S, SIGTERM_TIMEOUT_S, lifeline
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CHUNK = 4  # chunk size of the `tiny_checkpoint` fixture (conftest.py)
@@ -71,11 +71,13 @@ class RosGraph:
 
     # -- processes -------------------------------------------------------------------------------
     def start(self, label: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        """Start `cmd` in its own process group; its output goes to <tmp>/<label>.log."""
+        """Start `cmd` in its own process group, ended by the kernel if this process dies (a killed
+        pytest or benchmark leaves no node running to load the next measurement); its output goes to
+        <tmp>/<label>.log."""
         log = self.tmp / f"{label}.log"
         with open(log, "ab") as out:
             proc = subprocess.Popen(
-                cmd, env={**self.env, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
+                [*lifeline(), *cmd], env={**self.env, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )
         self.procs.append((label, proc, log))

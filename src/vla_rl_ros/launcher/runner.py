@@ -45,6 +45,12 @@ _LIFELINE = ("import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.
              "os.getppid() == int(sys.argv[1]) or sys.exit(1); os.execvp(sys.argv[2], sys.argv[2:])")
 
 
+def lifeline() -> list[str]:
+    """The prefix that ties a child's life to the calling thread (empty where the kernel has no
+    PR_SET_PDEATHSIG): the test graphs use it too, so a killed test run leaves no node behind."""
+    return [sys.executable, "-I", "-S", "-c", _LIFELINE, str(os.getpid())] if sys.platform == "linux" else []
+
+
 @dataclass
 class _Running:
     spec: ProcessSpec
@@ -72,9 +78,8 @@ class Runner:
 
     def start(self, spec: ProcessSpec) -> _Running:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **spec.env}
-        lifeline = [sys.executable, "-I", "-S", "-c", _LIFELINE, str(os.getpid())] if sys.platform == "linux" else []
         proc = subprocess.Popen(
-            [*lifeline, *spec.cmd], env=env, cwd=spec.cwd, stdin=subprocess.DEVNULL,
+            [*lifeline(), *spec.cmd], env=env, cwd=spec.cwd, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         )
         reader = threading.Thread(target=self.pump, args=(spec, proc), daemon=True)
