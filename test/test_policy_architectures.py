@@ -27,7 +27,7 @@ import transformers as tf
 from test_policy_wrapper import direct_log_probs
 from test_rl_vla import CFG, INSTRUCTIONS, LORA, chunk_log_probs, rollouts
 
-from vla_rl_ros.policy import ActionTokenizer, PolicyConfig, VLAPolicy
+from vla_rl_ros.policy import ActionTokenizer, PolicyConfig, VLAPolicy, vla_policy
 from vla_rl_ros.policy.action_tokenizer import N_BINS
 from vla_rl_ros.policy.tiny_vla import build_word_tokenizer
 from vla_rl_ros.rl import GRPOLearner
@@ -155,23 +155,27 @@ ON_DEVICE = {"llava", "paligemma"}  # SigLIP's image processor: a rescale and a 
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
-def test_inputs_made_on_the_device_equal_the_processors(name: str, tmp_path: Path) -> None:
+def test_inputs_made_on_the_device_equal_the_processors(name: str, tmp_path: Path, monkeypatch) -> None:
     """Where the processor's image work is a rescale and a normalisation, the wrapper makes the model's
     inputs on the policy's device (its text rows cached per prompt, left-padded by the wrapper): equal
-    to the processor's for new images and prompts of other lengths. Elsewhere the processor serves."""
+    to the processor's for new images and prompts of other lengths, also once the bounded cache has
+    forgotten a prompt and makes its row again. Elsewhere the processor serves."""
+    monkeypatch.setattr(vla_policy, "MAX_CACHED_PROMPTS", 2)
     model, processor, prompt = ARCHITECTURES[name]()
     model.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
     policy = VLAPolicy.load(tmp_path, policy_config=policy_config(getattr(processor, "tokenizer", processor), prompt))
     images = np.random.default_rng(1).integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
     texts = ["reach", INSTRUCTIONS[0], "pick up the the cube cube"]
-    made = policy.model_inputs(images, None, texts)
+    made = [policy.model_inputs(images, None, texts) for _ in range(2)]  # the second remakes a forgotten row
     assert policy._fast == (name in ON_DEVICE)
+    assert len(policy._prompt_rows) <= 2
     policy._fast = False  # the processor's own outputs
     want = policy.model_inputs(images, None, texts)
-    assert made.keys() == want.keys()
-    for key in want:
-        torch.testing.assert_close(made[key], want[key], atol=1e-5, rtol=0)
+    for inputs in made:
+        assert inputs.keys() == want.keys()
+        for key in want:
+            torch.testing.assert_close(inputs[key], want[key], atol=1e-5, rtol=0)
 
 
 def assert_acts_scores_trains_and_round_trips(policy: VLAPolicy, tmp_path: Path, **load: bool) -> None:

@@ -12,6 +12,7 @@ from vla_rl_ros.policy import (
     FinetuneConfig,
     VLAPolicy,
     new_tiny_policy,
+    vla_policy,
 )
 
 INSTRUCTIONS = ["pick up the red cube", "push the blue block to the green target", "reach"]
@@ -102,9 +103,11 @@ def test_batched_equals_one_at_a_time(policy, batch):
         assert alone.log_probs[0] == pytest.approx(together.log_probs[i], abs=1e-4)
 
 
-def test_sequence_length_counts_every_position_the_decoder_sees(policy, batch):
+def test_sequence_length_counts_every_position_the_decoder_sees(policy, batch, monkeypatch):
     """What the learner's token budget counts per chunk: the prompt and the action placeholders, and the
-    image and state tokens that the tiny VLA puts before the text itself."""
+    image and state tokens that the tiny VLA puts before the text itself; the same once the bounded
+    cache of instructions has forgotten one."""
+    monkeypatch.setattr(vla_policy, "MAX_CACHED_PROMPTS", 2)
     images, state, instructions = batch
     seen = []
     hook = policy.model.decoder.register_forward_pre_hook(
@@ -115,6 +118,8 @@ def test_sequence_length_counts_every_position_the_decoder_sees(policy, batch):
     finally:
         hook.remove()
     assert [policy.sequence_length(text) for text in instructions] == seen
+    assert [policy.sequence_length(text) for text in instructions] == seen  # the first was forgotten
+    assert len(policy._text_positions) <= 2
     assert len(set(seen)) == len(seen)  # the instructions' lengths differ: the count follows each
 
 

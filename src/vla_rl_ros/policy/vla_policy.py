@@ -40,7 +40,7 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 # PaliGemma's token_type_ids 1 (suffix: causal, like the other architectures' placeholders), Qwen2-VL's
 # mm_token_type_ids 0 (text, not image).
 PLACEHOLDER_VALUES = {"token_type_ids": 1, "mm_token_type_ids": 0}
-MAX_CACHED_PROMPTS = 4096  # prompts whose processor text outputs are kept (_prompt_row)
+MAX_CACHED_PROMPTS = 4096  # prompts (instructions) whose text facts are kept (_prompt_row, sequence_length)
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # org/name, as the Hugging Face Hub names models
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # peft "all-linear": every linear layer except the output head, as SimpleVLA-RL's LoRA on OpenVLA.
@@ -156,6 +156,14 @@ def _on(device: torch.device, outputs: Any) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(np.asarray(v)).to(device) for k, v in dict(outputs).items()}
 
 
+def _remember(cache: dict[str, Any], key: str, value: Any) -> None:
+    """Keep `value` under `key`, forgetting the oldest entry beyond MAX_CACHED_PROMPTS (free-form
+    instructions, e.g. from real-world collection, would otherwise grow the cache without end)."""
+    if len(cache) >= MAX_CACHED_PROMPTS:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
+
+
 def makes_own_positions(model: torch.nn.Module) -> bool:
     """Whether the model's own generation makes position ids other than the running count of the
     attention mask: Qwen2-VL's family, whose 3-D (M-RoPE) positions its forward computes from input_ids,
@@ -185,6 +193,7 @@ class VLAPolicy:
         self._pad_values: dict[str, int] = {}  # per-token processor output -> its value on left padding
         self._prompt_rows: dict[str, dict[str, torch.Tensor]] = {}  # prompt -> its per-token outputs
         self._text_positions: dict[str, int] = {}  # instruction -> its chunk's model-input positions
+        self._normalisation: tuple[torch.Tensor, torch.Tensor] | None = None  # (3, 1, 1) mean, std on the device
         self._inserted_positions: int | None = None  # positions the model adds to its inputs (measured)
 
     # --- shape and device facts ------------------------------------------------------------------
@@ -344,8 +353,11 @@ class VLAPolicy:
         processor = self.processor.image_processor
         pixels = frames * processor.rescale_factor if processor.do_rescale else frames
         if processor.do_normalize:
-            mean, std = (torch.tensor(v, device=frames.device)[:, None, None]
-                         for v in (processor.image_mean, processor.image_std))
+            if self._normalisation is None or self._normalisation[0].device != frames.device:
+                mean, std = (torch.tensor(v, device=frames.device)[:, None, None]
+                             for v in (processor.image_mean, processor.image_std))
+                self._normalisation = mean, std
+            mean, std = self._normalisation
             pixels = (pixels - mean) / std
         return {**_on(self.device, inputs), "pixel_values": pixels}
 
@@ -362,9 +374,7 @@ class VLAPolicy:
         if row is None:
             blank = torch.zeros((1, 3, self.image_size, self.image_size), device="cpu")
             row = {k: v[0].cpu() for k, v in self._processor_inputs(blank, [prompt]).items() if k in self._pad_values}
-            if len(self._prompt_rows) >= MAX_CACHED_PROMPTS:  # free-form instructions: forget the oldest
-                self._prompt_rows.pop(next(iter(self._prompt_rows)))
-            self._prompt_rows[prompt] = row
+            _remember(self._prompt_rows, prompt, row)
         return row
 
     def _fast_path_agrees(self) -> bool:
@@ -423,13 +433,13 @@ class VLAPolicy:
         image tokens and action placeholders, plus the positions the model inserts itself (image
         patches that a tiny-VLA- or Prismatic-style model puts before the text). What a forward pass's
         activation memory grows with; the learner sizes its passes by it."""
-        if instruction not in self._text_positions:
-            inputs = self.model_inputs(*self._blank_observation(), [instruction])
-            self._text_positions[instruction] = inputs["input_ids"].shape[1]
+        text = self._text_positions.get(instruction)
+        if text is None:
+            text = self.model_inputs(*self._blank_observation(), [instruction])["input_ids"].shape[1]
+            _remember(self._text_positions, instruction, text)
         if self._inserted_positions is None:
-            self._inserted_positions = max(self._longest_block_input(instruction) - self._text_positions[instruction],
-                                           0)
-        return self._text_positions[instruction] + self._inserted_positions
+            self._inserted_positions = max(self._longest_block_input(instruction) - text, 0)
+        return text + self._inserted_positions
 
     def _longest_block_input(self, instruction: str) -> int:
         """The longest sequence any transformer block sees in a forward pass of one blank observation.
