@@ -2,14 +2,11 @@
 
 `make_env(task)` gives a `SimEnv`; `TASKS` lists the tasks. The arm's kinematics (`ArmModel`) are
 control/kinematics.py, below this package, since the real-arm executor needs them without a sim.
-Rendering defaults to EGL (headless); set MUJOCO_GL to override.
+Rendering defaults to EGL (headless: the package's __init__ sets it before anything imports mujoco);
+set MUJOCO_GL to override.
 """
 
 from __future__ import annotations
-
-import os
-
-os.environ.setdefault("MUJOCO_GL", "egl")  # must precede the first `import mujoco`
 
 from vla_rl_ros.sim.clock import SimClock
 from vla_rl_ros.sim.env import (

@@ -10,10 +10,6 @@ line the executor node sends a real arm's joint_trajectory controller.
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("MUJOCO_GL", "egl")  # headless GPU-less rendering; must precede `import mujoco`
-
 from dataclasses import dataclass, field
 
 import mujoco
