@@ -63,7 +63,8 @@ setup(
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "ruff>=0.6",
                  "colcon-common-extensions>=0.3",
-                 "num2words>=0.5"],  # SmolVLM's processor will not build without it (test_policy_architectures)
+                 "num2words>=0.5",  # SmolVLM's processor will not build without it (test_policy_architectures)
+                 "tensorboard>=2.14"],  # the learner's TensorBoard logs across a resume (test_rl_learner)
     },
     zip_safe=False,
     maintainer="vla_rl_ros maintainers",

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from vla_rl_ros.rl import (
     EpisodeBuffer,
@@ -221,19 +222,25 @@ def test_a_resumed_learner_logs_each_update_once(tmp_path):
     """Metrics are logged every update, checkpoints taken every few: the updates after the checkpoint
     are done again after a crash and must not leave a second row (issue #21: update 6 twice)."""
     cfg = GRPOConfig(**{**CFG.to_dict(), "max_policy_lag": 5})  # nothing goes stale in this test
-    a = GRPOLearner(StatePolicy(), cfg, tmp_path, tensorboard=False)
+    a = GRPOLearner(StatePolicy(), cfg, tmp_path)
     fill(a.buffer, 6)
     a.maybe_update()
     a.save_checkpoint()
     a.maybe_update()
     a.maybe_update()  # updates 2 and 3 are logged, then the learner dies
-    b = GRPOLearner(StatePolicy(), cfg, tmp_path, tensorboard=False)
+    b = GRPOLearner(StatePolicy(), cfg, tmp_path)
     b.resume()
     assert [r["update"] for r in read_metrics(tmp_path / "metrics.csv")] == ["1"]
     b.maybe_update()
     b.maybe_update()
     rows = read_metrics(tmp_path / "metrics.csv")
     assert [r["update"] for r in rows] == ["1", "2", "3"] and rows[0]["loss/policy"]
+    # TensorBoard, reading every event file of the run, shows each update once: the resumed learner's.
+    board = EventAccumulator(str(tmp_path / "tensorboard"))
+    board.Reload()
+    points = board.Scalars("loss/policy")
+    assert [p.step for p in points] == [1, 2, 3]
+    np.testing.assert_allclose([p.value for p in points], [float(r["loss/policy"]) for r in rows], rtol=1e-6)
     # A learner that died before its first checkpoint starts again from update 1.
     c = GRPOLearner(StatePolicy(), CFG, tmp_path / "early", tensorboard=False)
     fill(c.buffer, 2)

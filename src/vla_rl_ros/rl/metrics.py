@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 from vla_rl_ros.data.atomic import writing
 
@@ -18,7 +19,7 @@ STEP_COLUMN = "update"
 class MetricsWriter:
     """Appends one row per call; a new metric name widens the CSV (rewritten once, atomically), so
     rows logged before the name existed show an empty cell for it. `truncate` drops the rows of
-    updates a resumed learner does again, so each update keeps one row."""
+    updates a resumed learner does again, so each update keeps one row (in TensorBoard too)."""
 
     def __init__(self, run_dir: Path | str, *, tensorboard: bool = True) -> None:
         self.path = Path(run_dir) / METRICS_FILE
@@ -27,14 +28,18 @@ class MetricsWriter:
         if self.path.exists():
             with self.path.open(newline="") as f:
                 self.columns = next(csv.reader(f), [])
-        self._tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard is optional; the CSV is the record
-                pass
-            else:
-                self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+        self._tb_dir = Path(run_dir) / "tensorboard"
+        self._tb = self._tensorboard() if tensorboard else None
+
+    def _tensorboard(self, purge_step: int | None = None) -> Any:
+        """A TensorBoard SummaryWriter, or None where tensorboard is not installed (it is optional; the
+        CSV is the record). `purge_step`: TensorBoard hides the points of this step on that earlier
+        writers of the directory logged."""
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return None
+        return SummaryWriter(str(self._tb_dir), purge_step=purge_step)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         row = {STEP_COLUMN: step, **metrics}
@@ -52,8 +57,11 @@ class MetricsWriter:
 
     def truncate(self, last_step: int) -> None:
         """Drop the rows of steps after `last_step`: a learner resumed from the checkpoint of update k
-        had logged the updates after k before it died, and logs them again as it redoes them. (The
-        TensorBoard event files keep the old points.)"""
+        had logged the updates after k before it died, and logs them again as it redoes them. The
+        TensorBoard event files keep the old points, marked for TensorBoard to hide (purge_step)."""
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = self._tensorboard(purge_step=last_step + 1)
         if not self.path.exists():
             return
         rows = read_metrics(self.path)
