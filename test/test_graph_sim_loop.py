@@ -230,6 +230,11 @@ def test_scripted_expert_succeeds_through_the_graph_as_in_the_core_env(ros_graph
     assert sim - start_ns == commands * PERIOD_NS
     assert all(r.greedy for r in ep.requests) and ep.requests[0].step == 0
     assert [r.request_id for r in ep.requests] == list(range(1, len(ep.requests) + 1))
+    # The probe's chunk publisher is a second policy on this arm: the executor says so, once.
+    wait_until(lambda: "2 nodes publish /action_chunk" in ros_graph.log("executor"), what="the two-policies warning")
+    log = ros_graph.log("executor")
+    assert log.count("nodes publish /action_chunk") == 1 and "/scripted_policy" in log and "/test_probe" in log
+    wait_until(lambda: ep.values()["action_chunk_publishers"] == "2", what="/diagnostics counting two")
 
 
 def success_step(spec, states: list[TaskState], episode_id: str) -> int | None:
@@ -281,6 +286,8 @@ def test_adversarial_chunks_never_move_the_arm_and_the_executor_keeps_running(ro
     assert commands == 0 and len(ep.requests) == 1
     log = ros_graph.log("executor")
     assert "action_chunk rejected (non_finite)" in log and log.count("action_chunk rejected (non_finite)") == 1
+    wait_until(lambda: ep.values()["action_chunk_publishers"] == "1", what="/diagnostics counting the probe")
+    assert "nodes publish" not in ros_graph.log("executor")  # the probe alone answers this arm
 
     # Still running: a huge but finite chunk is executed, clipped to the per-step and box limits.
     robot = RobotConfig.load(SIM_PANDA)

@@ -11,7 +11,8 @@ ROS surface (names relative to the arm's namespace)
   publishes   joint_trajectory     trajectory_msgs/JointTrajectory   reliable; the robot config's command_topic;
                                                                      one point per step, time_from_start = period
               chunk_request        vla_rl_interfaces/ChunkRequest    reliable, depth 1000 (qos.STEPS)
-              /diagnostics         diagnostic_msgs/DiagnosticArray   reliable; why the arm holds, rejections
+              /diagnostics         diagnostic_msgs/DiagnosticArray   reliable; why the arm holds, rejections,
+                                                                     how many nodes publish action_chunk (one should)
               executor/dry_run_trajectory  trajectory_msgs/JointTrajectory  only with dry_run: what would be sent
   services    executor/release_estop  std_srvs/Trigger               the only way to release a latched e-stop
               executor/go_home        std_srvs/Trigger               between episodes: step the arm to the robot
@@ -23,7 +24,10 @@ The loop itself is `vla_rl_ros.control.ExecutorCore` (see its docstring); this n
 runs the watchdogs on a wall-clock timer, publishes /diagnostics at once when a fault or an e-stop
 appears, other changes and new rejections at most every diagnostics_min_interval_s (with the rejections
 by cause since the previous report), and every diagnostics_period_s (`ros.diagnostics.DiagnosticsPacer`),
-and logs each cause of a hold or rejection when it first appears.
+and logs each cause of a hold or rejection when it first appears. It also warns while more than one
+node publishes its action_chunk (a second train_sim in the same ROS domain, a forgotten policy
+process): their chunks would interleave on the arm, and the learner would train on trajectories of
+chunks the arm did not all run; /diagnostics counts them (action_chunk_publishers).
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ from vla_rl_ros.ros.params import ParameterError, declare, param
 from vla_rl_ros.ros.qos import LATCHED, RELIABLE, RESULTS, STEPS
 
 TICK_S = 0.05  # wall-clock period of the watchdogs (s): well under any useful timeout
+POLICIES_CHECK_S = 1.0  # wall-clock period of the count of action_chunk publishers (s)
 HOLD_LOG_INTERVAL_S = 10.0  # a fault hold that comes back is logged again at most this often (s)
 _CORE = {f.name: f for f in fields(ExecutorConfig)}
 
@@ -146,6 +151,9 @@ class Executor(Node):
         self.create_service(Trigger, RELEASE_ESTOP_SERVICE, self.on_release)
         self.create_service(Trigger, GO_HOME_SERVICE, self.on_go_home)
         self.create_timer(TICK_S, self.advance, clock=self.wall)
+        self.chunk_publishers = 0  # nodes publishing action_chunk at the previous count
+        self.policies_warned = False  # about the current spell of several
+        self.create_timer(POLICIES_CHECK_S, self.count_policies, clock=self.wall)
         self.get_logger().info(
             f"driving {self.robot.name} ({self.robot.action_mode}, {self.robot.control_rate_hz:g} Hz) on "
             f"{self.resolve_topic_name(command_topic)}{' (DRY RUN: nothing is sent to the arm)' if p.dry_run else ''}")
@@ -198,6 +206,21 @@ class Executor(Node):
         self.last_go_home = response.message
         self.advance()
         return response
+
+    def count_policies(self) -> None:
+        """Warn once per spell of several nodes publishing action_chunk, seen at two counts in a row (a
+        respawned policy node's old publisher lingers a moment in the graph)."""
+        topic = self.resolve_topic_name(ACTION_CHUNK_TOPIC)
+        publishers = self.get_publishers_info_by_topic(topic)
+        if len(publishers) > 1 and self.chunk_publishers > 1 and not self.policies_warned:
+            names = sorted(f"{p.node_namespace.rstrip('/')}/{p.node_name}" for p in publishers)
+            self.get_logger().warning(
+                f"{len(publishers)} nodes publish {topic} ({', '.join(names)}): their chunks interleave on this "
+                "arm and the learner trains on chunks the arm did not all run; run one policy per arm (another "
+                "graph in this ROS domain?)")
+            self.policies_warned = True
+        self.policies_warned = self.policies_warned and len(publishers) > 1
+        self.chunk_publishers = len(publishers)
 
     # -- the loop --------------------------------------------------------------------------------
     def advance(self) -> None:
@@ -252,9 +275,10 @@ class Executor(Node):
             message += f"; rejected {sum(rejected.values())} chunks since the last report: {causes}"
         if core.last_rejection is not None:
             message += f"; last rejected chunk: {core.last_rejection}"
+        values = {**core.status(), "action_chunk_publishers": str(self.chunk_publishers)}
         status = DiagnosticStatus(level=level, name=self.get_fully_qualified_name(), message=message,
                                   hardware_id=self.robot.name,
-                                  values=[KeyValue(key=k, value=v) for k, v in core.status().items()])
+                                  values=[KeyValue(key=k, value=v) for k, v in values.items()])
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         return array
