@@ -2,7 +2,7 @@
 (sim_bridge + executor + a scripted policy), with the ratios core/raw and graph/core, in one run.
 
     .venv/bin/python benchmarks/bench_sim_graph.py [--steps 150] [--sizes 64,128,224] [--chunks 1,4,8]
-                                                   [--repeats 3] [--json out.json]
+                                                   [--repeats 3] [--json out.json] [--breakdown]
 
 core:  bench_sim_core's CoreLoop: SimEnv.step with random end-effector deltas, both cameras rendered.
 same:  the graph's work in one process: SimEnv.step from the held-out seed the graph runs, driven by
@@ -17,6 +17,9 @@ graph: the sim_bridge (both cameras rendered and published) and the executor (IK
        recorder would. C=1 is one policy round trip per step; C=4 the embedded policies' chunk (what
        make train runs); C=8 a typical VLA chunk. Steps are
        counted on task_state over wall time, after warm-up.
+--breakdown: sim_arms runs under benchmarks/sim_arms_breakdown.py, and after each graph run a table
+gives its main thread's milliseconds per control step by callback, core call, publish and the gaps
+between callbacks (the clocks slow the graph by a few percent).
 The core figure is the best of --repeats rounds plus one round after each graph run, each same figure
 the best of --repeats rounds before its graph run and one after (the round least disturbed by other
 processes; same and core share one env, as a process's second GL context renders slower than its
@@ -54,15 +57,22 @@ from vla_rl_ros.ros.qos import LATCHED, RELIABLE  # noqa: E402
 from vla_rl_ros.sim import TASKS, SimEnv  # noqa: E402
 
 SCRIPTED_POLICY = REPO / "test" / "nodes" / "scripted_policy.py"
+BREAKDOWN = REPO / "benchmarks" / "sim_arms_breakdown.py"
 WARMUP_STEPS = 10
 STARTUP_TIMEOUT_S = 120.0
 
 
-def graph_rate(size: int, chunk_size: int, steps: int) -> float:
-    """Control steps/s of one episode of BENCH_TASK through the graph (no step limit)."""
+def graph_rate(size: int, chunk_size: int, steps: int, breakdown: Path | None = None) -> float:
+    """Control steps/s of one episode of BENCH_TASK through the graph (no step limit); `breakdown`: the
+    JSON file sim_arms_breakdown.py writes when the graph stops (sim_arms runs under it)."""
     with tempfile.TemporaryDirectory() as tmp, isolated_graph(Path(tmp)) as graph:
-        graph.node("sim_arms", "-p", "nodes:=[sim_bridge, executor]", "-p", f"sim_bridge.image_size:={size}",
-                   "-p", f"sim_bridge.task:={BENCH_TASK}")
+        ros_args = ["-p", "nodes:=[sim_bridge, executor]", "-p", f"sim_bridge.image_size:={size}",
+                    "-p", f"sim_bridge.task:={BENCH_TASK}"]
+        if breakdown is None:
+            graph.node("sim_arms", *ros_args)
+        else:
+            graph.start("sim_arms", [sys.executable, str(BREAKDOWN), "--ros-args", *ros_args],
+                        env={"BREAKDOWN_JSON": str(breakdown)})
         graph.start("scripted_policy", [sys.executable, str(SCRIPTED_POLICY), "--ros-args",
                                         "-p", f"chunk_size:={chunk_size}"])
         probe = graph.probe
@@ -91,6 +101,17 @@ def graph_rate(size: int, chunk_size: int, steps: int) -> float:
         return rate
 
 
+def print_breakdown(path: Path, rate: float) -> None:
+    """sim_arms's main thread, milliseconds per control step, largest first (nested entries overlap:
+    on_trajectory holds SimEnv.step, which holds the renders)."""
+    result = json.loads(path.read_text())
+    steps = max(result["steps"], 1)
+    print(f"      sim_arms breakdown: {1e3 / rate:.3f} ms of wall per step, {steps} steps; the process used "
+          f"{result['cpu_s'] / result['wall_s']:.2f} of a core over its life; ms per step, calls:")
+    for name, (calls, seconds) in sorted(result["figures"].items(), key=lambda kv: -kv[1][1]):
+        print(f"      {1e3 * seconds / steps:8.3f}  {calls:7d}  {name}")
+
+
 def same_rate(env: SimEnv, chunk: int, steps: int) -> float:
     """Control steps/s of the graph's work in-process: the graph's seed and warm-up, the scripted expert
     every `chunk` steps, its action repeated in between."""
@@ -113,6 +134,7 @@ def main() -> None:
     parser.add_argument("--chunks", default="1,4,8", help="chunk sizes C the scripted policy answers with")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of the core loop (best one kept)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--breakdown", action="store_true", help="time sim_arms's callbacks in each graph run")
     args = parser.parse_args()
     chunks = [int(c) for c in args.chunks.split(",")]
     rows = []
@@ -127,7 +149,12 @@ def main() -> None:
         graph, same = {}, {}
         for c in chunks:  # in-process rounds around each graph run, so both see the machine's same load
             same_rates = [same_rate(core_loop.env, c, args.steps) for _ in range(args.repeats)]
-            graph[c] = graph_rate(size, c, args.steps)
+            with tempfile.TemporaryDirectory() as out:
+                breakdown = Path(out) / "breakdown.json" if args.breakdown else None
+                graph[c] = graph_rate(size, c, args.steps, breakdown)
+                if breakdown is not None:
+                    print(f"{size:>5} px, C={c}: graph {graph[c]:.1f} steps/s", flush=True)
+                    print_breakdown(breakdown, graph[c])
             same[c] = max([*same_rates, same_rate(core_loop.env, c, args.steps)])
             core_rates.append(core_loop.run(args.steps))
         core = max(core_rates)
