@@ -50,7 +50,9 @@ setup(
         "numpy>=1.24",
         "pyyaml>=6",
         "torch>=2.2",
-        "transformers>=4.46",
+        # 5.17 is the oldest checked (the policy and learner tests; the GPU image has it): the policy's
+        # block hooks need GradientCheckpointingLayer (4.52 on); 4.x is not tested.
+        "transformers>=5.17",
         "peft>=0.13",
         "safetensors>=0.4",
         "mujoco>=3.2",

@@ -286,7 +286,10 @@ class VLAPolicy:
             # policy runs in eval mode (no dropout), so only those blocks are switched. Their forward pass
             # stays the eval one where their config has no dropout (attention_dropout 0, the usual VLA
             # setting); a model with dropout in its blocks trains with it on.
-            self.base_model.activation_checkpointing_enable()
+            enable = getattr(self.base_model, "activation_checkpointing_enable", None)
+            if enable is None:  # an older transformers (5.17, for one): the name it has, deprecated since
+                enable = self.base_model.gradient_checkpointing_enable
+            enable()
             for module in self.model.modules():
                 if isinstance(module, GradientCheckpointingLayer):
                     module.train()
