@@ -212,14 +212,15 @@ class Executor(Node):
         respawned policy node's old publisher lingers a moment in the graph)."""
         topic = self.resolve_topic_name(ACTION_CHUNK_TOPIC)
         publishers = self.get_publishers_info_by_topic(topic)
-        if len(publishers) > 1 and self.chunk_publishers > 1 and not self.policies_warned:
+        if len(publishers) <= 1:
+            self.policies_warned = False  # the spell is over: a new one is warned about again
+        elif self.chunk_publishers > 1 and not self.policies_warned:
             names = sorted(f"{p.node_namespace.rstrip('/')}/{p.node_name}" for p in publishers)
             self.get_logger().warning(
                 f"{len(publishers)} nodes publish {topic} ({', '.join(names)}): their chunks interleave on this "
                 "arm and the learner trains on chunks the arm did not all run; run one policy per arm (another "
                 "graph in this ROS domain?)")
             self.policies_warned = True
-        self.policies_warned = self.policies_warned and len(publishers) > 1
         self.chunk_publishers = len(publishers)
 
     # -- the loop --------------------------------------------------------------------------------
