@@ -3,14 +3,19 @@
 
     .venv/bin/python benchmarks/bench_sim_graph.py [--steps 150] [--sizes 64,128,224] [--chunks 1,4,8]
                                                    [--repeats 3] [--json out.json] [--breakdown]
+                                                   [--render-when chunk_request]
 
-core:  bench_sim_core's CoreLoop: SimEnv.step with random end-effector deltas, both cameras rendered.
+core:  bench_sim_core's CoreLoop: SimEnv.step with random end-effector deltas, both cameras rendered
+       every step.
 same:  the graph's work in one process: SimEnv.step from the held-out seed the graph runs, driven by
        the task's scripted expert re-planned every C steps (as the stand-in policy answers), past the
-       episode's end as the graph's bridge steps on. The expert grasps and carries an object, so its
-       physics has contacts that random deltas rarely make: graph/same is the graph's overhead on
-       the same work (graph/core compares with the random-delta loop, as earlier sessions did).
-graph: the sim_bridge (both cameras rendered and published) and the executor (IK, limits, lockstep) in
+       episode's end as the graph's bridge steps on, both cameras rendered when the graph renders them
+       (--render-when: every step, or the last step of each chunk). The expert grasps and carries an
+       object, so its physics has contacts that random deltas rarely make: graph/same is the graph's
+       overhead on the same work (graph/core compares with the random-delta loop rendering every
+       step, as earlier sessions did).
+graph: the sim_bridge (both cameras rendered and published at --render-when: chunk_request, as
+       train_sim runs it, or every step) and the executor (IK, limits, lockstep) in
        one sim_arms process, as train_sim runs them, and test/nodes/scripted_policy.py (the task's
        scripted expert answering every ChunkRequest with a chunk of C steps) in another, on an
        isolated localhost domain; a probe subscribes to both camera topics, as a policy and a
@@ -46,6 +51,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 from vla_rl_interfaces.msg import EpisodeStart, TaskState  # noqa: E402
 from vla_rl_interfaces.srv import ResetEpisode  # noqa: E402
 
+from vla_rl_ros.nodes.sim_bridge import RENDER_WHEN  # noqa: E402
 from vla_rl_ros.ros.names import (  # noqa: E402
     ACTION_CHUNK_TOPIC,
     CAMERA_TOPICS,
@@ -54,7 +60,7 @@ from vla_rl_ros.ros.names import (  # noqa: E402
     TASK_STATE_TOPIC,
 )
 from vla_rl_ros.ros.qos import LATCHED, RELIABLE  # noqa: E402
-from vla_rl_ros.sim import TASKS, SimEnv  # noqa: E402
+from vla_rl_ros.sim import CAMERAS, TASKS, SimEnv  # noqa: E402
 
 SCRIPTED_POLICY = REPO / "test" / "nodes" / "scripted_policy.py"
 BREAKDOWN = REPO / "benchmarks" / "sim_arms_breakdown.py"
@@ -62,12 +68,12 @@ WARMUP_STEPS = 10
 STARTUP_TIMEOUT_S = 120.0
 
 
-def graph_rate(size: int, chunk_size: int, steps: int, breakdown: Path | None = None) -> float:
+def graph_rate(size: int, chunk_size: int, steps: int, render_when: str, breakdown: Path | None = None) -> float:
     """Control steps/s of one episode of BENCH_TASK through the graph (no step limit); `breakdown`: the
     JSON file sim_arms_breakdown.py writes when the graph stops (sim_arms runs under it)."""
     with tempfile.TemporaryDirectory() as tmp, isolated_graph(Path(tmp)) as graph:
         ros_args = ["-p", "nodes:=[sim_bridge, executor]", "-p", f"sim_bridge.image_size:={size}",
-                    "-p", f"sim_bridge.task:={BENCH_TASK}"]
+                    "-p", f"sim_bridge.task:={BENCH_TASK}", "-p", f"sim_bridge.render_when:={render_when}"]
         if breakdown is None:
             graph.node("sim_arms", *ros_args)
         else:
@@ -112,9 +118,10 @@ def print_breakdown(path: Path, rate: float) -> None:
         print(f"      {1e3 * seconds / steps:8.3f}  {calls:7d}  {name}")
 
 
-def same_rate(env: SimEnv, chunk: int, steps: int) -> float:
+def same_rate(env: SimEnv, chunk: int, steps: int, render_when: str) -> float:
     """Control steps/s of the graph's work in-process: the graph's seed and warm-up, the scripted expert
-    every `chunk` steps, its action repeated in between."""
+    every `chunk` steps, its action repeated in between, the cameras rendered as the graph's bridge
+    renders them (every step, or after the last step of each chunk: the frame a policy reads)."""
     spec = TASKS[BENCH_TASK]
     env.reset(spec.heldout_seeds[0])
     start = 0.0
@@ -123,8 +130,11 @@ def same_rate(env: SimEnv, chunk: int, steps: int) -> float:
             start = time.perf_counter()
         if i % chunk == 0:
             action = spec.expert(env)
+        env.set_observed_cameras(CAMERAS if render_when == "step" or (i + 1) % chunk == 0 else ())
         env.step(action)
-    return steps / (time.perf_counter() - start)
+    rate = steps / (time.perf_counter() - start)
+    env.set_observed_cameras(CAMERAS)
+    return rate
 
 
 def main() -> None:
@@ -135,10 +145,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="rounds of the core loop (best one kept)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     parser.add_argument("--breakdown", action="store_true", help="time sim_arms's callbacks in each graph run")
+    parser.add_argument("--render-when", default="chunk_request", choices=RENDER_WHEN,
+                        help="the bridge's render_when in the graph (and the same loop's rendering)")
     args = parser.parse_args()
     chunks = [int(c) for c in args.chunks.split(",")]
     rows = []
-    print(f"control steps/s of {BENCH_TASK}, both cameras, {args.steps} steps per graph measurement")
+    print(f"control steps/s of {BENCH_TASK}, both cameras, {args.steps} steps per graph measurement; graph and same "
+          f"render at {args.render_when}, core every step")
     header = f"{'size':>5} {'raw':>8} {'core':>8} {'core/raw':>9}"
     header += "".join(f" {f'same C={c}':>10} {f'graph C={c}':>11} {'graph/same':>10} {'graph/core':>10}"
                       for c in chunks)
@@ -148,14 +161,14 @@ def main() -> None:
         core_rates = [core_loop.run(args.steps) for _ in range(args.repeats)]
         graph, same = {}, {}
         for c in chunks:  # in-process rounds around each graph run, so both see the machine's same load
-            same_rates = [same_rate(core_loop.env, c, args.steps) for _ in range(args.repeats)]
+            same_rates = [same_rate(core_loop.env, c, args.steps, args.render_when) for _ in range(args.repeats)]
             with tempfile.TemporaryDirectory() as out:
                 breakdown = Path(out) / "breakdown.json" if args.breakdown else None
-                graph[c] = graph_rate(size, c, args.steps, breakdown)
+                graph[c] = graph_rate(size, c, args.steps, args.render_when, breakdown)
                 if breakdown is not None:
                     print(f"{size:>5} px, C={c}: graph {graph[c]:.1f} steps/s", flush=True)
                     print_breakdown(breakdown, graph[c])
-            same[c] = max([*same_rates, same_rate(core_loop.env, c, args.steps)])
+            same[c] = max([*same_rates, same_rate(core_loop.env, c, args.steps, args.render_when)])
             core_rates.append(core_loop.run(args.steps))
         core = max(core_rates)
         core_loop.env.close()
@@ -170,7 +183,8 @@ def main() -> None:
                         for c in chunks)
         print(f"{size:>5} {raw:>8.1f} {core:>8.1f} {core / raw:>9.3f}{cells}", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"task": BENCH_TASK, "rows": rows}, indent=2))
+        Path(args.json).write_text(json.dumps({"task": BENCH_TASK, "render_when": args.render_when, "rows": rows},
+                                              indent=2))
 
 
 if __name__ == "__main__":

@@ -237,6 +237,47 @@ def test_scripted_expert_succeeds_through_the_graph_as_in_the_core_env(ros_graph
     wait_until(lambda: ep.values()["action_chunk_publishers"] == "2", what="/diagnostics counting two")
 
 
+def test_rendering_on_chunk_requests_publishes_only_the_frames_the_policy_asks_for(ros_graph: RosGraph) -> None:
+    """train_sim's bridge (render_when chunk_request): the cameras render once per chunk, at the state
+    the executor asks from; the episode runs as with every frame rendered. The bridge reads
+    chunk_request but answers no chunk: until a policy appears the executor holds as no_policy."""
+    ros_graph.node("sim_bridge", "-p", "render_when:=chunk_request")
+    ros_graph.node("executor")
+    probe = ros_graph.probe
+    images = probe.collect(Image, CAMERA_TOPICS["front"], qos_profile_sensor_data)
+    wrist = probe.collect(Image, CAMERA_TOPICS["wrist"], qos_profile_sensor_data)
+    requests = probe.collect(ChunkRequest, CHUNK_REQUEST_TOPIC, RELIABLE)
+    states = probe.collect(TaskState, TASK_STATE_TOPIC, RELIABLE)
+    diagnostics = probe.collect(DiagnosticArray, DIAGNOSTICS_TOPIC, RELIABLE)
+    start_pub = probe.publisher(EpisodeStart, EPISODE_START_TOPIC, LATCHED)
+    spec, chunk_size = TASKS[TASK], 4
+    reset = probe.call(ResetEpisode, RESET_EPISODE_SERVICE,
+                       ResetEpisode.Request(task=TASK, seed=SEED, episode_id="ep-frames"), timeout=60)
+    assert reset.success
+    wait_until(lambda: states and states[-1].episode_id == "ep-frames", what="the reset state")
+    start = EpisodeStart(episode_id="ep-frames", task=TASK, seed=SEED, max_steps=spec.max_steps, evaluation=True)
+    start.header.stamp = states[-1].header.stamp
+    wait_until(lambda: probe.node.count_subscribers(EPISODE_START_TOPIC) > 0, what="the executor")
+    start_pub.publish(start)
+    wait_until(lambda: any("holding: no_policy" in d.status[0].message for d in diagnostics), 30,
+               "the no_policy hold on /diagnostics")
+    assert not requests and not images  # no request went out unanswered, so nothing was rendered
+
+    ros_graph.start("scripted_policy", [sys.executable, str(SCRIPTED_POLICY), "--ros-args",
+                                        "-p", f"chunk_size:={chunk_size}"])
+    wait_until(lambda: (step := success_step(spec, states, "ep-frames")) and len(requests) * chunk_size >= step, 60,
+               "the expert's success through the graph")
+    steps = success_step(spec, states, "ep-frames")
+    asked = {ns(r.header.stamp) for r in requests}
+    for frames in (images, wrist):
+        stamps = {ns(m.header.stamp) for m in frames}
+        assert stamps <= asked and len(stamps) >= len(asked) - 1  # the last request's frame may be in flight
+    # one request, so one frame, per chunk (not per step): at steps 0, C, 2C... up to the success and on
+    assert len(asked) == len(requests) and [r.step for r in requests] == list(range(0, chunk_size * len(requests),
+                                                                                     chunk_size))
+    assert len([r for r in requests if r.step < steps]) == -(-steps // chunk_size) < steps
+
+
 def success_step(spec, states: list[TaskState], episode_id: str) -> int | None:
     """The step at which the task's predicate had held for hold_steps consecutive steps (the core
     env's episode success), or None."""

@@ -142,7 +142,7 @@ class Executor(Node):
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, RELIABLE)
         self.create_subscription(EpisodeStart, EPISODE_START_TOPIC, self.on_episode_start, LATCHED)
         self.create_subscription(EpisodeResult, EPISODE_RESULT_TOPIC, self.on_episode_result, RESULTS)
-        self.create_subscription(ActionChunk, ACTION_CHUNK_TOPIC, self.on_chunk, STEPS)
+        self.chunk_sub = self.create_subscription(ActionChunk, ACTION_CHUNK_TOPIC, self.on_chunk, STEPS)
         self.create_subscription(JointState, JOINT_STATES_TOPIC, self.on_joint_states, qos_profile_sensor_data)
         self.create_subscription(Bool, ESTOP_TOPIC, self.on_estop, RELIABLE)
         if p.image_timeout_s > 0:
@@ -225,8 +225,11 @@ class Executor(Node):
 
     # -- the loop --------------------------------------------------------------------------------
     def advance(self) -> None:
-        # A request or command published before its reader is matched would be lost (volatile QoS).
-        self.core.policy_connected(self.request_pub.get_subscription_count() > 0)
+        # A request or command published before its reader is matched would be lost (volatile QoS). A policy
+        # hears requests and answers with chunks: other readers of chunk_request (a recorder, a sim bridge that
+        # renders on request) do not count.
+        self.core.policy_connected(self.request_pub.get_subscription_count() > 0
+                                   and self.chunk_sub.get_publisher_count() > 0)
         self.core.robot_connected(self.params.dry_run or self.command_pub.get_subscription_count() > 0)
         for out in self.core.advance(time.monotonic()):
             if isinstance(out, RequestOut):

@@ -11,15 +11,20 @@ ROS surface (names relative to the arm's namespace)
                                                                   privileged state for the sim oracle
               /clock                  rosgraph_msgs/Clock         reliable; sim time (publish_clock)
   subscribes  joint_trajectory        trajectory_msgs/JointTrajectory  reliable; ros2_control JTC format
+              chunk_request           vla_rl_interfaces/ChunkRequest   reliable, depth 1000 (qos.STEPS); only
+                                                                  with render_when chunk_request
   services    reset_episode           vla_rl_interfaces/ResetEpisode
   parameters  see Params below (config/sim_bridge.yaml)
 
 Lockstep: physics advances only while a command executes. Each trajectory point is one control step
 of the core env (`SimEnv.step` in joint_position mode: servo interpolation from the previous target,
 speed limits); after each point the cameras, the task state, the joint states and /clock are
-published, all stamped with the new sim time. Between commands sim time stands still, so a policy's
-thinking time costs no sim time; the newest images, joint states and /clock are re-sent at
-heartbeat_hz of wall time (same stamps: consumers tell new frames by the stamp), so watchdogs
+published, all stamped with the new sim time. With render_when chunk_request the cameras render only
+when the arm's executor asks for a chunk, the state its policy reads: at chunk size C, one control
+step in C renders (in train_sim, where the success oracle reads the task state, nothing else reads
+the images; a 64 px frame costs about as much as the physics of a step). Between commands sim time
+stands still, so a policy's thinking time costs no sim time; the newest images, joint states and
+/clock are re-sent at heartbeat_hz of wall time (same stamps: consumers tell new frames by the stamp), so watchdogs
 downstream see a live bridge and a frame lost on the best-effort image topics (or before discovery
 completed) cannot stall the lockstep loop. The task state is latched instead (transient local), as
 the success oracle counts every message as a step. Sim time is an exact integer count (`SimClock`:
@@ -48,6 +53,7 @@ from rclpy.qos import qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory
+from vla_rl_interfaces.msg import ChunkRequest
 from vla_rl_interfaces.msg import TaskState as TaskStateMsg
 from vla_rl_interfaces.srv import ResetEpisode
 
@@ -55,6 +61,7 @@ from vla_rl_ros.ros.causes import DropLog
 from vla_rl_ros.ros.convert import image_to_msg, task_state_to_msg, to_stamp
 from vla_rl_ros.ros.names import (
     CAMERA_TOPICS,
+    CHUNK_REQUEST_TOPIC,
     CLOCK_TOPIC,
     JOINT_STATES_TOPIC,
     JOINT_TRAJECTORY_TOPIC,
@@ -67,6 +74,7 @@ from vla_rl_ros.ros.qos import LATCHED, RELIABLE, STEPS
 from vla_rl_ros.sim import CAMERAS, TASKS, Observation, SimClock, get_task, make_env
 from vla_rl_ros.sim.env import EnvConfig
 
+RENDER_WHEN = ("step", "chunk_request")
 # How far a point's duration may differ from the control period (s): rounding of builtin Duration.
 DURATION_TOLERANCE_S = 1e-3
 NS_PER_S = 1_000_000_000
@@ -82,6 +90,10 @@ class Params:
     heartbeat_hz: float = param(5.0, "wall-clock rate at which the newest images, joint_states and /clock are "
                                 "re-sent (same stamps) while no command runs; 0: never", unit="Hz", low=0.0,
                                 high=100.0)
+    render_when: str = param("step", "when the cameras render and publish: step, every control step (for any reader "
+                             "of every frame: a recorder, a success classifier, a viewer); chunk_request, when the "
+                             "executor asks for a chunk (the policy's frames only: train_sim)",
+                             choices=RENDER_WHEN)
     publish_clock: bool = param(True, "publish /clock (one bridge per graph may: with several arms, one only)")
     frame_id: str = param("world", "frame of task_state poses")
 
@@ -125,10 +137,14 @@ class SimBridge(Node):
         self.clock_pub = self.create_publisher(ClockMsg, CLOCK_TOPIC, RELIABLE) if p.publish_clock else None
         self.create_subscription(JointTrajectory, JOINT_TRAJECTORY_TOPIC, self.on_trajectory, RELIABLE)
         self.create_service(ResetEpisode, RESET_EPISODE_SERVICE, self.on_reset)
+        self.on_request_only = p.render_when == "chunk_request"
+        if self.on_request_only:
+            self.create_subscription(ChunkRequest, CHUNK_REQUEST_TOPIC, self.on_chunk_request, STEPS)
         self.sent: list[tuple[object, object]] = []  # (publisher, message) of the newest state, for the heartbeat
         self.sent_stamp = self.now()  # their stamp
         if p.heartbeat_hz > 0:
             self.create_timer(1.0 / p.heartbeat_hz, self.heartbeat, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.observe_subscribed_cameras()
         self.publish(self.env.reset(p.seed))
         self.get_logger().info(f"{p.task}/{p.seed} ready: {p.image_size} px {list(p.cameras)}, "
                                f"{1 / self.period:.0f} Hz control, lockstep")
@@ -154,8 +170,23 @@ class SimBridge(Node):
 
     def observe_subscribed_cameras(self) -> None:
         """Render only the cameras someone subscribes to (a wrist-camera policy leaves the front one
-        unread in train_sim); a subscriber that joins gets frames from the next step or reset on."""
-        self.env.set_observed_cameras([c for c, pub in self.image_pubs.items() if pub.get_subscription_count() > 0])
+        unread in train_sim), and none when rendering waits for chunk requests; a subscriber that joins
+        gets frames from the next step or reset on."""
+        self.env.set_observed_cameras([] if self.on_request_only else self.subscribed_cameras())
+
+    def subscribed_cameras(self) -> list[str]:
+        return [c for c, pub in self.image_pubs.items() if pub.get_subscription_count() > 0]
+
+    def on_chunk_request(self, msg: ChunkRequest) -> None:
+        """Publish the current state's frames, once per state: the request's stamp is that state's or,
+        when a command overtook the request, an older one (a policy reads frames stamped at or after
+        its request, so the current state serves either way)."""
+        rendered = {pub for pub, _ in self.sent}
+        images = [(self.image_pubs[c], image_to_msg(self.env.render(c), self.sent_stamp, frame_id=camera_frame(c)))
+                  for c in self.subscribed_cameras() if self.image_pubs[c] not in rendered]
+        for pub, image in images:
+            pub.publish(image)
+        self.sent = [*images, *self.sent]  # the heartbeat re-sends them while the state stands
 
     def parse(self, msg: JointTrajectory) -> list[tuple[np.ndarray, float]]:
         """Each point's arm joint targets (J,) in the model's order and gripper closure."""
@@ -234,7 +265,7 @@ class SimBridge(Node):
         # sim time stands still between commands, so rendering now shows the state of that stamp.
         sent = {pub for pub, _ in self.sent}
         for camera, pub in self.image_pubs.items():
-            if pub not in sent and pub.get_subscription_count() > 0:
+            if pub not in sent and pub.get_subscription_count() > 0 and not self.on_request_only:
                 image = image_to_msg(self.env.render(camera), self.sent_stamp, frame_id=camera_frame(camera))
                 self.sent.insert(0, (pub, image))
         for pub, msg in self.sent:

@@ -79,7 +79,10 @@ def run_episodes(policy: VLAPolicy, task: str, seeds: list[int], *, greedy: bool
                         for key, value in zip(TRAJECTORY_KEYS, (images[row], state[row], out.token_ids[row],
                                                                 out.log_probs[row], envs[i].steps), strict=True):
                             seen[i][key].append(value)
-                    for action in out.actions[row]:  # (C, A), open loop
+                    last = len(out.actions[row]) - 1
+                    for k, action in enumerate(out.actions[row]):  # (C, A), open loop
+                        # the camera renders only the frame the policy reads next, after the chunk's last action
+                        envs[i].set_observed_cameras((policy.camera,) if k == last else ())
                         step = envs[i].step(action)
                         observations[i] = step.observation
                         if on_step is not None:
