@@ -20,8 +20,8 @@ def traj(eid, version=0, n=2, temperature=1.0):
         token_ids=rng.integers(0, 256, (n, 8)), log_probs=rng.normal(size=n), steps=np.arange(n) * 2)
 
 
-def result(eid, gid, success, *, version=0, evaluation=False, reason=None, task="reach", size=G):
-    return ResultRecord(episode_id=eid, arm="/arm0", group_id=gid, task=task, seed=7,
+def result(eid, gid, success, *, version=0, evaluation=False, reason=None, task="reach", size=G, seed=7):
+    return ResultRecord(episode_id=eid, arm="/arm0", group_id=gid, task=task, seed=seed,
                         success=success, reward=float(success), steps=10, policy_version=version,
                         evaluation=evaluation, end_reason=reason or ("success" if success else "timeout"),
                         group_size=0 if evaluation else size)
@@ -80,8 +80,8 @@ def test_dynamic_sampling_drops_all_same_groups():
 def test_evaluation_and_aborted_episodes_never_reach_learning():
     buf = EpisodeBuffer(CFG)
     buf.add_trajectory(traj("eval/0"))
-    buf.add_result(result("eval/0", "e", True, evaluation=True))
-    buf.add_result(result("eval/1", "e", False, evaluation=True))
+    buf.add_result(result("eval/0", "e", True, evaluation=True, seed=1_000_000))
+    buf.add_result(result("eval/1", "e", False, evaluation=True, seed=1_000_001))
     buf.add_trajectory(traj("eval/1"))  # late half of a settled episode
     # a training group where one member hit the e-stop and one lost its node: 2 valid members remain
     add_group(buf, "g", [1, 0])
@@ -96,6 +96,25 @@ def test_evaluation_and_aborted_episodes_never_reach_learning():
     assert outcomes["eval/success_rate"] == 0.5 and outcomes["eval/success_rate/reach"] == 0.5
     assert outcomes["rollout/episodes"] == 2 and outcomes["rollout/success_rate/reach"] == 0.5  # [1, 0]
     assert buf.drain_outcomes() == {}
+
+
+def test_a_seed_evaluated_again_at_the_same_version_counts_once_in_the_success_rate(tmp_path):
+    """An episode manager respawned mid-round starts its evaluation round again: the seeds it had run
+    come back at the same policy version, and must not weigh double (also across a learner restart)."""
+    buf = EpisodeBuffer(CFG, tmp_path)
+    buf.add_result(result("eval/a", "", True, evaluation=True, seed=1_000_000))
+    buf.add_result(result("eval/b", "", True, evaluation=True, seed=1_000_001))
+    del buf
+    buf = EpisodeBuffer(CFG, tmp_path)  # the learner respawned too
+    for i, seed in enumerate((1_000_000, 1_000_001, 1_000_002)):  # the manager's round from its start
+        buf.add_result(result(f"eval/again{i}", "", False, evaluation=True, seed=seed))
+    buf.add_result(result("eval/other-task", "", False, evaluation=True, seed=1_000_000, task="lift"))
+    buf.add_result(result("eval/next-version", "", False, evaluation=True, seed=1_000_000, version=1))
+    outcomes = buf.drain_outcomes()
+    assert outcomes["eval/episodes"] == 5 and outcomes["eval/success_rate"] == 2 / 5
+    assert outcomes["eval/success_rate/reach"] == 2 / 4 and outcomes["eval/success_rate/lift"] == 0.0
+    acc = buf.accounting()
+    assert acc["evaluation"] == 7 and acc["evaluation_repeats"] == 2 and balanced(acc)
 
 
 def test_a_group_with_one_valid_member_is_incomplete():

@@ -51,6 +51,8 @@ STATE_FORMAT = 2  # 2: results carry group_size, trajectories temperature, group
 # episode arriving after its result) is recognised and dropped; halves arrive seconds apart.
 SETTLED_MEMORY = 2000
 MIN_VALID_MEMBERS = 2  # fewer valid rollouts than this leave no group baseline
+# Policy versions whose evaluated (task, seed) pairs are remembered: an evaluation round runs at one version.
+EVALUATED_VERSIONS = 4
 
 # Terminal buckets of a result; `pending` is everything still held.
 BUCKETS = ("evaluation", "aborted", "stale", "incomplete", "mixed_temperature", "filtered_all_same", "used")
@@ -103,6 +105,7 @@ class EpisodeBuffer:
         self._settled: list[str] = []  # recently settled episode ids, oldest first
         self._doomed: list[Path] = []  # files of forgotten episodes, deleted after the next state.json
         self._tally: dict[str, Counter] = {"rollout": Counter(), "eval": Counter()}
+        self._evaluated: dict[int, list[str]] = {}  # policy version -> "task/seed" evaluated at it
         self._refusals: list[str] = []  # why groups were refused since take_refusals, for the node's log
         if self.directory is not None:
             (self.directory / EPISODES_DIR).mkdir(parents=True, exist_ok=True)
@@ -141,7 +144,10 @@ class EpisodeBuffer:
         if (record.evaluation or record.end_reason in DISCARD_REASONS) and eid in self._trajectories:
             self.counters["trajectories_dropped"] += 1
         if record.evaluation:
-            self._tally_outcome("eval", record)
+            if self._first_evaluation(record):
+                self._tally_outcome("eval", record)
+            else:
+                self.counters["evaluation_repeats"] += 1
             self._settle([eid], "evaluation")
         elif record.end_reason in DISCARD_REASONS:
             self.counters[f"aborted/{record.end_reason}"] += 1
@@ -271,6 +277,7 @@ class EpisodeBuffer:
         out["trajectories_dropped"] = self.counters["trajectories_dropped"]
         out["trajectories_waiting"] = len(set(self._trajectories) - set(self._results) - flying)
         out["duplicate_results"] = self.counters["duplicate_results"]
+        out["evaluation_repeats"] = self.counters["evaluation_repeats"]  # in `evaluation`, not in the success rate
         for key, value in self.counters.items():
             if key.startswith("groups/"):
                 out[key] = value
@@ -344,6 +351,18 @@ class EpisodeBuffer:
     def _settled_set(self) -> set[str]:
         return set(self._settled)
 
+    def _first_evaluation(self, record: ResultRecord) -> bool:
+        """Whether its task and seed are the first evaluated at its policy version: an episode manager
+        respawned mid-round starts its round again, and a seed counted twice would weigh double."""
+        key = f"{record.task}/{record.seed}"
+        seen = self._evaluated.setdefault(record.policy_version, [])
+        if key in seen:
+            return False
+        seen.append(key)
+        for version in sorted(self._evaluated)[:-EVALUATED_VERSIONS]:
+            del self._evaluated[version]
+        return True
+
     def _tally_outcome(self, kind: str, record: ResultRecord) -> None:
         tally = self._tally[kind]
         tally["episodes"] += 1
@@ -371,6 +390,7 @@ class EpisodeBuffer:
             "in_flight": self._in_flight,
             "settled": self._settled,
             "tally": {k: dict(v) for k, v in self._tally.items()},
+            "evaluated": sorted(self._evaluated.items()),
             "trajectories": sorted(self._trajectories),
         }
         if durable:
@@ -442,4 +462,5 @@ class EpisodeBuffer:
                            for f in state["in_flight"]]
         self._settled = list(state["settled"])
         self._tally = {k: Counter(v) for k, v in state["tally"].items()}
+        self._evaluated = {int(v): list(keys) for v, keys in state.get("evaluated", [])}  # absent in older journals
         return set(state["trajectories"])
