@@ -4,7 +4,8 @@ Run in place of sim_arms (same ROS arguments) by `bench_sim_graph.py --breakdown
 and the executor's callbacks, the core calls inside them (SimEnv.step and its renders, the executor's
 Commander.command), every publish by topic and rclpy's /clock callback, and times the gaps before each
 of the three callbacks that carry a control step (rclpy's take and dispatch; before action_chunk also
-the policy's round trip). At exit it writes {name: [calls, seconds]}, the step count, and the process's
+the policy's round trip); a gap over IDLE_S is the graph idle (waiting for the episode to start, not a
+control step's cost) and is listed apart. At exit it writes {name: [calls, seconds]}, the step count, and the process's
 wall and CPU seconds (all threads: MuJoCo's renderer and Fast DDS have their own) to the JSON file
 named by $BREAKDOWN_JSON. The clocks themselves cost a few microseconds a call.
 """
@@ -33,6 +34,7 @@ CALLS: dict[str, int] = defaultdict(int)
 # The callbacks a control step passes through; the time since the previous one ended is a gap.
 STEP_CALLBACKS = {"bridge: on_trajectory", "executor: on_joint_states", "executor: on_chunk"}
 _last_end: list[float | None] = [None]
+IDLE_S = 0.1  # s between step callbacks beyond which the graph was idle, not stepping
 
 
 def timed(name: str, function: Callable[..., Any], *, takes_only_self: bool = False) -> Callable[..., Any]:
@@ -41,8 +43,12 @@ def timed(name: str, function: Callable[..., Any], *, takes_only_self: bool = Fa
     def run(*args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
         if name in STEP_CALLBACKS and _last_end[0] is not None:
-            SECONDS[f"gap before {name}"] += start - _last_end[0]
-            CALLS[f"gap before {name}"] += 1
+            gap = start - _last_end[0]
+            # A wait longer than a control step could take is the graph idle (before the episode starts), not a
+            # step's cost: counted apart, or one start-up wait of seconds reads as ms on every step.
+            kind = "idle" if gap > IDLE_S else "gap"
+            SECONDS[f"{kind} before {name}"] += gap
+            CALLS[f"{kind} before {name}"] += 1
         try:
             return function(*args, **kwargs)
         finally:
@@ -62,6 +68,7 @@ def instrument() -> None:
     for cls, method, name in [
         (sim_bridge.SimBridge, "on_trajectory", "bridge: on_trajectory"),
         (sim_bridge.SimBridge, "parse", "bridge: parse the command"),
+        (sim_bridge.SimBridge, "on_chunk_request", "bridge: on_chunk_request (render_when chunk_request)"),
         (sim_bridge.SimBridge, "publish", "bridge: build and publish the step's messages"),
         (env.SimEnv, "step", "core: SimEnv.step"),
         (env.SimEnv, "render", "core: SimEnv.render (each camera)"),
