@@ -24,9 +24,9 @@ when the arm's executor asks for a chunk, the state its policy reads: at chunk s
 step in C renders (in train_sim, where the success oracle reads the task state, nothing else reads
 the images; a 64 px frame costs about as much as the physics of a step). Between commands sim time
 stands still, so a policy's thinking time costs no sim time; the newest images, joint states and
-/clock are re-sent at heartbeat_hz of wall time (same stamps: consumers tell new frames by the stamp), so watchdogs
-downstream see a live bridge and a frame lost on the best-effort image topics (or before discovery
-completed) cannot stall the lockstep loop. The task state is latched instead (transient local), as
+/clock are re-sent at heartbeat_hz of wall time (same stamps: consumers tell new frames by the
+stamp), so watchdogs downstream see a live bridge and a frame lost on the best-effort image topics
+(or before discovery completed) cannot stall the lockstep loop. The task state is latched instead (transient local), as
 the success oracle counts every message as a step. Sim time is an exact integer count (`SimClock`:
 steps x period in ns, never MuJoCo's float data.time, whose rounding once made a step 1 ns short and
 stalled the executor) and monotonic across resets: each reset adds the env's settling time, so states
