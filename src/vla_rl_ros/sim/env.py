@@ -197,8 +197,11 @@ class SimEnv:
             self.data.ctrl[self.kinematics.actuator_ids] = q
             mujoco.mj_step(self.model, self.data, self._substeps // points)
         # mj_step leaves body and site positions one integration behind qpos; recompute them so the
-        # TCP in the state, the task state and the images describe the same instant as the joint
-        # angles, and equal what the policy node computes by FK from a JointState.
+        # TCP in the state, the task state and the rendered bodies describe the same instant as the
+        # joint angles, and equal what the policy node computes by FK from a JointState. The camera and
+        # light poses (mj_camlight) stay one physics substep (4 ms) behind: recomputing them moves 5% of
+        # the wrist camera's pixels at object edges, and the shipped policies were trained and measured
+        # on these frames.
         mujoco.mj_kinematics(self.model, self.data)
         self._q_cmd = q_target
         self._steps += 1
