@@ -181,12 +181,17 @@ class SimBridge(Node):
         """Publish the current state's frames, once per state: the request's stamp is that state's or,
         when a command overtook the request, an older one (a policy reads frames stamped at or after
         its request, so the current state serves either way)."""
-        rendered = {pub for pub, _ in self.sent}
-        images = [(self.image_pubs[c], image_to_msg(self.env.render(c), self.sent_stamp, frame_id=camera_frame(c)))
-                  for c in self.subscribed_cameras() if self.image_pubs[c] not in rendered]
+        images = self.unsent_frames()
         for pub, image in images:
             pub.publish(image)
         self.sent = [*images, *self.sent]  # the heartbeat re-sends them while the state stands
+
+    def unsent_frames(self) -> list[tuple[object, Image]]:
+        """(publisher, image) of the current state for each subscribed camera whose frame is not among
+        the sent messages: sim time stands still between commands, so rendering now shows that stamp."""
+        sent = {pub for pub, _ in self.sent}
+        return [(self.image_pubs[c], image_to_msg(self.env.render(c), self.sent_stamp, frame_id=camera_frame(c)))
+                for c in self.subscribed_cameras() if self.image_pubs[c] not in sent]
 
     def parse(self, msg: JointTrajectory) -> list[tuple[np.ndarray, float]]:
         """Each point's arm joint targets (J,) in the model's order and gripper closure."""
@@ -261,13 +266,8 @@ class SimBridge(Node):
         self.sent_stamp = stamp
 
     def heartbeat(self) -> None:
-        # A camera subscribed since the last step (a policy node that just started) gets its frame now:
-        # sim time stands still between commands, so rendering now shows the state of that stamp.
-        sent = {pub for pub, _ in self.sent}
-        for camera, pub in self.image_pubs.items():
-            if pub not in sent and pub.get_subscription_count() > 0 and not self.on_request_only:
-                image = image_to_msg(self.env.render(camera), self.sent_stamp, frame_id=camera_frame(camera))
-                self.sent.insert(0, (pub, image))
+        if not self.on_request_only:  # a camera subscribed since the last step (a policy node that just started)
+            self.sent = [*self.unsent_frames(), *self.sent]
         for pub, msg in self.sent:
             pub.publish(msg)
 
