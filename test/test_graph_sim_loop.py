@@ -25,7 +25,7 @@ from vla_rl_interfaces.srv import ResetEpisode
 
 from vla_rl_ros.control import SIM_PANDA, RobotConfig
 from vla_rl_ros.control.kinematics import ArmModel
-from vla_rl_ros.ros.convert import task_state_from_msg
+from vla_rl_ros.ros.convert import task_state_from_msg, to_stamp
 from vla_rl_ros.ros.names import (
     ACTION_CHUNK_TOPIC,
     CAMERA_TOPICS,
@@ -149,6 +149,7 @@ def test_bridge_resets_steps_only_on_commands_and_refuses_bad_ones(ros_graph: Ro
         "non-finite or missing positions": JointTrajectory(joint_names=[*arm, "finger_joint1"],
                                                            points=[point([np.nan, *target[1:]])]),
         "point duration": JointTrajectory(joint_names=[*arm, "finger_joint1"], points=[point(target, 0.5)]),
+        "another state's stamp": stamped(JointTrajectory(joint_names=arm, points=[point(target[:7])]), t0 + 1),
     }
     for msg in bad.values():
         pub.publish(msg)
@@ -170,7 +171,24 @@ def test_bridge_resets_steps_only_on_commands_and_refuses_bad_ones(ros_graph: Ro
     # A reset moves sim time forward (by the settling time), never back.
     assert ep.reset(TASK, SEED + 1, "e2").success
     wait_until(lambda: ep.states[-1].episode_id == "e2", what="the second reset")
-    assert ns(ep.states[-1].header.stamp) > t0 + 2 * PERIOD_NS and ep.states[-1].step == 0
+    t2 = ns(ep.states[-1].header.stamp)
+    assert t2 > t0 + 2 * PERIOD_NS and ep.states[-1].step == 0
+    # A command computed from e1's last state, arriving after the reset: refused, e2's arm stays at its start
+    # (the executor's last command of an episode can overtake the manager's reset).
+    wait_until(lambda: ns(ep.joints[-1].header.stamp) == t2, what="e2's joint state")
+    start = np.array(ep.joints[-1].position)
+    pub.publish(stamped(JointTrajectory(joint_names=arm, points=[point(list(home[:7]))]), t0 + 2 * PERIOD_NS))
+    time.sleep(QUIET_S)
+    assert ep.sim_ns() == t2 and np.array_equal(ep.joints[-1].position, start) and ep.states[-1].step == 0
+    # Stamped with the current state, as the executor does on sim time: one step.
+    pub.publish(stamped(JointTrajectory(joint_names=arm, points=[point(list(start[:7]))]), t2))
+    wait_until(lambda: ep.states[-1].step == 1, what="the current state's command")
+    assert ep.sim_ns() == t2 + PERIOD_NS
+
+
+def stamped(msg: JointTrajectory, stamp_ns: int) -> JointTrajectory:
+    msg.header.stamp = to_stamp(stamp_ns)
+    return msg
 
 
 def test_a_camera_subscribed_between_steps_gets_the_current_frame_from_the_heartbeat(ros_graph: RosGraph) -> None:
@@ -205,7 +223,7 @@ def test_a_camera_subscribed_between_steps_gets_the_current_frame_from_the_heart
 
 def test_scripted_expert_succeeds_through_the_graph_as_in_the_core_env(ros_graph: RosGraph) -> None:
     ros_graph.node("sim_bridge")
-    ros_graph.node("executor")
+    ros_graph.node("executor", "-p", "use_sim_time:=true")  # as launched in sim: on the bridge's /clock
     ros_graph.start("scripted_policy", [sys.executable, str(SCRIPTED_POLICY)])
     spec = TASKS[TASK]
     with make_env(TASK, cameras=()) as env:  # the core env's rollout, for comparison
@@ -228,6 +246,8 @@ def test_scripted_expert_succeeds_through_the_graph_as_in_the_core_env(ros_graph
     commands, sim = ep.quiet()
     # Lockstep: sim time advanced exactly one control period per command, none while the policy thought.
     assert sim - start_ns == commands * PERIOD_NS
+    # On sim time each command is stamped with the state it follows (the bridge refuses any other stamp).
+    assert [ns(c.header.stamp) for c in ep.commands] == [start_ns + k * PERIOD_NS for k in range(commands)]
     assert all(r.greedy for r in ep.requests) and ep.requests[0].step == 0
     assert [r.request_id for r in ep.requests] == list(range(1, len(ep.requests) + 1))
     # The probe's chunk publisher is a second policy on this arm: the executor says so, once.

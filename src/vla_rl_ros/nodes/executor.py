@@ -9,7 +9,9 @@ ROS surface (names relative to the arm's namespace)
               estop                std_msgs/Bool                     reliable; true latches the e-stop
               camera/image_raw     sensor_msgs/Image (image_topic)   sensor data QoS; only if image_timeout_s > 0
   publishes   joint_trajectory     trajectory_msgs/JointTrajectory   reliable; the robot config's command_topic;
-                                                                     one point per step, time_from_start = period
+                                                                     one point per step, time_from_start = period;
+                                                                     stamped zero ("start now") on a real arm, on
+                                                                     sim time with the joint state it follows
               chunk_request        vla_rl_interfaces/ChunkRequest    reliable, depth 1000 (qos.STEPS)
               /diagnostics         diagnostic_msgs/DiagnosticArray   reliable; why the arm holds, rejections,
                                                                      how many nodes publish action_chunk (one should)
@@ -128,6 +130,8 @@ class Executor(Node):
         except (OSError, ValueError) as exc:
             raise ParameterError(f"robot_config {p.robot_config!r}: {exc}") from exc
         self.core = ExecutorCore(commander, ExecutorConfig(**{name: getattr(p, name) for name in _CORE}))
+        # On sim time a command says which state it follows, so a sim bridge reset meanwhile refuses it.
+        self.stamp_commands = bool(self.get_parameter("use_sim_time").value)
         self.drops = DropLog(self.get_logger())
         self.wall = Clock(clock_type=ClockType.STEADY_TIME)
         self.hold_logged: dict[Hold, float] = {}
@@ -242,10 +246,15 @@ class Executor(Node):
         self.report()
 
     def trajectory(self, out: CommandOut) -> JointTrajectory:
-        """One point lasting one period; a zero header stamp means "start now" to the JTC."""
+        """One point lasting one period. A zero header stamp means "start now" to a JTC (a real arm's
+        clock need not be this machine's); on sim time the stamp is the joint state's, which a JTC reads
+        as the start time it is (the point ends one period after the state) and the sim bridge checks."""
         positions = self.core.commander.positions(out.command).tolist()
         point = JointTrajectoryPoint(positions=positions, time_from_start=self.point_duration)
-        return JointTrajectory(joint_names=list(self.robot.command_joints), points=[point])
+        msg = JointTrajectory(joint_names=list(self.robot.command_joints), points=[point])
+        if self.stamp_commands:
+            msg.header.stamp = to_stamp(out.stamp_ns)
+        return msg
 
     def report(self) -> None:
         """Log a fault hold when it starts (at most every HOLD_LOG_INTERVAL_S per cause); publish

@@ -10,7 +10,8 @@ ROS surface (names relative to the arm's namespace)
               task_state              vla_rl_interfaces/TaskState reliable, transient local depth 1;
                                                                   privileged state for the sim oracle
               /clock                  rosgraph_msgs/Clock         reliable; sim time (publish_clock)
-  subscribes  joint_trajectory        trajectory_msgs/JointTrajectory  reliable; ros2_control JTC format
+  subscribes  joint_trajectory        trajectory_msgs/JointTrajectory  reliable; ros2_control JTC format,
+                                                                  stamped zero or at the current state
               chunk_request           vla_rl_interfaces/ChunkRequest   reliable, depth 1000 (qos.STEPS); only
                                                                   with render_when chunk_request
   services    reset_episode           vla_rl_interfaces/ResetEpisode
@@ -34,8 +35,12 @@ after a reset are stamped later than any before it.
 
 A command must name every arm joint (any order), may name the finger joints (m; their mean sets the
 gripper), and each point must last one control period (time_from_start steps of the env's control_dt).
-Unknown names, missing arm joints, non-finite numbers or other durations are refused with a log line,
-and nothing moves.
+Its header stamp is its start time, as for a joint_trajectory_controller: zero starts it now; any other
+must be the current state's stamp (the executor, on sim time, stamps each command with the joint state
+it was computed from). A command of another state was computed before a reset or a newer step: applied,
+the previous episode's last command would move the arm of the next one in its first step.
+Unknown names, missing arm joints, non-finite numbers, other durations or another state's stamp are
+refused with a log line, and nothing moves.
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ from vla_rl_interfaces.msg import TaskState as TaskStateMsg
 from vla_rl_interfaces.srv import ResetEpisode
 
 from vla_rl_ros.ros.causes import DropLog
-from vla_rl_ros.ros.convert import image_to_msg, task_state_to_msg, to_stamp
+from vla_rl_ros.ros.convert import image_to_msg, stamp_ns, task_state_to_msg, to_stamp
 from vla_rl_ros.ros.names import (
     CAMERA_TOPICS,
     CHUNK_REQUEST_TOPIC,
@@ -208,6 +213,11 @@ class SimBridge(Node):
             raise TrajectoryError("no points", "the trajectory has no points")
         arm_index = [names.index(n) for n in self.kinematics.joint_names]
         finger_index = [names.index(n) for n in self.kinematics.finger_joint_names if n in names]
+        start = stamp_ns(msg.header.stamp)
+        if start and start != stamp_ns(self.sent_stamp):
+            raise TrajectoryError("another state's stamp", f"the command starts at {start} ns, the current state is "
+                                                           f"stamped {stamp_ns(self.sent_stamp)} ns (computed before "
+                                                           "a reset or a newer step)")
         targets, previous, closure = [], 0.0, self.closure
         for k, point in enumerate(msg.points):
             positions = np.asarray(point.positions, dtype=float)
