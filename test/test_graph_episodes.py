@@ -96,6 +96,18 @@ def test_groups_share_a_seed_and_success_ends_the_episode(ros_graph: RosGraph, t
     assert verdicts[:3] == [False, False, True], verdicts
 
 
+def test_the_detector_offers_verdicts_only_once_its_input_has_a_publisher(ros_graph: RosGraph) -> None:
+    """The manager starts episodes once a success publisher exists: a detector that offered one before it had
+    its input let a lockstep sim run the first episode unjudged, a time-out of an expert that succeeded."""
+    ros_graph.node("success_detector", "-r", f"__ns:={NS}")  # sim_oracle: judges task_state
+    node = ros_graph.probe.node
+    wait_until(lambda: node.count_subscribers(f"{NS}/{TASK_STATE_TOPIC}") > 0, 60, "the detector")
+    time.sleep(1.0)
+    assert node.count_publishers(f"{NS}/{SUCCESS_TOPIC}") == 0
+    ros_graph.probe.publisher(TaskState, f"{NS}/{TASK_STATE_TOPIC}", RELIABLE)
+    wait_until(lambda: node.count_publishers(f"{NS}/{SUCCESS_TOPIC}") == 1, 30, "the detector's success publisher")
+
+
 def test_silence_ends_the_episode_as_lost_node_and_timeouts_count_steps(ros_graph: RosGraph) -> None:
     arm = FakeArm(ros_graph)
     ros_graph.node("episode_manager", "-r", f"__ns:={NS}", "-p", "tasks:=[reach]", "-p", "group_size:=2",

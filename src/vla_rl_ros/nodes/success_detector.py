@@ -7,12 +7,17 @@ ROS surface (names relative to the arm's namespace)
               episode_result  vla_rl_interfaces/EpisodeResult  reliable (type operator): labels close with it
   publishes   success         vla_rl_interfaces/SuccessSignal  reliable. sim_oracle, classifier: one verdict
                                                                per judged step, success true once the raw
-                                                               verdict held for hold_steps steps; operator:
-                                                               one final verdict per episode (success or not)
+                                                               verdict held for hold_steps steps, offered
+                                                               only once the input topic has a publisher;
+                                                               operator: one final verdict per episode
   services    success_detector/label_episode  vla_rl_interfaces/LabelEpisode  (type operator) the operator's
                                                                verdict on the running episode (empty id: the
                                                                running one); refused for any other episode
   parameters  see Params below (config/success_detector.yaml)
+
+The episode manager starts no episode before a success publisher exists, so the detector offers one
+only when what it judges has a publisher: a lockstep sim can run a whole episode while a detector that
+has just started still discovers its camera, and that episode would end unjudged as a time-out.
 
 A classifier judges each camera frame once: the sim bridge re-sends its newest image while idle
 (same stamp), and a re-sent frame is not a new step. Frames stamped before the episode's start
@@ -24,8 +29,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
+from rclpy.publisher import Publisher
 from rclpy.qos import qos_profile_sensor_data
+from rclpy.subscription import Subscription
 from sensor_msgs.msg import Image
 from vla_rl_interfaces.msg import EpisodeResult, EpisodeStart, SuccessSignal, TaskState
 from vla_rl_interfaces.srv import LabelEpisode
@@ -45,6 +53,8 @@ from vla_rl_ros.ros.params import ParameterError, declare, param
 from vla_rl_ros.ros.qos import LATCHED, RELIABLE, RESULTS
 from vla_rl_ros.sim.tasks.hold import HoldFilter
 from vla_rl_ros.success import BACKENDS, LabelError, backend_class
+
+OFFER_PERIOD_S = 0.05  # how often a detector without a success publisher looks for its input's publisher
 
 
 @dataclass
@@ -74,18 +84,32 @@ class SuccessDetector(Node):
         self.episode: EpisodeStart | None = None
         self.last_frame_ns = -1  # stamp of the newest frame judged (classifier)
         self.hold = HoldFilter(1)
-        self.success_pub = self.create_publisher(SuccessSignal, SUCCESS_TOPIC, RELIABLE)
+        self.success_pub: Publisher | None = None
         self.create_subscription(EpisodeStart, EPISODE_START_TOPIC, self.on_episode_start, LATCHED)
         observes = self.backend.observes
+        self.judged: Subscription | None = None  # the input judged at each step
         if observes == "task_state":
-            self.create_subscription(TaskState, TASK_STATE_TOPIC, self.on_task_state, RELIABLE)
+            self.judged = self.create_subscription(TaskState, TASK_STATE_TOPIC, self.on_task_state, RELIABLE)
         elif observes == "image":
-            self.create_subscription(Image, p.image_topic, self.on_image, qos_profile_sensor_data)
+            self.judged = self.create_subscription(Image, p.image_topic, self.on_image, qos_profile_sensor_data)
         else:
             self.create_subscription(EpisodeResult, EPISODE_RESULT_TOPIC, self.on_episode_result, RESULTS)
             self.create_service(LabelEpisode, DETECTOR_LABEL_SERVICE, self.on_label)
         where = p.model if observes == "image" else observes
         self.get_logger().info(f"judging success with {p.type} ({where})")
+        self.offer_timer = self.create_timer(OFFER_PERIOD_S, self.offer, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.offer()
+
+    def offer(self) -> None:
+        """Create the success publisher once the judged input has a publisher (at once for the operator)."""
+        if self.judged is None or self.judged.get_publisher_count() > 0:
+            self.advertise()
+
+    def advertise(self) -> None:
+        self.offer_timer.cancel()
+        self.success_pub = self.create_publisher(SuccessSignal, SUCCESS_TOPIC, RELIABLE)
+        if self.judged is not None:
+            self.get_logger().info(f"{self.judged.topic_name} has a publisher: offering verdicts")
 
     def on_episode_start(self, msg: EpisodeStart) -> None:
         try:
@@ -107,6 +131,8 @@ class SuccessDetector(Node):
 
     def verdict(self, raw: bool, confidence: float, header: object) -> None:
         assert self.episode is not None
+        if self.success_pub is None:  # an input arrived before the timer saw its publisher
+            self.advertise()
         out = SuccessSignal(episode_id=self.episode.episode_id, success=self.hold.update(raw),
                             confidence=confidence, source=self.backend.source)
         out.header = header
