@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.duration import Duration
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from rclpy.time import Time
 from rosgraph import RosGraph, wait_until
 from rosgraph_msgs.msg import Clock
@@ -42,14 +42,12 @@ from vla_rl_ros.ros.names import (
     RESET_EPISODE_SERVICE,
     TASK_STATE_TOPIC,
 )
+from vla_rl_ros.ros.qos import LATCHED, RELIABLE, RESULTS, STEPS
 from vla_rl_ros.sim import JOINT_STATE_NAMES, TASKS, EnvConfig, make_env
 from vla_rl_ros.sim.scene import scene_path
 
 pytestmark = pytest.mark.graph
 
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-RESULTS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 SCRIPTED_POLICY = Path(__file__).parent / "nodes" / "scripted_policy.py"
 TASK = "reach"
 SEED = TASKS[TASK].heldout_seeds[3]
@@ -70,8 +68,8 @@ class ManagerProbe:
         self.joints = probe.collect(JointState, JOINT_STATES_TOPIC, qos_profile_sensor_data)
         self.clock = probe.collect(Clock, CLOCK_TOPIC, RELIABLE)
         self.states = probe.collect(TaskState, TASK_STATE_TOPIC, RELIABLE)
-        self.commands = probe.collect(JointTrajectory, JOINT_TRAJECTORY_TOPIC, RELIABLE)
-        self.requests = probe.collect(ChunkRequest, CHUNK_REQUEST_TOPIC, RELIABLE)
+        self.commands = probe.collect(JointTrajectory, JOINT_TRAJECTORY_TOPIC, STEPS)  # every one, loaded or not
+        self.requests = probe.collect(ChunkRequest, CHUNK_REQUEST_TOPIC, STEPS)
         self.diagnostics = probe.collect(DiagnosticArray, DIAGNOSTICS_TOPIC, RELIABLE)
         self.start_pub = probe.publisher(EpisodeStart, EPISODE_START_TOPIC, LATCHED)
         self.result_pub = probe.publisher(EpisodeResult, EPISODE_RESULT_TOPIC, RESULTS)
@@ -226,20 +224,35 @@ def test_scripted_expert_succeeds_through_the_graph_as_in_the_core_env(ros_graph
     ros_graph.node("executor", "-p", "use_sim_time:=true")  # as launched in sim: on the bridge's /clock
     ros_graph.start("scripted_policy", [sys.executable, str(SCRIPTED_POLICY)])
     spec = TASKS[TASK]
+    core_states, core_joints = {}, {}  # step -> the core env's task state and arm joints after it
     with make_env(TASK, cameras=()) as env:  # the core env's rollout, for comparison
         env.reset(SEED)
-        while not (result := env.step(spec.expert(env))).done:
-            pass
+        done = False
+        while not done:
+            result = env.step(spec.expert(env))
+            core_states[env.steps], core_joints[env.steps] = env.task_state(), result.observation.state[:7]
+            done = result.done
         assert result.info["episode_success"]
         core_steps = env.steps
 
     ep = ManagerProbe(ros_graph)
+    every_step = ep.probe.collect(JointState, JOINT_STATES_TOPIC, STEPS)  # the bridge keeps 1000: none is missed
     wait_until(lambda: ep.probe.node.count_publishers(ACTION_CHUNK_TOPIC) > 0, what="the scripted policy")
     ep.start("ep-expert", max_steps=spec.max_steps)
-    start_ns = ns(ep.states[-1].header.stamp)
+    start_ns = next(ns(m.header.stamp) for m in ep.states if m.episode_id == "ep-expert")  # the reset state's
 
-    steps = wait_until(lambda: success_step(spec, ep.states, "ep-expert"), 60, "the expert's success via the graph")
-    assert steps == core_steps  # the same actions on the same physics: the graph reproduces the core env
+    # The same actions on the same physics: the graph reproduces the core env, step by step, to its success.
+    # Joint states (the bridge keeps 1000) arrive every one; task states (latched, a history of 1) the probe
+    # may miss on a loaded machine, so it compares those it got.
+    stamps = [start_ns + k * PERIOD_NS for k in range(1, core_steps + 1)]
+    wait_until(lambda: {ns(m.header.stamp) for m in every_step} >= set(stamps), 60, "the steps to the success")
+    graph_joints = {ns(m.header.stamp): np.array(m.position[:7]) for m in every_step}
+    assert all(np.allclose(graph_joints[t], core_joints[k + 1], atol=1e-6) for k, t in enumerate(stamps))
+    graph_states = {m.step: task_state_from_msg(m) for m in ep.states
+                    if m.episode_id == "ep-expert" and 0 < m.step <= core_steps}
+    assert graph_states and all(np.array_equal(state.ee_pos, core_states[k].ee_pos)
+                                and np.array_equal(state.object_pos, core_states[k].object_pos)
+                                for k, state in graph_states.items())
     result = EpisodeResult(episode_id="ep-expert", success=True, end_reason=EpisodeResult.END_SUCCESS)
     ep.result_pub.publish(result)
     wait_until(lambda: ep.values()["hold"] == "episode_ended", what="the executor to hold after the result")

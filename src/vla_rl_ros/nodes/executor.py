@@ -8,7 +8,8 @@ ROS surface (names relative to the arm's namespace)
               joint_states         sensor_msgs/JointState            sensor data QoS (matches any publisher)
               estop                std_msgs/Bool                     reliable; true latches the e-stop
               camera/image_raw     sensor_msgs/Image (image_topic)   sensor data QoS; only if image_timeout_s > 0
-  publishes   joint_trajectory     trajectory_msgs/JointTrajectory   reliable; the robot config's command_topic;
+  publishes   joint_trajectory     trajectory_msgs/JointTrajectory   reliable, depth 1000 (qos.STEPS); the robot
+                                                                     config's command_topic;
                                                                      one point per step, time_from_start = period;
                                                                      stamped zero ("start now") on a real arm, on
                                                                      sim time with the joint state it follows
@@ -141,7 +142,7 @@ class Executor(Node):
         self.point_duration = Duration(nanoseconds=self.core.period_ns).to_msg()
 
         command_topic = DRY_RUN_TRAJECTORY_TOPIC if p.dry_run else self.robot.command_topic
-        self.command_pub = self.create_publisher(JointTrajectory, command_topic, RELIABLE)
+        self.command_pub = self.create_publisher(JointTrajectory, command_topic, STEPS)
         self.request_pub = self.create_publisher(ChunkRequest, CHUNK_REQUEST_TOPIC, STEPS)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, RELIABLE)
         self.create_subscription(EpisodeStart, EPISODE_START_TOPIC, self.on_episode_start, LATCHED)

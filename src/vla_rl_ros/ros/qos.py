@@ -3,12 +3,13 @@ qos_profile_sensor_data)."""
 
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
-# Commands, requests, chunks, verdicts: every message matters, none is worth keeping for late joiners.
+# Verdicts, e-stops, diagnostics, /clock; readers of the newest chunk or command (the manager, the bridge):
+# every message matters, none is worth keeping for late joiners.
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-# The per-step streams (joint states, chunk requests, chunks) that a recorder must get in full to
-# rebuild every frame: a history of 1000 (seconds of a fast sim; each message is a few hundred bytes)
-# on both sides, so that a reader lagging behind (a writer thread encoding video, a loaded machine)
-# does not lose the request of a chunk and record an episode cut short.
+# The per-step streams (joint states, joint commands, chunk requests, chunks) that a recorder or a
+# monitor must get in full to rebuild every step: a history of 1000 (seconds of a fast sim; each
+# message is a few hundred bytes) on both sides, so that a reader lagging behind (a writer thread
+# encoding video, a loaded machine) does not lose the request of a chunk and record an episode cut short.
 STEPS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
 # State that a node joining later must still get: the running episode, the newest policy.
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
