@@ -25,7 +25,7 @@ import yaml
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos import QoSProfile
 
 from vla_rl_ros.launcher.runner import SIGINT_TIMEOUT_S, SIGTERM_TIMEOUT_S, lifeline
 
@@ -221,9 +221,6 @@ class Probe:
         if self.context.ok():
             rclpy.shutdown(context=self.context)
         self.thread.join(timeout=2)
-
-
-RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
 def small_config(tmp: Path, **edits: dict) -> Path:

@@ -12,11 +12,12 @@ import pytest
 from cv_bridge import CvBridge
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.qos import qos_profile_sensor_data
-from rosgraph import RELIABLE, RosGraph, wait_until
+from rosgraph import RosGraph, wait_until
 from sensor_msgs.msg import CameraInfo, Image
 from test_camera import CALIBRATION, H, W, which, write_folder, write_video
 
 from vla_rl_ros.ros.names import CAMERA_INFO_TOPIC, CAMERA_TOPICS, DIAGNOSTICS_TOPIC
+from vla_rl_ros.ros.qos import RELIABLE
 
 pytestmark = pytest.mark.graph
 NS = "/arm0"

@@ -19,7 +19,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Pose
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.time import Time
-from rosgraph import RELIABLE, TINY_CHUNK, RosGraph, small_config, wait_until
+from rosgraph import TINY_CHUNK, RosGraph, small_config, wait_until
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
 from trajectory_msgs.msg import JointTrajectory
@@ -50,7 +50,7 @@ from vla_rl_ros.ros.names import (
     TASK_STATE_TOPIC,
     TRAJECTORY_TOPIC,
 )
-from vla_rl_ros.ros.qos import EPISODES, LATCHED
+from vla_rl_ros.ros.qos import EPISODES, LATCHED, RELIABLE
 from vla_rl_ros.sim import JOINT_STATE_NAMES, STATE_NAMES
 
 pytestmark = pytest.mark.graph

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from rosgraph import RELIABLE, TINY_CHUNK, RosGraph, small_config, wait_until
+from rclpy.qos import qos_profile_sensor_data
+from rosgraph import TINY_CHUNK, RosGraph, small_config, wait_until
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool
 from test_camera import write_video
@@ -36,11 +36,10 @@ from vla_rl_ros.ros.names import (
     JOINT_STATES_TOPIC,
     JOINT_TRAJECTORY_TOPIC,
 )
+from vla_rl_ros.ros.qos import LATCHED, RELIABLE, RESULTS
 from vla_rl_ros.sim import TASKS
 
 NS = "/arm0"
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-RESULTS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 PERIOD_S = 0.1  # the robot configs' control period (10 Hz)
 CHUNK = TINY_CHUNK
 STARTUP_S = 120  # a loaded 2-core machine starts five Python nodes (torch, MuJoCo) in 10-40 s

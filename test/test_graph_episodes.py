@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-from rosgraph import RELIABLE, RosGraph, wait_until
+from rosgraph import RosGraph, wait_until
 from vla_rl_interfaces.msg import ActionChunk, EpisodeResult, EpisodeStart, SuccessSignal, TaskState
 from vla_rl_interfaces.srv import ResetEpisode
 
@@ -19,6 +19,7 @@ from vla_rl_ros.ros.names import (
     SUCCESS_TOPIC,
     TASK_STATE_TOPIC,
 )
+from vla_rl_ros.ros.qos import RELIABLE
 from vla_rl_ros.sim import make_env
 
 pytestmark = pytest.mark.graph

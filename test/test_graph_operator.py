@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 from rclpy.qos import qos_profile_sensor_data
-from rosgraph import RELIABLE, RosGraph, wait_until
+from rosgraph import RosGraph, wait_until
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
@@ -35,7 +35,7 @@ from vla_rl_ros.ros.names import (
     JOINT_STATES_TOPIC,
     RELEASE_ESTOP_SERVICE,
 )
-from vla_rl_ros.ros.qos import LATCHED, RESULTS
+from vla_rl_ros.ros.qos import LATCHED, RELIABLE, RESULTS
 
 pytestmark = pytest.mark.graph
 NS = "/arm0"

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from rosgraph import RELIABLE, RosGraph, wait_until
+from rosgraph import RosGraph, wait_until
 from sensor_msgs.msg import Image, JointState
 from vla_rl_interfaces.msg import ActionChunk, ChunkRequest, EpisodeResult, EpisodeStart, PolicyUpdate, Trajectory
 
@@ -26,6 +25,7 @@ from vla_rl_ros.ros.names import (
     POLICY_UPDATE_TOPIC,
     TRAJECTORY_TOPIC,
 )
+from vla_rl_ros.ros.qos import LATCHED, RELIABLE
 from vla_rl_ros.sim.env import JOINT_STATE_NAMES, STATE_NAMES
 
 pytestmark = pytest.mark.graph
@@ -55,17 +55,15 @@ class Arms:
     """The executors', cameras' and episode manager's side of every arm, played by the probe."""
 
     def __init__(self, graph: RosGraph) -> None:
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
         probe = graph.probe
         self.pub = {a: {
-            "start": probe.publisher(EpisodeStart, f"/{a}/{EPISODE_START_TOPIC}", latched),
+            "start": probe.publisher(EpisodeStart, f"/{a}/{EPISODE_START_TOPIC}", LATCHED),
             "result": probe.publisher(EpisodeResult, f"/{a}/{EPISODE_RESULT_TOPIC}", RELIABLE),
             "request": probe.publisher(ChunkRequest, f"/{a}/{CHUNK_REQUEST_TOPIC}", RELIABLE),
             "image": probe.publisher(Image, f"/{a}/{CAMERA_TOPICS['front']}", RELIABLE),
             "joints": probe.publisher(JointState, f"/{a}/{JOINT_STATES_TOPIC}", RELIABLE),
         } for a in ARMS}
-        self.update = probe.publisher(PolicyUpdate, POLICY_UPDATE_TOPIC, latched)
+        self.update = probe.publisher(PolicyUpdate, POLICY_UPDATE_TOPIC, LATCHED)
         self.chunks = {a: probe.collect(ActionChunk, f"/{a}/{ACTION_CHUNK_TOPIC}", RELIABLE) for a in ARMS}
         self.trajectories = {a: probe.collect(Trajectory, f"/{a}/{TRAJECTORY_TOPIC}", RELIABLE) for a in ARMS}
         self.rng = np.random.default_rng(1)

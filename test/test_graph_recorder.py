@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from rclpy.time import Time
 from rosbags.highlevel import AnyReader
 from rosgraph import RosGraph, wait_until
@@ -38,14 +38,12 @@ from vla_rl_ros.ros.names import (
     RESET_EPISODE_SERVICE,
     TASK_STATE_TOPIC,
 )
+from vla_rl_ros.ros.qos import LATCHED, RELIABLE, RESULTS, STEPS
 from vla_rl_ros.sim import JOINT_STATE_NAMES, STATE_NAMES, TASKS
 
 pytestmark = pytest.mark.graph
 
 NS = "/arm0"
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-DEEP = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 PERIOD_NS = 100_000_000  # sim_panda's 10 Hz control period
 H, W = 32, 48  # small frames keep the appends quick; not square, to catch a transposition
 STEP_PAUSE_S = 0.03  # between played steps: each step's messages arrive before the next step's
@@ -115,10 +113,10 @@ class FakeArm:
         self.start_pub = probe.publisher(EpisodeStart, f"{NS}/{EPISODE_START_TOPIC}", LATCHED)
         self.request_pub = probe.publisher(ChunkRequest, f"{NS}/{CHUNK_REQUEST_TOPIC}", RELIABLE)
         self.chunk_pub = probe.publisher(ActionChunk, f"{NS}/{ACTION_CHUNK_TOPIC}", RELIABLE)
-        self.joint_pub = probe.publisher(JointState, f"{NS}/{JOINT_STATES_TOPIC}", DEEP)
+        self.joint_pub = probe.publisher(JointState, f"{NS}/{JOINT_STATES_TOPIC}", STEPS)
         self.image_pubs = [probe.publisher(Image, f"{NS}/{CAMERA_TOPICS['front']}", qos_profile_sensor_data),
                            probe.publisher(Image, f"{NS}/{CAMERA_TOPICS['wrist']}", qos_profile_sensor_data)]
-        self.result_pub = probe.publisher(EpisodeResult, f"{NS}/{EPISODE_RESULT_TOPIC}", DEEP)
+        self.result_pub = probe.publisher(EpisodeResult, f"{NS}/{EPISODE_RESULT_TOPIC}", RESULTS)
         self.request_id = 0
         self.clock_ns = 1_000 * PERIOD_NS
 
@@ -384,12 +382,12 @@ def test_records_a_scripted_expert_episode_from_the_real_sim(ros_graph: RosGraph
     recorder(ros_graph, root)
     probe = ros_graph.probe
     states = probe.collect(TaskState, f"{NS}/{TASK_STATE_TOPIC}", LATCHED)
-    joints = probe.collect(JointState, f"{NS}/{JOINT_STATES_TOPIC}", DEEP)
+    joints = probe.collect(JointState, f"{NS}/{JOINT_STATES_TOPIC}", STEPS)
     images = probe.collect(Image, f"{NS}/{CAMERA_TOPICS['front']}", qos_profile_sensor_data)
     commands = probe.collect(JointTrajectory, f"{NS}/{JOINT_TRAJECTORY_TOPIC}", RELIABLE)
     chunks = probe.collect(ActionChunk, f"{NS}/{ACTION_CHUNK_TOPIC}", RELIABLE)
     start_pub = probe.publisher(EpisodeStart, f"{NS}/{EPISODE_START_TOPIC}", LATCHED)
-    result_pub = probe.publisher(EpisodeResult, f"{NS}/{EPISODE_RESULT_TOPIC}", DEEP)
+    result_pub = probe.publisher(EpisodeResult, f"{NS}/{EPISODE_RESULT_TOPIC}", RESULTS)
     wait_for_recorder(ros_graph)
     wait_until(lambda: probe.node.count_publishers(f"{NS}/{ACTION_CHUNK_TOPIC}") > 0, 60, "the scripted policy")
     wait_until(lambda: probe.node.count_subscribers(f"{NS}/{EPISODE_START_TOPIC}") >= 2, 60, "the executor")

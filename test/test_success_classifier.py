@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from rclpy.qos import qos_profile_sensor_data
-from rosgraph import RELIABLE, RosGraph, small_config, wait_until
+from rosgraph import RosGraph, small_config, wait_until
 from sensor_msgs.msg import Image
 from vla_rl_interfaces.msg import EpisodeResult, EpisodeStart, SuccessSignal, TaskState
 from vla_rl_interfaces.srv import ResetEpisode
@@ -33,7 +33,7 @@ from vla_rl_ros.ros.names import (
     SUCCESS_TOPIC,
     TASK_STATE_TOPIC,
 )
-from vla_rl_ros.ros.qos import EPISODES, LATCHED
+from vla_rl_ros.ros.qos import EPISODES, LATCHED, RELIABLE
 from vla_rl_ros.sim import TASKS, make_env
 from vla_rl_ros.success import backend_class
 from vla_rl_ros.success.classifier import CONFIG, WEIGHTS, ClassifierError, SuccessClassifier, load_classifier
