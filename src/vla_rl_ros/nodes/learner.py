@@ -129,8 +129,10 @@ class Learner(Node):
                                f"update, {p.epochs} epochs, mini-batches of {p.minibatch_size}{ranks}")
 
     def ingest(self) -> None:
-        """Move queued messages into the buffer (only this thread touches the learner core)."""
-        while True:
+        """Move the messages queued so far into the buffer (only this thread touches the learner core).
+        Not until the queue is empty: episodes arriving as fast as they are journalled (many arms, a loaded
+        machine) kept that loop from ever returning, and the ready groups from ever being trained on."""
+        for _ in range(self.inbox.qsize()):
             try:
                 msg = self.inbox.get_nowait()
             except queue.Empty:
