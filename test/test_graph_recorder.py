@@ -384,8 +384,8 @@ def test_records_a_scripted_expert_episode_from_the_real_sim(ros_graph: RosGraph
     states = probe.collect(TaskState, f"{NS}/{TASK_STATE_TOPIC}", LATCHED)
     joints = probe.collect(JointState, f"{NS}/{JOINT_STATES_TOPIC}", STEPS)
     images = probe.collect(Image, f"{NS}/{CAMERA_TOPICS['front']}", qos_profile_sensor_data)
-    commands = probe.collect(JointTrajectory, f"{NS}/{JOINT_TRAJECTORY_TOPIC}", RELIABLE)
-    chunks = probe.collect(ActionChunk, f"{NS}/{ACTION_CHUNK_TOPIC}", RELIABLE)
+    commands = probe.collect(JointTrajectory, f"{NS}/{JOINT_TRAJECTORY_TOPIC}", STEPS)  # counted: every one
+    chunks = probe.collect(ActionChunk, f"{NS}/{ACTION_CHUNK_TOPIC}", STEPS)
     start_pub = probe.publisher(EpisodeStart, f"{NS}/{EPISODE_START_TOPIC}", LATCHED)
     result_pub = probe.publisher(EpisodeResult, f"{NS}/{EPISODE_RESULT_TOPIC}", RESULTS)
     wait_for_recorder(ros_graph)

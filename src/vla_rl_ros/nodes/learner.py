@@ -132,11 +132,8 @@ class Learner(Node):
         """Move the messages queued so far into the buffer (only this thread touches the learner core).
         Not until the queue is empty: episodes arriving as fast as they are journalled (many arms, a loaded
         machine) kept that loop from ever returning, and the ready groups from ever being trained on."""
-        for _ in range(self.inbox.qsize()):
-            try:
-                msg = self.inbox.get_nowait()
-            except queue.Empty:
-                return
+        for _ in range(self.inbox.qsize()):  # this thread alone takes from the inbox: they are all there
+            msg = self.inbox.get_nowait()
             try:
                 if isinstance(msg, Trajectory):
                     record = trajectory_from_msg(msg)

@@ -27,8 +27,8 @@ the images; a 64 px frame costs about as much as the physics of a step). Between
 stands still, so a policy's thinking time costs no sim time; the newest images, joint states and
 /clock are re-sent at heartbeat_hz of wall time (same stamps: consumers tell new frames by the
 stamp), so watchdogs downstream see a live bridge and a frame lost on the best-effort image topics
-(or before discovery completed) cannot stall the lockstep loop. The task state is latched instead (transient local), as
-the success oracle counts every message as a step. Sim time is an exact integer count (`SimClock`:
+(or before discovery completed) cannot stall the lockstep loop. The task state is latched instead
+(transient local), as the success oracle counts every message as a step. Sim time is an exact integer count (`SimClock`:
 steps x period in ns, never MuJoCo's float data.time, whose rounding once made a step 1 ns short and
 stalled the executor) and monotonic across resets: each reset adds the env's settling time, so states
 after a reset are stamped later than any before it.
@@ -213,11 +213,11 @@ class SimBridge(Node):
             raise TrajectoryError("no points", "the trajectory has no points")
         arm_index = [names.index(n) for n in self.kinematics.joint_names]
         finger_index = [names.index(n) for n in self.kinematics.finger_joint_names if n in names]
-        start = stamp_ns(msg.header.stamp)
-        if start and start != stamp_ns(self.sent_stamp):
+        start, current = stamp_ns(msg.header.stamp), stamp_ns(self.sent_stamp)
+        if start and start != current:
             raise TrajectoryError("another state's stamp", f"the command starts at {start} ns, the current state is "
-                                                           f"stamped {stamp_ns(self.sent_stamp)} ns (computed before "
-                                                           "a reset or a newer step)")
+                                                           f"stamped {current} ns (computed before a reset or a "
+                                                           "newer step)")
         targets, previous, closure = [], 0.0, self.closure
         for k, point in enumerate(msg.points):
             positions = np.asarray(point.positions, dtype=float)

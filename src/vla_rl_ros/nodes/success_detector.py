@@ -101,8 +101,9 @@ class SuccessDetector(Node):
         self.offer()
 
     def offer(self) -> None:
-        """Create the success publisher once the judged input has a publisher (at once for the operator)."""
-        if self.judged is None or self.judged.get_publisher_count() > 0:
+        """Create the success publisher once the judged input has a publisher (at once for the operator);
+        a tick queued before the timer was cancelled finds it made."""
+        if self.success_pub is None and (self.judged is None or self.judged.get_publisher_count() > 0):
             self.advertise()
 
     def advertise(self) -> None:
