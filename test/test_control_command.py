@@ -18,9 +18,11 @@ from vla_rl_ros.control.command import (
     CLAMP_WORKSPACE,
     HOLD_WORKSPACE,
 )
+from vla_rl_ros.control.homing import Homing
 from vla_rl_ros.sim import make_env
 
 ROBOT = RobotConfig.load(SIM_PANDA)
+FRANKA = RobotConfig.load(SIM_PANDA.replace("sim_panda", "franka_panda"))
 JOINT_ROBOT = RobotConfig.load(SIM_PANDA).__class__(**{**ROBOT.__dict__, "action_mode": "joint_position"})
 EPS = 1e-9
 
@@ -95,7 +97,7 @@ def test_a_command_leaving_the_box_holds_the_arm() -> None:
     np.testing.assert_array_equal(cmd.arm, target)
 
 
-def test_joint_limits_are_applied_last_even_to_a_hold() -> None:
+def test_a_hold_does_not_send_an_overshot_joint_back_past_its_limit() -> None:
     """A hold sends the measured joints back as the command: one that overshot a limit (0.6 mrad in a
     normal run) must not be sent back past it."""
     commander = Commander(JOINT_ROBOT, make_kinematics(JOINT_ROBOT))
@@ -107,6 +109,44 @@ def test_joint_limits_are_applied_last_even_to_a_hold() -> None:
     cmd = commander.command(q, np.append(q + forward, 0.0))
     assert HOLD_WORKSPACE in cmd.clamped and CLAMP_JOINT_LIMITS in cmd.clamped
     np.testing.assert_array_equal(cmd.arm, np.clip(q, commander.lower, commander.upper))
+
+
+def test_a_joint_past_its_limit_steps_back_no_faster_than_the_step_limit() -> None:
+    """Within joint_limit_margin (0.05 rad) a joint may be measured past its limit; clipping it to the
+    limit last moved it there in one period, past a max_joint_step smaller than the margin."""
+    slow = dataclasses.replace(JOINT_ROBOT, max_joint_step=0.02)
+    commander = Commander(slow, make_kinematics(slow))
+    q = commander.kinematics.home.copy()
+    q[3] = commander.upper[3] + 0.045
+    for target in (q, q + 0.5):  # stay, or move every joint further up: joint4 can only come back
+        cmd = commander.command(q, np.append(target, 0.0))
+        assert {CLAMP_JOINT_LIMITS, CLAMP_JOINT_STEP} <= cmd.clamped
+        assert cmd.arm[3] == pytest.approx(q[3] - 0.02)
+        assert np.all(np.abs(cmd.arm - q) <= commander.max_step + EPS)
+    home = Homing(slow, tolerance=0.02).command(q)  # homing goes through the same limits
+    assert home.arm[3] == pytest.approx(q[3] - 0.02) and np.all(np.abs(home.arm - q) <= 0.02 + EPS)
+
+
+@pytest.mark.parametrize("robot", [ROBOT, FRANKA], ids=["sim_panda", "franka_panda"])
+def test_a_4d_action_turns_the_tcp_home_no_faster_than_max_rotation(robot: RobotConfig) -> None:
+    """A 4-D ee_delta action holds the home orientation. From a wrist turned elsewhere (an episode started
+    by hand from where the arm is) a zero action turned it back in one step, past max_rotation."""
+    commander = Commander(robot, make_kinematics(robot))
+    q = commander.home.copy()
+    q[4] += 0.6
+    q[6] += 0.8
+    turns = []
+    for _ in range(60):
+        cmd = commander.command(q, np.zeros(4))
+        turns.append(angle_between(commander.kinematics.fk(q)[1], commander.kinematics.fk(cmd.arm)[1]))
+        q = cmd.arm
+    assert max(turns) <= robot.max_rotation + 0.01, turns
+    assert angle_between(commander.kinematics.fk(q)[1], commander.home_quat) < 0.01  # and it got there
+
+
+def angle_between(a: np.ndarray, b: np.ndarray) -> float:
+    """Rotation angle (rad) between two wxyz quaternions."""
+    return 2 * float(np.arccos(min(1.0, abs(float(np.dot(a, b))))))
 
 
 def test_a_measured_state_is_out_of_limits_only_beyond_the_margin(commander: Commander) -> None:
@@ -124,7 +164,9 @@ ADVERSARIAL = st.one_of(
     st.sampled_from([1e9, -1e9, np.nan, np.inf, -np.inf, 0.0, 1.0]),
     st.floats(-0.1, 0.1),
 )
-JOINT_FRACTIONS = st.lists(st.floats(0.0, 1.0), min_size=7, max_size=7)
+# where the measured joints lie in their ranges: some past a limit, by up to the executor's joint_limit_margin
+JOINT_FRACTIONS = st.lists(st.floats(-0.05, 1.05), min_size=7, max_size=7)
+OVERSHOOT = 0.049
 
 
 @st.composite
@@ -146,7 +188,11 @@ def chunk_messages(draw: st.DrawFn, episode_id: str, request_id: int, action_dim
 def assert_safe(commander: Commander, q_meas: np.ndarray, out: CommandOut) -> None:
     q = out.command.arm
     assert np.all(np.isfinite(q))
-    assert np.all(q >= commander.lower - EPS) and np.all(q <= commander.upper + EPS)
+
+    def beyond(x: np.ndarray) -> np.ndarray:  # (J,) rad past a limit, 0 inside
+        return np.maximum(0.0, np.maximum(commander.lower - x, x - commander.upper))
+
+    assert np.all(beyond(q) <= beyond(q_meas) + EPS)  # inside the limits, or closer to them than measured
     assert np.all(np.abs(q - q_meas) <= commander.max_step + EPS)
     ws = commander.robot.workspace
     outside = ws.distance(commander.kinematics.fk(q)[0])
@@ -161,7 +207,8 @@ def assert_safe(commander: Commander, q_meas: np.ndarray, out: CommandOut) -> No
 def test_no_chunk_ever_yields_a_command_outside_box_or_limits(robot: RobotConfig, data: st.DataObject,
                                                              fractions: list[float]) -> None:
     commander = COMMANDERS[robot.action_mode]
-    q = commander.lower + np.array(fractions) * (commander.upper - commander.lower)  # any measured pose
+    q = np.clip(commander.lower + np.array(fractions) * (commander.upper - commander.lower),
+                commander.lower - OVERSHOOT, commander.upper + OVERSHOOT)  # any measured pose the executor takes
     core = ExecutorCore(commander)
     core.start_episode("ep", greedy=False, max_steps=0, stamp_ns=0)
     names = [*robot.joints, robot.gripper.joint]

@@ -213,6 +213,34 @@ def test_a_joint_state_that_overshot_a_limit_within_the_margin_is_commanded_back
     assert np.all(home.command.arm >= COMMANDER.lower) and np.all(home.command.arm <= COMMANDER.upper)
 
 
+def test_a_late_joint_state_is_refused_and_a_restarted_clock_is_taken_once_the_old_one_is_stale() -> None:
+    """A joint state stamped before the newest one (a late message, a second publisher) would have made a
+    command due at once from where the arm was: a step back, beyond the step limit from where it is."""
+    core, request = started()
+    core.chunk(chunk(request, [UP] * 10))
+    assert len(commands(core.advance(0.0))) == 1
+    moved = list(HOME)
+    moved[0] += 0.2
+    core.joint_state(NAMES, moved, 6 * PERIOD, now=0.1)
+    assert len(commands(core.advance(0.1))) == 1
+    why = core.joint_state(NAMES, HOME, 5 * PERIOD + PERIOD // 2, now=0.15)
+    assert why is not None and "stamped 50.0 ms before the newest one" in why
+    assert core.advance(0.15) == [] and core.hold is Hold.EXECUTING  # the period still runs from the newest
+    core.joint_state(NAMES, moved, 7 * PERIOD, now=0.2)
+    (cmd,) = commands(core.advance(0.2))
+    assert cmd.stamp_ns == 7 * PERIOD and abs(cmd.command.arm[0] - moved[0]) <= COMMANDER.max_step[0]
+    # A sim restarted from time zero: refused while the old clock's states are fresh, taken once they are stale.
+    assert core.joint_state(NAMES, HOME, PERIOD, now=0.3) is not None
+    stale = 0.2 + core.config.joint_state_timeout_s + 0.01
+    assert core.joint_state(NAMES, HOME, PERIOD, now=stale) is None
+    assert core.advance(stale) == [] and core.hold is Hold.WAITING_FOR_STATE  # its episode began later
+    core.start_episode("ep2", greedy=True, max_steps=0, stamp_ns=PERIOD)
+    (request,) = core.advance(stale)
+    core.chunk(chunk(request, [UP]))
+    (cmd,) = commands(core.advance(stale))
+    assert cmd.stamp_ns == PERIOD
+
+
 def test_chunk_timeout_requests_again_and_refuses_the_late_answer() -> None:
     core, request = started(ExecutorConfig(chunk_timeout_s=2.0))
     assert core.advance(1.0) == []

@@ -58,12 +58,26 @@ def test_config_limits_tighten_the_model_limits(tmp_path: Path) -> None:
     ({"joints": ["joint1", "joint1"]}, "must be distinct"),
     ({"home": [0.0, float("nan"), 0, 0, 0, 0, 0]}, "home="),
     ({"control_rate_hz": 0}, "control_rate_hz=0"),
+    ({"gripper": {"joint": "finger_joint1", "open": 0.04, "closed": 0.0, "binary": "false"}},
+     "binary='false' must be a bool (true or false, unquoted)"),
+    ({"max_joint_step": "0.05"}, "max_joint_step='0.05' must be a float"),
+    ({"velocity_limits": [1.0] * 6 + ["fast"]}, "velocity_limits[6]='fast' must be a float"),
+    ({"joints": "joint1"}, "joints='joint1' must be a list of str"),
 ])
 def test_bad_configs_are_refused_by_name(tmp_path: Path, change: dict, message: str) -> None:
     with pytest.raises(ValueError) as err:
         RobotConfig.load(write(tmp_path, {**sim_panda_dict(), **change}))
     assert message in str(err.value)
     assert "robot.yaml" in str(err.value)
+
+
+@pytest.mark.parametrize(("open_", "closed"), [(0.08, 0.0), (0.04, -0.02)], ids=["width", "negative"])
+def test_a_gripper_beyond_the_models_fingers_is_refused(tmp_path: Path, open_: float, closed: float) -> None:
+    """The arm's limits are narrowed to the model's; the gripper's positions went out as they were."""
+    gripper = {"joint": "finger_joint1", "open": open_, "closed": closed}
+    robot = RobotConfig.load(write(tmp_path, {**sim_panda_dict(), "gripper": gripper}))
+    with pytest.raises(ValueError, match=r"must lie in the model's finger range \[0, 0.04\] m"):
+        Commander(robot, make_kinematics(robot))
 
 
 def test_missing_files_and_wrong_joint_counts_say_what_to_fix(tmp_path: Path) -> None:

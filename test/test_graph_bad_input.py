@@ -79,7 +79,7 @@ def test_garbage_at_every_input_is_dropped_with_one_line_per_cause_and_nothing_m
     run_dir = tmp_path / "run"
     learner = ros_graph.node("learner", "--params-file", str(config / "learner.yaml"), "-p", f"run_dir:={run_dir}",
                              "-p", f"checkpoint:={tiny_checkpoint}", "-p", "arms:=[arm0]")
-    executor = ros_graph.node("executor", "-r", f"__ns:={NS}")
+    executor = ros_graph.node("executor", "-r", f"__ns:={NS}", "-p", "estop_at_start:=false")  # a simulated arm
     detector = ros_graph.node("success_detector", "-r", f"__ns:={NS}")
     manager = ros_graph.node("episode_manager", "-r", f"__ns:={NS}", "-p", "tasks:=[reach]")
     probe = ros_graph.probe

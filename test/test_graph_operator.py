@@ -113,8 +113,13 @@ def test_operator_labels_resets_and_aborts_episodes_of_a_running_graph(ros_graph
     def moved_away() -> bool:
         return bool(joints) and arm_error() > 0.1
 
-    # Start-up: nothing moves before the operator's first r, which sends the arm home (it is).
-    at = op.wait_for("press r to send it home", timeout=60)
+    # Start-up: the executor's e-stop is latched (estop_at_start, as on a real arm): r is refused until it
+    # is released; then nothing moves before the operator's first r, which sends the arm home (it is).
+    at = op.wait_for("e-stop latched: release it", timeout=60)
+    op.press("r")
+    at = op.wait_for("[ready] refused: the e-stop is latched", at)
+    assert probe.call(Trigger, f"{NS}/{RELEASE_ESTOP_SERVICE}", Trigger.Request()).success
+    at = op.wait_for("press r to send it home", at)
     op.press("x")  # not a key: explained, and the tool keeps going
     at = op.wait_for("unknown key 'x'", at)
     op.press("r")

@@ -48,7 +48,8 @@ PERIOD_NS = 100_000_000  # sim_panda's 10 Hz control period
 H, W = 32, 48  # small frames keep the appends quick; not square, to catch a transposition
 STEP_PAUSE_S = 0.03  # between played steps: each step's messages arrive before the next step's
 MIN_PSNR_DB = 35.0  # yuv444p at crf 18 on smooth frames measures ~45 dB
-KINEMATICS = make_kinematics(RobotConfig.load(SIM_PANDA))
+ROBOT = RobotConfig.load(SIM_PANDA)
+KINEMATICS = make_kinematics(ROBOT)
 HOME = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.8, 0.02, 0.02])  # 7 arm joints (rad), 2 fingers (m)
 CHUNK = 4  # C
 ACTION_DIM = 4  # A: ee_delta [dx, dy, dz, gripper]
@@ -174,8 +175,8 @@ class FakeArm:
                 msg.header.stamp = self.stamp(self.clock_ns)
                 time.sleep(STEP_PAUSE_S / 3)
                 self.chunk_pub.publish(msg)
-            played.states.append(proprio_from_joint_state(KINEMATICS, JointState(name=list(JOINT_STATE_NAMES),
-                                                                                 position=joints.tolist())))
+            played.states.append(proprio_from_joint_state(
+                ROBOT, KINEMATICS, JointState(name=list(JOINT_STATE_NAMES), position=joints.tolist())))
             played.actions.append(chunk[t % CHUNK])
             played.images.append((frame_image(episode, t, 0), frame_image(episode, t, 1)))
             time.sleep(STEP_PAUSE_S)
@@ -376,7 +377,7 @@ def test_records_a_scripted_expert_episode_from_the_real_sim(ros_graph: RosGraph
     spec = TASKS[task]
     seed = spec.heldout_seeds[3]
     ros_graph.node("sim_bridge", "-r", f"__ns:={NS}")
-    ros_graph.node("executor", "-r", f"__ns:={NS}")
+    ros_graph.node("executor", "-r", f"__ns:={NS}", "-p", "estop_at_start:=false")  # a simulated arm
     ros_graph.start("scripted_policy", [sys.executable, str(SCRIPTED_POLICY), "--ros-args", "-r", f"__ns:={NS}",
                                         "-p", "chunk_size:=3"])
     recorder(ros_graph, root)
@@ -413,7 +414,7 @@ def test_records_a_scripted_expert_episode_from_the_real_sim(ros_graph: RosGraph
     start_ns = Time.from_msg(start.header.stamp).nanoseconds
     stamps = [start_ns + k * PERIOD_NS for k in range(steps)]
     by_stamp = {Time.from_msg(j.header.stamp).nanoseconds: j for j in joints}
-    proprio = [proprio_from_joint_state(KINEMATICS, by_stamp[s]) for s in stamps]
+    proprio = [proprio_from_joint_state(ROBOT, KINEMATICS, by_stamp[s]) for s in stamps]
     np.testing.assert_array_equal(ep.state, np.stack(proprio))
     actions = np.concatenate([np.reshape(c.actions, (c.chunk_size, c.action_dim)) for c in chunks
                               if c.episode_id == "expert"])[:steps]

@@ -54,6 +54,7 @@ SEED = TASKS[TASK].heldout_seeds[3]
 PERIOD_NS = 100_000_000  # the sim bridge's control period, 0.1 s
 QUIET_S = 1.0  # how long "nothing happens" is watched
 SETTLE_S = 0.3  # a command sent just before a hold still runs its one period (0.1 s sim, ms of wall time)
+SIM_EXECUTOR = ("-p", "estop_at_start:=false")  # a simulated arm (sim launch files set it; a real arm latches)
 
 
 def ns(stamp) -> int:
@@ -221,7 +222,7 @@ def test_a_camera_subscribed_between_steps_gets_the_current_frame_from_the_heart
 
 def test_scripted_expert_succeeds_through_the_graph_as_in_the_core_env(ros_graph: RosGraph) -> None:
     ros_graph.node("sim_bridge")
-    ros_graph.node("executor", "-p", "use_sim_time:=true")  # as launched in sim: on the bridge's /clock
+    ros_graph.node("executor", "-p", "use_sim_time:=true", *SIM_EXECUTOR)  # as launched in sim: on the bridge's /clock
     ros_graph.start("scripted_policy", [sys.executable, str(SCRIPTED_POLICY)])
     spec = TASKS[TASK]
     core_states, core_joints = {}, {}  # step -> the core env's task state and arm joints after it
@@ -275,7 +276,7 @@ def test_rendering_on_chunk_requests_publishes_only_the_frames_the_policy_asks_f
     the executor asks from; the episode runs as with every frame rendered. The bridge reads
     chunk_request but answers no chunk: until a policy appears the executor holds as no_policy."""
     ros_graph.node("sim_bridge", "-p", "render_when:=chunk_request")
-    ros_graph.node("executor")
+    ros_graph.node("executor", *SIM_EXECUTOR)
     probe = ros_graph.probe
     images = probe.collect(Image, CAMERA_TOPICS["front"], qos_profile_sensor_data)
     wrist = probe.collect(Image, CAMERA_TOPICS["wrist"], qos_profile_sensor_data)
@@ -325,7 +326,7 @@ def success_step(spec, states: list[TaskState], episode_id: str) -> int | None:
 
 def test_adversarial_chunks_never_move_the_arm_and_the_executor_keeps_running(ros_graph: RosGraph) -> None:
     ros_graph.node("sim_bridge")
-    ros_graph.node("executor")
+    ros_graph.node("executor", *SIM_EXECUTOR)
     ep = ManagerProbe(ros_graph)
     ep.start("ep-bad")
     wait_until(lambda: ep.requests, what="the first chunk request")
@@ -377,7 +378,7 @@ def test_adversarial_chunks_never_move_the_arm_and_the_executor_keeps_running(ro
 
 def test_estop_stops_motion_and_stays_latched_until_released(ros_graph: RosGraph) -> None:
     ros_graph.node("sim_bridge")
-    ros_graph.node("executor")
+    executor = ros_graph.node("executor", *SIM_EXECUTOR)
     ros_graph.start("scripted_policy", [sys.executable, str(SCRIPTED_POLICY)])
     ep = ManagerProbe(ros_graph)
     wait_until(lambda: ep.probe.node.count_publishers(ACTION_CHUNK_TOPIC) > 0, what="the scripted policy")
@@ -398,10 +399,24 @@ def test_estop_stops_motion_and_stays_latched_until_released(ros_graph: RosGraph
     assert not again.success and again.message == "e-stop was not latched"
     assert "E-STOP latched" in ros_graph.log("executor")
 
+    # E-stopped again, the executor dies; one restarted with a real arm's default (estop_at_start) rejoins
+    # the running episode (latched episode_start) but starts latched: it forgot the e-stop, not the rule.
+    ep.estop_pub.publish(Bool(data=True))
+    wait_until(lambda: ep.values()["hold"] == "estop", what="the e-stop hold again")
+    executor.kill()
+    executor.wait()
+    ros_graph.node("executor", label="executor_restarted")
+    wait_until(lambda: "e-stop latched at start" in ros_graph.log("executor_restarted"), what="the restarted executor")
+    wait_until(lambda: "episode ep-estop" in ros_graph.log("executor_restarted"), what="it to rejoin the episode")
+    ep.quiet()  # nothing moves
+    assert ep.probe.call(Trigger, RELEASE_ESTOP_SERVICE, Trigger.Request()).success
+    moving = len(ep.commands)
+    wait_until(lambda: len(ep.commands) >= moving + 3, what="motion after releasing the restarted executor")
+
 
 def test_dry_run_computes_commands_but_sends_none(ros_graph: RosGraph) -> None:
     ros_graph.node("sim_bridge")
-    ros_graph.node("executor", "-p", "dry_run:=true")
+    ros_graph.node("executor", "-p", "dry_run:=true", *SIM_EXECUTOR)
     ros_graph.start("scripted_policy", [sys.executable, str(SCRIPTED_POLICY)])
     ep = ManagerProbe(ros_graph)
     dry = ep.probe.collect(JointTrajectory, DRY_RUN_TRAJECTORY_TOPIC, RELIABLE)
@@ -418,7 +433,7 @@ def test_no_command_goes_out_while_nothing_listens_for_it(ros_graph: RosGraph) -
     """A command published before any reader matched is lost (reliable, volatile) and a lockstep sim
     then waits for it forever: the executor holds as no_robot until its command topic has a reader."""
     ros_graph.node("sim_bridge")
-    ros_graph.node("executor", "-r", f"{JOINT_TRAJECTORY_TOPIC}:=unheard")
+    ros_graph.node("executor", "-r", f"{JOINT_TRAJECTORY_TOPIC}:=unheard", *SIM_EXECUTOR)
     ros_graph.start("scripted_policy", [sys.executable, str(SCRIPTED_POLICY)])
     ep = ManagerProbe(ros_graph)
     wait_until(lambda: ep.probe.node.count_publishers(ACTION_CHUNK_TOPIC) > 0, what="the scripted policy")

@@ -9,20 +9,33 @@ import pytest
 from sensor_msgs.msg import JointState
 from vla_rl_interfaces.msg import EpisodeResult
 
+from vla_rl_ros.control import SIM_PANDA, RobotConfig
 from vla_rl_ros.data import END_REASONS
 from vla_rl_ros.ros.convert import MessageError, proprio_from_joint_state, result_from_msg, trajectory_from_msg
 from vla_rl_ros.sim import make_env
 
 
 def test_the_policy_nodes_state_from_joint_states_equals_the_sim_envs_state() -> None:
-    """SFT trains on SimEnv's state; in the graph the policy node rebuilds it from joint_states."""
+    """SFT trains on SimEnv's state; in the graph the policy node rebuilds it from joint_states, by the
+    robot config's names: the sim's, or a real driver's (the franka_panda example's panda_joint1...)."""
+    sim, real = RobotConfig.load(SIM_PANDA), RobotConfig.load(SIM_PANDA.replace("sim_panda", "franka_panda"))
+    renamed = dict(zip((*sim.joints, "finger_joint1", "finger_joint2"),
+                       (*real.joints, real.gripper.joint, "panda_finger_joint2"), strict=True))
     with make_env("pick_place", cameras=()) as env:
         observation = env.reset(seed=1_000_003)
-        for _ in range(12):
+        gripper = set()
+        for _ in range(30):  # past the grasp: the fingers close on the object
             names, q, _ = env.joint_state()
-            from_msg = proprio_from_joint_state(env.kinematics, JointState(name=list(names), position=q.tolist()))
-            np.testing.assert_allclose(from_msg, observation.state, atol=1e-6)
+            msg = JointState(name=list(names), position=q.tolist())
+            np.testing.assert_array_equal(proprio_from_joint_state(sim, env.kinematics, msg), observation.state)
+            msg.name = [renamed[n] for n in names]
+            from_driver = proprio_from_joint_state(real, env.kinematics, msg)
+            np.testing.assert_array_equal(from_driver[:-1], observation.state[:-1])
+            gripper.add(round(float(observation.state[-1]), 2))
             observation = env.step(env.task.expert(env)).observation
+        assert len(gripper) > 2  # the gripper state was seen open, closing and closed
+    with pytest.raises(MessageError, match=r"lack some of .*panda_joint1"):
+        proprio_from_joint_state(real, env.kinematics, JointState(name=list(names), position=q.tolist()))
 
 
 def test_the_datasets_end_reasons_are_the_episode_results_constants() -> None:

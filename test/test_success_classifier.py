@@ -133,7 +133,7 @@ def test_classifier_detects_success_from_sim_camera_images(ros_graph: RosGraph, 
     bad = ros_graph.node("success_detector", "-p", "type:=classifier", "-p", f"model:={model.parent / 'nowhere'}",
                          label="bad_model")
     ros_graph.node("sim_bridge", "-p", f"task:={TASK}", "-p", "cameras:=[front]")
-    ros_graph.node("executor")
+    ros_graph.node("executor", "-p", "estop_at_start:=false")  # a simulated arm
     ros_graph.node("success_detector", "-p", "type:=classifier", "-p", f"model:={model}")
     ros_graph.start("scripted_policy", [sys.executable, str(SCRIPTED_POLICY)])
     probe = ros_graph.probe

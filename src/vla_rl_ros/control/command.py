@@ -2,13 +2,16 @@
 
 ee_delta actions go through the IK of control/kinematics.py's `ArmModel` (the sim's too, so sim and real turn a
 delta into joints alike) from the CURRENT measured joints; joint_position actions are targets as
-they are. Then, in this order: the Cartesian target is clipped to the workspace box (before IK), each
-joint's motion to min(velocity limit x period, max_joint_step) from the measured position, and the
-joints to their position limits. A check then holds the arm if the command's TCP would still end up
-outside the box (IK is approximate). The joint limits are the last thing applied to every command, a
-hold included: a measured state that overshot a limit is never sent back as a command, so no command
-ever leaves the limits (nor the box). A measured state far outside the limits is the executor's
-business (`Commander.outside_limits`): it commands nothing from it.
+they are. Then, in this order: the Cartesian target is clipped to the workspace box (before IK), the
+joints to their position limits, and each joint's motion to min(velocity limit x period,
+max_joint_step) from the measured position. A check then holds the arm if the command's TCP would
+still end up outside the box (IK is approximate). The step limit comes last, for a hold too, so no
+command ever moves a joint by more than it; a joint measured inside its limits is thus commanded
+inside them, and one that overshot a limit (by at most the executor's joint_limit_margin) is brought
+back towards it by at most one step, never sent further out. A 4-D ee_delta action turns the TCP
+towards the home orientation by at most max_rotation per step (an arm started elsewhere comes round
+gradually). A measured state far outside the limits is the executor's business
+(`Commander.outside_limits`): it commands nothing from it.
 """
 
 from __future__ import annotations
@@ -70,6 +73,11 @@ class Commander:
         if np.any(self.lower >= self.upper):
             raise ValueError(f"robot {robot.name!r}: joint limits [{self.lower}, {self.upper}] are empty where the "
                              f"config's and the model's ranges do not overlap")
+        gripper = robot.gripper
+        if min(gripper.open, gripper.closed) < 0.0 or max(gripper.open, gripper.closed) > kinematics.finger_travel:
+            raise ValueError(f"robot {robot.name!r}: gripper open={gripper.open} and closed={gripper.closed} must "
+                             f"lie in the model's finger range [0, {kinematics.finger_travel}] m (per finger, not "
+                             "the width)")
         # (J,) rad per command: what the speed limits allow in one period, capped by max_joint_step
         self.max_step = np.minimum(np.asarray(robot.velocity_limits) * robot.period, robot.max_joint_step)
         self.home = np.asarray(robot.home or kinematics.home, dtype=float)  # (J,) rad
@@ -91,16 +99,14 @@ class Commander:
         closure = float(np.clip(action[-1], 0.0, 1.0))
         ee = self.robot.action_mode == "ee_delta"
         q_target = self._ik_target(q_meas, action, clamped) if ee else action[:-1]
-        q_cmd = np.clip(q_target, q_meas - self.max_step, q_meas + self.max_step)
-        if np.any(q_cmd != q_target):
-            clamped.add(CLAMP_JOINT_STEP)
-        q_cmd = self._within_limits(q_cmd, clamped)
+        q_cmd = self._limited(q_meas, q_target, clamped)
         tcp_cmd = self.kinematics.fk(q_cmd)[0]
         outside = self.robot.workspace.distance(tcp_cmd)
         if outside > self.robot.workspace.tolerance and \
                 outside > self.robot.workspace.distance(self.kinematics.fk(q_meas)[0]):
-            # hold: never move the TCP further out of the box; stay where the arm is, inside the limits
-            q_cmd = self._within_limits(q_meas, clamped)
+            # hold: never move the TCP further out of the box; stay where the arm is (a joint that
+            # overshot a limit steps back towards it)
+            q_cmd = self._limited(q_meas, q_meas, clamped)
             clamped.add(HOLD_WORKSPACE)
         return Command(arm=q_cmd, gripper=self.robot.gripper.position(closure), clamped=frozenset(clamped))
 
@@ -116,12 +122,16 @@ class Commander:
         return (f"{self.robot.joints[j]} measured at {q_meas[j]:.4g} rad, {excess[j]:.4g} rad outside its limits "
                 f"[{self.lower[j]:.4f}, {self.upper[j]:.4f}] (joint_limit_margin {margin:g} rad)")
 
-    def _within_limits(self, q: np.ndarray, clamped: set[str]) -> np.ndarray:
-        """q (J,) clipped to the joint limits: the last step of every command."""
-        limited = np.clip(q, self.lower, self.upper)
-        if np.any(limited != q):
+    def _limited(self, q_meas: np.ndarray, q_target: np.ndarray, clamped: set[str]) -> np.ndarray:
+        """q_target (J,) clipped to the joint limits, then to one step from q_meas: every command's last
+        stage, so the step limit holds even for a joint measured past a limit (within the margin)."""
+        within = np.clip(q_target, self.lower, self.upper)
+        if np.any(within != q_target):
             clamped.add(CLAMP_JOINT_LIMITS)
-        return limited
+        q_cmd = np.clip(within, q_meas - self.max_step, q_meas + self.max_step)
+        if np.any(q_cmd != within):
+            clamped.add(CLAMP_JOINT_STEP)
+        return q_cmd
 
     def _ik_target(self, q_meas: np.ndarray, action: np.ndarray, clamped: set[str]) -> np.ndarray:
         limit_t, limit_r = self.robot.max_translation, self.robot.max_rotation
@@ -136,4 +146,4 @@ class Commander:
         if self.robot.workspace.distance(self.kinematics.fk(q_meas)[0] + delta) > 0:
             clamped.add(CLAMP_WORKSPACE)
         return self.kinematics.ee_delta_target(q_meas, delta, rotation=rotation, hold_quat=self.home_quat,
-                                               box=(self.box_low, self.box_high))
+                                               max_turn=limit_r, box=(self.box_low, self.box_high))

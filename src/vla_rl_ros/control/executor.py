@@ -8,7 +8,10 @@ command per period on a real arm); it requests the next chunk when `request_ahea
 current one remain (0: after the last step, so the policy sees the state the core env would show it);
 it holds (sends nothing) without a valid chunk, on stale joint states or images, on a joint state
 more than `joint_limit_margin` outside the joint limits, on e-stop, at the episode's step limit and
-after its result. The stale and out-of-limits joint states and stale images are `SENSOR_FAULTS`: the
+after its result. A joint state stamped before the newest one is refused while the newest is fresh (a
+late message or a second publisher would make a command due at once from where the arm was); after
+joint_state_timeout_s without one an older clock is taken (a restarted sim). The stale and
+out-of-limits joint states and stale images are `SENSOR_FAULTS`: the
 episode manager ends an episode that holds on one for long as abort. Between episodes `go_home` steps
 the arm to the robot config's home pose with the same limits and the same lockstep; homing goes on
 only while it is asked for again within `home_keepalive_s` (a manager that dies leaves the arm still),
@@ -232,6 +235,10 @@ class ExecutorCore:
         if not np.all(np.isfinite(arm)):
             return f"joint_states positions are not finite: {arm}"
         if self._js is not None and stamp_ns < self._js.stamp_ns:
+            if now - self._js.received_at <= self.config.joint_state_timeout_s:
+                # Late, or a second publisher: commanding from it would send the arm back to where it was.
+                return (f"joint_states stamped {(self._js.stamp_ns - stamp_ns) / 1e6:.1f} ms before the newest one "
+                        "(out of order, or another node publishes joint_states too)")
             self._lockstep.boundary_ns = 0  # the robot's clock went back (a restarted sim): do not wait for it
         # Kept, not dropped, when outside the limits: the arm then holds on it and /diagnostics says why.
         self._js = _JointState(arm, stamp_ns, now, self.commander.outside_limits(arm, self.config.joint_limit_margin))

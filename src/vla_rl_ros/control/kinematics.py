@@ -151,18 +151,19 @@ class ArmModel:
         return q
 
     def ee_delta_target(self, q_now: np.ndarray, translation: np.ndarray, *, rotation: np.ndarray | None = None,
-                        hold_quat: np.ndarray | None = None,
+                        hold_quat: np.ndarray | None = None, max_turn: float | None = None,
                         box: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """Joint target (J,) that moves the TCP from its pose at q_now by translation (3,) m in the base
         frame, and either turns it by rotation (3,) rad (roll, pitch, yaw about the base axes) or
-        holds the orientation hold_quat (4,) wxyz (the current one if neither is given); the
-        position target is clipped to box = (low (3,), high (3,)) first. The sim env's end-effector
-        action mode and the executor node both turn deltas into joints here."""
+        holds the orientation hold_quat (4,) wxyz (the current one if neither is given), turning
+        towards it by at most max_turn rad if given; the position target is clipped to box =
+        (low (3,), high (3,)) first. The sim env's end-effector action mode and the executor node both
+        turn deltas into joints here."""
         pos, quat = self.fk(q_now)
         if rotation is not None:
             quat = rotate_quat(quat, rotation)
         elif hold_quat is not None:
-            quat = np.asarray(hold_quat, dtype=float)
+            quat = turn_towards(quat, np.asarray(hold_quat, dtype=float), max_turn)
         target = pos + np.asarray(translation, dtype=float)
         if box is not None:
             target = np.clip(target, box[0], box[1])
@@ -193,10 +194,10 @@ class ArmModel:
         """Finger position targets (2,) m for a gripper command 0 (open) .. 1 (closed)."""
         return np.full(2, self.finger_travel * (1.0 - float(np.clip(closure, 0.0, 1.0))))
 
-    def proprio(self, q: np.ndarray, finger_q: np.ndarray) -> np.ndarray:
+    def proprio(self, q: np.ndarray, closure: float) -> np.ndarray:
         """The policy's proprioception (P,) float32: joints (J,) rad, TCP position (3,) m, gripper
-        closure, in STATE_NAMES order; the sim env and the policy node (from joint_states) both use it."""
-        return np.array([*q, *self.fk(q)[0], self.gripper_closure(finger_q)], dtype=np.float32)
+        closure 0..1, in STATE_NAMES order; the sim env and the policy node (from joint_states) both use it."""
+        return np.array([*q, *self.fk(q)[0], closure], dtype=np.float32)
 
     def gripper_closure(self, finger_q: np.ndarray) -> float:
         """Measured closure 0 (open) .. 1 (closed) from the finger positions (2,) m."""
@@ -211,6 +212,20 @@ class ArmModel:
         quat = np.zeros(4)
         mujoco.mju_mat2Quat(quat, self._data.site_xmat[self.tcp_site])
         return self._data.site_xpos[self.tcp_site].copy(), quat
+
+
+def turn_towards(quat: np.ndarray, goal: np.ndarray, max_angle: float | None) -> np.ndarray:
+    """The orientation (4,) wxyz that turns quat towards goal by at most max_angle rad (None: goal)."""
+    if max_angle is None:
+        return goal
+    turn = np.zeros(3)
+    mujoco.mju_subQuat(turn, goal, quat)  # quat * exp(turn) = goal: the turn in quat's frame
+    angle = float(np.linalg.norm(turn))
+    if angle <= max_angle:
+        return goal
+    out = quat.copy()
+    mujoco.mju_quatIntegrate(out, turn, max_angle / angle)
+    return out
 
 
 def rotate_quat(quat: np.ndarray, rpy: np.ndarray) -> np.ndarray:

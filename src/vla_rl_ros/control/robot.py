@@ -12,7 +12,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, get_args, get_origin, get_type_hints
 
 import numpy as np
 import yaml
@@ -38,15 +38,28 @@ class GripperConfig:
     binary: bool = field(default=True, metadata={
         "help": "close fully for an action above 0.5 and open below, as the sim does "
                 "(control.kinematics.gripper_command); false: the action is a closure 0..1"})
+    measured_joints: tuple[str, ...] = field(default=(), metadata={
+        "help": "joints in joint_states whose mean position is the gripper's measured opening, for fingers that "
+                "move on their own (the sim's two); empty: `joint` alone"})
 
     def __post_init__(self) -> None:
         if self.open == self.closed or not all(map(math.isfinite, (self.open, self.closed))):
             raise ValueError(f"gripper open={self.open} and closed={self.closed} must be finite and differ; "
                              f"give the joint positions of the open and the closed gripper")
 
+    @property
+    def state_joints(self) -> tuple[str, ...]:
+        """The joints the measured closure is read from (`closure`)."""
+        return self.measured_joints or (self.joint,)
+
     def position(self, closure: float) -> float:
         """Joint position for a gripper action 0 (open) .. 1 (closed); never beyond either end."""
         return self.open + gripper_command(closure, self.binary) * (self.closed - self.open)
+
+    def closure(self, positions: np.ndarray) -> float:
+        """The measured closure 0 (open) .. 1 (closed) of the `state_joints` positions, clipped: the
+        policy's gripper state. As `ArmModel.gripper_closure` for the sim's fingers (open 0.04, closed 0)."""
+        return float(np.clip(1.0 - (np.mean(positions) - self.closed) / (self.open - self.closed), 0.0, 1.0))
 
 
 @dataclass(frozen=True)
@@ -187,6 +200,24 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
             if not isinstance(raw, dict):
                 raise ValueError(f"{key} must be a mapping of {sorted(f.name for f in dataclasses.fields(kind))}")
             values[key] = from_dict(kind, raw)
+        elif get_origin(kind) is tuple:
+            item = get_args(kind)[0]
+            if not isinstance(raw, (list, tuple)):
+                raise ValueError(f"{key}={raw!r} must be a list of {item.__name__}")
+            values[key] = tuple(typed(f"{key}[{i}]", item, v) for i, v in enumerate(raw))
         else:
-            values[key] = tuple(raw) if isinstance(raw, list) else raw
+            values[key] = typed(key, kind, raw)
     return cls(**values)
+
+
+def typed(key: str, kind: type, raw: Any) -> Any:
+    """raw as a value of kind (bool, int, float or str), or a ValueError: YAML reads `"false"` as a
+    string, which Python would take for true, and `0.05` quoted as a string a limit cannot compare."""
+    number = isinstance(raw, (int, float)) and not isinstance(raw, bool)
+    if kind is float and number:
+        return float(raw)
+    if (kind is bool and isinstance(raw, bool)) or (kind is int and number and isinstance(raw, int)) or \
+            (kind is str and isinstance(raw, str)):
+        return raw
+    unquoted = " (true or false, unquoted)" if kind is bool else ""
+    raise ValueError(f"{key}={raw!r} must be a {kind.__name__}{unquoted}")

@@ -18,6 +18,7 @@ ROS surface (names relative to the arm's namespace)
                                                                      how many nodes publish action_chunk (one should)
               executor/dry_run_trajectory  trajectory_msgs/JointTrajectory  only with dry_run: what would be sent
   services    executor/release_estop  std_srvs/Trigger               the only way to release a latched e-stop
+                                                                     (latched at start with estop_at_start)
               executor/go_home        std_srvs/Trigger               between episodes: step the arm to the robot
                                                                      config's home pose; ask again at least every
                                                                      home_keepalive_s; "the arm is home" when it is
@@ -112,6 +113,9 @@ class Params:
     always_greedy: bool = param(False, "request greedy chunks in every episode (deployment); otherwise only in "
                                 "evaluation episodes")
     dry_run: bool = param(False, "run everything but send no command (they go to executor/dry_run_trajectory)")
+    estop_at_start: bool = param(True, "start with the e-stop latched: nothing moves until executor/release_estop, "
+                                 "so a restarted executor never lifts an e-stop it forgot; false for a simulated "
+                                 "arm (the sim launch files and sim_arms set it)")
     diagnostics_period_s: float = param(1.0, "period of /diagnostics between changes", unit="s", low=0.05,
                                         high=60.0)
     diagnostics_min_interval_s: float = param(0.5, "shortest time between /diagnostics reports of new rejections "
@@ -140,6 +144,8 @@ class Executor(Node):
         self.pacer = DiagnosticsPacer(p.diagnostics_period_s, p.diagnostics_min_interval_s)
         self.last_go_home = ""  # go_home's previous answer: each new one is logged once
         self.point_duration = Duration(nanoseconds=self.core.period_ns).to_msg()
+        if p.estop_at_start:
+            self.core.estop()
 
         command_topic = DRY_RUN_TRAJECTORY_TOPIC if p.dry_run else self.robot.command_topic
         self.command_pub = self.create_publisher(JointTrajectory, command_topic, STEPS)
@@ -161,7 +167,8 @@ class Executor(Node):
         self.create_timer(POLICIES_CHECK_S, self.count_policies, clock=self.wall)
         self.get_logger().info(
             f"driving {self.robot.name} ({self.robot.action_mode}, {self.robot.control_rate_hz:g} Hz) on "
-            f"{self.resolve_topic_name(command_topic)}{' (DRY RUN: nothing is sent to the arm)' if p.dry_run else ''}")
+            f"{self.resolve_topic_name(command_topic)}{' (DRY RUN: nothing is sent to the arm)' if p.dry_run else ''}"
+            f"{'; e-stop latched at start (estop_at_start): call executor/release_estop' if p.estop_at_start else ''}")
 
     # -- events ----------------------------------------------------------------------------------
     def on_episode_start(self, msg: EpisodeStart) -> None:

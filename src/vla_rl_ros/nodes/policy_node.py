@@ -123,7 +123,8 @@ class PolicyNode(Node):
         checkpoint = Path(p.checkpoint) if p.checkpoint else default_checkpoint()
         try:
             self.policy = self.load(checkpoint)
-            self.kinematics = make_kinematics(RobotConfig.load(p.robot_config))
+            self.robot = RobotConfig.load(p.robot_config)
+            self.kinematics = make_kinematics(self.robot)
             image_topic = p.image_topic or camera_topic(self.policy.camera)
         except (CheckpointError, FileNotFoundError, ValueError, OSError) as exc:
             raise ParameterError(f"cannot start the policy: {exc}") from exc
@@ -257,7 +258,7 @@ class PolicyNode(Node):
         for arm in batch:
             try:
                 image = image_from_msg(arm.image)
-                state = proprio_from_joint_state(self.kinematics, arm.joints)
+                state = proprio_from_joint_state(self.robot, self.kinematics, arm.joints)
             except MessageError as exc:
                 self.drops.drop("unusable observation", f"{arm.name or '.'}: {exc}")
                 arm.image = None  # wait for the next one

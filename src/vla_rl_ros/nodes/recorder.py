@@ -197,7 +197,7 @@ class Recorder(Node):
 
     def on_joint_states(self, msg: JointState) -> None:
         try:
-            state = proprio_from_joint_state(self.kinematics, msg)
+            state = proprio_from_joint_state(self.robot, self.kinematics, msg)
         except MessageError as exc:
             self.drops.drop("unusable joint_states", str(exc))
             return

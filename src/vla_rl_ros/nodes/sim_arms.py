@@ -85,6 +85,8 @@ class SimArms(Node):
                 values = self.passed_on(name)
                 if name in SIM_TIME:
                     values["use_sim_time"] = True
+                if name == "executor":  # a simulated arm: a respawned one must go on, no e-stop to keep
+                    values.setdefault("estop_at_start", False)
                 if name == "episode_manager":
                     values["arm_index"] = values.get("arm_index", 0) + index
                 made.append(NODES[name](

@@ -15,6 +15,7 @@ from vla_rl_interfaces.msg import Trajectory as TrajectoryMsg
 
 from vla_rl_ros.control.chunks import ChunkIn
 from vla_rl_ros.control.kinematics import ArmModel
+from vla_rl_ros.control.robot import RobotConfig
 from vla_rl_ros.rl.records import ResultRecord, TrajectoryRecord
 from vla_rl_ros.sim.tasks import TaskState
 
@@ -45,20 +46,22 @@ def image_from_msg(msg: Image) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
-def proprio_from_joint_state(kinematics: ArmModel, msg: JointState) -> np.ndarray:
-    """The policy's proprioception (P,) from a JointState: arm joints, end-effector position, gripper."""
+def proprio_from_joint_state(robot: RobotConfig, kinematics: ArmModel, msg: JointState) -> np.ndarray:
+    """The policy's proprioception (P,) from a JointState: arm joints, end-effector position, gripper. The
+    joints are the robot config's (the driver's names, the model's joints by order), the gripper its
+    `state_joints` (a real arm's driver names them as it likes: panda_joint1, not the model's joint1)."""
     names = list(msg.name)
     if len(msg.position) != len(names):
         raise MessageError(f"joint_states has {len(names)} names but {len(msg.position)} positions")
     try:
-        q = np.array([msg.position[names.index(n)] for n in kinematics.joint_names])
-        fingers = np.array([msg.position[names.index(n)] for n in kinematics.finger_joint_names])
+        q = np.array([msg.position[names.index(n)] for n in robot.joints])
+        fingers = np.array([msg.position[names.index(n)] for n in robot.gripper.state_joints])
     except ValueError:
-        wanted = kinematics.joint_names + kinematics.finger_joint_names
-        raise MessageError(f"joint_states names {names} lack some of {wanted}") from None
+        wanted = [*robot.joints, *robot.gripper.state_joints]
+        raise MessageError(f"joint_states names {names} lack some of {wanted} (robot config {robot.name})") from None
     if not (np.all(np.isfinite(q)) and np.all(np.isfinite(fingers))):
         raise MessageError("joint_states holds non-finite positions")
-    return kinematics.proprio(q, fingers)
+    return kinematics.proprio(q, robot.gripper.closure(fingers))
 
 
 def _pose(pos: np.ndarray, quat: np.ndarray) -> Pose:

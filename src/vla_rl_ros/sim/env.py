@@ -291,7 +291,7 @@ class SimEnv:
     def _observe(self) -> Observation:
         images = {cam: self.render(cam) for cam in self.observed_cameras}
         k = self.kinematics
-        state = k.proprio(self.data.qpos[k.qpos_adr], self.data.qpos[k.finger_qpos_adr])
+        state = k.proprio(self.data.qpos[k.qpos_adr], k.gripper_closure(self.data.qpos[k.finger_qpos_adr]))
         return Observation(images=images, state=state, instruction=self.instruction)
 
     def _tcp_pose(self) -> tuple[np.ndarray, np.ndarray]:
