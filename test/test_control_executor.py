@@ -241,6 +241,18 @@ def test_a_late_joint_state_is_refused_and_a_restarted_clock_is_taken_once_the_o
     assert cmd.stamp_ns == PERIOD
 
 
+def test_an_episode_whose_result_came_first_is_not_started() -> None:
+    """A restarted executor gets the manager's latched results and the latched start of the last episode,
+    in no particular order: it must not run an episode that has ended."""
+    core = ExecutorCore(COMMANDER)
+    core.joint_state(NAMES, HOME, 5 * PERIOD, now=0.0)
+    assert not core.end_episode("ep1")  # not running here: remembered
+    assert not core.start_episode("ep1", greedy=True, max_steps=0, stamp_ns=0) and core.has_ended("ep1")
+    assert core.advance(0.0) == [] and core.hold is Hold.NO_EPISODE
+    assert core.start_episode("ep2", greedy=True, max_steps=0, stamp_ns=0)  # the next one runs
+    assert requests(core.advance(0.0))
+
+
 def test_chunk_timeout_requests_again_and_refuses_the_late_answer() -> None:
     core, request = started(ExecutorConfig(chunk_timeout_s=2.0))
     assert core.advance(1.0) == []

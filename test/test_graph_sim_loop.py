@@ -42,7 +42,7 @@ from vla_rl_ros.ros.names import (
     RESET_EPISODE_SERVICE,
     TASK_STATE_TOPIC,
 )
-from vla_rl_ros.ros.qos import LATCHED, RELIABLE, RESULTS, STEPS
+from vla_rl_ros.ros.qos import EPISODES, LATCHED, RELIABLE, STEPS
 from vla_rl_ros.sim import JOINT_STATE_NAMES, TASKS, EnvConfig, make_env
 from vla_rl_ros.sim.scene import scene_path
 
@@ -73,7 +73,7 @@ class ManagerProbe:
         self.requests = probe.collect(ChunkRequest, CHUNK_REQUEST_TOPIC, STEPS)
         self.diagnostics = probe.collect(DiagnosticArray, DIAGNOSTICS_TOPIC, RELIABLE)
         self.start_pub = probe.publisher(EpisodeStart, EPISODE_START_TOPIC, LATCHED)
-        self.result_pub = probe.publisher(EpisodeResult, EPISODE_RESULT_TOPIC, RESULTS)
+        self.result_pub = probe.publisher(EpisodeResult, EPISODE_RESULT_TOPIC, EPISODES)  # as the manager's
         self.chunk_pub = probe.publisher(ActionChunk, ACTION_CHUNK_TOPIC, RELIABLE)
         self.estop_pub = probe.publisher(Bool, ESTOP_TOPIC, RELIABLE)
 
@@ -405,13 +405,26 @@ def test_estop_stops_motion_and_stays_latched_until_released(ros_graph: RosGraph
     wait_until(lambda: ep.values()["hold"] == "estop", what="the e-stop hold again")
     executor.kill()
     executor.wait()
-    ros_graph.node("executor", label="executor_restarted")
+    restarted = ros_graph.node("executor", label="executor_restarted")
     wait_until(lambda: "e-stop latched at start" in ros_graph.log("executor_restarted"), what="the restarted executor")
     wait_until(lambda: "episode ep-estop" in ros_graph.log("executor_restarted"), what="it to rejoin the episode")
     ep.quiet()  # nothing moves
     assert ep.probe.call(Trigger, RELEASE_ESTOP_SERVICE, Trigger.Request()).success
     moving = len(ep.commands)
     wait_until(lambda: len(ep.commands) >= moving + 3, what="motion after releasing the restarted executor")
+
+    # The episode ends; an executor restarted after that gets its latched start and, in the manager's
+    # latched history, its result (in either order): it does not run the episode again (released: on a
+    # simulated arm's settings).
+    ep.result_pub.publish(EpisodeResult(episode_id="ep-estop", end_reason=EpisodeResult.END_ABORT))
+    wait_until(lambda: ep.values()["hold"] == "episode_ended", what="the episode_ended hold")
+    restarted.kill()
+    restarted.wait()
+    ros_graph.node("executor", *SIM_EXECUTOR, label="executor_after_end")
+    wait_until(lambda: any(line in ros_graph.log("executor_after_end") for line in (
+        "start of an ended episode", "episode ep-estop ended")), what="the restarted executor to see the result")
+    ep.quiet()
+    assert ep.values()["hold"] in ("no_episode", "episode_ended")
 
 
 def test_dry_run_computes_commands_but_sends_none(ros_graph: RosGraph) -> None:

@@ -460,7 +460,9 @@ def test_the_documented_commands_run_an_episode_under_deploy(ros_graph: RosGraph
         statuses = [s for d in diagnostics for s in d.status if s.name == "/arm0/executor"]
         return {kv.key: kv.value for kv in statuses[-1].values}.get("hold", "") if statuses else ""
 
-    start, result, estop, release = header_commands(DEPLOY)
+    # The first: a real arm's release of the e-stop latched at start (this sim arm starts released).
+    release_at_start, start, result, estop, release = header_commands(DEPLOY)
+    assert release_at_start == release
     run_pub(probe.node, start, startup_s)
     # -w 2: the executor and the policy node; the documented QoS matches both, the CLI's default neither.
     def subscriptions() -> list[Any]:

@@ -23,7 +23,7 @@ clock in seconds, used only by the watchdogs, so a frozen sim clock never hides 
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -35,6 +35,7 @@ from vla_rl_ros.control.command import Command, Commander
 from vla_rl_ros.control.homing import Homing
 
 NS_PER_S = 1_000_000_000
+ENDED_REMEMBERED = 100  # episodes whose result was seen, refused if their start comes (again) later
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,7 @@ class ExecutorCore:
         self._request_ids = 0
         self._episode: _Episode | None = None
         self._ended = False
+        self._ended_ids: deque[str] = deque(maxlen=ENDED_REMEMBERED)
         self._js: _JointState | None = None
         self._image_at: float | None = None
         self._policy_connected = True  # the node reports it; the core alone assumes a policy listens
@@ -202,8 +204,9 @@ class ExecutorCore:
 
     # ------------------------------------------------------------------ events
     def start_episode(self, episode_id: str, *, greedy: bool, max_steps: int, stamp_ns: int) -> bool:
-        """A new episode (EpisodeStart); False if it is the running one again (latched re-delivery)."""
-        if self._episode is not None and self._episode.episode_id == episode_id:
+        """A new episode (EpisodeStart); False if it is the running one again (latched re-delivery) or one
+        whose result was seen (a restarted executor gets the latched start of an episode that ended)."""
+        if (self._episode is not None and self._episode.episode_id == episode_id) or self.has_ended(episode_id):
             return False
         self._episode = _Episode(episode_id, greedy, max(0, max_steps), stamp_ns)
         self._ended = False
@@ -212,7 +215,10 @@ class ExecutorCore:
         return True
 
     def end_episode(self, episode_id: str) -> bool:
-        """The episode's EpisodeResult is out: hold until the next start. False for another episode."""
+        """The episode's EpisodeResult is out: hold until the next start. False for another episode (it is
+        remembered: its start may come later, topics are not ordered with each other)."""
+        if episode_id not in self._ended_ids:
+            self._ended_ids.append(episode_id)
         if self._episode is None or self._episode.episode_id != episode_id or self._ended:
             return False
         self._ended = True
@@ -271,6 +277,10 @@ class ExecutorCore:
         else:
             self._next = result.actions
         return None
+
+    def has_ended(self, episode_id: str) -> bool:
+        """Whether this episode's result was seen (one of the last ENDED_REMEMBERED)."""
+        return episode_id in self._ended_ids
 
     def estop(self) -> bool:
         """Latch the e-stop and drop the plan. False if it was already latched."""

@@ -3,7 +3,9 @@ sim and on a real arm (the robot config says which arm).
 
 ROS surface (names relative to the arm's namespace)
   subscribes  episode_start        vla_rl_interfaces/EpisodeStart    reliable, transient local
-              episode_result       vla_rl_interfaces/EpisodeResult   reliable, depth 100
+              episode_result       vla_rl_interfaces/EpisodeResult   reliable, depth 100; and transient local,
+                                                                     depth 100 (the manager's history: a restarted
+                                                                     executor does not rejoin an ended episode)
               action_chunk         vla_rl_interfaces/ActionChunk     reliable, depth 1000 (qos.STEPS)
               joint_states         sensor_msgs/JointState            sensor data QoS (matches any publisher)
               estop                std_msgs/Bool                     reliable; true latches the e-stop
@@ -83,7 +85,7 @@ from vla_rl_ros.ros.names import (
 )
 from vla_rl_ros.ros.node_main import run_node
 from vla_rl_ros.ros.params import ParameterError, declare, param
-from vla_rl_ros.ros.qos import LATCHED, RELIABLE, RESULTS, STEPS
+from vla_rl_ros.ros.qos import EPISODES, LATCHED, RELIABLE, RESULTS, STEPS
 
 TICK_S = 0.05  # wall-clock period of the watchdogs (s): well under any useful timeout
 POLICIES_CHECK_S = 1.0  # wall-clock period of the count of action_chunk publishers (s)
@@ -152,7 +154,10 @@ class Executor(Node):
         self.request_pub = self.create_publisher(ChunkRequest, CHUNK_REQUEST_TOPIC, STEPS)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, RELIABLE)
         self.create_subscription(EpisodeStart, EPISODE_START_TOPIC, self.on_episode_start, LATCHED)
-        self.create_subscription(EpisodeResult, EPISODE_RESULT_TOPIC, self.on_episode_result, RESULTS)
+        # Volatile for `ros2 topic pub` (a transient-local reader matches no volatile writer), transient local
+        # for the episode manager's latched history (a duplicate ends nothing twice).
+        for qos in (RESULTS, EPISODES):
+            self.create_subscription(EpisodeResult, EPISODE_RESULT_TOPIC, self.on_episode_result, qos)
         self.chunk_sub = self.create_subscription(ActionChunk, ACTION_CHUNK_TOPIC, self.on_chunk, STEPS)
         self.create_subscription(JointState, JOINT_STATES_TOPIC, self.on_joint_states, qos_profile_sensor_data)
         self.create_subscription(Bool, ESTOP_TOPIC, self.on_estop, RELIABLE)
@@ -177,6 +182,9 @@ class Executor(Node):
                                    stamp_ns=stamp_ns(msg.header.stamp)):
             self.get_logger().info(f"episode {msg.episode_id} ({msg.task}/{msg.seed}, "
                                    f"{'greedy' if greedy else 'sampled'}, {msg.max_steps} steps)")
+        elif self.core.has_ended(msg.episode_id):
+            self.drops.drop("start of an ended episode", f"episode {msg.episode_id} has its result already; "
+                            "a new episode needs a new episode_id")
         self.advance()
 
     def on_episode_result(self, msg: EpisodeResult) -> None:
