@@ -1,5 +1,6 @@
 """Nothing lost: kill -9 mid-append, read-only roots, a full disk and corrupt files leave every
-committed episode readable, and problems are reported by file name."""
+committed episode readable, and problems are reported by file name; nothing of a lost episode stays
+(its files, its new instruction)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from test_data_format import assert_same, create, make_episode
 
 from vla_rl_ros.data import DatasetError, EpisodeDataset
 from vla_rl_ros.data import dataset as dataset_module
-from vla_rl_ros.data.tools import verify
+from vla_rl_ros.data.dataset import TASKS_PATH, _read_tasks
+from vla_rl_ros.data.tools import summary, verify
 
 TEST_DIR = Path(__file__).parent
 # When to SIGKILL, as fractions of the time one append took in the same child: spread over the
@@ -78,6 +80,44 @@ def test_kill_9_mid_append_keeps_every_committed_episode(tmp_path: Path) -> None
     assert ds.append(make_episode(len(ds), T=40)) == len(ds) - 1  # restarting appends
     info = (root / "meta/info.json").read_text()
     assert f'"total_episodes": {len(ds)}' in info
+
+
+NEW_INSTRUCTION = textwrap.dedent(
+    """
+    import dataclasses, sys
+    sys.path.insert(0, {test_dir!r})
+    from test_data_format import make_episode
+    from vla_rl_ros.data import EpisodeDataset
+    episode = dataclasses.replace(make_episode(7, T=300), instruction="a brand new instruction")
+    EpisodeDataset.open({root!r}).append(episode)
+    """
+)
+
+
+def test_kill_9_mid_append_leaves_no_instruction_of_the_lost_episode(tmp_path: Path) -> None:
+    """An append writes a new instruction to tasks.parquet before its commit (a committed episode's task must
+    be there); killed in between, the instruction of the lost episode must go with its files: `info` counted
+    5 instructions for 4 episodes, and the next new instruction would have got index 5."""
+    root = tmp_path / "ds"
+    ds = create(root)
+    for seed in range(4):
+        ds.append(make_episode(seed))
+    child = subprocess.Popen([sys.executable, "-c", NEW_INSTRUCTION.format(test_dir=str(TEST_DIR), root=str(root))])
+    data = root / "data/chunk-000/file-004.parquet"  # written after tasks.parquet, long before the row's commit
+    deadline = time.monotonic() + 120
+    while not data.exists():
+        assert child.poll() is None and time.monotonic() < deadline, "the append ended before it was killed"
+        time.sleep(0.001)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert not (root / "meta/episodes/chunk-000/file-004.parquet").exists()  # killed before the commit
+    assert "a brand new instruction" in _read_tasks(root / TASKS_PATH)  # what the kill left
+    reopened = EpisodeDataset.open(root)
+    assert len(reopened) == 4 and summary(reopened)["instructions"] == 4
+    assert reopened.tasks == {make_episode(seed).instruction: seed for seed in range(4)}
+    assert reopened.append(make_episode(4)) == 4
+    assert EpisodeDataset.open(root).tasks[make_episode(4).instruction] == 4
+    assert verify(EpisodeDataset.open(root)) == []
 
 
 def leftovers(root: Path) -> list[Path]:

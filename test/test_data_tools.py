@@ -1,5 +1,6 @@
-"""`vla-rl dataset` tools: merge keeps every episode once (bit-identical videos), info/stats/relabel/
-export/verify through the real command line entry point."""
+"""`vla-rl dataset` tools: merge keeps every episode once (bit-identical videos, or re-encoded with the
+destination's settings) and checks every source before it writes, info/stats/relabel/export/verify
+through the real command line entry point; bad input gets one line naming the problem and changes nothing."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import pytest
 from test_data_format import ACTION_NAMES, CAMERAS, EXTRAS, STATE_NAMES, assert_same, create, make_episode
 
 from vla_rl_ros.cli import main as vla_rl
-from vla_rl_ros.data import EpisodeDataset, VideoConfig
-from vla_rl_ros.data.tools import merge
+from vla_rl_ros.data import DatasetError, EpisodeDataset, VideoConfig
+from vla_rl_ros.data.tools import MergeResult, merge
 
 
 def build(root: Path, seeds: list[int]) -> EpisodeDataset:
@@ -88,7 +89,11 @@ def test_info_stats_relabel_export_verify_commands(tmp_path: Path, capsys: pytes
     assert "success False -> True" in capsys.readouterr().out
     assert EpisodeDataset.open(root).episodes_meta()[3]["success"] is True
     assert vla_rl(["dataset", "relabel", str(root), "9", "--success", "true"]) == 1
-    assert "out of range" in capsys.readouterr().err
+    assert capsys.readouterr().err == "vla-rl dataset relabel: episode 9 out of range: the dataset has 5 episodes\n"
+    for reward in ("nan", "inf", "-inf"):
+        assert vla_rl(["dataset", "relabel", str(root), "2", "--success", "true", f"--reward={reward}"]) == 1
+        assert "is not a finite number" in capsys.readouterr().err
+    assert EpisodeDataset.open(root).episodes_meta()[2]["reward"] == 1.0
     assert vla_rl(["dataset", "relabel", str(root), "ep-4", "--success", "false", "--reward", "0.5"]) == 0
     assert "episode 4: success True -> False, reward 1.0 -> 0.5" in capsys.readouterr().out
     assert vla_rl(["dataset", "relabel", str(root), "ep-77", "--success", "false"]) == 1
@@ -147,6 +152,40 @@ def test_export_to_rosbag2_mcap(tmp_path: Path) -> None:
     assert json.loads(got["/arm0/episode"][1][1].data)["episode_id"] == "ep-1"
 
 
+def test_merge_checks_every_source_before_writing_anything(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A bad source after a good one: nothing of the good one is merged either (it was), into an existing
+    destination or a new one; a file as the destination is not overwritten, nor a traceback printed."""
+    build(tmp_path / "a", [0])
+    build(tmp_path / "good", [5, 6])
+    other = EpisodeDataset.create(
+        tmp_path / "b", fps=20, cameras=CAMERAS, state_names=STATE_NAMES, action_names=ACTION_NAMES, extras=EXTRAS
+    )
+    other.append(make_episode(1))
+    assert vla_rl(["dataset", "merge", str(tmp_path / "a"), str(tmp_path / "good"), str(tmp_path / "b")]) == 1
+    assert f"{tmp_path / 'b'} has other features or fps" in capsys.readouterr().err
+    assert len(EpisodeDataset.open(tmp_path / "a")) == 1
+    with pytest.raises(DatasetError, match="cannot be merged"):
+        merge(tmp_path / "new", [tmp_path / "good", tmp_path / "b"])
+    assert not (tmp_path / "new").exists()
+    victim = tmp_path / "victim.npz"
+    victim.write_bytes(b"an export worth keeping")
+    assert vla_rl(["dataset", "merge", str(victim), str(tmp_path / "good")]) == 1
+    assert f"{victim} is a file, not a dataset folder" in capsys.readouterr().err
+    assert victim.read_bytes() == b"an export worth keeping"
+
+
+def test_export_errors_name_the_problem_and_leave_nothing_behind(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = tmp_path / "ds"
+    build(root, [0, 1, 2])
+    assert vla_rl(["dataset", "export", str(root), str(tmp_path / "bag"), "--namespace", "arm0"]) == 1
+    assert "namespace 'arm0' must start with '/', e.g. '/arm0'" in capsys.readouterr().err
+    broken = root / "videos/observation.images.front/chunk-000/file-002.mp4"
+    broken.write_bytes(b"garbage")  # the export fails at the third episode, its bag half written
+    assert vla_rl(["dataset", "export", str(root), str(tmp_path / "bag")]) == 1
+    assert f"corrupt video file {broken}" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # no bag, no staging folder <bag>.tmp-<pid>
+
+
 def test_merge_reencodes_when_video_settings_differ(tmp_path: Path) -> None:
     build(tmp_path / "a", [0])
     full = EpisodeDataset.create(
@@ -165,3 +204,9 @@ def test_merge_reencodes_when_video_settings_differ(tmp_path: Path) -> None:
     with av.open(str(video)) as container:
         assert container.streams.video[0].pix_fmt == "yuv420p"  # the destination's setting
     assert_same(merged[1], make_episode(1))
+    # The copy keeps the source's digest (its re-encoded frames digest differently): merged again, it is
+    # recognised, not added once more per merge.
+    assert merged.episodes_meta()[1]["digest"] == full.episodes_meta()[0]["digest"] == make_episode(1).digest()
+    for _ in range(2):
+        assert merge(tmp_path / "a", [tmp_path / "b"]) == MergeResult(added=0, duplicates=1)
+    assert len(EpisodeDataset.open(tmp_path / "a")) == 2

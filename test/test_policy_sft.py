@@ -1,7 +1,15 @@
-"""`vla-rl sft` and `vla-rl eval` end to end on real sim demonstrations (tiny settings)."""
+"""`vla-rl sft` and `vla-rl eval` end to end on real sim demonstrations (tiny settings). What sft cannot
+train or evaluate (real-arm tasks, another state or action space, a checkpoint of another camera, an
+empty training split) is refused before training with a line that says what to do; an evaluation that
+fails all the same costs the evaluations, never the trained weights."""
 
+import dataclasses
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,9 +19,13 @@ from vla_rl_ros.cli import main as vla_rl
 from vla_rl_ros.data import EpisodeDataset
 from vla_rl_ros.policy import VLAPolicy
 from vla_rl_ros.policy.sft import LOG_FILE, SFTConfig, draw_batch, load_samples, soft_labels
+from vla_rl_ros.sim import action_names
 from vla_rl_ros.sim.demos import write_demos
 
 CHUNK = 4
+# A few steps of a very small model: what these tests check happens before training, or after it.
+TINY = ["--steps", "2", "--batch-size", "8", "--hidden-size", "16", "--layers", "1", "--val-fraction", "0",
+        "--eval-episodes", "1", "--threads", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -173,3 +185,101 @@ def policy_instruction(task: str, seed: int) -> str:
     from vla_rl_ros.sim import get_task
 
     return get_task(task).sample(seed).instruction
+
+
+def variant(root: Path, demos: Path, *, episodes: int = 3, task: str = "", state_dims: int = 0, action_dim: int = 0,
+            wrist: bool = False) -> str:
+    """The demonstrations as another robot or set-up would have recorded them: a real-arm task name, fewer
+    state dims, 7-dim actions (zero rotation), or a wrist camera (the front view mirrored) beside the front."""
+    source = EpisodeDataset.open(demos)
+    state_names = source.features["observation.state"]["names"][: state_dims or None]
+    actions = list(action_names("ee_delta", action_dim)) if action_dim else source.features["action"]["names"]
+    cameras = source.cameras | ({"wrist": source.cameras["front"]} if wrist else {})
+    out = EpisodeDataset.create(root, fps=source.fps, cameras=cameras, state_names=state_names, action_names=actions)
+    for episode in list(source)[:episodes]:
+        A = episode.actions.shape[1]
+        out.append(dataclasses.replace(
+            episode, task=task or episode.task, state=episode.state[:, : len(state_names)],
+            actions=np.insert(episode.actions, [A - 1] * (len(actions) - A), 0.0, axis=1),  # gripper stays last
+            images=episode.images | ({"wrist": episode.images["front"][:, :, ::-1].copy()} if wrist else {})))
+    return str(root)
+
+
+def test_sft_refuses_before_training_what_the_sim_could_not_evaluate(tmp_path, demos, capsys):
+    """Real-arm data names its own tasks, and another arm's state has other dims: the sim evaluation at
+    the first --eval-every (or the end) could not run. It crashed there, after training, writing nothing."""
+    real = variant(tmp_path / "real", demos, task="pick_mug")
+    assert vla_rl(["sft", "--data", real, "--out", str(tmp_path / "a"), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "cannot evaluate in the sim: ['pick_mug'] are not sim tasks" in err and "--eval-tasks none" in err
+    assert not (tmp_path / "a").exists()
+    assert vla_rl(["sft", "--data", real, "--out", str(tmp_path / "b"), *TINY, "--eval-tasks", "none"]) == 0
+    assert VLAPolicy.load(tmp_path / "b").action_dim == 4
+    arm = variant(tmp_path / "arm", demos, state_dims=9)
+    assert vla_rl(["sft", "--data", arm, "--out", str(tmp_path / "c"), *TINY]) == 2
+    assert "the policy takes 9-dim state, the sim's is 11-dim" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def test_no_opengl_context_for_the_sim_is_refused_before_training(tmp_path, demos):
+    """GLFW without a display: MuJoCo cannot render, found out before training instead of at its end."""
+    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"} | {"MUJOCO_GL": "glfw"}
+    run = subprocess.run([sys.executable, "-m", "vla_rl_ros.cli", "sft", "--data", str(demos), "--out",
+                          str(tmp_path / "out"), *TINY], check=False, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 2, run.stderr
+    assert "cannot evaluate in the sim: no OpenGL context for rendering" in run.stderr
+    assert "Traceback" not in run.stderr and not (tmp_path / "out").exists()
+
+
+def test_an_evaluation_failing_mid_run_costs_the_evaluations_not_the_training(tmp_path, demos, monkeypatch, capsys):
+    """The renderer lost mid-run (an EGL device gone), stood in for by evaluate raising what make_renderer
+    raises: training goes on, --out gets the last weights, the log and the exit status say what failed."""
+    from vla_rl_ros.policy import evaluate
+
+    def lost_renderer(*_args, **_kwargs):
+        raise RuntimeError("no OpenGL context for rendering")
+
+    monkeypatch.setattr(evaluate, "evaluate", lost_renderer)
+    out = tmp_path / "out"
+    assert vla_rl(["sft", "--data", str(demos), "--out", str(out), *TINY, "--steps", "4", "--eval-every", "2"]) == 1
+    assert "the sim evaluation at step 2 failed: RuntimeError('no OpenGL context" in capsys.readouterr().err
+    records = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines()][1:]
+    assert [(r["step"], "eval/error" in r) for r in records] == [(2, True), (4, False)]
+    assert VLAPolicy.load(out).action_dim == 4
+
+
+def test_init_keeps_its_checkpoints_camera_and_refuses_data_it_does_not_fit(tmp_path, demos, capsys):
+    """A wrist checkpoint fine-tuned without --camera trains on wrist images (it was front's, silently); an
+    explicit other camera, another state size or another action size is refused before training."""
+    both = variant(tmp_path / "both", demos, wrist=True)
+    wrist = tmp_path / "wrist"
+    assert vla_rl(["sft", "--data", both, "--camera", "wrist", "--out", str(wrist), *TINY]) == 0
+    again = tmp_path / "again"
+    assert vla_rl(["sft", "--data", both, "--init", str(wrist), "--out", str(again), *TINY]) == 0
+    assert json.loads((again / LOG_FILE).read_text().splitlines()[0])["camera"] == "wrist"
+    assert VLAPolicy.load(again).camera == "wrist"
+    capsys.readouterr()
+    assert vla_rl(["sft", "--data", both, "--init", str(wrist), "--camera", "front", "--out",
+                   str(tmp_path / "front"), *TINY]) == 2
+    assert "sees camera 'wrist', not 'front'; leave --camera out" in capsys.readouterr().err
+    for changed, message in (({"state_dims": 9}, "takes 11-dim state; the data's is 9-dim"),
+                             ({"action_dim": 7}, "acts with 4-dim actions")):
+        data = variant(tmp_path / next(iter(changed)), demos, wrist=True, **changed)
+        assert vla_rl(["sft", "--data", data, "--init", str(wrist), "--out", str(tmp_path / "x"), *TINY,
+                       "--eval-tasks", "none"]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "front").exists() and not (tmp_path / "x").exists()
+
+
+def test_an_empty_training_split_and_datasets_that_differ_are_refused_by_name(tmp_path, demos, capsys):
+    two = variant(tmp_path / "two", demos, episodes=2)
+    assert vla_rl(["sft", "--data", two, "--out", str(tmp_path / "out"), *TINY, "--val-fraction", "0.75"]) == 2
+    assert "holds back 2 of the 2 successful episodes for validation: the training split is empty" in \
+        capsys.readouterr().err
+    seven = variant(tmp_path / "seven", demos, action_dim=7)
+    with pytest.raises(ValueError, match=f"datasets {demos} and {seven} differ in actions"):
+        load_samples([str(demos), seven], "front", CHUNK)
+    assert vla_rl(["sft", "--data", str(demos), seven, "--out", str(tmp_path / "out"), *TINY]) == 2
+    assert "differ in actions: ['dx', 'dy', 'dz', 'gripper'] and ['dx'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -2,8 +2,10 @@
 come out the same whatever the order of the topics, a chunk may come before its request, a re-request
 supersedes the request it repeats, a result may come before the last frames, an episode whose frames
 do not cover its steps is written as incomplete (end reason error, never a success), skipped and
-unusable episodes are not written and say why. The writer (data.writer.EpisodeWriter) on real files:
-a bag export cut short by kill -9 is cleaned up and written again by the next recorder."""
+unusable episodes are not written and say why, input no episode of the dataset could hold (another image
+size, another action dim) is refused, a joint_position arm's actions are named after its own joints. The
+writer (data.writer.EpisodeWriter) on real files: a dataset of other actions is refused at start, a bag
+export cut short by kill -9 is cleaned up and written again by the next recorder."""
 
 from __future__ import annotations
 
@@ -36,17 +38,22 @@ from vla_rl_ros.data.recording import (
     ResultIn,
     StartIn,
     episode_from,
+    recorded_action_names,
 )
-from vla_rl_ros.data.writer import EpisodeWriter
+from vla_rl_ros.data.writer import EpisodeWriter, SchemaError
 
 PERIOD_NS = 100_000_000
 START_NS = 50 * PERIOD_NS
 STEPS = 15  # the result's control steps
+ARM_JOINTS = tuple(STATE_NAMES)  # the test arm's: its state is its 7 joint positions
+EE_DELTA = [recorded_action_names("ee_delta", ARM_JOINTS, dim) for dim in (4, 7)]  # what an ee_delta arm records
 
 
-def writer(root: Path, logs: list[tuple[str, str]], bag_dir: Path | None = None) -> EpisodeWriter:
-    return EpisodeWriter(root, fps=10, cameras=list(CAMERAS), state_names=tuple(STATE_NAMES), robot_type="test_arm",
-                         video=VideoConfig(), bag_dir=bag_dir, namespace="/arm0",
+def writer(root: Path, logs: list[tuple[str, str]], bag_dir: Path | None = None, *,
+           state_names: tuple[str, ...] = ARM_JOINTS,
+           action_names: list[tuple[str, ...]] = EE_DELTA) -> EpisodeWriter:
+    return EpisodeWriter(root, fps=10, cameras=list(CAMERAS), state_names=state_names, action_names=action_names,
+                         robot_type="test_arm", video=VideoConfig(), bag_dir=bag_dir, namespace="/arm0",
                          log=lambda level, text: logs.append((level, text)))
 
 
@@ -118,7 +125,7 @@ def image(t: int, camera: int) -> np.ndarray:
 
 
 def play(episode_id: str, steps: int, *, t0: int = START_NS, first_request: int = 1, evaluation: bool = False,
-         success: bool = True) -> Played:
+         success: bool = True, action_dim: int = len(ACTION_NAMES), action_mode: str = "ee_delta") -> Played:
     """`steps` commands, a request (ids from `first_request`) and its chunk every CHUNK steps, then the
     state the last command led to and the result stamped with it (as the episode manager stamps it)."""
     rng = np.random.default_rng(len(episode_id) + steps)
@@ -130,7 +137,7 @@ def play(episode_id: str, steps: int, *, t0: int = START_NS, first_request: int 
                  reward=float(success), steps=steps, policy_version=3, evaluation=evaluation,
                  end_reason="success" if success else "timeout", stamp_ns=end_ns))
     played.events.append(("start", played.start))
-    chunk = np.zeros((0, len(ACTION_NAMES)), np.float32)
+    chunk = np.zeros((0, action_dim), np.float32)
     for t in range(steps + 1):
         stamp = t0 + t * PERIOD_NS
         state = rng.standard_normal(len(STATE_NAMES)).astype(np.float32)
@@ -140,9 +147,9 @@ def play(episode_id: str, steps: int, *, t0: int = START_NS, first_request: int 
             break
         if t % CHUNK == 0:
             request_id = first_request + t // CHUNK
-            chunk = rng.uniform(-1, 1, (CHUNK, len(ACTION_NAMES))).astype(np.float32)
+            chunk = rng.uniform(-1, 1, (CHUNK, action_dim)).astype(np.float32)
             played.events += [("request", RequestIn(episode_id, request_id, t, stamp)),
-                              ("chunk", chunk_in(episode_id, request_id, chunk, stamp))]
+                              ("chunk", chunk_in(episode_id, request_id, chunk, stamp, action_mode))]
         played.states.append(state)
         played.actions.append(chunk[t % CHUNK])
         for k, c in enumerate(CAMERAS):
@@ -151,22 +158,28 @@ def play(episode_id: str, steps: int, *, t0: int = START_NS, first_request: int 
     return played
 
 
-def chunk_in(episode_id: str, request_id: int, actions: np.ndarray, stamp: int) -> ChunkIn:
+def chunk_in(episode_id: str, request_id: int, actions: np.ndarray, stamp: int,
+             action_mode: str = "ee_delta") -> ChunkIn:
     C, A = actions.shape
     return ChunkIn(episode_id=episode_id, request_id=request_id, policy_version=3, chunk_size=C, action_dim=A,
-                   action_mode="ee_delta", actions=actions.astype(np.float64).ravel(), stamp_ns=stamp)
+                   action_mode=action_mode, actions=actions.astype(np.float64).ravel(), stamp_ns=stamp)
 
 
 class Core:
-    """A FrameAligner for the test's arm (10 Hz, ee_delta) with its drops and log kept."""
+    """A FrameAligner for the test's arm (10 Hz, ee_delta unless told) with its drops, refusals and log kept;
+    `image_sizes` and `action_names` are an existing dataset's."""
 
-    def __init__(self, *, record_evaluation: bool = True) -> None:
+    def __init__(self, *, record_evaluation: bool = True, action_mode: str = "ee_delta",
+                 action_dims: tuple[int, ...] = (4, 7), arm_joints: tuple[str, ...] = ARM_JOINTS,
+                 image_sizes: dict[str, tuple[int, int]] | None = None, action_names: tuple[str, ...] = ()) -> None:
         self.drops: list[tuple[str, str]] = []
+        self.refusals: list[str] = []
         self.logs: list[tuple[str, str]] = []
         self.aligner = FrameAligner(
-            cameras=list(CAMERAS), period_ns=PERIOD_NS, action_mode="ee_delta", action_dims=(4, 7), image_sizes={},
+            cameras=list(CAMERAS), period_ns=PERIOD_NS, action_mode=action_mode, action_dims=action_dims,
+            arm_joints=arm_joints, image_sizes=image_sizes or {}, action_names=action_names,
             record_evaluation=record_evaluation, drop=lambda cause, detail: self.drops.append((cause, detail)),
-            log=lambda level, text: self.logs.append((level, text)))
+            refuse=self.refusals.append, log=lambda level, text: self.logs.append((level, text)))
 
     def deliver(self, events: list[Event], now: float = WALL) -> list[Finished]:
         """Hand the events to the aligner as the node's callbacks do, then tick once; what it finished."""
@@ -348,6 +361,61 @@ def test_messages_without_their_start_and_an_episode_without_its_result_are_drop
     core.aligner.tick(WALL + RESULT_WAIT_S + 0.1)
     assert [cause for cause, _ in core.drops] == ["episode without a result"]
     assert [rec.episode_id for rec in core.aligner.episodes] == ["second"]
+
+def test_a_six_joint_arm_in_joint_position_mode_records_actions_named_after_its_joints(tmp_path: Path) -> None:
+    """7-dim actions (6 joints + gripper): named after the robot config's joints, not the sim arm's 7 + gripper
+    (every append failed on the 8 names)."""
+    joints = tuple(f"arm6_joint{i}" for i in range(1, 7))
+    names = (*joints, "gripper")
+    core = Core(action_mode="joint_position", action_dims=(7,), arm_joints=joints)
+    played = play("six", 6, action_dim=7, action_mode="joint_position")
+    finished = core.deliver(played.events)
+    assert [f.action_names for f in finished] == [names] and core.drops == [] and core.refusals == []
+    logs: list[tuple[str, str]] = []
+    out = writer(tmp_path / "ds", logs, state_names=tuple(STATE_NAMES), action_names=[names])
+    out.submit(finished[0].episode, finished[0].action_names)
+    out.close()
+    assert not [text for level, text in logs if level == "error"], logs
+    ds = EpisodeDataset.open(tmp_path / "ds")
+    assert len(ds) == 1 and ds.features["action"]["names"] == list(names)
+    np.testing.assert_array_equal(ds[0].actions, np.stack(played.actions))
+
+
+def test_a_writer_refuses_at_start_a_dataset_whose_actions_its_robot_does_not_send(tmp_path: Path) -> None:
+    root, logs = tmp_path / "ds", []
+    first = writer(root, logs)
+    first.submit(make_episode(1, extras=False), tuple(ACTION_NAMES))
+    first.close()
+    joint_position = [(*ARM_JOINTS, "gripper")]
+    with pytest.raises(SchemaError, match=rf"dataset {root} holds actions \['dx', 'dy', 'dz', 'gripper'\], this "
+                                          r"recorder's robot sends \['q0', .*'q6', 'gripper'\]: choose another"):
+        writer(root, logs, action_names=joint_position)
+    with pytest.raises(SchemaError, match=r"holds state .*; actions"):  # every difference named, in one line
+        writer(root, logs, state_names=("j0",), action_names=joint_position)
+    again = writer(root, logs)  # ee_delta: 4 or 7; the dataset's 4 fits
+    assert again.dataset_action_names == tuple(ACTION_NAMES) and again.image_sizes == CAMERAS
+    again.close()
+    assert len(EpisodeDataset.open(root)) == 1
+
+
+def test_input_no_episode_of_the_dataset_could_hold_is_refused_not_dropped_episode_by_episode() -> None:
+    """A dataset of 4-dim actions and 64x64 front images: a policy sending 7-dim actions, or a camera whose
+    first image is another size, would lose every episode; the core refuses (the node then stops with the
+    reason). One odd image after right-sized ones stays a drop."""
+    core = Core(image_sizes=dict(CAMERAS), action_names=tuple(ACTION_NAMES))
+    assert core.deliver(play("seven", 4, action_dim=7).events) == []
+    assert core.refusals == ["the policy sends 7-dim ee_delta actions ['dx', 'dy', 'dz', 'droll', 'dpitch', "
+                             "'dyaw', 'gripper']; the dataset holds 4-dim actions ['dx', 'dy', 'dz', 'gripper']"]
+    core = Core(image_sizes={"front": (32, 32), "wrist": CAMERAS["wrist"]}, action_names=tuple(ACTION_NAMES))
+    core.deliver(play("big", 4).events[:3])
+    assert core.refusals == ["camera front publishes 64x64 images, the dataset holds 32x32 (W x H)"]
+    core = Core(image_sizes=dict(CAMERAS), action_names=tuple(ACTION_NAMES))
+    played = play("ok", 4)
+    core.aligner.image("front", START_NS - 1, np.zeros((64, 64, 3), np.uint8))
+    core.aligner.image("front", START_NS - 1, np.zeros((128, 64, 3), np.uint8))
+    check_frames(core.deliver(played.events), played)
+    assert core.refusals == [] and [cause for cause, _ in core.drops] == ["front image size"]
+
 
 EXPORTER = textwrap.dedent(
     """

@@ -22,6 +22,11 @@ class DatasetError(RuntimeError):
     """A dataset file cannot be read or written; the message names the file and the likely fix."""
 
 
+class SchemaError(ValueError):
+    """The dataset root holds episodes of another shape (cameras, image sizes, fps, state, actions) than
+    what is to go into it: the settings are wrong for it, not the files."""
+
+
 def tmp_path_for(path: Path) -> Path:
     """Temporary sibling of `path` (same directory, so `os.replace` stays on one file system)."""
     return path.with_name(f"{path.name}{TMP_MARKER}{os.getpid()}")

@@ -56,17 +56,27 @@ def export_mcap(
     ns = namespace.rstrip("/")
     if ns and not ns.startswith("/"):
         raise ValueError(f"namespace {namespace!r} must start with '/', e.g. '/arm0'")
-    ts = get_typestore(Stores.ROS2_KILTED)
-    m = ts.types
-    state_names = list(ds.features[STATE_KEY]["names"])
-    action_dim = ds.features[ACTION_KEY]["shape"][0]
     indices = range(len(ds)) if episodes is None else episodes
     # Written in a temporary folder and renamed when complete: no half bag under the final name. The
     # bag keeps its final folder name inside it, as rosbag2 names the .mcap file after the folder.
     staging = tmp_path_for(out)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    with Writer(staging / out.name, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP) as writer:
+    try:
+        _write_bag(ds, staging / out.name, ns, indices, progress)
+        move_into_place(staging / out.name, out)
+    finally:  # moved into place or failed: the staging folder goes either way, a failed export leaves nothing
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def _write_bag(ds: EpisodeDataset, path: Path, ns: str, indices: Sequence[int], progress: bool) -> None:
+    """The bag folder `path` with the messages of episodes `indices` (see the module docstring)."""
+    ts = get_typestore(Stores.ROS2_KILTED)
+    m = ts.types
+    state_names = list(ds.features[STATE_KEY]["names"])
+    action_dim = ds.features[ACTION_KEY]["shape"][0]
+    with Writer(path, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP) as writer:
         topics = {f"{ns}/{cam}/image_raw": IMAGE for cam in ds.cameras}
         topics |= {
             f"{ns}/joint_states": JOINT_STATE,
@@ -122,6 +132,3 @@ def export_mcap(
             write(f"{ns}/reward", end, m[FLOAT](data=episode.reward))
             write(f"{ns}/episode", end, m[STRING](data=json.dumps(meta)))
             start_ns = end + int(EPISODE_GAP_S * NS_PER_S)
-    move_into_place(staging / out.name, out)
-    staging.rmdir()
-    return out

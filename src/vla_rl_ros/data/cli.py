@@ -58,7 +58,7 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (DatasetError, IndexError, KeyError) as exc:
+    except (DatasetError, IndexError, KeyError, ValueError) as exc:  # bad input: one line, not a traceback
         print(f"vla-rl dataset {args.command}: {exc}", file=sys.stderr)
         return 1
 
@@ -102,9 +102,9 @@ def _merge(args: argparse.Namespace) -> int:
 def _relabel(args: argparse.Namespace) -> int:
     ds = EpisodeDataset.open(args.root)
     index = int(args.episode) if args.episode.lstrip("-").isdigit() else ds.index_of(args.episode)
-    before = ds.episodes_meta()[index]
+    before = ds.meta(index)
     ds.relabel(index, success=args.success, reward=args.reward)
-    after = ds.episodes_meta()[index]
+    after = ds.meta(index)
     print(
         f"episode {after['episode_index']}: success {before['success']} -> {after['success']}, "
         f"reward {before['reward']} -> {after['reward']}"

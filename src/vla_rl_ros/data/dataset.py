@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import shutil
 import warnings
@@ -329,6 +330,10 @@ class EpisodeDataset:
         """One dict per episode: episode_index, task, instruction, length, the labels and digest."""
         return [self._meta(row) for row in self._rows]
 
+    def meta(self, index: int) -> dict:
+        """Episode `index`'s dict of episodes_meta; IndexError naming the number of episodes."""
+        return self._meta(self._rows[self._check_index(index)])
+
     def __getitem__(self, index: int) -> Episode:
         return self.read(index)
 
@@ -381,6 +386,10 @@ class EpisodeDataset:
     # ------------------------------------------------------------------ writing
     def append(self, episode: Episode) -> int:
         """Write `episode` atomically (all of it or none of it); return its episode index."""
+        return self._append(episode, episode.digest())
+
+    def _append(self, episode: Episode, digest: str) -> int:
+        """append, storing `digest` as the episode's identity (merge keeps its source's)."""
         self._check_ours()
         self._check_compatible(episode)
         arrays = {STATE_KEY: episode.state, ACTION_KEY: episode.actions, **episode.extras}
@@ -402,11 +411,14 @@ class EpisodeDataset:
             "episode_id": episode.episode_id,
             "evaluation": bool(episode.evaluation),
         }
-        return self._commit(arrays, episode.instruction, labels, stats, episode.digest(), write_video)
+        return self._commit(arrays, episode.instruction, labels, stats, digest, write_video)
 
     def relabel(self, index: int, *, success: bool, reward: float | None = None) -> None:
         """Persistently change an episode's success label (an operator's correction); `reward`
-        defaults to the binary reward of the new label (1.0 / 0.0)."""
+        defaults to the binary reward of the new label (1.0 / 0.0) and must be finite: NaN or inf would
+        poison every mean the learner and the tools take over rewards."""
+        if reward is not None and not math.isfinite(reward):
+            raise ValueError(f"reward {reward} is not a finite number; give the episode's reward, e.g. 1.0 or 0.0")
         with self._writer_lock():
             self.refresh()
             index = self._check_index(index)
@@ -425,12 +437,14 @@ class EpisodeDataset:
     def append_from(self, source: EpisodeDataset, index: int) -> int:
         """Copy episode `index` of `source` (same schema) without re-encoding its videos, when both
         use the same video settings; return the new index here. Used by merge, so merged episodes
-        stay bit-identical to the originals."""
+        stay bit-identical to the originals. The copy keeps the source's digest, re-encoded or not, so
+        that a later merge of the same source recognises it (re-encoded frames digest differently)."""
         self._check_ours()
-        self._check_schema(source)
+        self.check_same_schema(source)
         row = source._rows[source._check_index(index)]
         if not _owns_files(source, row) or source.video_config != self.video_config:
-            return self.append(source[index])  # decode and encode with this dataset's settings
+            episode = source[index]  # decoded, then encoded with this dataset's settings
+            return self._append(episode, row.get("digest") or episode.digest())
         arrays = source._read_arrays(row)
         stats = source.episode_stats(index)
         labels = {key: row[key] for key in LABEL_COLUMNS}
@@ -622,7 +636,8 @@ class EpisodeDataset:
                 f"`vla-rl dataset merge NEW {self.root}` makes one with all its episodes"
             )
 
-    def _check_schema(self, other: EpisodeDataset) -> None:
+    def check_same_schema(self, other: EpisodeDataset) -> None:
+        """DatasetError unless `other` has this dataset's features and fps (what append_from needs)."""
         mine = {k: (v["dtype"], v["shape"], v["names"]) for k, v in self.features.items()}
         theirs = {k: (v["dtype"], v["shape"], v["names"]) for k, v in other.features.items()}
         if mine != theirs or self.fps != other.fps:
@@ -665,6 +680,19 @@ class EpisodeDataset:
             if is_tmp(path):
                 path.unlink()
 
+    def _remove_uncommitted_tasks(self) -> None:
+        """Drop the instructions that appends killed before their commit added to tasks.parquet (written
+        before the commit, so that no committed episode's task is ever missing from it): the last task
+        indices, used by no committed row. An unused one below a used index stays: task indices are rows
+        of LeRobot's task table, not renumbered without rewriting every data file."""
+        used = {task for row in self._rows for task in row["tasks"]}
+        tasks = dict(self._tasks)
+        while tasks and (last := max(tasks, key=tasks.__getitem__)) not in used:
+            del tasks[last]
+        if len(tasks) < len(self._tasks):
+            self._tasks = tasks
+            self._write_tasks()
+
     def _read_index_cache(self) -> dict[str, tuple[tuple[int, int], list[dict]]]:
         """row file -> ((mtime_ns, size) when cached, its rows); {} if there is none or it is
         unreadable (the cache is derived: a bad one is ignored and rewritten)."""
@@ -696,6 +724,7 @@ class EpisodeDataset:
         writer committed meanwhile, whose files would then be deleted as uncommitted."""
         self.refresh()
         self._remove_uncommitted(everywhere)
+        self._remove_uncommitted_tasks()
         on_disk = (self.info.get("total_episodes"), self.info.get("total_frames"), self.info.get("total_tasks"))
         if on_disk != (len(self._rows), self.num_frames, len(self._tasks)):
             episodes = [self.episode_stats(i) for i in range(len(self))]

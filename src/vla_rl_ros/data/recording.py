@@ -19,6 +19,11 @@ outcome the episode does not contain; the core env's episodes end there too). An
 only if the recorder saw it from step 0 and every frame has an image per camera. One written before
 its frames cover its steps (Ctrl-C drained it, or its last frames never came) is incomplete: end
 reason `error`, failed, reward 0, whatever its result said (`episode_from`).
+
+Input that no episode of the dataset could hold is refused (the recorder then stops with the reason,
+as at a start-up check, instead of losing every episode): a camera's first image of another size than
+the dataset's, a chunk whose actions are named otherwise than the dataset's (another action dim; the
+first chunk fixes them for a new dataset). An odd-sized image among right-sized ones is dropped.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import numpy as np
 
 from vla_rl_ros.control import ChunkIn, Lockstep, Rejection, validate_chunk
 from vla_rl_ros.data.episode import Episode, EpisodeBuilder
-from vla_rl_ros.sim import action_names
+from vla_rl_ros.sim import action_names as sim_action_names
 
 JOINT_HISTORY = 2000  # joint states kept: 2 s of a 1 kHz ros2_control broadcaster
 IMAGE_HISTORY = 16  # images kept per camera: a frame takes one within a few camera periods of its stamp
@@ -107,7 +112,6 @@ class Recording:
     early_chunks: list[ChunkIn] = field(default_factory=list)  # chunks whose request has not arrived yet
     from_start: bool = False  # the request for step 0 was seen
     frames: list[Frame] = field(default_factory=list)
-    action_mode: str = ""
     result: ResultIn | None = None
     ended_at: float = 0.0  # wall time its result (or the next episode's start) arrived; 0 while running
     end_ns: int = 2**63 - 1  # no frame from a joint state stamped later: the result's or next start's stamp
@@ -151,6 +155,13 @@ def episode_from(rec: Recording, cameras: list[str], *, covered: bool) -> Episod
         episode_id=rec.episode_id, evaluation=r.evaluation)
 
 
+def recorded_action_names(action_mode: str, joints: Sequence[str], action_dim: int) -> tuple[str, ...]:
+    """Names of the action's entries in the dataset: in joint_position mode the robot's arm `joints` and
+    the gripper (sim.action_names gives the sim arm's seven, whatever the arm); in ee_delta mode the
+    sim's, the same for every arm."""
+    return (*joints, "gripper") if action_mode == "joint_position" else sim_action_names(action_mode, action_dim)
+
+
 @dataclass(frozen=True)
 class Finished:
     """An ended episode to append, with the names of its action's entries (the dataset's metadata)."""
@@ -163,16 +174,21 @@ class FrameAligner:
     """One arm's episodes being recorded: call the event methods as messages arrive (`now`: a
     monotonic wall clock in s, which bounds the waits for late messages), `tick(now)` periodically;
     those that end episodes return them. Drops are reported as `drop(cause, detail)` (ros.causes.DropLog),
-    the rest as `log(level, text)`."""
+    input the dataset cannot hold as `refuse(reason)` (module docstring), the rest as `log(level, text)`.
+    `arm_joints`: the robot's (joint_position actions are named after them); `image_sizes` and
+    `action_names`: the dataset's, or empty for a new one."""
 
     def __init__(self, *, cameras: Sequence[str], period_ns: int, action_mode: str, action_dims: tuple[int, ...],
-                 image_sizes: dict[str, tuple[int, int]], record_evaluation: bool,
-                 drop: Callable[[str, str], None], log: Callable[[str, str], None]) -> None:
+                 arm_joints: Sequence[str], image_sizes: dict[str, tuple[int, int]], action_names: tuple[str, ...],
+                 record_evaluation: bool, drop: Callable[[str, str], None], refuse: Callable[[str], None],
+                 log: Callable[[str, str], None]) -> None:
         self.cameras, self.period_ns, self.record_evaluation = list(cameras), period_ns, record_evaluation
         self.action_mode, self.action_dims = action_mode, action_dims  # the robot's, which chunks must match
-        self.drop, self.log = drop, log
+        self.arm_joints = tuple(arm_joints)
+        self.drop, self.refuse, self.log = drop, refuse, log
         self.images: dict[str, deque[tuple[int, np.ndarray]]] = {c: deque(maxlen=IMAGE_HISTORY) for c in cameras}
         self.sizes = dict(image_sizes)  # camera -> (H, W): the dataset's, or fixed by the first image if new
+        self.action_names = action_names  # the dataset's, or fixed by the first chunk if new
         self.joints: deque[tuple[int, np.ndarray]] = deque(maxlen=JOINT_HISTORY)  # (stamp, state (P,))
         # Episodes not written yet, oldest first: the last is the running one; earlier ones wait for their
         # result, late frames and images.
@@ -276,7 +292,6 @@ class FrameAligner:
         covered = rec.covers_steps(self.newest_joint_ns())
         try:
             episode = episode_from(rec, self.cameras, covered=covered)
-            names = action_names(rec.action_mode or self.action_mode, episode.actions.shape[1])
         except ValueError as exc:
             self.drop("episode not recorded", f"{rec.episode_id}: {exc}")
             return []
@@ -287,7 +302,7 @@ class FrameAligner:
                                 f"{rec.result.steps} steps (the recorder stopped, or gave up waiting, before the "
                                 f"rest came); queued for writing with end reason error instead of "
                                 f"{rec.result.end_reason}")
-        return [Finished(episode, names)]
+        return [Finished(episode, self.action_names)]
 
     # -- actions -----------------------------------------------------------------------------------
     def request(self, msg: RequestIn, now: float) -> None:
@@ -329,8 +344,13 @@ class FrameAligner:
         if isinstance(chunk, Rejection):
             self.drop(f"action_chunk not executed ({chunk.reason.value})", chunk.detail)
             return
+        names = recorded_action_names(self.action_mode, self.arm_joints, chunk.actions.shape[1])
+        if self.action_names and names != self.action_names:
+            self.refuse(f"the policy sends {len(names)}-dim {self.action_mode} actions {list(names)}; the dataset "
+                        f"holds {len(self.action_names)}-dim actions {list(self.action_names)}")
+            return
+        self.action_names = names
         rec.answered.add(msg.request_id)
-        rec.action_mode = msg.action_mode
         for i, row in enumerate(chunk.actions):  # (C, A): steps step .. step + C - 1
             rec.actions[step + i] = row.astype(np.float32)
         self.take_frames(rec)
@@ -369,13 +389,18 @@ class FrameAligner:
                 self.fill_images(rec, camera)
 
     def image(self, camera: str, stamp_ns: int, rgb: np.ndarray) -> None:
-        """A camera's (H, W, 3) uint8 RGB image; one of another size than the camera's first is dropped."""
+        """A camera's (H, W, 3) uint8 RGB image; one of another size than the camera's first is dropped,
+        a first one of another size than the dataset's refused."""
+        history = self.images[camera]
         size = self.sizes.setdefault(camera, rgb.shape[:2])
+        if rgb.shape[:2] != size and not history:
+            self.refuse(f"camera {camera} publishes {rgb.shape[1]}x{rgb.shape[0]} images, the dataset holds "
+                        f"{size[1]}x{size[0]} (W x H)")
+            return
         if rgb.shape[:2] != size:
             self.drop(f"{camera} image size", f"{rgb.shape[1]}x{rgb.shape[0]}, the dataset's is "
                                               f"{size[1]}x{size[0]} (W x H)")
             return
-        history = self.images[camera]
         if history and stamp_ns <= history[-1][0]:
             return  # a re-sent (heartbeat) or out-of-order image
         history.append((stamp_ns, rgb))

@@ -53,12 +53,19 @@ class MergeResult:
 def merge(dest: str | Path, sources: Sequence[str | Path], *, progress: bool = False) -> MergeResult:
     """Append every episode of `sources` to `dest` once: episodes whose content digest is already in
     `dest` (or was met earlier in this merge) are skipped. `dest` is created like the first source if
-    it does not exist. Videos are copied, not re-encoded, so merged frames are bit-identical."""
+    it does not exist. Videos are copied, not re-encoded, so merged frames are bit-identical (with other
+    video settings than `dest`'s they are re-encoded, and keep their source's digest all the same). Every
+    source is checked before anything is written: a refused merge leaves `dest` as it was."""
     if not sources:
         raise ValueError("merge needs at least one source dataset")
-    opened = [EpisodeDataset.open(src) for src in sources]
     dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise DatasetError(f"{dest} is a file, not a dataset folder; merge into a dataset folder (a new one "
+                           "is created), e.g. `vla-rl dataset merge merged/ SOURCE...`")
+    opened = [EpisodeDataset.open(src) for src in sources]
     out = EpisodeDataset.open(dest) if dest.exists() and any(dest.iterdir()) else None
+    for src in opened:
+        (out or opened[0]).check_same_schema(src)
     out = out or EpisodeDataset.create_like(dest, opened[0])
     seen = {meta["digest"] for meta in out.episodes_meta()}
     added = duplicates = 0
@@ -81,7 +88,9 @@ def merge(dest: str | Path, sources: Sequence[str | Path], *, progress: bool = F
 
 def export_npz(ds: EpisodeDataset, path: str | Path, *, images: bool = True, progress: bool = False) -> Path:
     """Flatten the dataset into one .npz: per-frame arrays concatenated over episodes (N frames),
-    `episode_index` (N,) mapping frames to episodes, and per-episode label arrays `episode/<field>`."""
+    `episode_index` (N,) mapping frames to episodes, and per-episode label arrays `episode/<field>`
+    (`episode/digest` is "" for episodes recorded without one, by LeRobot: no object array, which
+    np.load reads only with pickle allowed)."""
     path = Path(path)
     frames: dict[str, list[np.ndarray]] = {}
     for index in tqdm(range(len(ds)), desc="export", unit="episode", disable=not progress):
@@ -93,7 +102,7 @@ def export_npz(ds: EpisodeDataset, path: str | Path, *, images: bool = True, pro
             frames.setdefault(key, []).append(value)
     out = {key: np.concatenate(values) for key, values in frames.items()}
     for field, values in _columns(ds.episodes_meta()).items():
-        out[f"episode/{field}"] = np.asarray(values)
+        out[f"episode/{field}"] = np.asarray(["" if v is None else v for v in values] if field == "digest" else values)
     with writing(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **out)
     return path

@@ -23,18 +23,13 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from vla_rl_ros.data.atomic import TMP_MARKER, DatasetError, writer_gone
+from vla_rl_ros.data.atomic import TMP_MARKER, DatasetError, SchemaError, writer_gone
 from vla_rl_ros.data.bag import export_mcap
-from vla_rl_ros.data.dataset import EpisodeDataset
+from vla_rl_ros.data.dataset import ACTION_KEY, STATE_KEY, EpisodeDataset
 from vla_rl_ros.data.episode import Episode
 from vla_rl_ros.data.video import VideoConfig
 
 BAG_PREFIX = "episode_"  # <bag_dir>/episode_<6-digit index>: the bag of the dataset's episode <index>
-
-
-class SchemaError(ValueError):
-    """The dataset root holds episodes of another shape (cameras, fps, state): the recorder's settings
-    are wrong for it, not the files."""
 
 
 class EpisodeWriter:
@@ -42,11 +37,15 @@ class EpisodeWriter:
 
     `submit(episode, action_names)` returns at once; `relabel(...)` returns a Future of (accepted,
     message); `close()` writes everything still queued, then joins the thread. Opening a root that
-    holds another recorder's episodes raises SchemaError; one it cannot read, DatasetError or OSError."""
+    holds another recorder's episodes raises SchemaError; one it cannot read, DatasetError or OSError.
+    `action_names`: the names of the actions this recorder can record, one tuple per action dim its
+    robot takes (ee_delta: 4 or 7); the dataset's must be one of them."""
 
-    def __init__(self, root: Path, *, fps: int, cameras: list[str], state_names: tuple[str, ...], robot_type: str,
-                 video: VideoConfig, bag_dir: Path | None, namespace: str, log: Callable[[str, str], None]) -> None:
+    def __init__(self, root: Path, *, fps: int, cameras: list[str], state_names: tuple[str, ...],
+                 action_names: list[tuple[str, ...]], robot_type: str, video: VideoConfig, bag_dir: Path | None,
+                 namespace: str, log: Callable[[str, str], None]) -> None:
         self.root, self.fps, self.cameras, self.state_names = root, fps, cameras, state_names
+        self.action_names = action_names
         self.robot_type, self.video, self.bag_dir, self.namespace, self.log = robot_type, video, bag_dir, namespace, log
         self.ds: EpisodeDataset | None = None
         self.last_id = ""  # the episode this writer wrote last, for a relabel with an empty id
@@ -62,11 +61,22 @@ class EpisodeWriter:
         self.thread.start()
 
     def check_schema(self, ds: EpisodeDataset) -> None:
-        state = tuple(ds.features["observation.state"]["names"])
-        if sorted(ds.cameras) != sorted(self.cameras) or ds.fps != self.fps or state != self.state_names:
-            raise SchemaError(f"dataset {self.root} holds cameras {sorted(ds.cameras)} at {ds.fps} fps with "
-                                  f"state {list(state)}; this recorder makes cameras {sorted(self.cameras)} at "
-                                  f"{self.fps} fps with state {list(self.state_names)}: choose another dataset root")
+        """SchemaError unless this recorder's episodes fit the dataset: refused at start rather than at every
+        append. Image sizes and which of the robot's action dims the policy sends show only with the first
+        image and chunk: FrameAligner refuses those."""
+        state, actions = tuple(ds.features[STATE_KEY]["names"]), tuple(ds.features[ACTION_KEY]["names"])
+        differs = []
+        if sorted(ds.cameras) != sorted(self.cameras):
+            differs.append(f"cameras {sorted(ds.cameras)}, this recorder makes {sorted(self.cameras)}")
+        if ds.fps != self.fps:
+            differs.append(f"{ds.fps} fps, this recorder makes {self.fps}")
+        if state != self.state_names:
+            differs.append(f"state {list(state)}, this recorder makes {list(self.state_names)}")
+        if actions not in self.action_names:
+            differs.append(f"actions {list(actions)}, this recorder's robot sends "
+                           f"{' or '.join(str(list(names)) for names in self.action_names)}")
+        if differs:
+            raise SchemaError(f"dataset {self.root} holds {'; '.join(differs)}: choose another dataset root")
 
     def recover_bags(self, bag_dir: Path) -> None:
         """Remove the staging folders of bags whose export a kill -9 cut short (export_mcap writes
@@ -96,6 +106,11 @@ class EpisodeWriter:
     def image_sizes(self) -> dict[str, tuple[int, int]]:
         """camera -> (H, W) the dataset holds ({} before it exists)."""
         return self.ds.cameras if self.ds is not None else {}
+
+    @property
+    def dataset_action_names(self) -> tuple[str, ...]:
+        """The names of the actions the dataset holds (() before it exists)."""
+        return tuple(self.ds.features[ACTION_KEY]["names"]) if self.ds is not None else ()
 
     def backlog(self) -> int:
         """Jobs queued or running."""

@@ -22,6 +22,10 @@ How frames are formed from these topics, and which episodes are written, is the 
 thread's (`data.writer.EpisodeWriter`). This node converts messages for them, ticks the core on a
 wall-clock timer and hands the episodes it finishes to the writer.
 
+A dataset that this recorder's episodes cannot go into (cameras, fps, state, action names) stops it at
+start; input that no episode of the dataset could hold (a camera's first image of another size, actions
+of another dim) stops it when it comes, with the reason and exit status 2, as a bad parameter does.
+
 The success detector's verdicts (`success`) are not subscribed: the episode manager ends an episode
 on them and its EpisodeResult carries the label, which is what the dataset and the bag record.
 """
@@ -33,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import rclpy
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.task import Future as RosFuture
@@ -42,7 +47,7 @@ from vla_rl_interfaces.srv import LabelEpisode
 
 from vla_rl_ros.control import SIM_PANDA, RobotConfig, make_kinematics
 from vla_rl_ros.data import DatasetError, VideoConfig
-from vla_rl_ros.data.recording import Finished, FrameAligner, RequestIn, ResultIn, StartIn
+from vla_rl_ros.data.recording import Finished, FrameAligner, RequestIn, ResultIn, StartIn, recorded_action_names
 from vla_rl_ros.data.writer import EpisodeWriter, SchemaError
 from vla_rl_ros.ros.causes import DropLog
 from vla_rl_ros.ros.convert import MessageError, chunk_from_msg, image_from_msg, proprio_from_joint_state, stamp_ns
@@ -64,6 +69,7 @@ NS_PER_S = 1_000_000_000
 TICK_S = 0.05  # wall-clock period of the core's checks for ended episodes and late messages
 INPUT_CHECK_S = 0.5  # period of the check that every input topic has a publisher
 BACKLOG_WARNING = 4  # episodes waiting for the writer before the log says it falls behind
+REFUSED = 2  # exit status for input the dataset cannot hold: run_node's for refused parameters
 STATE_EE_NAMES = ("ee_x", "ee_y", "ee_z", "gripper")  # after the joints: proprio_from_joint_state's layout
 _VIDEO = {f.name: f for f in dataclasses.fields(VideoConfig)}
 
@@ -122,11 +128,14 @@ class Recorder(Node):
         if (p.fps or rate) != rate or rate != round(rate):
             raise ParameterError(f"fps={p.fps} with a {rate:g} Hz robot ({self.robot.source}): a frame is one "
                                  "control step, so fps must be 0 or the control rate, and that rate a whole number")
+        self.exit_status = 0  # run_node's: REFUSED once input the dataset cannot hold has stopped the node
         try:
             self.writer = EpisodeWriter(
                 Path(p.dataset).expanduser(), fps=p.fps or round(rate), cameras=list(p.cameras),
-                state_names=(*self.kinematics.joint_names, *STATE_EE_NAMES), robot_type=self.robot.name, video=video,
-                bag_dir=Path(p.bag_dir).expanduser() if p.bag_dir else None,
+                state_names=(*self.kinematics.joint_names, *STATE_EE_NAMES),
+                action_names=[recorded_action_names(self.robot.action_mode, self.robot.joints, dim)
+                              for dim in self.robot.action_dims],
+                robot_type=self.robot.name, video=video, bag_dir=Path(p.bag_dir).expanduser() if p.bag_dir else None,
                 namespace=self.get_namespace().rstrip("/"), log=self.log)
         except SchemaError as exc:
             raise ParameterError(str(exc)) from exc
@@ -135,8 +144,9 @@ class Recorder(Node):
         self.drops = DropLog(self.get_logger())
         self.core = FrameAligner(
             cameras=p.cameras, period_ns=round(NS_PER_S / rate), action_mode=self.robot.action_mode,
-            action_dims=self.robot.action_dims, image_sizes=self.writer.image_sizes,
-            record_evaluation=p.record_evaluation, drop=self.drops.drop, log=self.log)
+            action_dims=self.robot.action_dims, arm_joints=self.robot.joints, image_sizes=self.writer.image_sizes,
+            action_names=self.writer.dataset_action_names, record_evaluation=p.record_evaluation,
+            drop=self.drops.drop, refuse=self.refuse, log=self.log)
         self.wall = Clock(clock_type=ClockType.STEADY_TIME)
 
         subscriptions = [
@@ -162,6 +172,16 @@ class Recorder(Node):
             logger.warning(text)
         else:
             logger.info(text)
+
+    def refuse(self, reason: str) -> None:
+        """Input the dataset cannot hold (the core's refusal): every episode would be lost, so stop with the
+        reason, as the start-up check does; what ended before is still written (close)."""
+        if self.exit_status:
+            return
+        self.get_logger().fatal(f"dataset {self.writer.root}: {reason}: choose another dataset root (parameter "
+                                "dataset) or make the input match it; stopping")
+        self.exit_status = REFUSED
+        rclpy.try_shutdown(context=self.context)
 
     def now(self) -> float:
         """Monotonic wall time (s): the core's waits for late messages go on while a sim clock stands still."""

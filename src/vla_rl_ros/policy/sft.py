@@ -10,6 +10,11 @@ Every `val_every` steps: validation loss and token accuracy on held-back episode
 held-out range; `vla-rl eval` reports on the head). The checkpoint with the best selection success
 (ties: lower validation loss) is what `--out` holds at the end; `--keep-evaluated` keeps the others too
 (e.g. to choose a start that is weak at a skill, README "The starting policy").
+
+What can be told before training is checked before it: datasets that cannot be trained on together, a
+`--init` checkpoint that does not fit the data, a sim evaluation that could not run (tasks that are not
+sim tasks, a state or action space other than the sim's) and an empty training split. An evaluation
+that fails all the same ends the evaluations, not the training: `--out` is written as without them.
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vla_rl_ros.data.atomic import DatasetError
 from vla_rl_ros.policy.vla_policy import FinetuneConfig, VLAPolicy
 
 LOG_FILE = "sft_log.jsonl"
+DEFAULT_CAMERA = "front"  # a fresh policy's, when --camera is not given
 
 
 @dataclass
@@ -39,7 +46,8 @@ class SFTConfig:
     keep_evaluated: str = field(default="", metadata={"help": "also write every evaluated checkpoint to "
                                                                 "DIR/step_<N>, to choose by another rule"})
     init: str = field(default="", metadata={"help": "start from this checkpoint instead of a fresh tiny VLA"})
-    camera: str = field(default="front", metadata={"help": "camera the policy sees"})
+    camera: str = field(default="", metadata={"help": f"camera the policy sees (default: the --init checkpoint's, "
+                                                     f"else {DEFAULT_CAMERA})"})
     chunk_size: int = field(default=4, metadata={"help": "C, actions per chunk (fresh model only)"})
     vision: str = field(default="grid", metadata={"help": "fresh tiny VLA image encoder: grid or keypoints"})
     proprio: bool = field(default=True, metadata={"help": "fresh tiny VLA gets a proprioception token"})
@@ -103,15 +111,25 @@ class Samples:
 
 
 def load_samples(roots: list[str], camera: str, chunk_size: int) -> Samples:
-    """Every frame of every successful episode in the datasets as a (observation, chunk) sample."""
+    """Every frame of every successful episode in the datasets as a (observation, chunk) sample. The
+    datasets must agree on what a sample is: the actions' names, the state's size, the camera's image size."""
     from vla_rl_ros.data import EpisodeDataset
 
     parts: dict[str, list] = {k: [] for k in ("images", "state", "instructions", "chunks", "valid", "episode", "frame")}
     count = 0
+    first: dict[str, object] = {}
     for root in roots:
         dataset = EpisodeDataset.open(root)
         if camera not in dataset.cameras:
             raise ValueError(f"dataset {root} has cameras {sorted(dataset.cameras)}, not {camera!r}; pass --camera")
+        layout = {"actions": dataset.features["action"]["names"],
+                  "state dims": dataset.features["observation.state"]["shape"][0],
+                  f"{camera} image size (H, W)": dataset.cameras[camera]}
+        first = first or layout
+        for what, value in layout.items():
+            if value != first[what]:
+                raise ValueError(f"datasets {roots[0]} and {root} differ in {what}: {first[what]} and {value}; "
+                                 "train on datasets of one action space, state and camera set-up")
         for episode in dataset:
             if not episode.success:  # imitate successes only
                 continue
@@ -184,15 +202,14 @@ def chunk_loss(policy: VLAPolicy, samples: Samples, positions: np.ndarray, idx: 
     return loss, accuracy
 
 
-def make_policy(config: SFTConfig, samples: Samples, action_names: list[str]) -> VLAPolicy:
-    if config.init:
-        return VLAPolicy.load(config.init, device=config.device)
+def new_policy(config: SFTConfig, samples: Samples, action_names: list[str], camera: str) -> VLAPolicy:
+    """A fresh tiny VLA for the samples (their instructions, action ranges, state size)."""
     from vla_rl_ros.policy.default import new_tiny_policy
 
     valid_actions = samples.chunks[:, 0][samples.valid[:, 0]]  # (N, A): each frame's own action
     policy = new_tiny_policy(sorted(set(samples.instructions)), valid_actions, chunk_size=config.chunk_size,
                              state_dim=samples.state.shape[1] if config.proprio else 0, states=samples.state,
-                             camera=config.camera,
+                             camera=camera,
                              image_size=samples.images.shape[1], action_names=action_names,
                              vision=config.vision, film=config.film, hidden_size=config.hidden_size,
                              num_hidden_layers=config.layers)
@@ -200,8 +217,77 @@ def make_policy(config: SFTConfig, samples: Samples, action_names: list[str]) ->
     return policy
 
 
+def state_dim(policy: VLAPolicy) -> int:
+    """Size of the state the policy's model takes (0: none, or a model that does not say)."""
+    return getattr(policy.base_model.config, "proprio_dim", 0) or 0
+
+
+def training_camera(config: SFTConfig, init: VLAPolicy | None) -> str:
+    """--camera, else the --init checkpoint's, else DEFAULT_CAMERA. A checkpoint is refused another camera
+    than its own: trained on another view's images, it would silently stop working on its own."""
+    if init is None:
+        return config.camera or DEFAULT_CAMERA
+    if config.camera not in ("", init.camera):
+        raise ValueError(f"--init {config.init} sees camera {init.camera!r}, not {config.camera!r}; leave --camera "
+                         f"out (or pass --camera {init.camera}), or train a fresh policy on {config.camera!r}")
+    return init.camera
+
+
+def check_init_fits(init: VLAPolicy, checkpoint: str, samples: Samples, action_names: list[str]) -> None:
+    """The --init checkpoint must act in the data's action space and take its state, else its weights
+    would meet tensors of another size (a raw RuntimeError) or learn a different meaning of its outputs."""
+    A, P = samples.chunks.shape[2], samples.state.shape[1]
+    if init.action_dim != A:
+        raise ValueError(f"--init {checkpoint} acts with {init.action_dim}-dim actions {init.config.action_names}; "
+                         f"the data's are {A}-dim {action_names}: fine-tune it on data of its actions, or train "
+                         "a fresh policy (leave --init out)")
+    if state_dim(init) not in (0, P):
+        raise ValueError(f"--init {checkpoint} takes {state_dim(init)}-dim state; the data's is {P}-dim: fine-tune "
+                         "it on data of its robot, or train a fresh policy (leave --init out)")
+
+
+def check_evaluation(policy: VLAPolicy, tasks: list[str], episodes: int, action_names: list[str]) -> None:
+    """The sim evaluation must be able to run: checked before training, as it first runs after eval_every
+    steps. Tasks must be sim tasks with enough selection seeds; the policy must act on the sim's ee_delta
+    actions, take the sim's state, see one of its cameras; the sim must render (an OpenGL context)."""
+    from vla_rl_ros.policy.evaluate import heldout_seeds
+    from vla_rl_ros.sim import STATE_NAMES, TASKS, make_env
+    from vla_rl_ros.sim.env import EE_DIMS
+    from vla_rl_ros.sim.env import action_names as sim_action_names
+
+    skip = "pass --eval-tasks with sim tasks, or --eval-tasks none to train without sim evaluation"
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown:
+        raise ValueError(f"cannot evaluate in the sim: {unknown} are not sim tasks ({', '.join(TASKS)}); {skip}")
+    sim_actions = list(sim_action_names("ee_delta", policy.action_dim)) if policy.action_dim in EE_DIMS else []
+    if action_names != sim_actions:
+        raise ValueError(f"cannot evaluate in the sim: the data's actions {action_names} are not the sim's ee_delta "
+                         f"actions; {skip}")
+    if state_dim(policy) not in (0, len(STATE_NAMES)):
+        raise ValueError(f"cannot evaluate in the sim: the policy takes {state_dim(policy)}-dim state, the sim's is "
+                         f"{len(STATE_NAMES)}-dim {list(STATE_NAMES)}; {skip}")
+    try:
+        for task in tasks:
+            heldout_seeds(task, episodes, tail=True)
+        make_env(tasks[0], image_size=policy.image_size, cameras=(policy.camera,), action_dim=policy.action_dim).close()
+    except (RuntimeError, ValueError) as exc:  # too few seeds, a camera the sim lacks, no OpenGL context
+        raise ValueError(f"cannot evaluate in the sim: {exc}; {skip}") from exc
+
+
+def split_episodes(samples: Samples, val_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) sample indices: val_fraction of the episodes held back, at least one trained on."""
+    episodes = rng.permutation(samples.episode.max() + 1)
+    n_val = round(len(episodes) * val_fraction)
+    if n_val >= len(episodes):
+        raise ValueError(f"--val-fraction {val_fraction} holds back {n_val} of the {len(episodes)} successful "
+                         "episodes for validation: the training split is empty; lower --val-fraction or add episodes")
+    val_mask = np.isin(samples.episode, episodes[:n_val])
+    return np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
+
+
 def train(config: SFTConfig) -> dict:
-    """Run SFT; returns the final summary (also the last line of sft_log.jsonl)."""
+    """Run SFT; returns the final summary (also the last line of sft_log.jsonl), with "eval/error" if a sim
+    evaluation failed (training went on without evaluations)."""
     from tqdm import tqdm
 
     from vla_rl_ros.data import EpisodeDataset
@@ -211,21 +297,22 @@ def train(config: SFTConfig) -> dict:
     rng = np.random.default_rng(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
-    samples = load_samples(config.data, config.camera, config.chunk_size)
+    init = VLAPolicy.load(config.init, device=config.device) if config.init else None
+    camera = training_camera(config, init)
+    samples = load_samples(config.data, camera, init.chunk_size if init else config.chunk_size)
+    train_idx, val_idx = split_episodes(samples, config.val_fraction, rng)
     action_names = list(EpisodeDataset.open(config.data[0]).features["action"]["names"])
     in_data = {meta["task"] for root in config.data for meta in EpisodeDataset.open(root).episodes_meta()}
     tasks = config.eval_tasks or sorted(in_data)
     tasks = [] if tasks == ["none"] else tasks
-    policy = make_policy(config, samples, action_names)
-    if samples.chunks.shape[1] != policy.chunk_size:  # a loaded checkpoint fixes C
-        samples = load_samples(config.data, config.camera, policy.chunk_size)
+    if init is not None:
+        check_init_fits(init, config.init, samples, action_names)
+    policy = init or new_policy(config, samples, action_names, camera)
+    if tasks:
+        check_evaluation(policy, tasks, config.eval_episodes, action_names)
     policy.configure_finetuning(FinetuneConfig(mode=config.finetune))
     positions = policy.action_tokenizer.bin_position(samples.chunks).reshape(len(samples.episode), -1)  # (N, C*A)
 
-    episodes = rng.permutation(samples.episode.max() + 1)
-    n_val = round(len(episodes) * config.val_fraction)
-    val_mask = np.isin(samples.episode, episodes[:n_val])
-    train_idx, val_idx = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
     early_idx = train_idx[samples.frame[train_idx] < config.early_frames]
     n_early = round(config.batch_size * config.early_fraction)
 
@@ -238,7 +325,8 @@ def train(config: SFTConfig) -> dict:
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lr_at)
     out = Path(config.out)
-    log = [{"config": asdict(config), "train_samples": len(train_idx), "val_samples": len(val_idx), "tasks": tasks}]
+    log = [{"config": asdict(config), "camera": camera, "train_samples": len(train_idx), "val_samples": len(val_idx),
+            "tasks": tasks}]
 
     def write_log() -> None:  # rewritten whole: a save replaces the checkpoint folder it lives in
         out.mkdir(parents=True, exist_ok=True)
@@ -246,6 +334,7 @@ def train(config: SFTConfig) -> dict:
 
     best: tuple[float, float] | None = None
     record: dict = {}
+    eval_error = ""  # why the sim evaluation failed, if it did
     started = time.perf_counter()
     bar = tqdm(range(1, config.steps + 1), desc="sft", unit="step")
     for step in bar:
@@ -265,26 +354,33 @@ def train(config: SFTConfig) -> dict:
         last = step == config.steps
         if len(val_idx) and (step % config.val_every == 0 or last):
             record |= validate(policy, samples, positions, val_idx, config.batch_size)
-        if tasks and ((config.eval_every and step % config.eval_every == 0) or last):
+        if tasks and not eval_error and ((config.eval_every and step % config.eval_every == 0) or last):
             policy.model.eval()
-            report = evaluate(policy, tasks, config.eval_episodes, tail=True)
-            record |= {"eval/success_rate": report["mean_success_rate"],
-                       **{f"eval/{t}": r["success_rate"] for t, r in report["tasks"].items()}}
-            score = (report["mean_success_rate"], -record.get("loss/val", 0.0))
-            if config.keep_evaluated:
-                policy.save(Path(config.keep_evaluated) / f"step_{step}")
-            if best is None or score > best:
-                best = score
-                policy.save(out)
-            bar.write(f"step {step}: selection success {report['mean_success_rate']:.1%} "
-                      + " ".join(f"{t}={r['success_rate']:.0%}" for t, r in report["tasks"].items()))
-        if "loss/val" in record or "eval/success_rate" in record or last:
+            try:
+                report = evaluate(policy, tasks, config.eval_episodes, tail=True)
+            except Exception as exc:  # the training must not be lost to it: go on without evaluations
+                kept = "keeps the best checkpoint evaluated before" if best else "gets the last weights"
+                eval_error = record["eval/error"] = (f"the sim evaluation at step {step} failed: {exc!r}; training "
+                                                     f"goes on without evaluations, --out {kept}")
+                bar.write(eval_error)
+            else:
+                record |= {"eval/success_rate": report["mean_success_rate"],
+                           **{f"eval/{t}": r["success_rate"] for t, r in report["tasks"].items()}}
+                score = (report["mean_success_rate"], -record.get("loss/val", 0.0))
+                if config.keep_evaluated:
+                    policy.save(Path(config.keep_evaluated) / f"step_{step}")
+                if best is None or score > best:
+                    best = score
+                    policy.save(out)
+                bar.write(f"step {step}: selection success {report['mean_success_rate']:.1%} "
+                          + " ".join(f"{t}={r['success_rate']:.0%}" for t, r in report["tasks"].items()))
+        if "loss/val" in record or "eval/success_rate" in record or "eval/error" in record or last:
             log.append(record)
             write_log()
-    if best is None:  # no sim evaluation: keep the last weights
+    if best is None:  # no sim evaluation (or none that ran): keep the last weights
         policy.save(out)
         write_log()
-    return record
+    return record | ({"eval/error": eval_error} if eval_error else {})
 
 
 def validate(policy: VLAPolicy, samples: Samples, positions: np.ndarray, val_idx: np.ndarray, batch: int) -> dict:
@@ -319,9 +415,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
+    """0 when done; 2 for settings or data it cannot train with (one line, nothing written); 1 when trained
+    but a sim evaluation failed."""
     args = build_parser().parse_args(argv)
-    summary = train(SFTConfig(**vars(args)))
+    try:
+        summary = train(SFTConfig(**vars(args)))
+    except (DatasetError, ValueError) as exc:
+        print(f"vla-rl sft: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(summary))
+    if "eval/error" in summary:
+        print(f"vla-rl sft: {summary['eval/error']}", file=sys.stderr)
+        return 1
     return 0
 
 
