@@ -5,6 +5,7 @@ committed episode readable, and problems are reported by file name; nothing of a
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -278,6 +279,25 @@ def test_open_repairs_metadata_left_stale_by_a_crash_after_the_commit(tmp_path: 
         for stat, value in stats.items():
             np.testing.assert_allclose(repaired.stats()[key][stat], value, rtol=1e-12, err_msg=f"{key} {stat}")
     assert '"total_episodes": 2' in (root / "meta/info.json").read_text()
+
+
+@pytest.mark.parametrize("damage", [b"{ torn", None], ids=["corrupt", "missing"])
+def test_open_rebuilds_a_damaged_stats_json_from_the_episodes(tmp_path: Path, damage: bytes | None) -> None:
+    """stats.json is derived from the episode rows (each holds its episode's statistics): a torn or lost
+    copy made the whole dataset unopenable."""
+    root = tmp_path / "ds"
+    ds = create(root)
+    for i in range(3):
+        ds.append(make_episode(i))
+    fresh, path = ds.stats(), root / "meta/stats.json"
+    path.unlink() if damage is None else path.write_bytes(damage)
+    with read_only(root / "meta", recursive=False):  # a reader that cannot rewrite it still gets the stats
+        unwritable = EpisodeDataset.open(root).stats()
+    repaired = EpisodeDataset.open(root)
+    for stats in (unwritable, repaired.stats(), json.loads(path.read_text())):  # rewritten by the second open
+        for key, values in fresh.items():
+            for stat, value in values.items():
+                np.testing.assert_allclose(np.ravel(stats[key][stat]), value, rtol=1e-12, err_msg=f"{key} {stat}")
 
 
 def test_episode_saved_when_only_the_derived_metadata_cannot_be_written(tmp_path: Path) -> None:

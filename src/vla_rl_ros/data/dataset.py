@@ -133,6 +133,7 @@ class EpisodeDataset:
         self._files: list[tuple[str, tuple[int, int], int]] = []
         self._rows_read = 0  # row files this object has read (not found in the index cache)
         self._stats: dict[str, Stats] = {}  # pooled over the committed episodes (stats.json)
+        self._stats_damaged = False  # stats.json unreadable: pooled from the rows, rewritten on recovery
         self._tasks: dict[str, int] = {}
         self._lock_fd: int | None = None
 
@@ -294,7 +295,10 @@ class EpisodeDataset:
     def refresh(self) -> None:
         """Pick up episodes that writers committed since this object last looked."""
         self.info = read_json(self.root / INFO_PATH)
-        self._stats = _stats_from_json(read_json(self.root / STATS_PATH), self.features)
+        try:
+            stats: dict[str, Stats] | None = _stats_from_json(read_json(self.root / STATS_PATH), self.features)
+        except DatasetError:  # derived from the episode rows: pooled from them below (_recover rewrites it)
+            stats = None
         self._tasks = _read_tasks(self.root / TASKS_PATH)
         paths = sorted(
             (p for p in (self.root / "meta" / "episodes").glob("chunk-*/file-*.parquet") if not is_tmp(p)),
@@ -318,6 +322,13 @@ class EpisodeDataset:
                     )
                 self._rows.append(row)
             self._files.append((name, stamp, len(rows)))
+        self._stats_damaged = stats is None
+        self._stats = self._pooled_stats() if stats is None else stats
+
+    def _pooled_stats(self) -> dict[str, Stats]:
+        """Every feature's statistics pooled over the episodes' own (the rows' stats/ columns)."""
+        episodes = [self.episode_stats(i) for i in range(len(self))]
+        return {key: pool([st[key] for st in episodes]) for key in episodes[0]} if episodes else {}
 
     def index_of(self, episode_id: str) -> int:
         """Index of the episode recorded with EpisodeResult.episode_id `episode_id` (for LabelEpisode)."""
@@ -726,10 +737,10 @@ class EpisodeDataset:
         self._remove_uncommitted(everywhere)
         self._remove_uncommitted_tasks()
         on_disk = (self.info.get("total_episodes"), self.info.get("total_frames"), self.info.get("total_tasks"))
-        if on_disk != (len(self._rows), self.num_frames, len(self._tasks)):
-            episodes = [self.episode_stats(i) for i in range(len(self))]
-            self._stats = {key: pool([st[key] for st in episodes]) for key in episodes[0]} if episodes else {}
+        if on_disk != (len(self._rows), self.num_frames, len(self._tasks)) or self._stats_damaged:
+            self._stats = self._pooled_stats()
             self._write_derived()
+            self._stats_damaged = False
 
     @contextlib.contextmanager
     def _writer_lock(self, blocking: bool = True) -> Iterator[None]:
