@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import save_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from vla_rl_ros.digest import checkpoint_digest
 from vla_rl_ros.rl import (
     EpisodeBuffer,
     GRPOConfig,
@@ -269,6 +270,29 @@ def test_a_run_stopped_before_its_first_checkpoint_requeues_its_groups(tmp_path)
     assert b.resume() is None
     assert b.buffer.ready_groups() == 2 and (b.updates, b.policy_version) == (0, 0)
     assert b.maybe_update() is not None and b.buffer.accounting()["used"] == 8
+
+
+@pytest.mark.parametrize("checkpointed", [True, False], ids=["checkpoint", "none"])
+def test_a_resumed_learner_deletes_the_lost_updates_policies_and_publishes_again(tmp_path, checkpointed):
+    """Pruning keeps the 3 newest policies: with the lost run's v2..v4 (or v1..v4) still there, the restored
+    version was deleted as soon as it was published and the respawned learner failed on it every time."""
+    cfg = GRPOConfig(**{**CFG.to_dict(), "max_policy_lag": 5})
+    a = GRPOLearner(StatePolicy(), cfg, tmp_path, tensorboard=False)
+    fill(a.buffer, 10)
+    for update in range(1, 5):
+        a.maybe_update()
+        a.publish_policy()
+        if checkpointed and update == 1:
+            a.save_checkpoint()
+    b = GRPOLearner(StatePolicy(), cfg, tmp_path, tensorboard=False)
+    assert (b.resume() is not None) == checkpointed
+    version = int(checkpointed)
+    assert b.lost_versions == ["v000002", "v000003", "v000004"]  # v1 was pruned when v4 came
+    path = b.publish_policy()
+    assert path.name == f"v{version:06d}" and checkpoint_digest(path)
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+    b.maybe_update()
+    assert b.publish_policy().name == f"v{version + 1:06d}"
 
 
 def test_publish_policy_writes_versioned_weights(tmp_path):

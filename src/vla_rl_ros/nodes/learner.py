@@ -113,6 +113,10 @@ class Learner(Node):
         self.update_pub = self.create_publisher(PolicyUpdate, POLICY_UPDATE_TOPIC, LATCHED)
         if resumed is not None:
             self.get_logger().info(f"resumed from {resumed} at update {self.core.updates}")
+        if self.core.lost_versions:
+            self.get_logger().warning(f"policies {self.core.lost_versions} of updates after the last checkpoint are "
+                                      "lost; their versions are numbered again")
+        if resumed is not None or self.core.lost_versions:
             self.publish_policy()  # the policy nodes must act with the restored weights
         self.inbox: queue.SimpleQueue[Trajectory | EpisodeResult] = queue.SimpleQueue()
         for arm in p.arms:

@@ -92,6 +92,7 @@ class GRPOLearner:
         self.config = config
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.lost_versions: list[str] = []  # published policies of updates a resume lost (resume)
         # None: this process is the whole learner. Otherwise rank 0 of a process group whose other
         # ranks run rl.distributed.serve; they start from these weights. A sharded one steps on a
         # sharded copy, and `policy` stays whole: the weights are gathered into it to be saved.
@@ -246,8 +247,10 @@ class GRPOLearner:
         returns None then.
 
         Updates after the checkpoint are lost, so the versions they published will be numbered again
-        for different weights (PolicyUpdate's digest tells them apart); call publish_policy() after
-        resuming so the policy nodes act with the restored weights. Episodes from those lost versions
+        for different weights (PolicyUpdate's digest tells them apart): their folders are deleted
+        (`lost_versions` names them; pruning would otherwise keep them as the newest and delete the
+        restored one). Call publish_policy() after resuming, or when versions were lost, so that the
+        policy nodes act with the restored weights. Episodes from those lost versions
         count as fresh (their version is ahead of the learner's), none is dropped. Their rows in
         metrics.csv are dropped: the updates done again log them anew."""
         if path is None:
@@ -301,6 +304,7 @@ class GRPOLearner:
         self.metrics.truncate(after_update)
         self.buffer.set_policy_version(self.policy_version)
         self._mark(self.buffer.accounting())
+        self.lost_versions = _remove_versions_after(self.run_dir / POLICIES_DIR, self.policy_version)
 
 
 @dataclass
@@ -531,6 +535,14 @@ def _atomic_dir(path: Path, write) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _remove_versions_after(folder: Path, version: int) -> list[str]:
+    """Delete the published policies newer than `version` (a lost run's); returns their names."""
+    lost = sorted(p for p in folder.glob("v*") if p.is_dir() and p.name[1:].isdigit() and int(p.name[1:]) > version)
+    for path in lost:
+        shutil.rmtree(path, ignore_errors=True)
+    return [p.name for p in lost]
 
 
 def _prune(folder: Path, prefix: str, keep: int) -> None:
