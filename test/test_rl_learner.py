@@ -198,6 +198,20 @@ def test_maybe_update_waits_for_enough_kept_groups_and_reports_progress(tmp_path
     assert metrics["buffer/filtered_all_same"] == 4
 
 
+def test_a_non_finite_gradient_skips_its_step_and_leaves_the_weights_finite(tmp_path):
+    """A NaN in one layer's gradient (an overflow, float16's AdamW): a step on it would make every weight
+    NaN (clip_grad_norm_ spreads it through the global norm), and the policy nodes would serve it."""
+    policy = StatePolicy()
+    policy.net[0].weight.register_hook(lambda grad: grad * float("nan"))
+    learner = GRPOLearner(policy, CFG, tmp_path, tensorboard=False)
+    fill(learner.buffer, 2)
+    before = [p.detach().clone() for p in learner.params]
+    metrics = learner.maybe_update()
+    assert metrics["grpo/skipped_steps"] == 4 and metrics["grpo/optimizer_steps"] == 0 and learner.optimizer_steps == 0
+    for p, old in zip(learner.params, before, strict=True):
+        torch.testing.assert_close(p.detach(), old)
+
+
 def test_checkpoint_and_resume_continue_exactly(tmp_path):
     run = tmp_path / "run"
     cfg = GRPOConfig(**{**CFG.to_dict(), "max_policy_lag": 5})  # nothing goes stale in this test

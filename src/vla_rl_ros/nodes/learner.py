@@ -62,7 +62,9 @@ class Params(GRPOConfig):
     checkpoint: str = param("", "initial policy checkpoint; empty: the embedded default")
     device: str = param("cpu", "torch device, e.g. cpu or cuda:0")
     threads: int = threads_param()
-    dtype: str = param("float32", "weights dtype", choices=("float32", "bfloat16", "float16"))
+    # No float16: AdamW's eps (1e-8) is 0 in float16, so one step makes untouched weights NaN (0/0);
+    # bfloat16 has float32's range. The policy node may serve float16.
+    dtype: str = param("float32", "weights dtype", choices=("float32", "bfloat16"))
     finetune: str = param("full", "train every weight (full) or LoRA adapters (lora)", choices=("full", "lora"))
     lora_rank: int = param(8, "LoRA rank r (finetune: lora)", low=1, high=1024)
     activation_checkpointing: bool = param(False, "recompute each transformer block's activations in the "

@@ -145,7 +145,8 @@ class GRPOLearner:
         minimum = min(r.ratio_min for r in results)
         maximum = max(r.ratio_max for r in results)
         grad_norms = results[0].grad_norms  # of the all-reduced gradient: the same on every rank
-        self.optimizer_steps += len(losses)
+        finite = [g for g in grad_norms if math.isfinite(g)]
+        self.optimizer_steps += len(finite)
 
         self.updates += 1
         self.policy_version += 1
@@ -165,12 +166,13 @@ class GRPOLearner:
             "grpo/ratio_min": minimum,
             "grpo/ratio_max": maximum,
             "grpo/approx_kl": totals["approx_kl"] / tokens,
-            "grpo/grad_norm": float(np.mean(grad_norms)),
+            "grpo/grad_norm": float(np.mean(finite)) if finite else float("nan"),
+            "grpo/skipped_steps": float(len(grad_norms) - len(finite)),  # non-finite gradients
             "grpo/advantage_abs_mean": float(b_adv.abs().mean()),
             "grpo/behaviour_logp_abs_diff": float(b_chunk_gap.abs().mean()),
             "grpo/trajectories": float(B),
             "grpo/groups": float(len(groups)),
-            "grpo/optimizer_steps": float(len(losses)),
+            "grpo/optimizer_steps": float(len(finite)),
             # Monte-Carlo estimate from the sampled tokens: E[-log p] under the sampling policy,
             # which is its entropy at the rollout temperature (nats per token).
             "policy/entropy": float(-b_tokens.mean()),
@@ -418,7 +420,8 @@ class GradientSteps:
                 if self.reduce_grads is not None:
                     self.reduce_grads(self.params)
                 grad_norms.append(_item(torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)))
-                self.optimizer.step()
+                if math.isfinite(grad_norms[-1]):  # the same on every rank: all step, or none
+                    self.optimizer.step()  # a non-finite gradient would make every weight NaN: skipped
                 losses.append(mb_loss)
         return ShareResult([lp.cpu() for lp in s_logp_old], losses, grad_norms, totals, minimum, maximum)
 
