@@ -89,11 +89,16 @@ def test_launch_files_pick_the_hardware_layer_the_camera_and_the_success_backend
     assert expand("deploy", tmp_path, camera="external")["sim_bridge"]["remaps"]["camera/image_raw"] == \
         "sim_render/image_raw"
 
-    collect = expand("collect", tmp_path, hardware="real", robot="franka_panda", success="operator",
-                     dataset="/data/arm0")
+    collect = expand("collect", tmp_path, hardware="real", robot="franka_panda", dataset="/data/arm0")
     assert sorted(collect) == ["camera_node", "episode_manager", "executor", "policy_node", "recorder",
                                "success_detector"]
-    assert collect["success_detector"]["params"]["type"] == "operator"
+    # success:=auto is the operator on a real arm (nothing publishes the oracle's task_state), on its clock
+    assert collect["success_detector"]["params"].items() >= {"type": "operator", "use_sim_time": False}.items()
+    assert collect["success_detector"]["params"]["robot_config"] == collect["executor"]["params"]["robot_config"]
+    assert collect["executor"]["params"]["estop_at_start"] and not expand("collect", tmp_path)["executor"]["params"][
+        "estop_at_start"]  # a real arm starts e-stopped, a simulated one not
+    classifier = expand("collect", tmp_path, success="classifier")["success_detector"]["params"]
+    assert classifier.items() >= {"type": "classifier", "use_sim_time": True}.items()  # on the sim's clock
     assert collect["episode_manager"]["params"].items() >= {"reset": "operator", "robot_config": collect["executor"][
         "params"]["robot_config"]}.items()
     assert collect["recorder"]["params"].items() >= {"dataset": "/data/arm0", "cameras": ["front"],
@@ -111,7 +116,7 @@ def test_launch_files_pick_the_hardware_layer_the_camera_and_the_success_backend
                              "success_detector"]
     assert train["learner"]["params"].items() >= {"arms": ["arm0"], "max_updates": 3}.items()
     assert not train["executor"]["params"]["always_greedy"]  # GRPO needs sampled rollouts
-    assert train["success_detector"]["params"]["type"] == "sim_oracle"
+    assert train["success_detector"]["params"].items() >= {"type": "sim_oracle", "use_sim_time": True}.items()
     assert train["episode_manager"]["params"]["reset"] == "sim"
     # The learner has neither a temperature nor a group size: each Trajectory carries the temperature its
     # policy node sampled at, each EpisodeResult its manager's group size. Every launch file's temperature

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +89,22 @@ def test_nodes_without_a_model_do_not_import_torch(node: str) -> None:
     code = f"import sys, vla_rl_ros.nodes.{node}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "False"
+
+
+def test_sim_arms_gives_each_composed_arm_its_share_of_the_evaluation_seeds() -> None:
+    """Several arms in one sim_arms process: each episode manager got arm_index 0, 1, ... but num_arms 1,
+    which it refused (arm_index must be below num_arms): the process exited with status 2, respawned."""
+    from vla_rl_ros.nodes.sim_arms import SimArms
+
+    rclpy.init(args=["--ros-args", "-p", "arms:=[a0, a1, a2]", "-p", "nodes:=[episode_manager]"],
+               domain_id=random.randint(1, 101))
+    made: list[Node] = []
+    try:
+        container = SimArms()
+        made = [container, *container.arm_nodes()]
+        assert [(m.get_namespace(), m.params.arm_index, m.params.num_arms) for m in made[1:]] == [
+            ("/a0", 0, 3), ("/a1", 1, 3), ("/a2", 2, 3)]
+    finally:
+        for node in made:
+            node.destroy_node()
+        rclpy.try_shutdown()

@@ -13,8 +13,10 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from rclpy.qos import qos_profile_sensor_data
 from rosgraph import RosGraph, small_config, wait_until
@@ -23,7 +25,7 @@ from vla_rl_interfaces.msg import EpisodeResult, EpisodeStart, SuccessSignal, Ta
 from vla_rl_interfaces.srv import ResetEpisode
 
 from vla_rl_ros.data import EpisodeDataset
-from vla_rl_ros.ros.convert import stamp_ns
+from vla_rl_ros.ros.convert import image_to_msg, stamp_ns, to_stamp
 from vla_rl_ros.ros.names import (
     ACTION_CHUNK_TOPIC,
     CAMERA_TOPICS,
@@ -170,6 +172,32 @@ def test_classifier_detects_success_from_sim_camera_images(ros_graph: RosGraph, 
     stamps = [stamp_ns(v.header.stamp) for v in verdicts]
     assert len(stamps) == len(set(stamps))
     assert "dropped input: unusable image" in ros_graph.log("success_detector")
+
+
+@pytest.mark.graph
+def test_a_camera_faster_than_the_control_rate_is_judged_once_per_control_period(
+        ros_graph: RosGraph, trained: tuple[Path, str]) -> None:
+    """hold_steps counts control steps (the datasets it was trained on hold one frame per step): judging
+    every frame of a 30 fps camera held a 3-step success for 0.1 s instead of 0.3 s."""
+    model, _ = trained
+    ros_graph.node("success_detector", "-p", "type:=classifier", "-p", f"model:={model}")  # sim_panda: 10 Hz
+    probe = ros_graph.probe
+    verdicts = probe.collect(SuccessSignal, SUCCESS_TOPIC, RELIABLE)
+    start_pub = probe.publisher(EpisodeStart, EPISODE_START_TOPIC, LATCHED)
+    camera = probe.publisher(Image, CAMERA_TOPICS["front"], qos_profile_sensor_data)
+    start = EpisodeStart(episode_id="ep-30fps", task=TASK, seed=0, max_steps=100)
+    start.header.stamp = to_stamp(10**9)
+    wait_until(lambda: probe.node.count_subscribers(EPISODE_START_TOPIC) > 0, 60, "the detector")
+    start_pub.publish(start)
+    wait_until(lambda: "episode ep-30fps running" in ros_graph.log("success_detector"), 30, "the episode's start")
+    frame = np.zeros((48, 64, 3), np.uint8)
+    for k in range(30):  # 1 s of a 30 fps camera, by the stamps
+        camera.publish(image_to_msg(frame, to_stamp(10**9 + k * 10**9 // 30)))
+        time.sleep(0.02)
+    wait_until(lambda: verdicts and stamp_ns(verdicts[-1].header.stamp) >= 10**9 + 27 * 10**9 // 30, 30,
+               "the verdict on the last frame due (the 28th)")
+    stamps = [stamp_ns(v.header.stamp) for v in verdicts]
+    assert len(stamps) <= 10 and min(np.diff(stamps)) >= 3 * PERIOD_NS // 4, stamps
 
 
 @pytest.mark.graph

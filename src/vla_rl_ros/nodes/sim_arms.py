@@ -8,7 +8,8 @@ sim bridge publishes). The process is also a node of its own, `sim_arms`, holdin
   parameters  see Params below; `<node>.<parameter>` (e.g. episode_manager.arm_index, nested `param` in a
               launch file) is passed on to that node of every arm, after its file in config_dir, and
               checked there. An arm's episode manager gets episode_manager.arm_index plus the arm's
-              position in `arms` (0 if not given), so that several arms split the evaluation seeds.
+              position in `arms` (0 if not given), and num_arms (if not given, enough for those
+              indices), so that several arms split the evaluation seeds.
 
 Why: in the train_sim graph a lockstep control step crosses processes twice (executor -> sim bridge
 -> executor), and on a loaded two-core machine each crossing waits for the scheduler to wake the
@@ -87,8 +88,10 @@ class SimArms(Node):
                     values["use_sim_time"] = True
                 if name == "executor":  # a simulated arm: a respawned one must go on, no e-stop to keep
                     values.setdefault("estop_at_start", False)
-                if name == "episode_manager":
-                    values["arm_index"] = values.get("arm_index", 0) + index
+                if name == "episode_manager":  # each arm its own evaluation seeds
+                    base = values.get("arm_index", 0)
+                    values["arm_index"] = base + index
+                    values.setdefault("num_arms", base + len(self.params.arms))
                 made.append(NODES[name](
                     namespace=namespace, use_global_arguments=False,
                     cli_args=["--ros-args", "--params-file", self.files[name], "-r", f"{CLOCK_TOPIC}:={clock}"],

@@ -19,9 +19,11 @@ The episode manager starts no episode before a success publisher exists, so the 
 only when what it judges has a publisher: a lockstep sim can run a whole episode while a detector that
 has just started still discovers its camera, and that episode would end unjudged as a time-out.
 
-A classifier judges each camera frame once: the sim bridge re-sends its newest image while idle
-(same stamp), and a re-sent frame is not a new step. Frames stamped before the episode's start
-belong to the previous episode and are skipped.
+A classifier judges one camera frame per control period of the frames' stamps (the robot config's
+rate, a quarter period of jitter allowed, `control.Lockstep`): its hold_steps count control steps, as
+the datasets it was trained and checked on hold one frame per step, and a 30 fps camera would
+otherwise pass 3 frames of success in 0.1 s. The sim bridge's idle re-sends (same stamp) are not new
+steps; frames stamped before the episode's start belong to the previous episode and are skipped.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from sensor_msgs.msg import Image
 from vla_rl_interfaces.msg import EpisodeResult, EpisodeStart, SuccessSignal, TaskState
 from vla_rl_interfaces.srv import LabelEpisode
 
+from vla_rl_ros.control import SIM_PANDA, Lockstep, RobotConfig
+from vla_rl_ros.control.executor import NS_PER_S
 from vla_rl_ros.ros.causes import DropLog
 from vla_rl_ros.ros.convert import MessageError, image_from_msg, stamp_ns, task_state_from_msg
 from vla_rl_ros.ros.names import (
@@ -68,6 +72,8 @@ class Params:
                              low=0.0, high=0.999)
     image_topic: str = param(CAMERA_TOPICS["front"], "camera topic the classifier judges (the sim bridge's front "
                              "camera)")
+    robot_config: str = param(SIM_PANDA, "robot config YAML (the executor's); type classifier: one frame is judged "
+                              "per control period, the steps hold_steps counts")
 
 
 class SuccessDetector(Node):
@@ -82,7 +88,11 @@ class SuccessDetector(Node):
             raise ParameterError(f"type {p.type}: {exc}") from exc
         self.drops = DropLog(self.get_logger())
         self.episode: EpisodeStart | None = None
-        self.last_frame_ns = -1  # stamp of the newest frame judged (classifier)
+        try:
+            period_ns = round(RobotConfig.load(p.robot_config).period * NS_PER_S)
+        except (OSError, ValueError) as exc:
+            raise ParameterError(f"robot_config {p.robot_config!r}: {exc}") from exc
+        self.frames = Lockstep(period_ns)  # when the classifier's next frame is due, by the frames' stamps
         self.hold = HoldFilter(1)
         self.success_pub: Publisher | None = None
         self.create_subscription(EpisodeStart, EPISODE_START_TOPIC, self.on_episode_start, LATCHED)
@@ -123,7 +133,7 @@ class SuccessDetector(Node):
             return  # the latched start again
         self.episode = msg
         self.hold.reset(hold)
-        self.last_frame_ns = -1
+        self.frames = Lockstep(self.frames.period_ns)
         if self.backend.observes == "operator":
             self.backend.start(msg.episode_id)
             self.get_logger().info(f"episode {msg.episode_id} running: waiting for the operator's label")
@@ -159,10 +169,10 @@ class SuccessDetector(Node):
             self.drops.drop("unusable image", str(exc))
             return
         stamp = stamp_ns(msg.header.stamp)
-        if stamp <= self.last_frame_ns or stamp < stamp_ns(self.episode.header.stamp):
-            return  # a re-sent frame, or one of the previous episode
+        if stamp < stamp_ns(self.episode.header.stamp) or not self.frames.due(stamp):
+            return  # one of the previous episode, a re-sent frame, or one within the control period
         raw, confidence = self.backend.judge(self.episode.task, image)
-        self.last_frame_ns = stamp
+        self.frames.sent(stamp)
         self.verdict(raw, confidence, msg.header)
 
     def on_episode_result(self, msg: EpisodeResult) -> None:
