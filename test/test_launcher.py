@@ -114,6 +114,9 @@ def test_an_include_leaks_what_it_sets_unless_a_group_scopes_it(tmp_path: Path) 
     ({"launch": [{"arg": {"name": "ckpt", "default": ""}}, {"node": {
         "pkg": "vla_rl_ros", "exec": "vla-rl", "param": [{"name": "checkpoint", "value": "$(var ckpt)"}]}}]}, {},
      "parameter 'checkpoint' is empty after substitution"),
+    ({"launch": [{"arg": {"name": "ckpt", "default": "/tmp/o'brien"}}, {"node": {
+        "pkg": "vla_rl_ros", "exec": "vla-rl", "param": [{"name": "checkpoint", "value": "'$(var ckpt)'"}]}}]}, {},
+     "is \"'/tmp/o'brien'\" after substitution, which is not valid YAML"),
 ])
 def test_unsupported_or_wrong_constructs_are_refused_by_name(
     tmp_path: Path, doc: dict, overrides: dict, message: str

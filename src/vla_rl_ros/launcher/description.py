@@ -303,7 +303,13 @@ class _Expander:
         if isinstance(value, list):
             return [self.typed(v, ctx) for v in value]
         if isinstance(value, str) and "$(" in value:
-            return yaml.safe_load(self.sub(value, ctx))
+            text = self.sub(value, ctx)
+            try:
+                return yaml.safe_load(text)
+            except yaml.YAMLError as exc:  # e.g. a path with an apostrophe inside '$(var ...)'
+                raise LaunchError(f"{ctx.launch_file}: parameter value {value!r} is {text!r} after substitution, "
+                                  f"which is not valid YAML ({exc.problem}); a quote in a launch argument must be "
+                                  "doubled inside a quoted value ('') or avoided") from None
         return value
 
 
