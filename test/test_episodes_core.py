@@ -67,6 +67,14 @@ def start(core: ManagerCore, stamp_ns: int = T0, wall: float = 0.0) -> EpisodePl
     return started.plan
 
 
+def release(core: ManagerCore, wall: float) -> None:
+    """The executor reports its latched e-stop, then its release (what the manager takes as released)."""
+    assert not of(AskReset, core.advance(T0, wall))
+    core.executor_status("estop", "", True, wall)
+    assert not of(AskReset, core.advance(T0, wall)) and core.estop_latched
+    core.executor_status("no_episode", "", False, wall)
+
+
 def result(outs: list[Out]) -> tuple[str, bool, int, int]:
     (finished,) = of(Finished, outs)
     return finished.end_reason, finished.success, finished.steps, finished.stamp_ns
@@ -163,9 +171,14 @@ def test_silence_ends_the_episode_as_lost_node_and_no_reset_waits_for_a_dead_pol
 def test_an_e_stop_or_an_abort_ends_the_running_episode() -> None:
     core, _ = make()
     assert not core.estop() and core.abort() == (False, "no episode is running")
+    release(core, 0.1)
     start(core)
     assert core.estop()
     assert result(core.advance(T0 + 3 * STEP, 1.0)) == ("estop", False, 3, T0 + 3 * STEP)
+    # No new episode while the e-stop is latched (the executor would hold it until it ended as lost_node):
+    # not until the executor, having reported the latch, reports its release.
+    assert not of(AskReset, core.advance(T0 + 4 * STEP, 1.5))
+    release(core, 1.6)
     eid = start(core, T0 + 10 * STEP, 2.0).episode_id
     assert core.abort() == (True, f"aborting {eid}: the arm holds; it is yours")
     assert result(core.advance(T0 + 14 * STEP, 3.0)) == ("abort", False, 4, T0 + 14 * STEP)

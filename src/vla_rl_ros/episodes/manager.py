@@ -176,6 +176,7 @@ class ManagerCore:
         self._reset_sent_at: float | None = None  # wall s of the reset_episode call in flight
         self._reset_answer: tuple[bool, str, str, int] | None = None
         self._waiting_logged = False
+        self._estop_logged = False  # the wait for an e-stop's release was logged
         # Operator reset: the phase between episodes.
         self.phase = CLEAR  # nothing moves before the operator's first ready
         self._ready = False
@@ -369,6 +370,12 @@ class ManagerCore:
 
     # -- sim reset
     def _begin_reset(self, wall: float) -> None:
+        if self.estop_latched:  # the executor would hold the new episode until it ended as lost_node
+            if not self._estop_logged:
+                self._log(WARNING, "e-stop latched: no new episode until it is released (executor/release_estop)")
+                self._estop_logged = True
+            return
+        self._estop_logged = False
         if not (self.peers.service_ready() and self.peers.served_and_judged()):
             if not self._waiting_logged:
                 self._log(INFO, "waiting for the reset_episode service, a policy (action_chunk) and a success "
