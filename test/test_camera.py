@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -17,16 +18,19 @@ from vla_rl_ros.camera import (
     CameraConfig,
     CameraDisconnectedError,
     CameraError,
+    CameraSource,
     CameraStream,
     CameraTimeoutError,
     EndOfStreamError,
     Event,
+    Frame,
     FrameError,
     FrameProcessor,
     ImageFolderCamera,
     OpenCVCamera,
     make_source,
 )
+from vla_rl_ros.camera.base import GrabberSource
 from vla_rl_ros.data.video import VideoConfig, encode_video
 
 H, W = 48, 64  # even sizes: yuv420p
@@ -163,6 +167,109 @@ def test_stream_counts_frames_lost_to_a_slow_reader(tmp_path: Path) -> None:
     assert stream.dropped["overwritten"] == second.index - first.index - 1 and produced >= 6
     assert produced - 3 <= stream.dropped["overwritten"] <= produced, (stream.dropped, produced)
     assert stream.status()["frames_dropped"] == str(sum(stream.dropped.values()))
+
+
+class ScriptedCamera(CameraSource):
+    """A device double at the hardware boundary: frames with the index and capture time the device gave them."""
+
+    def __init__(self, frames: list[tuple[int, float]]) -> None:
+        super().__init__(CameraConfig(source="scripted"))
+        self.frames = iter(frames)
+
+    def connect(self) -> None:
+        pass
+
+    def read(self, timeout_s: float) -> Frame:
+        index, captured_at = next(self.frames, (-1, 0.0))
+        if index < 0:
+            raise EndOfStreamError("end of the script")
+        return Frame(np.zeros((H, W, 3), np.uint8), index, captured_at)
+
+    def close(self) -> None:
+        pass
+
+
+def test_stream_measures_the_rate_a_slower_device_delivers_and_counts_only_real_gaps() -> None:
+    """Asked for 30 fps, the device delivers 15 (jittered by 4 %): a stall of 3 frames and 1 frame the
+    reader missed are the only drops; the rate is measured as delivered and the mismatch said once."""
+    period = 1 / 15
+    frames, t, index = [], 100.0, 0
+    for i in range(90):
+        frames.append((index, t))
+        gap = 4 if i == 30 else 2 if i == 50 else 1  # after frame 30 the device stalls for 3 periods
+        index += 2 if i == 50 else 1  # after frame 50 one frame is produced but overwritten unread
+        t += sum(period * (1 + 0.04 * ((k % 3) - 1)) for k in range(i, i + gap))
+    for configured, said in ((30.0, ["ScriptedCamera(scripted) delivers 15.0 fps, configured 30"]), (15.0, [])):
+        events: list[Event] = []
+        stream = CameraStream(lambda: ScriptedCamera(frames), FrameProcessor(), read_timeout_s=TIMEOUT_S,
+                              reconnect_period_s=0.01, fps=configured, on_event=events.append)
+        while not stream.ended:
+            stream.step(lambda s: False)
+        assert stream.frames == 90 and +stream.dropped == {"late": 3, "overwritten": 1}, stream.dropped
+        assert stream.status()["measured_fps"] == "15.0" and stream.status()["frames_dropped"] == "4"
+        assert [e.message for e in events if e.kind == "rate"] == said
+        assert stream.status()["configured_fps"] == f"{configured:g}"
+
+
+class WedgedCamera(GrabberSource):
+    """A device double at the hardware boundary: its second grab blocks in the "driver" until `unwedge` is
+    set, as the read of a wedged USB camera does; it logs the order of its calls into the device."""
+
+    def __init__(self, name: str, log: list[str], unwedge: threading.Event) -> None:
+        super().__init__(CameraConfig(source=name))
+        self.log, self.unwedge, self.grabs = log, unwedge, 0
+
+    def _open(self) -> None:
+        self.log.append(f"{self.config.source} open")
+
+    def _grab(self) -> np.ndarray:
+        self.grabs += 1
+        if self.grabs == 2 and not self.unwedge.is_set():
+            self.log.append(f"{self.config.source} read blocks")
+            self.unwedge.wait()
+            self.log.append(f"{self.config.source} read returns")
+        else:
+            time.sleep(0.005)  # a device paces itself
+        return np.zeros((H, W, 3), np.uint8)
+
+    def _release(self) -> None:
+        self.log.append(f"{self.config.source} release")
+
+
+def test_a_read_stuck_in_the_driver_is_never_released_under_it_nor_the_device_reopened() -> None:
+    log: list[str] = []
+    unwedge = threading.Event()
+    sources: list[WedgedCamera] = []
+    events: list[Event] = []
+
+    def make() -> WedgedCamera:
+        sources.append(WedgedCamera(f"cam{len(sources)}", log, unwedge))
+        return sources[-1]
+
+    stream = CameraStream(make, FrameProcessor(), read_timeout_s=0.3, reconnect_period_s=0.01, fps=30.0,
+                          on_event=events.append)
+    assert stream.step(lambda s: False) is not None  # the first frame
+    assert stream.step(lambda s: False) is None  # the second read times out: the camera is lost
+    assert log == ["cam0 open", "cam0 read blocks"] and not sources[0].released  # not released under the read
+    for _ in range(3):  # reconnection attempts while the old read is still blocked: none opens the device
+        assert stream.step(lambda s: False) is None
+    assert log == ["cam0 open", "cam0 read blocks"] and len(sources) == 1
+    assert [e.kind for e in events] == ["connected", "lost", "retry_failed", "retry_failed", "retry_failed"]
+    assert "still blocked in a read" in stream.status()["last_error"] and stream.status()["reconnect_attempts"] == "3"
+    with pytest.raises(CameraDisconnectedError, match="still blocked in a read"):
+        sources[0].connect()  # the source itself will not reopen either
+    unwedge.set()  # the driver's read returns (the camera was replugged): the capture thread releases
+    deadline = time.monotonic() + 30
+    while not sources[0].released and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert log == ["cam0 open", "cam0 read blocks", "cam0 read returns", "cam0 release"]
+    assert stream.step(lambda s: False) is not None  # reconnected to a fresh handle
+    assert log[4:] == ["cam1 open"] and stream.reconnects == 1 and events[-1].kind == "connected"
+    stream.close()
+    deadline = time.monotonic() + 30
+    while not sources[1].released and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert log[4:] == ["cam1 open", "cam1 release"]
 
 
 def test_crop_resize_and_encodings_exactly() -> None:

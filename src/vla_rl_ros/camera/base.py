@@ -74,6 +74,9 @@ class CameraSource(ABC):
     CameraTimeoutError when no new frame came in time, CameraDisconnectedError when the source went away (the
     source is then closed: connect again to recover), EndOfStreamError at the end of a replay without
     loop, and CameraError when called before `connect`. `close` never raises and may be called twice.
+
+    `released` is False while a closed source still holds its device (a read blocked in the driver that
+    has not returned yet); opening the same device again before then could fail or race with it.
     """
 
     def __init__(self, config: CameraConfig) -> None:
@@ -92,6 +95,11 @@ class CameraSource(ABC):
     def description(self) -> str:
         return f"{type(self).__name__}({self.config.source})"
 
+    @property
+    def released(self) -> bool:
+        """Whether the device is free once `close` returned; a source whose `close` releases at once says True."""
+        return True
+
     def __enter__(self) -> CameraSource:
         self.connect()
         return self
@@ -106,7 +114,15 @@ class GrabberSource(CameraSource):
     Reading through a one-frame slot gives `read` its timeout even when the underlying call (a V4L2
     read, a decode) blocks for longer, and keeps the newest frame rather than a growing backlog.
     Subclasses implement `_open()`, `_grab()` (returns an image or raises a CameraError) and `_release()`.
+
+    The capture thread owns the handle: it alone calls `_grab()` and, when it returns, `_release()`, so a
+    handle is never released under a read still blocked in the driver (OpenCV's read and release running
+    at once on one handle can crash the process). `close` asks the thread to stop and waits a little; a
+    thread stuck in the driver releases whenever its read returns (`released` says when), and until
+    then `connect` refuses to open the device again.
     """
+
+    CLOSE_WAIT_S = 1.0  # how long `close` waits for the capture thread (a healthy grab returns within a period)
 
     def __init__(self, config: CameraConfig) -> None:
         super().__init__(config)
@@ -116,7 +132,8 @@ class GrabberSource(CameraSource):
         self._returned = -1  # index of the last frame `read` returned
         self.unreadable = 0  # frames the source skipped because they did not decode
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None  # the open connection's capture thread; None once closed
+        self._worker: threading.Thread | None = None  # the latest capture thread, closed or not, until it returns
 
     @abstractmethod
     def _open(self) -> None: ...
@@ -127,17 +144,32 @@ class GrabberSource(CameraSource):
     @abstractmethod
     def _release(self) -> None: ...
 
+    @property
+    def released(self) -> bool:
+        return self._worker is None or not self._worker.is_alive()
+
     def connect(self) -> None:
         self.close()
+        if not self.released:  # its handle is still in use: opening another could race with its release
+            raise CameraDisconnectedError(f"{self.description}: the previous capture is still blocked in a read; "
+                                          "reopening once it returns")
         self._open()
         self._frame, self._error, self._returned = None, None, -1
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"camera {self.config.source}", daemon=True)
+        self._thread = self._worker = threading.Thread(target=self._run, args=(self._stop,),
+                                                       name=f"camera {self.config.source}", daemon=True)
         self._thread.start()
 
-    def _run(self) -> None:
+    def _run(self, stop: threading.Event) -> None:
+        try:
+            self._capture(stop)
+        finally:
+            with contextlib.suppress(Exception):  # closing must not fail; the handle is dropped either way
+                self._release()
+
+    def _capture(self, stop: threading.Event) -> None:
         index = 0
-        while not self._stop.is_set():
+        while not stop.is_set():
             try:
                 image = self._grab()
             except CameraError as exc:
@@ -175,9 +207,8 @@ class GrabberSource(CameraSource):
         raise error
 
     def close(self) -> None:
+        """Stops the capture thread, which releases the handle; a thread stuck in a read does so when it returns."""
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5.0)
-        with contextlib.suppress(Exception):  # closing must not fail; the handle is dropped either way
-            self._release()
+            thread.join(timeout=self.CLOSE_WAIT_S)

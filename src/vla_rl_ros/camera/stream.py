@@ -3,7 +3,8 @@ and counts what was lost, so the node only publishes and reports."""
 
 from __future__ import annotations
 
-from collections import Counter
+import statistics
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -13,14 +14,19 @@ from vla_rl_ros.camera.base import CameraError, CameraSource, EndOfStreamError, 
 from vla_rl_ros.camera.processing import FrameError, FrameProcessor
 
 # A gap between frames longer than this many typical frame periods counts the frames it must have held
-# as dropped (a real camera's period jitters by far less; a stall of the reader or the bus shows).
+# as dropped (a real camera's period jitters by far less; a stall of the reader or the bus shows). Typical
+# is what the device delivers (the median of its recent periods), not what was asked of it: a camera
+# that runs at 15 fps when asked for 30 (many USB cameras, in low light) drops nothing.
 LATE_FACTOR = 1.8
-RATE_SMOOTHING = 0.1  # weight of the newest interval in the measured frame rate (exponential average)
+RATE_WINDOW = 15  # recent frame periods the measured rate is the median of (robust to an occasional gap)
+RATE_MIN_PERIODS = 5  # a connection's first periods set the pace: none of them is judged late
+RATE_TOLERANCE = 0.1  # a measured rate further than this fraction from the configured one is reported once
 
 
 @dataclass(frozen=True)
 class Event:
-    """Something the node should log: kind is connected, lost, retry_failed or ended."""
+    """Something the node should log: kind is connected, lost, retry_failed, ended or rate (the device
+    delivers another frame rate than configured; once a connection)."""
 
     kind: str
     message: str
@@ -31,7 +37,9 @@ class CameraStream:
 
     `make_source` builds a fresh source for every (re)connection. `wait(seconds)` sleeps between
     reconnection attempts and returns True when the caller is stopping (threading.Event.wait), so
-    shutdown never waits for a retry. Events (connected, lost, retry_failed, ended) go to `on_event`.
+    shutdown never waits for a retry. Events (connected, lost, retry_failed, ended, rate) go to `on_event`.
+    A lost source whose read is still blocked in the driver keeps the device: no new one is opened until
+    it has released it (each attempt meanwhile is a failed one, so the node reports and retries).
     """
 
     def __init__(self, make_source: Callable[[], CameraSource], processor: FrameProcessor, *,
@@ -50,10 +58,14 @@ class CameraStream:
         self.reconnects = 0  # successful connections after a loss
         self.failures_in_row = 0
         self.last_error = ""
-        self.period_s = 1.0 / fps if fps > 0 else 0.0  # measured frame period (s), seeded by the configured rate
+        self.fps = fps  # configured rate (Hz); 0: the device's own
+        self.period_s = 0.0  # measured frame period (s): median of the recent ones; 0 until two frames came
         self.size: tuple[int, int] = (0, 0)  # captured (width, height)
         self._last: Frame | None = None
         self._unreadable = 0
+        self._periods: deque[float] = deque(maxlen=RATE_WINDOW)  # this connection's recent frame periods (s)
+        self._rate_reported = False  # this connection's rate mismatch was reported
+        self._releasing: CameraSource | None = None  # a lost source still blocked in a read, holding the device
 
     @property
     def connected(self) -> bool:
@@ -99,6 +111,13 @@ class CameraStream:
         if self.connect_attempts and wait(self.reconnect_period_s):
             return False
         self.connect_attempts += 1
+        if self._releasing is not None and not self._releasing.released:
+            self.failures_in_row += 1
+            self.last_error = (f"{self._releasing.description} is still blocked in a read and holds the device; "
+                               "reopening once that read returns (replug the camera if it never does)")
+            self.on_event(Event("retry_failed", self.last_error))
+            return False
+        self._releasing = None
         source = self.make_source()
         try:
             source.connect()
@@ -111,6 +130,8 @@ class CameraStream:
         if self.connect_attempts > 1:
             self.reconnects += 1
         self.source, self._last, self._unreadable, self.failures_in_row = source, None, 0, 0
+        self._periods.clear()
+        self._rate_reported = False
         self.on_event(Event("connected", f"{source.description} open"))
         return True
 
@@ -123,13 +144,31 @@ class CameraStream:
         if last is None:
             return
         # Frames the source produced that nobody read in time (it keeps only the newest).
-        self.dropped["overwritten"] += max(0, frame.index - last.index - 1)
+        produced = max(1, frame.index - last.index)
+        self.dropped["overwritten"] += produced - 1
         interval = frame.captured_at - last.captured_at
-        if self.period_s > 0 and interval > LATE_FACTOR * self.period_s:
-            self.dropped["late"] += max(0, round(interval / self.period_s) - 1)  # frames a stall swallowed
-        else:
-            self.period_s = interval if self.period_s == 0 else \
-                (1 - RATE_SMOOTHING) * self.period_s + RATE_SMOOTHING * interval
+        if len(self._periods) >= RATE_MIN_PERIODS and self.period_s > 0 \
+                and interval / produced > LATE_FACTOR * self.period_s:
+            # Frames a stall of the device or the bus swallowed: the gap held more periods than frames.
+            self.dropped["late"] += max(0, round(interval / self.period_s) - produced)
+        # Every period counts, a gap's too: the median ignores an occasional one and follows a lasting change.
+        self._periods.append(interval / produced)
+        self.period_s = statistics.median(self._periods)
+        mismatch = self.rate_mismatch
+        if mismatch and not self._rate_reported:
+            self._rate_reported = True
+            self.on_event(Event("rate", mismatch))
+
+    @property
+    def rate_mismatch(self) -> str:
+        """How the measured rate differs from the configured one ("" when it does not, or is not known yet)."""
+        if self.fps <= 0 or self.period_s <= 0 or len(self._periods) < RATE_WINDOW:
+            return ""
+        measured = 1 / self.period_s
+        if abs(measured - self.fps) <= RATE_TOLERANCE * self.fps:
+            return ""
+        source = self.source  # read by the node's diagnostics too, while a reconnect may clear it
+        return f"{source.description if source else 'the camera'} delivers {measured:.1f} fps, configured {self.fps:g}"
 
     def status(self) -> dict[str, str]:
         """Key values for /diagnostics."""
@@ -142,6 +181,7 @@ class CameraStream:
             "reconnect_attempts": str(self.reconnect_attempts),
             "reconnects": str(self.reconnects),
             "measured_fps": f"{1 / self.period_s:.1f}" if self.period_s > 0 else "0",
+            "configured_fps": f"{self.fps:g}",
             "capture_size": f"{self.size[0]}x{self.size[1]}",
             "last_error": self.last_error,
         }
@@ -153,3 +193,5 @@ class CameraStream:
         source, self.source = self.source, None
         if source is not None:
             source.close()
+            if not source.released:
+                self._releasing = source

@@ -7,15 +7,19 @@ ROS surface (names relative to the arm's namespace; remap camera/* for a second 
               camera/camera_info  sensor_msgs/CameraInfo            sensor data QoS, same header; only with
                                                                     calibration_file, adjusted to crop and resize
               /diagnostics        diagnostic_msgs/DiagnosticArray   reliable; frames, drops by cause, reconnect
-                                                                    attempts, measured rate; on every connect,
-                                                                    loss or end, and every diagnostics_period_s
-                                                                    (drops and losses are also logged)
+                                                                    attempts, measured and configured rate; on
+                                                                    every connect, loss or end, and every
+                                                                    diagnostics_period_s (drops and losses are
+                                                                    also logged; a device delivering another
+                                                                    rate than fps is logged once a connection)
   parameters  see Params below (config/camera_node.yaml)
 
 Frames are read by a thread of their own (blocking reads, `vla_rl_ros.camera.CameraStream`) and
 published from it, so a slow device never delays the diagnostics timer. A camera that disappears
 (unplugged, read failing, a replayed file or folder deleted) is closed and reopened every
-reconnect_period_s until it is back; the node never exits for it. Meanwhile no image is published,
+reconnect_period_s until it is back; the node never exits for it. A device whose read is stuck in its
+driver is reopened only once that read has returned and released it (each attempt until then fails,
+is reported on /diagnostics and retried). Meanwhile no image is published,
 which is what the executor's image watchdog (image_timeout_s) holds the arm on. A frame that cannot be
 used (smaller than the crop, not 8-bit) is dropped with one log line per cause, counted, and the next
 one is read.
@@ -192,6 +196,8 @@ class CameraNode(Node):
             if now - self.last_retry_log >= RETRY_LOG_INTERVAL_S:
                 self.last_retry_log = now
                 log.warning(f"camera not available (attempt {self.stream.connect_attempts}): {event.message}")
+        elif event.kind == "rate":  # once a connection: a slower device is no fault, its frames are not drops
+            log.warning(f"{event.message}; measured_fps on /diagnostics follows the device")
         else:
             log.error(f"{event.message}: no more frames (set loop:=true to replay)")
         self.report()
@@ -212,7 +218,8 @@ class CameraNode(Node):
         elif dropped > self.reported_drops:
             level, message = DiagnosticStatus.WARN, f"streaming; {dropped - self.reported_drops} frames dropped"
         else:
-            level, message = DiagnosticStatus.OK, "streaming"
+            mismatch = stream.rate_mismatch
+            level, message = DiagnosticStatus.OK, f"streaming; {mismatch}" if mismatch else "streaming"
         self.reported_drops = dropped
         now = time.monotonic()
         if dropped > self.logged_drops and now - self.last_drop_log >= DROP_LOG_INTERVAL_S:
