@@ -8,7 +8,8 @@ max_joint_step) from the measured position. A check then holds the arm if the co
 still end up outside the box (IK is approximate). The step limit comes last, for a hold too, so no
 command ever moves a joint by more than it; a joint measured inside its limits is thus commanded
 inside them, and one that overshot a limit (by at most the executor's joint_limit_margin) is brought
-back towards it by at most one step, never sent further out. A 4-D ee_delta action turns the TCP
+back towards it by at most one step, never sent further out (in a hold, only if that does not move
+the TCP further out of the box; else the hold is the measured position itself). A 4-D ee_delta action turns the TCP
 towards the home orientation by at most max_rotation per step (an arm started elsewhere comes round
 gradually). A measured state far outside the limits is the executor's business
 (`Commander.outside_limits`): it commands nothing from it.
@@ -100,13 +101,14 @@ class Commander:
         ee = self.robot.action_mode == "ee_delta"
         q_target = self._ik_target(q_meas, action, clamped) if ee else action[:-1]
         q_cmd = self._limited(q_meas, q_target, clamped)
-        tcp_cmd = self.kinematics.fk(q_cmd)[0]
-        outside = self.robot.workspace.distance(tcp_cmd)
-        if outside > self.robot.workspace.tolerance and \
-                outside > self.robot.workspace.distance(self.kinematics.fk(q_meas)[0]):
+        allowed = max(self.robot.workspace.tolerance, self.robot.workspace.distance(self.kinematics.fk(q_meas)[0]))
+        if self._outside_box(q_cmd) > allowed:
             # hold: never move the TCP further out of the box; stay where the arm is (a joint that
-            # overshot a limit steps back towards it)
+            # overshot a limit steps back towards it, unless that too takes the TCP further out: then
+            # the command is the measured position itself, no motion at all)
             q_cmd = self._limited(q_meas, q_meas, clamped)
+            if self._outside_box(q_cmd) > allowed:
+                q_cmd = q_meas.copy()
             clamped.add(HOLD_WORKSPACE)
         return Command(arm=q_cmd, gripper=self.robot.gripper.position(closure), clamped=frozenset(clamped))
 
@@ -121,6 +123,10 @@ class Commander:
             return ""
         return (f"{self.robot.joints[j]} measured at {q_meas[j]:.4g} rad, {excess[j]:.4g} rad outside its limits "
                 f"[{self.lower[j]:.4f}, {self.upper[j]:.4f}] (joint_limit_margin {margin:g} rad)")
+
+    def _outside_box(self, q: np.ndarray) -> float:
+        """How far (m) the TCP at joints q (J,) lies outside the workspace box."""
+        return self.robot.workspace.distance(self.kinematics.fk(q)[0])
 
     def _limited(self, q_meas: np.ndarray, q_target: np.ndarray, clamped: set[str]) -> np.ndarray:
         """q_target (J,) clipped to the joint limits, then to one step from q_meas: every command's last
