@@ -141,13 +141,18 @@ def test_chunks_come_from_fresh_observations_and_trajectories_follow(ros_graph: 
     assert list(traj.token_ids) == [*arms.chunks["arm0"][0].token_ids, *arms.chunks["arm0"][1].token_ids]
     assert traj.proprio_dim == len(STATE_NAMES) and len(traj.proprio) == 2 * len(STATE_NAMES)
     assert traj.temperature == pytest.approx(0.75)  # what it sampled at: the learner scores at it
-    # A training episode with a greedy chunk (an always_greedy executor) has no sampling temperature: withheld.
+    assert traj.withheld == ""
+    # A training episode with a greedy chunk (an always_greedy executor) has no sampling temperature: withheld,
+    # and said so (no chunks, the reason), so that the learner does not wait for it to close the group.
     arms.observe("arm1", sec=7)
     arms.request("arm1", "ep-b", 2, sec=7, step=2, greedy=True)
     arms.wait(lambda: len(arms.chunks["arm1"]) == 2 and arms.chunks["arm1"][1].greedy, "the greedy chunk")
     arms.end("arm1", "ep-b")
-    arms.wait(lambda: "training episode with greedy chunks" in ros_graph.log("policy_node"), "the withheld trajectory")
-    assert arms.trajectories["arm1"] == []
+    arms.wait(lambda: arms.trajectories["arm1"], "the withheld trajectory's notice")
+    notice = arms.trajectories["arm1"][0]
+    assert (notice.episode_id, notice.withheld, len(notice.images), len(notice.token_ids), len(notice.steps)) == (
+        "ep-b", Trajectory.WITHHELD_GREEDY, 0, 0, 0)
+    assert "training episode with greedy chunks" in ros_graph.log("policy_node")
 
 
 def test_weights_change_only_between_episodes_and_bad_updates_are_refused(

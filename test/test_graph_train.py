@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from rosgraph import RosGraph, small_config, wait_until
 
+from vla_rl_ros.rl.buffer import BUCKETS
+
 pytestmark = pytest.mark.graph
 RUN_TIMEOUT_S = 600
 
@@ -73,6 +75,4 @@ def test_learner_killed_mid_run_is_respawned_and_resumes_without_losing_episodes
     after = json.loads((run_dir / "checkpoints/update_000005/learner.json").read_text())
     assert after["trajectories_trained"] == before["trajectories_trained"] + 2 * (5 - resumed)
     acc = after["buffer"]
-    buckets = ("evaluation", "aborted", "stale", "incomplete", "mixed_temperature", "filtered_all_same", "used",
-               "pending")
-    assert acc["results"] == sum(acc[b] for b in buckets)  # every episode accounted for
+    assert acc["results"] == sum(acc[b] for b in (*BUCKETS, "pending"))  # every episode accounted for

@@ -280,7 +280,8 @@ def test_launch_file_runs_two_nodes_exchanging_every_interface(
     assert proc.wait(timeout=90) == 0, ros_graph.logs()
     result = json.loads(report.read_text())
     assert result["messages"] == {
-        "action_chunk": True, "chunk_request": True, "trajectory": True, "episode_result": True,
+        "action_chunk": True, "chunk_request": True, "trajectory": True, "trajectory_withheld": True,
+        "episode_result": True,
         "episode_start": True, "success_signal": True, "policy_update": True, "task_state": True,
     }
     assert result["reset"] == [True, "reset pick_place/1001 as ep-7f3a", "put the red cube on the plate"]

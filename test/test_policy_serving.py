@@ -3,7 +3,7 @@ when new weights are swapped in (`SwapGate`)."""
 
 import numpy as np
 
-from vla_rl_ros.policy.serving import ServingState, SwapGate
+from vla_rl_ros.policy.serving import ServingState, SwapGate, withheld_reason
 
 
 def served(state: ServingState, episode_id: str, steps: list[int]):
@@ -23,6 +23,19 @@ def test_only_an_episode_served_from_its_first_chunk_is_a_complete_trajectory():
     assert served(state, "e1", [0, 4, 8]).served_from_start
     assert not served(state, "e2", [8, 12, 16]).served_from_start
     assert not served(state, "e3", []).served_from_start
+
+
+def test_why_a_trajectory_is_withheld_is_said_so_the_learner_can_close_its_group():
+    """The learner waits for every member's trajectory: each withheld one goes out as a reason."""
+    state = ServingState()
+    assert withheld_reason(served(state, "whole", [0, 4]), two_versions=False) == ""
+    assert withheld_reason(served(state, "swapped", [0, 4]), two_versions=True) == "two_versions"
+    assert withheld_reason(served(state, "midway", [8, 12]), two_versions=False) == "joined_midway"
+    assert withheld_reason(served(state, "none", []), two_versions=False) == "no_chunks"
+    state.start_episode("arm0", "greedy", "reach the red cube", evaluation=False)
+    log = state.episode("arm0", "greedy")
+    state.record(log, image=None, state=np.zeros(11), token_ids=np.zeros(16), log_prob=0.0, step=0, greedy=True)
+    assert withheld_reason(state.end_episode("arm0", "greedy"), two_versions=False) == "greedy"
 
 
 def chunk(state: ServingState, log, step: int) -> None:

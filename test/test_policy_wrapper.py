@@ -1,6 +1,8 @@
 """VLAPolicy on real tiny transformers models: log-probs, sampling, batching, save/load, fine-tuning,
 safe loading (other architectures through the same wrapper: test_policy_architectures.py)."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -195,6 +197,24 @@ def test_corrupt_safetensors_file_gives_a_clear_error(policy, tmp_path):
         VLAPolicy.load(tmp_path / "ckpt")
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["action_bounds"].update(n_bins=128), r"action_bounds\.n_bins=128: .*must be 256"),
+    (lambda c: c.pop("chunk_size"), r"missing keys \['chunk_size'\]"),
+    (lambda c: c.update(chunk=3), r"unknown keys \['chunk'\]"),
+    (lambda c: c.update(chunk_size="3"), "'<' not supported"),
+], ids=["n_bins", "missing", "unknown", "type"])
+def test_a_wrong_policy_file_is_refused_at_load_naming_the_file_and_the_key(policy, tmp_path, edit, message):
+    """The policy node's start-up and updates catch CheckpointError: a vla_policy.json mistake must be one,
+    at load (n_bins other than the 256 action token ids loaded, then every act() failed)."""
+    policy.save(tmp_path / "ckpt")
+    path = tmp_path / "ckpt" / vla_policy.POLICY_FILE
+    config = json.loads(path.read_text())
+    edit(config)
+    path.write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=rf"{path}: .*{message}"):
+        VLAPolicy.load(tmp_path / "ckpt")
+
+
 def test_plain_model_dir_without_policy_file_asks_for_a_policy_config(policy, tmp_path):
     policy.model.save_pretrained(tmp_path / "plain")
     with pytest.raises(CheckpointError, match="pass policy_config"):
@@ -258,7 +278,7 @@ def test_state_is_normalised_by_the_demonstrations_statistics_and_survives_a_rel
 @pytest.mark.parametrize("tokens, state, message", [
     (np.full((3, 11), -1), None, r"token_ids must be \(B, 12\)"),  # a chunk of another size
     (np.full((3, 12), 0), None, r"ids in \[0, 0\]"),  # not action tokens
-    (np.zeros((0, 12), np.int64), None, r"got shape \(0, 12\)"),
+    (np.zeros((3, 0), np.int64), None, r"got shape \(3, 0\)"),
     ("vocab", np.zeros((3, STATE_DIM + 1), np.float32), rf"state must be \(3, {STATE_DIM}\)"),
 ])
 def test_samples_this_model_cannot_score_are_refused_by_what_is_wrong(policy, batch, tokens, state, message):
@@ -266,3 +286,4 @@ def test_samples_this_model_cannot_score_are_refused_by_what_is_wrong(policy, ba
     with pytest.raises(ValueError, match=message):
         policy.check_tokens(tokens, state)
     policy.check_tokens(np.full((3, 12), policy.vocab_size - 1), batch[1])  # a good one passes
+    policy.check_tokens(np.zeros((0, 0)), np.zeros((0, 0)))  # a withheld trajectory's record: nothing to score

@@ -1,11 +1,13 @@
 """EpisodeBuffer: joining in either order, groups, filters, staleness, accounting, the disk journal."""
 
+import json
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from vla_rl_ros.rl import EpisodeBuffer, GRPOConfig, ResultRecord, TrajectoryRecord
+from vla_rl_ros.rl.buffer import BUCKETS
 
 CFG = GRPOConfig(groups_per_update=2, minibatch_size=4, max_policy_lag=1)
 G = 4  # the group size the (imagined) episode manager schedules, carried by every result
@@ -37,9 +39,7 @@ def add_group(buf, gid, successes, *, traj_first=True, version=0, size=G):
 
 
 def balanced(acc):
-    buckets = ("evaluation", "aborted", "stale", "incomplete", "mixed_temperature", "filtered_all_same", "used",
-               "pending")
-    return acc["results"] == sum(acc[b] for b in buckets) and acc["trajectories"] == (
+    return acc["results"] == sum(acc[b] for b in BUCKETS) + acc["pending"] and acc["trajectories"] == (
         acc["joined"] + acc["trajectories_dropped"] + acc["trajectories_waiting"])
 
 
@@ -337,3 +337,116 @@ def test_without_dynamic_sampling_all_equal_groups_are_trained_on():
     batch = buf.pop_batch(1)
     assert batch is not None and sorted(g.group_id for g in batch) == ["all_fail", "all_win"]
     assert buf.accounting()["filtered_all_same"] == 0 and balanced(buf.accounting())
+
+
+def test_a_half_of_an_episode_in_an_update_that_comes_again_is_a_duplicate(tmp_path):
+    """Transient-local history re-sent (a reconnect) brings back halves of episodes handed to an update and
+    not yet covered by a checkpoint: they must not open a group again, nor overwrite the files that the
+    commit deletes (the next start then found state.json naming missing files)."""
+    buf = EpisodeBuffer(CFG, tmp_path)
+    add_group(buf, "g1", [1, 0, 0, 0])
+    add_group(buf, "g2", [1, 1, 0, 0])
+    assert buf.pop_batch(1) is not None
+    buf.add_result(result("g1/0", "g1", 1))
+    buf.add_trajectory(traj("g1/0"))
+    acc = buf.accounting()
+    assert (acc["results"], acc["duplicate_results"], acc["trajectories_dropped"]) == (8, 1, 1) and balanced(acc)
+    assert buf._groups == {}
+    buf.commit(1)
+    again = EpisodeBuffer(CFG, tmp_path)
+    assert again.accounting() == buf.accounting() and again.accounting()["used"] == 8
+
+
+def notice(eid, reason="greedy", version=0):
+    """What the learner makes of a Trajectory the policy node withholds: no chunks, only why."""
+    return TrajectoryRecord.withheld_notice(eid, "/arm0", "reach the red disc", version, 1.0, reason)
+
+
+def test_a_member_whose_trajectory_is_withheld_is_left_out_and_its_group_closes(tmp_path):
+    """The policy node withholds some trajectories (two versions, greedy chunks, started mid-episode) and
+    says so; the group is scored on the other members, and too few of them is the usual `incomplete`."""
+    buf = EpisodeBuffer(CFG, tmp_path)
+    for i, s in enumerate([1, 0, 0]):
+        buf.add_trajectory(traj(f"g/{i}"))
+        buf.add_result(result(f"g/{i}", "g", s))
+    buf.add_trajectory(notice("g/3", "two_versions"))  # before its result; it is journalled like a trajectory
+    buf = EpisodeBuffer(CFG, tmp_path)
+    buf.add_result(result("g/3", "g", 1))
+    buf.add_result(result("h/0", "h", 1))  # its notice after its result
+    buf.add_trajectory(notice("h/0", "greedy"))
+    for i, reason in enumerate(["joined_midway", "no_chunks"], 1):
+        buf.add_trajectory(notice(f"h/{i}", reason))
+        buf.add_result(result(f"h/{i}", "h", 0))
+    buf.add_trajectory(traj("h/3"))
+    buf.add_result(result("h/3", "h", 0))
+    acc = buf.accounting()
+    assert buf.ready_groups() == 1 and acc["incomplete"] == 1 and acc["withheld"] == 4 and balanced(acc)
+    assert (acc["withheld/two_versions"], acc["withheld/greedy"], acc["withheld/joined_midway"]) == (1, 1, 1)
+    add_group(buf, "k", [1, 0, 1, 0])
+    batch = buf.pop_batch(1)
+    assert [len(g.episodes) for g in batch] == [3, 4] and batch[0].rewards.tolist() == [1, 0, 0]
+
+
+def test_a_withheld_record_carries_no_chunks_and_a_known_reason():
+    with pytest.raises(ValueError, match="withheld='lazy'"):
+        notice("e", "lazy")
+    with pytest.raises(ValueError, match="a withheld trajectory carries no chunks"):
+        replace(traj("e"), withheld="greedy")
+
+
+def test_a_group_whose_manager_died_is_dropped_once_its_newest_result_is_stale(tmp_path):
+    """An arm's episode manager died mid-group: the rest of its results never come. Once even the newest
+    result it holds is more than max_policy_lag behind, the group is dropped (memory and state.json);
+    a late result of a manager that was only slow takes the group up with the count it had."""
+    buf = EpisodeBuffer(CFG, tmp_path)  # max_policy_lag 1
+    add_group(buf, "dead", [1, 0])  # 2 of 4
+    buf.add_result(result("dead/2", "dead", 1))  # its trajectory never comes either
+    add_group(buf, "slow", [1])  # 1 of 4
+    buf.set_policy_version(1)
+    assert set(buf._groups) == {"dead", "slow"}
+    buf.set_policy_version(2)
+    acc = buf.accounting()
+    assert buf._groups == {} and acc["groups/abandoned"] == 2 and acc["stale"] == 4 and balanced(acc)
+    buf = EpisodeBuffer(CFG, tmp_path)
+    assert json.loads((tmp_path / "state.json").read_text())["groups"] == {}
+    for i, s in [(1, 0), (2, 1), (3, 0)]:
+        buf.add_trajectory(traj(f"slow/{i}", version=2))
+        buf.add_result(result(f"slow/{i}", "slow", s, version=2))
+    acc = buf.accounting()
+    assert buf.ready_groups() == 1 and acc["pending"] == 3 and balanced(acc)
+
+
+def tear(path, how):
+    """What an OS crash can leave of a file renamed into place whose data never reached the disk."""
+    data = path.read_bytes()
+    path.write_bytes(b"" if how == "empty" else data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("how", ["empty", "half"])
+def test_journal_files_torn_by_an_os_crash_are_dropped_and_their_groups_go_on(tmp_path, how):
+    """Journal files are not fsynced one by one: after an OS crash one may be empty or cut short. Loading
+    drops it with a warning; an episode that state.json counted is settled as lost, wherever it was (in
+    flight, ready, in an open group), and what is left of its group is classified again."""
+    buf = EpisodeBuffer(CFG, tmp_path)
+    add_group(buf, "g1", [1, 0, 0, 0])
+    add_group(buf, "g2", [0, 1, 0, 1])
+    assert buf.pop_batch(1) is not None  # in flight: update 1, no checkpoint yet
+    add_group(buf, "g3", [1, 1, 0, 0])  # ready
+    add_group(buf, "g4", [1, 0, 0])  # open: 3 of 4
+    buf.add_trajectory(traj("w/0"))  # waiting for its result
+    episodes = tmp_path / "episodes"
+    for name in ("g1%2F0.result.json", "g3%2F2.traj.npz", "g4%2F1.result.json", "w%2F0.traj.npz"):
+        tear(episodes / name, how)
+    (episodes / "late.result.json").write_bytes(b"")  # arrived after the last state.json, torn too
+    (episodes / "late.traj.npz").write_bytes(b"")
+    with pytest.warns(RuntimeWarning, match=r"dropped 6 unreadable journal file\(s\).*3 episode\(s\) of state"):
+        buf = EpisodeBuffer(CFG, tmp_path)
+    acc = buf.accounting()
+    assert (acc["lost"], acc["journal_unreadable"], acc["trajectories_dropped"]) == (3, 6, 1) and balanced(acc)
+    assert (acc["filtered_all_same"], acc["used"], acc["pending"]) == (3, 4, 5)  # g1 is left all failures
+    assert buf.rollback(after_update=0) == 1  # g2; g3 is ready again, on its 3 readable members
+    buf.add_trajectory(traj("g4/3"))
+    buf.add_result(result("g4/3", "g4", 0))  # g4 closes on its 3 members
+    assert buf.ready_groups() == 3 and [len(g.episodes) for g in buf.pop_batch(2)] == [4, 3]
+    assert not [p.name for p in episodes.iterdir() if p.name.startswith(("g1%2F0.", "g3%2F2.", "g4%2F1.", "late"))]
+    assert balanced(buf.accounting()) and EpisodeBuffer(CFG, tmp_path).accounting() == buf.accounting()

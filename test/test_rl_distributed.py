@@ -129,13 +129,6 @@ def assert_same_update(distributed, single: GRPOLearner, metrics, tmp_path: Path
             assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
     for key in METRICS:
         assert distributed["redone_metrics"][key] == pytest.approx(metrics[-1][key], rel=1e-4, abs=1e-6), key
-    # The run's checkpoint (before its last update) resumes in one process, and the last update done
-    # there again gives the same weights: a checkpoint's files are whole tensors however the run held them.
-    alone = GRPOLearner(starting_policy(), single.config, tmp_path / "run", tensorboard=False)
-    assert alone.resume() is not None
-    assert alone.maybe_update() is not None
-    for got, want in zip(alone.params, distributed["params"], strict=True):
-        torch.testing.assert_close(got.detach(), want, atol=ATOL, rtol=RTOL)
     # What the policy nodes load: the published checkpoint (LoRA merged) holds the same weights.
     name = f"v{len(metrics):06d}"
     got = load_file(tmp_path / "run" / "policies" / name / "model.safetensors")
@@ -143,6 +136,14 @@ def assert_same_update(distributed, single: GRPOLearner, metrics, tmp_path: Path
     assert got.keys() == want.keys()
     for key in want:
         torch.testing.assert_close(got[key], want[key], atol=ATOL, rtol=RTOL)
+    # The run's checkpoint (before its last update) resumes in one process (deleting the policy published
+    # after it, which this resume's updates number again), and the last update done
+    # there again gives the same weights: a checkpoint's files are whole tensors however the run held them.
+    alone = GRPOLearner(starting_policy(), single.config, tmp_path / "run", tensorboard=False)
+    assert alone.resume() is not None
+    assert alone.maybe_update() is not None
+    for got, want in zip(alone.params, distributed["params"], strict=True):
+        torch.testing.assert_close(got.detach(), want, atol=ATOL, rtol=RTOL)
 
 
 @pytest.mark.parametrize("fsdp", [False, True], ids=["replicated", "sharded"])

@@ -187,15 +187,17 @@ def test_maybe_update_waits_for_enough_kept_groups_and_reports_progress(tmp_path
     fill(learner.buffer, 1)
     assert learner.maybe_update() is None
     rng = np.random.default_rng(1)
-    for i in range(G):  # an all-fail group: filtered by dynamic sampling
+    for i in range(G):  # an all-fail group: filtered by dynamic sampling; one trajectory withheld (greedy chunks)
         t, r = episode(f"fail/{i}", "fail", False, rng=rng)
-        learner.buffer.add_trajectory(t)
+        learner.buffer.add_trajectory(t if i else TrajectoryRecord.withheld_notice(
+            t.episode_id, t.arm, t.instruction, t.policy_version, t.temperature, "greedy"))
         learner.buffer.add_result(r)
     fill(learner.buffer, 1, start=1)
     metrics = learner.maybe_update()
     assert metrics["grpo/kept_group_fraction"] == pytest.approx(2 / 3)
     assert metrics["rollout/episodes"] == 12 and metrics["buffer/used"] == 8
-    assert metrics["buffer/filtered_all_same"] == 4
+    assert metrics["buffer/filtered_all_same"] == 3 and metrics["buffer/withheld"] == 1
+    assert metrics["buffer/lost"] == 0
 
 
 def test_a_non_finite_gradient_skips_its_step_and_leaves_the_weights_finite(tmp_path):

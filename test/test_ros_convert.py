@@ -7,10 +7,11 @@ import copy
 import numpy as np
 import pytest
 from sensor_msgs.msg import JointState
-from vla_rl_interfaces.msg import EpisodeResult
+from vla_rl_interfaces.msg import EpisodeResult, Trajectory
 
 from vla_rl_ros.control import SIM_PANDA, RobotConfig
 from vla_rl_ros.data import END_REASONS
+from vla_rl_ros.rl.records import WITHHELD_REASONS
 from vla_rl_ros.ros.convert import MessageError, proprio_from_joint_state, result_from_msg, trajectory_from_msg
 from vla_rl_ros.sim import make_env
 
@@ -62,3 +63,36 @@ def test_the_settings_that_must_agree_travel_with_the_learners_records() -> None
         result_from_msg(ungrouped)
     ungrouped.evaluation = True  # evaluation episodes belong to no group
     assert result_from_msg(ungrouped).group_size == 0
+
+
+@pytest.mark.parametrize("reward", [float("nan"), float("inf"), -float("inf")])
+def test_a_result_whose_reward_is_not_finite_is_refused(reward) -> None:
+    """One NaN reward would make its group's advantages, and the whole update, NaN."""
+    from nodes.samples import MESSAGES
+
+    bad = copy.deepcopy(MESSAGES["episode_result"])
+    bad.reward = reward
+    with pytest.raises(MessageError, match=rf"reward={reward}"):
+        result_from_msg(bad)
+
+
+def test_a_withheld_trajectory_becomes_a_record_without_chunks() -> None:
+    """The policy node withholds some trajectories and says why, so that the learner closes the group
+    without them; the reasons are the message's constants, and a withheld one with chunks is refused."""
+    from nodes.samples import MESSAGES
+
+    constants = {getattr(Trajectory, name) for name in dir(Trajectory) if name.startswith("WITHHELD_")}
+    assert constants == set(WITHHELD_REASONS)
+    notice = MESSAGES["trajectory_withheld"]
+    record = trajectory_from_msg(notice)
+    assert (record.episode_id, record.withheld, record.num_chunks, record.policy_version) == (
+        notice.episode_id, "joined_midway", 0, 12)
+    assert trajectory_from_msg(MESSAGES["trajectory"]).withheld == ""
+    with_chunks = copy.deepcopy(MESSAGES["trajectory"])
+    with_chunks.withheld = Trajectory.WITHHELD_GREEDY
+    with pytest.raises(MessageError, match=r"withheld \('greedy'\) but carries chunks"):
+        trajectory_from_msg(with_chunks)
+    unknown = copy.deepcopy(notice)
+    unknown.withheld = "tired"
+    with pytest.raises(MessageError, match="withheld='tired'"):
+        trajectory_from_msg(unknown)

@@ -52,6 +52,10 @@ MESSAGES: dict[str, Any] = {
         temperature=1.25, chunk_size=2, action_dim=4, images=[image(1), image(200)], proprio_dim=3,
         proprio=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6], token_ids=list(range(16)), log_probs=[-1.5, -2.5], steps=[0, 2],
     ),
+    "trajectory_withheld": Trajectory(
+        episode_id=EPISODE, arm="/arm1", instruction="put the red cube on the plate", policy_version=12,
+        temperature=1.25, withheld=Trajectory.WITHHELD_JOINED_MIDWAY, chunk_size=2, action_dim=4,
+    ),
     "episode_result": EpisodeResult(
         header=header(), episode_id=EPISODE, arm="/arm1", group_id="g-42", group_size=8, task="pick_place", seed=-17,
         instruction="put the red cube on the plate", success=True, reward=1.0, steps=57, policy_version=12,

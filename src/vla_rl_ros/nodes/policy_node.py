@@ -19,7 +19,9 @@ request (never from older observations). Requests that are ready together, from 
 one forward pass. A PolicyUpdate is verified (digest) and applied only between episodes, not waiting
 for an arm that has asked for no chunk for a while (`SwapGate`: a dead or hung executor); if the new
 weights fail to load, the old ones stay. A training episode's Trajectory carries the temperature its
-chunks were sampled at (the learner scores at it); one with a greedy chunk has none and is withheld.
+chunks were sampled at (the learner scores at it); one with a greedy chunk has none and is withheld. A
+withheld trajectory (also: two policy versions, the node started mid-episode, no chunk served) goes out
+without chunks, its `withheld` field saying why, so that the learner closes the group without it.
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ from vla_rl_ros.control.robot import RobotConfig
 from vla_rl_ros.digest import verify_checkpoint
 from vla_rl_ros.paths import default_checkpoint
 from vla_rl_ros.policy import CheckpointError, VLAPolicy
-from vla_rl_ros.policy.serving import EpisodeLog, ServingState, SwapGate
+from vla_rl_ros.policy.serving import EpisodeLog, ServingState, SwapGate, withheld_reason
 from vla_rl_ros.rl.config import ROLLOUT_TEMPERATURE
+from vla_rl_ros.rl.records import DISCARD_REASONS
 from vla_rl_ros.ros.causes import DropLog
 from vla_rl_ros.ros.convert import MessageError, image_from_msg, proprio_from_joint_state
 from vla_rl_ros.ros.names import (
@@ -73,6 +76,16 @@ UNANNOUNCED_WAIT_S = 5.0
 # handled first (under load both wait for one spin, and the executor takes them in its own order): the
 # replaced episode's log waits for its result here, so its trajectory still reaches the learner.
 UNFINISHED_PER_ARM = 4
+# What the drop log says of a withheld trajectory (a training episode that got no chunk withholds nothing).
+WITHHELD_DROPS = {
+    Trajectory.WITHHELD_TWO_VERSIONS: ("episode served by two policy versions", "new weights came while its arm "
+                                       "was silent"),
+    Trajectory.WITHHELD_GREEDY: ("training episode with greedy chunks", "its executor asked for greedy chunks "
+                                 "(always_greedy); the learner scores a trajectory at the temperature it was "
+                                 "sampled at"),
+    Trajectory.WITHHELD_JOINED_MIDWAY: ("episode joined mid-way", "served from step {step} on only (this node "
+                                        "started during it)"),
+}
 
 
 @dataclass
@@ -184,21 +197,17 @@ class PolicyNode(Node):
             return
         if arm.request is not None and arm.request.episode_id == msg.episode_id:
             arm.request = None
-        mixed = self.gate.ended(msg.episode_id)
-        if log.evaluation or not log.steps:
+        two_versions = self.gate.ended(msg.episode_id)
+        if log.evaluation:
             return
-        if mixed:
-            self.drops.drop("episode served by two policy versions", f"episode {log.episode_id}: new weights "
-                            "came while its arm was silent; its trajectory is withheld from the learner")
-            return
-        if log.greedy:
-            self.drops.drop("training episode with greedy chunks", f"episode {log.episode_id}: its executor asked "
-                            "for greedy chunks (always_greedy); the learner scores a trajectory at the temperature "
-                            "it was sampled at, so it is withheld")
-            return
-        if not log.served_from_start:
-            self.drops.drop("episode joined mid-way", f"episode {log.episode_id}: served from step {log.steps[0]} "
-                            "on only (this node started during it); its trajectory is withheld from the learner")
+        reason = withheld_reason(log, two_versions)
+        if reason in WITHHELD_DROPS:
+            cause, why = WITHHELD_DROPS[reason]
+            self.drops.drop(cause, f"episode {log.episode_id}: {why.format(step=log.steps[0])}; its trajectory "
+                            "is withheld from the learner")
+        if reason:
+            if msg.end_reason not in DISCARD_REASONS:  # the learner discards those episodes whole anyway
+                arm.trajectory_pub.publish(withheld_msg(log, reason, self.params.temperature))
             return
         arm.trajectory_pub.publish(trajectory_msg(log, self.params.temperature, self.policy))
 
@@ -325,6 +334,12 @@ def trajectory_msg(log: EpisodeLog, temperature: float, policy: VLAPolicy) -> Tr
         token_ids=np.concatenate(log.token_ids).astype(np.int32).tolist(), log_probs=log.log_probs,
         steps=log.steps,
     )
+
+
+def withheld_msg(log: EpisodeLog, reason: str, temperature: float) -> Trajectory:
+    """The Trajectory of a training episode the learner must not learn from: no chunks, only why."""
+    return Trajectory(episode_id=log.episode_id, arm=log.arm, instruction=log.instruction,
+                      policy_version=log.policy_version, temperature=temperature, withheld=reason)
 
 
 def main(args: list[str] | None = None) -> int:

@@ -14,6 +14,10 @@ for SILENT_ARM_S no longer holds a swap back. If that arm comes back and asks fo
 fresh log, and its trajectory, which would mix two versions, is withheld from the learner; if it
 never asks again, its log stays whole and its trajectory goes out as usual.
 
+A training episode whose trajectory is withheld (`withheld_reason`: two versions, a greedy chunk, a
+node that (re)started during it, no chunk served) still gets a Trajectory, with no chunks and the
+reason, so that the learner closes the episode's group on the other rollouts instead of waiting for it.
+
 A learner that died and resumed from its last checkpoint numbers the updates after it again, for
 other weights: an update is taken when it is newer than the weights served or is another checkpoint
 (its digest differs), so the policy acts with the weights the learner now has.
@@ -26,6 +30,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from vla_rl_ros.rl.records import (
+    WITHHELD_GREEDY,
+    WITHHELD_JOINED_MIDWAY,
+    WITHHELD_NO_CHUNKS,
+    WITHHELD_TWO_VERSIONS,
+)
 
 
 @dataclass
@@ -50,6 +61,20 @@ class EpisodeLog:
         (re)started mid-episode sees the latched EpisodeStart and serves the rest, but the chunks
         before it are not in its log, so its trajectory would misstate what the policy did."""
         return bool(self.steps) and self.steps[0] == 0
+
+
+def withheld_reason(log: EpisodeLog, two_versions: bool) -> str:
+    """Why the learner must not have this training episode's trajectory (records.WITHHELD_*), or "" if it
+    may; `two_versions`: `SwapGate.ended` said a swap cut through it."""
+    if not log.steps:
+        return WITHHELD_NO_CHUNKS
+    if two_versions:
+        return WITHHELD_TWO_VERSIONS
+    if log.greedy:
+        return WITHHELD_GREEDY
+    if not log.served_from_start:
+        return WITHHELD_JOINED_MIDWAY
+    return ""
 
 
 class ServingState:

@@ -17,7 +17,7 @@ import json
 import re
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -72,13 +72,35 @@ class PolicyConfig:
                              f"{self.chunk_size * self.action_dim} ids, got {len(self.placeholder_token_ids)}")
         if "{instruction}" not in self.prompt:
             raise ValueError(f"prompt must contain '{{instruction}}', got {self.prompt!r}")
-        if ActionTokenizer.from_json(self.action_bounds).action_dim != self.action_dim:
+        tokenizer = ActionTokenizer.from_json(self.action_bounds)
+        if tokenizer.n_bins != N_BINS:
+            raise ValueError(f"action_bounds.n_bins={tokenizer.n_bins}: a bin is one of the last {N_BINS} token ids "
+                             f"of the vocabulary, so there must be {N_BINS}")
+        if tokenizer.action_dim != self.action_dim:
             raise ValueError(f"action_bounds cover {len(self.action_bounds['low'])} dimensions, "
                              f"action_dim is {self.action_dim}")
 
     @classmethod
     def load(cls, path: Path) -> PolicyConfig:
-        return cls(**json.loads(path.read_text()))
+        """Read a vla_policy.json; CheckpointError naming the file and the key that is wrong, missing or
+        unknown (what the policy node's start-up and updates catch), never a TypeError."""
+        try:
+            data = json.loads(path.read_text())
+        except ValueError as exc:
+            raise CheckpointError(f"{path} is not JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{path} holds a {type(data).__name__}, not an object of PolicyConfig keys")
+        keys = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(keys))
+        missing = [k for k, f in keys.items()
+                   if k not in data and f.default is MISSING and f.default_factory is MISSING]
+        if unknown or missing:
+            raise CheckpointError(f"{path}: unknown keys {unknown}, missing keys {missing}; a PolicyConfig has "
+                                  f"{list(keys)}")
+        try:
+            return cls(**data)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise CheckpointError(f"{path}: {exc}") from exc
 
 
 @dataclass
@@ -474,9 +496,11 @@ class VLAPolicy:
     def check_tokens(self, token_ids: np.ndarray, state: np.ndarray | None = None) -> None:
         """ValueError unless token_ids are (B, C*A) action-token ids of this policy and state, if the model
         takes one, is (B, P) of its size: what a sample must be to be scored (the learner checks each
-        trajectory on arrival, so one malformed message cannot fail an update)."""
+        trajectory on arrival, so one malformed message cannot fail an update); no rows pass."""
         ids = np.asarray(token_ids)
-        if ids.ndim != 2 or ids.shape[1] != self.tokens_per_chunk or ids.size == 0 or \
+        if ids.ndim == 2 and len(ids) == 0:
+            return  # no chunks (the record of a withheld trajectory): nothing to score
+        if ids.ndim != 2 or ids.shape[1] != self.tokens_per_chunk or \
                 ids.min() < self.action_token_offset or ids.max() >= self.vocab_size:
             raise ValueError(f"token_ids must be (B, {self.tokens_per_chunk}) action-token ids in "
                              f"[{self.action_token_offset}, {self.vocab_size}), got shape {ids.shape}"

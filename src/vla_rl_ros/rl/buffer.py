@@ -2,19 +2,27 @@
 
 Episodes arrive in two halves on two topics, in either order: the policy node's Trajectory and
 the episode manager's EpisodeResult. Every result ends in exactly one bucket, so a soak test can
-check `results == evaluation + aborted + stale + incomplete + mixed_temperature + filtered_all_same + used
-+ pending` (`EpisodeBuffer.accounting`). A group of one (task, seed) is complete when as many results
-of its `group_id` have arrived as its episode manager scheduled (`ResultRecord.group_size`; a discarded
-member counts as arrived) and every kept member has its trajectory. The advantage compares rollouts of
-one sampling distribution, so a group whose trajectories carry different temperatures is refused whole
-(`mixed_temperature`, reported by `take_refusals`).
+check `results == sum(BUCKETS) + pending` (`EpisodeBuffer.accounting`). A group of one (task, seed) is
+complete when as many results of its `group_id` have arrived as its episode manager scheduled
+(`ResultRecord.group_size`; a discarded member counts as arrived) and every kept member has its
+trajectory. A member whose trajectory the policy node withholds (a record without chunks saying why,
+`TrajectoryRecord.withheld`) is left out (`withheld`) and the group is scored on the others. A group
+whose newest result is more than max_policy_lag versions behind (its manager died mid-group: the rest
+never come) is dropped (`groups/abandoned`, its members `stale`); if its manager was only slow, a late
+result takes it up again with the count it had. The advantage compares rollouts of one sampling
+distribution, so a group whose trajectories carry different temperatures is refused whole
+(`mixed_temperature`, reported by `take_refusals`). An episode handed to an update is still the
+buffer's until the checkpoint that covers the update: a half of it that comes again (transient-local
+history re-sent) is a duplicate.
 
 Persistence is a journal, not a snapshot: each half is written to its own file on arrival and
 removed once the episode is settled; `state.json` (groups, queue, counters) is rewritten after
 every change, each file via temp file + os.replace, so a killed learner loses nothing. Files are
 flushed to disk (os.sync) when a checkpoint covers the state (`commit`), not one fsync per file
 (10-20 ms each here, about eight per episode), so an OS crash or power cut can lose what arrived
-since the last checkpoint. Groups handed to an update stay on disk, tagged with the update number,
+since the last checkpoint: a file renamed into place whose data never reached the disk is dropped
+when the journal is loaded, with a warning (`journal_unreadable`); an episode that state.json counted
+is then settled as `lost`. Groups handed to an update stay on disk, tagged with the update number,
 until the learner's checkpoint covers that update; after a restart `rollback` puts them back in
 the queue, so a restarted learner loses no episode.
 """
@@ -23,10 +31,12 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
+import zipfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import numpy as np
 
@@ -50,12 +60,19 @@ STATE_FORMAT = 2  # 2: results carry group_size, trajectories temperature, group
 # Ids of settled episodes remembered so that a late half (e.g. the trajectory of an evaluation
 # episode arriving after its result) is recognised and dropped; halves arrive seconds apart.
 SETTLED_MEMORY = 2000
+# Abandoned groups remembered with their result count, so that a late result of a group whose manager was
+# only slow takes it up where it was (more than the open groups of a fleet: one per arm).
+ABANDONED_MEMORY = 256
 MIN_VALID_MEMBERS = 2  # fewer valid rollouts than this leave no group baseline
 # Policy versions whose evaluated (task, seed) pairs are remembered: an evaluation round runs at one version.
 EVALUATED_VERSIONS = 4
 
 # Terminal buckets of a result; `pending` is everything still held.
-BUCKETS = ("evaluation", "aborted", "stale", "incomplete", "mixed_temperature", "filtered_all_same", "used")
+BUCKETS = ("evaluation", "aborted", "withheld", "lost", "stale", "incomplete", "mixed_temperature",
+           "filtered_all_same", "used")
+# What loading a journal file raises when its data never reached the disk (empty, cut short, zeros); not
+# OSError: a file the disk cannot read now is not known to be torn, and is not deleted.
+UNREADABLE = (EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile)
 
 
 @dataclass
@@ -99,7 +116,9 @@ class EpisodeBuffer:
         # Halves awaiting use (journalled buffers keep in-flight episodes on disk only)
         self._trajectories: dict[str, TrajectoryRecord] = {}
         self._results: dict[str, ResultRecord] = {}  # training results only
-        self._groups: dict[str, dict] = {}  # open group id -> {"members": [eid], "seen": int, "size": int}
+        # open group id -> {"members": [eid], "seen": int, "size": int, "version": newest result's policy version}
+        self._groups: dict[str, dict] = {}
+        self._abandoned: list[tuple[str, int]] = []  # (group id, results seen) of dropped groups, oldest first
         self._ready: list[tuple[str, list[str]]] = []  # kept complete groups, oldest first
         self._in_flight: list[dict] = []  # {"update": int, "groups": [(gid, [eid])]}
         self._settled: list[str] = []  # recently settled episode ids, oldest first
@@ -117,8 +136,8 @@ class EpisodeBuffer:
         """Take the policy node's half of an episode."""
         eid = record.episode_id
         self.counters["trajectories"] += 1
-        if eid in self._trajectories or eid in self._settled_set():
-            self.counters["trajectories_dropped"] += 1  # repeat, or its result already settled it
+        if eid in self._trajectories or eid in self._settled_set() or eid in self._flying():
+            self.counters["trajectories_dropped"] += 1  # repeat, or its episode is in an update or settled
             self._save_state()
             return
         self._trajectories[eid] = record
@@ -132,7 +151,7 @@ class EpisodeBuffer:
         """Take the episode manager's half of an episode. ValueError, taking nothing, if its group_size
         differs from that of its group's earlier results (one manager schedules a group)."""
         eid = record.episode_id
-        if eid in self._results or eid in self._settled_set():
+        if eid in self._results or eid in self._settled_set() or eid in self._flying():
             self.counters["duplicate_results"] += 1
             self._save_state()
             return
@@ -151,7 +170,7 @@ class EpisodeBuffer:
             self._settle([eid], "evaluation")
         elif record.end_reason in DISCARD_REASONS:
             self.counters[f"aborted/{record.end_reason}"] += 1
-            self._group(record)["seen"] += 1
+            self._count_in_group(record)
             self._settle([eid], "aborted")
             self._maybe_close(record.group_id)
         else:
@@ -159,30 +178,29 @@ class EpisodeBuffer:
             self._results[eid] = record
             if self.directory is not None:
                 save_result(self._path(eid, "result.json"), record)
-            group = self._group(record)
-            group["seen"] += 1
-            group["members"].append(eid)
+            self._count_in_group(record)["members"].append(eid)
             if eid in self._trajectories:
                 self._join(eid)
         self._save_state()
 
     def set_policy_version(self, version: int) -> None:
-        """The learner's policy moved on: drop members now more than max_policy_lag behind."""
+        """The learner's policy moved on: drop members now more than max_policy_lag behind, and open groups
+        whose newest result is (its manager died mid-group: the rest never come)."""
         self.policy_version = int(version)
-        for gid, eids in list(self._ready):
-            fresh = [e for e in eids if not self._is_stale(e)]
-            if len(fresh) != len(eids):
-                self._ready.remove((gid, eids))
-                self.counters["groups/kept"] -= 1  # classified again below
-                self._settle([e for e in eids if e not in fresh], "stale")
-                self._classify(gid, fresh)
+        self._take_out({e for _, eids in self._ready for e in eids if self._is_stale(e)}, "stale")
         for group in self._groups.values():
             joined_stale = [e for e in group["members"] if e in self._trajectories and self._is_stale(e)]
             for eid in joined_stale:
                 group["members"].remove(eid)
             self._settle(joined_stale, "stale")
-        for gid in list(self._groups):
-            self._maybe_close(gid)
+        for gid, group in list(self._groups.items()):
+            if self.policy_version - group["version"] > self.config.max_policy_lag:
+                del self._groups[gid]
+                self.counters["groups/abandoned"] += 1
+                self._abandoned = [*self._abandoned, (gid, group["seen"])][-ABANDONED_MEMORY:]
+                self._settle(group["members"], "stale")
+            else:
+                self._maybe_close(gid)
         self._save_state()
 
     # --- output --------------------------------------------------------------------------------
@@ -264,9 +282,10 @@ class EpisodeBuffer:
 
     def accounting(self) -> dict[str, int]:
         """Where every episode went. Always: results == sum of BUCKETS + pending, and
-        trajectories == joined + trajectories_dropped + trajectories_waiting. `used` counts episodes
-        handed to updates, including those `in_flight` (not yet covered by a checkpoint)."""
-        flying = {e for f in self._in_flight for _, eids in f["groups"] for e in eids}
+        trajectories == joined + trajectories_dropped + trajectories_waiting (a withheld trajectory's
+        record joins its result like any other). `used` counts episodes handed to updates, including
+        those `in_flight` (not yet covered by a checkpoint). journal_unreadable: files dropped at a load."""
+        flying = self._flying()
         in_flight = len(flying)
         out = {"results": self.counters["results"], "pending": len(set(self._results) - flying)}
         out.update({b: self.counters[b] for b in BUCKETS})
@@ -278,27 +297,38 @@ class EpisodeBuffer:
         out["trajectories_waiting"] = len(set(self._trajectories) - set(self._results) - flying)
         out["duplicate_results"] = self.counters["duplicate_results"]
         out["evaluation_repeats"] = self.counters["evaluation_repeats"]  # in `evaluation`, not in the success rate
+        out["journal_unreadable"] = self.counters["journal_unreadable"]
         for key, value in self.counters.items():
-            if key.startswith("groups/"):
-                out[key] = value
-        for key, value in self.counters.items():
-            if key.startswith("aborted/"):
+            if key.startswith(("groups/", "aborted/", "withheld/")):
                 out[key] = value
         return out
 
     # --- internals -----------------------------------------------------------------------------
 
-    def _group(self, record: ResultRecord) -> dict:
-        """The open group of a training result; its size is what the manager scheduled."""
-        return self._groups.setdefault(record.group_id, {"members": [], "seen": 0, "size": record.group_size})
+    def _count_in_group(self, record: ResultRecord) -> dict:
+        """Count a training result in its open group (opened, or taken up again if it was abandoned); the
+        group's size is what the manager scheduled."""
+        gid = record.group_id
+        if gid not in self._groups:
+            seen = next((n for g, n in self._abandoned if g == gid), 0)
+            self._abandoned = [a for a in self._abandoned if a[0] != gid]
+            self._groups[gid] = {"members": [], "seen": seen, "size": record.group_size, "version": 0}
+        group = self._groups[gid]
+        group["seen"] += 1
+        group["version"] = max(group["version"], record.policy_version)
+        return group
 
     def _join(self, eid: str) -> None:
-        """Both halves are here: drop the episode if stale, then see whether its group is complete."""
+        """Both halves are here: drop the episode if its trajectory is withheld or stale, then see whether
+        its group is complete."""
         self.counters["joined"] += 1
         gid = self._results[eid].group_id
-        if self._is_stale(eid):
+        withheld = self._trajectories[eid].withheld
+        if withheld or self._is_stale(eid):
             self._groups[gid]["members"].remove(eid)
-            self._settle([eid], "stale")
+            if withheld:
+                self.counters[f"withheld/{withheld}"] += 1
+            self._settle([eid], "withheld" if withheld else "stale")
         self._maybe_close(gid)
 
     def _is_stale(self, eid: str) -> bool:
@@ -334,6 +364,22 @@ class EpisodeBuffer:
             self.counters["groups/kept"] += 1
             self._ready.append((gid, eids))
 
+    def _take_out(self, gone: set[str], bucket: str, *, in_flight: bool = False) -> None:
+        """Settle the `gone` members of the ready groups (and of those in flight) in `bucket`, and classify
+        what is left of each such group again: it may now be too small, or all of one reward."""
+        queues = [self._ready, *(f["groups"] for f in self._in_flight if in_flight)]
+        for queue in queues:
+            for gid, eids in list(queue):
+                left = [e for e in eids if e not in gone]
+                if len(left) == len(eids):
+                    continue
+                queue.remove((gid, eids))
+                self.counters["groups/kept"] -= 1  # classified again below
+                if queue is not self._ready:
+                    self.counters["used"] -= len(eids)
+                self._settle([e for e in eids if e in gone], bucket)
+                self._classify(gid, left)
+
     def _settle(self, eids: list[str], bucket: str) -> None:
         self.counters[bucket] += len(eids)
         self._forget(eids)
@@ -350,6 +396,10 @@ class EpisodeBuffer:
 
     def _settled_set(self) -> set[str]:
         return set(self._settled)
+
+    def _flying(self) -> set[str]:
+        """Episodes handed to updates that no checkpoint covers yet."""
+        return {e for f in self._in_flight for _, eids in f["groups"] for e in eids}
 
     def _first_evaluation(self, record: ResultRecord) -> bool:
         """Whether its task and seed are the first evaluated at its policy version: an episode manager
@@ -386,6 +436,7 @@ class EpisodeBuffer:
             "policy_version": self.policy_version,
             "counters": dict(self.counters),
             "groups": self._groups,
+            "abandoned": self._abandoned,
             "ready": self._ready,
             "in_flight": self._in_flight,
             "settled": self._settled,
@@ -406,44 +457,73 @@ class EpisodeBuffer:
 
     def _load(self) -> None:
         """Rebuild from the journal. Halves written but not yet in state.json (a crash between the
-        two writes, or before the first state.json) are taken in again as if they had just arrived."""
+        two writes, or before the first state.json) are taken in again as if they had just arrived.
+        Unreadable files (an OS crash) are dropped with a warning; an episode of state.json with one is
+        settled as `lost` and its group goes on without it."""
         assert self.directory is not None
         known_trajectories: set[str] = set()
         if (self.directory / STATE_FILE).exists():
             known_trajectories = self._restore_state(json.loads((self.directory / STATE_FILE).read_text()))
-        flying = {e for f in self._in_flight for _, eids in f["groups"] for e in eids}
+        flying = self._flying()
         known_trajectories |= flying
         held = {e for g in self._groups.values() for e in g["members"]}
         held |= {e for _, eids in self._ready for e in eids} | flying
         settled = set(self._settled)
         late_results, late_trajectories = [], []
+        unreadable: dict[str, str] = {}  # file name -> why
+        lost: set[str] = set()  # episodes with an unreadable file (then: those of them state.json counted)
         for path in sorted((self.directory / EPISODES_DIR).iterdir()):
             if is_tmp(path):  # a write interrupted by the crash; its episode was never taken in
                 path.unlink()
-            elif path.name.endswith(".result.json"):
-                record = load_result(path)
-                if record.episode_id in held:
-                    self._results[record.episode_id] = record
-                elif record.episode_id not in settled:
-                    late_results.append(record)
-                else:
-                    path.unlink()
-            elif path.name.endswith(".traj.npz"):
-                record = load_trajectory(path)
-                if record.episode_id in known_trajectories:
-                    self._trajectories[record.episode_id] = record
-                elif record.episode_id not in settled:
-                    late_trajectories.append(record)
-                else:
-                    path.unlink()
-        missing = [e for e in held if e not in self._results]
+                continue
+            is_result = path.name.endswith(".result.json")
+            if not is_result and not path.name.endswith(".traj.npz"):
+                continue
+            try:
+                record = load_result(path) if is_result else load_trajectory(path)
+            except UNREADABLE as exc:
+                unreadable[path.name] = f"{type(exc).__name__}: {exc}"
+                eid = unquote(path.name.removesuffix(".result.json" if is_result else ".traj.npz"))
+                lost.add(eid)
+                if not is_result and eid in known_trajectories and eid not in held:
+                    self.counters["trajectories_dropped"] += 1  # it had arrived, waiting for its result
+                path.unlink()
+                continue
+            eid = record.episode_id
+            if eid in (held if is_result else known_trajectories):
+                (self._results if is_result else self._trajectories)[eid] = record
+            elif eid not in settled:
+                (late_results if is_result else late_trajectories).append(record)
+            else:
+                path.unlink()
+        missing = [e for e in held - lost if e not in self._results]
         if missing:
             raise ValueError(f"{self.directory}: state.json lists episodes {missing[:5]} whose result "
                              "files are gone; the journal was edited by hand or the disk lost files")
+        lost &= held
+        if unreadable:
+            self._drop_lost(lost)
+            self.counters["journal_unreadable"] += len(unreadable)
+            warnings.warn(f"{self.directory}: dropped {len(unreadable)} unreadable journal file(s), written just "
+                          f"before an OS crash or power cut: {unreadable}; {len(lost)} episode(s) of "
+                          "state.json are settled as lost", RuntimeWarning, stacklevel=3)
+            self._save_state()
         for record in late_trajectories:
-            self.add_trajectory(record)
+            if record.episode_id not in lost:
+                self.add_trajectory(record)
         for record in late_results:
             self.add_result(record)
+
+    def _drop_lost(self, lost: set[str]) -> None:
+        """Settle as `lost` the episodes of state.json that lost a file; their groups go on without them
+        (a lost member of an open group still counts as one of its results)."""
+        for gid, group in list(self._groups.items()):
+            gone = [e for e in group["members"] if e in lost]
+            if gone:
+                group["members"] = [e for e in group["members"] if e not in lost]
+                self._settle(gone, "lost")
+                self._maybe_close(gid)
+        self._take_out(lost, "lost", in_flight=True)
 
     def _restore_state(self, state: dict) -> set[str]:
         """Counters, groups, queues from state.json; returns the ids of the trajectories it held."""
@@ -457,6 +537,9 @@ class EpisodeBuffer:
         self.policy_version = state["policy_version"]
         self.counters = Counter(state["counters"])
         self._groups = state["groups"]
+        for group in self._groups.values():  # older journals: a group's age counts from now
+            group.setdefault("version", self.policy_version)
+        self._abandoned = [(gid, seen) for gid, seen in state.get("abandoned", [])]
         self._ready = [(gid, list(eids)) for gid, eids in state["ready"]]
         self._in_flight = [{"update": f["update"], "groups": [(g, list(e)) for g, e in f["groups"]]}
                            for f in state["in_flight"]]

@@ -38,7 +38,7 @@ from safetensors.torch import load_file, save_file
 from torch.nn.utils.rnn import pad_sequence
 
 from vla_rl_ros.data.atomic import write_json
-from vla_rl_ros.rl.buffer import EpisodeBuffer, Group
+from vla_rl_ros.rl.buffer import BUCKETS, EpisodeBuffer, Group
 from vla_rl_ros.rl.config import GRPOConfig
 from vla_rl_ros.rl.loss import clipped_policy_loss, group_advantages
 from vla_rl_ros.rl.metrics import MetricsWriter
@@ -194,8 +194,7 @@ class GRPOLearner:
         if completed:
             out["grpo/kept_group_fraction"] = delta.get("groups/kept", 0) / completed
         out["time/episodes_per_s"] = (account["results"] - last_results) / max(time.monotonic() - last_time, 1e-9)
-        for key in ("results", "used", "stale", "evaluation", "aborted", "filtered_all_same",
-                    "incomplete", "mixed_temperature", "pending"):
+        for key in ("results", *BUCKETS, "pending"):
             out[f"buffer/{key}"] = float(account[key])
         self._mark(account)
         return out

@@ -24,6 +24,14 @@ from vla_rl_ros.data.episode import END_REASONS
 
 # Episodes that ended for these reasons say nothing about the policy: never learn from them.
 DISCARD_REASONS = ("abort", "lost_node", "estop", "error")
+# Why the policy node withholds a training episode's trajectory (Trajectory.WITHHELD_*): it sends a record
+# without chunks instead, so that the learner takes the member as having no trajectory and closes its
+# group on the others rather than waiting for ever.
+WITHHELD_TWO_VERSIONS = "two_versions"  # new weights came while its arm was silent
+WITHHELD_GREEDY = "greedy"  # a chunk was the argmax: no temperature describes the trajectory
+WITHHELD_JOINED_MIDWAY = "joined_midway"  # the node (re)started during the episode: its first chunks are not logged
+WITHHELD_NO_CHUNKS = "no_chunks"  # the node served the episode no chunk
+WITHHELD_REASONS = (WITHHELD_TWO_VERSIONS, WITHHELD_GREEDY, WITHHELD_JOINED_MIDWAY, WITHHELD_NO_CHUNKS)
 
 
 @dataclass
@@ -40,6 +48,7 @@ class TrajectoryRecord:
     token_ids: np.ndarray  # (N, C*A) int64 sampled action tokens
     log_probs: np.ndarray  # (N,) float32 behaviour log-prob of each chunk (nats)
     steps: np.ndarray  # (N,) int64 control step at which each chunk started
+    withheld: str = ""  # one of WITHHELD_REASONS: the policy node keeps this trajectory back, and N = 0
 
     def __post_init__(self) -> None:
         self.images = np.asarray(self.images, dtype=np.uint8)
@@ -47,9 +56,13 @@ class TrajectoryRecord:
         self.token_ids = np.asarray(self.token_ids, dtype=np.int64)
         self.log_probs = np.asarray(self.log_probs, dtype=np.float32)
         self.steps = np.asarray(self.steps, dtype=np.int64)
+        if self.withheld and self.withheld not in WITHHELD_REASONS:
+            raise ValueError(f"episode {self.episode_id!r}: withheld={self.withheld!r}; expected one of "
+                             f"{WITHHELD_REASONS} (Trajectory.WITHHELD_*) or none")
         n = self.images.shape[0] if self.images.ndim == 4 else -1
-        if n < 1 or self.images.shape[3] != 3:
-            raise ValueError(f"episode {self.episode_id!r}: images {self.images.shape} must be (N>=1, H, W, 3)")
+        if (n != 0 if self.withheld else n < 1) or self.images.shape[3] != 3:
+            chunks = "N=0: a withheld trajectory carries no chunks" if self.withheld else "N>=1"
+            raise ValueError(f"episode {self.episode_id!r}: images {self.images.shape} must be ({chunks}, H, W, 3)")
         checks = {"state": (self.state, 2), "token_ids": (self.token_ids, 2),
                   "log_probs": (self.log_probs, 1), "steps": (self.steps, 1)}
         for name, (array, ndim) in checks.items():
@@ -63,6 +76,14 @@ class TrajectoryRecord:
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"episode {self.episode_id!r}: temperature={self.temperature}; a trajectory must "
                              "carry the temperature its chunks were sampled at (> 0, Trajectory.temperature)")
+
+    @classmethod
+    def withheld_notice(cls, episode_id: str, arm: str, instruction: str, policy_version: int, temperature: float,
+                        reason: str) -> TrajectoryRecord:
+        """The record of a Trajectory that carries no chunks, only why it is withheld."""
+        return cls(episode_id=episode_id, arm=arm, instruction=instruction, policy_version=policy_version,
+                   temperature=temperature, images=np.zeros((0, 0, 0, 3)), state=np.zeros((0, 0)),
+                   token_ids=np.zeros((0, 0)), log_probs=np.zeros(0), steps=np.zeros(0), withheld=reason)
 
     @property
     def num_chunks(self) -> int:
@@ -96,6 +117,9 @@ class ResultRecord:
         if self.end_reason not in END_REASONS:
             raise ValueError(f"episode {self.episode_id!r}: end_reason={self.end_reason!r}; "
                              f"expected one of {END_REASONS} (EpisodeResult.END_*)")
+        if not math.isfinite(self.reward):
+            raise ValueError(f"episode {self.episode_id!r}: reward={self.reward}; a reward must be finite "
+                             "(a NaN would make its whole group's advantages NaN)")
         if not self.evaluation and self.group_size < 1:
             raise ValueError(f"episode {self.episode_id!r}: group_size={self.group_size}; a training result must "
                              "say how many rollouts its manager scheduled in its group (EpisodeResult.group_size)")

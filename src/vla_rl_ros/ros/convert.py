@@ -109,7 +109,16 @@ def task_state_from_msg(msg: TaskStateMsg) -> TaskState:
 
 
 def trajectory_from_msg(msg: TrajectoryMsg) -> TrajectoryRecord:
-    """A Trajectory message as the learner's record; MessageError if its sizes do not add up."""
+    """A Trajectory message as the learner's record; MessageError if its sizes do not add up. A withheld
+    one (`withheld` says why, no chunks) becomes a record without chunks: the member has no trajectory."""
+    if msg.withheld:
+        if any(len(a) for a in (msg.images, msg.proprio, msg.token_ids, msg.log_probs, msg.steps)):
+            raise MessageError(f"trajectory {msg.episode_id!r} is withheld ({msg.withheld!r}) but carries chunks")
+        try:
+            return TrajectoryRecord.withheld_notice(msg.episode_id, msg.arm, msg.instruction, msg.policy_version,
+                                                    float(msg.temperature), msg.withheld)
+        except ValueError as exc:
+            raise MessageError(str(exc)) from exc
     n, tokens = len(msg.images), msg.chunk_size * msg.action_dim
     if n == 0 or tokens == 0:
         raise MessageError(f"trajectory {msg.episode_id!r} has {n} images and chunk {msg.chunk_size}x{msg.action_dim}")
@@ -136,8 +145,8 @@ def trajectory_from_msg(msg: TrajectoryMsg) -> TrajectoryRecord:
 
 
 def result_from_msg(msg: EpisodeResultMsg) -> ResultRecord:
-    """An EpisodeResult message as the learner's record; MessageError for an unknown end reason or a
-    training result without its group size."""
+    """An EpisodeResult message as the learner's record; MessageError for an unknown end reason, a
+    training result without its group size or a reward that is not finite."""
     try:
         return ResultRecord(
             episode_id=msg.episode_id, arm=msg.arm, group_id=msg.group_id, task=msg.task, seed=msg.seed,
