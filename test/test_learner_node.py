@@ -1,5 +1,6 @@
 """The learner node's worker in this process (real rclpy node, real tiny model, real run directory): it
-trains on the groups that are ready while messages keep arriving faster than it takes them in."""
+trains on the groups that are ready while messages keep arriving faster than it takes them in, and a
+stop between updates checkpoints what the last checkpoint does not cover."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from vla_rl_interfaces.msg import EpisodeResult, Trajectory
 
 from vla_rl_ros.nodes.learner import Learner
 from vla_rl_ros.policy import VLAPolicy
+from vla_rl_ros.rl.learner import latest_checkpoint
 from vla_rl_ros.ros.convert import image_to_msg, to_stamp
 from vla_rl_ros.sim.env import STATE_NAMES
 
@@ -38,14 +40,34 @@ def group(policy: VLAPolicy) -> list[Trajectory | EpisodeResult]:
     return msgs
 
 
-def test_the_learner_updates_while_messages_keep_arriving(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    # Before: the worker moved messages into the buffer until the inbox was empty, so a steady stream of
-    # episodes (many arms, a loaded machine) kept it from ever running the update its ready groups allowed.
+def learner(tiny_checkpoint: Path, tmp_path: Path) -> Learner:
+    """A learner node of this process (checkpoint_every 5) that updates on every kept group."""
     graph = RosGraph(tmp_path)  # for its random domain id and localhost discovery only
     rclpy.init(args=["--ros-args", "-p", f"run_dir:={tmp_path / 'run'}", "-p", f"checkpoint:={tiny_checkpoint}",
                      "-p", "groups_per_update:=1", "-p", "minibatch_size:=2", "-p", "epochs:=1"],
                domain_id=graph.domain_id)
-    node = Learner()
+    return Learner()
+
+
+def test_a_learner_stopped_between_updates_checkpoints_them(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """Ctrl-C lost the updates since the last checkpoint (every 5): the resumed run did them again."""
+    node = learner(tiny_checkpoint, tmp_path)
+    try:
+        for msg in group(node.core.policy):
+            node.inbox.put(msg)
+        wait_until(lambda: node.core.updates >= 1, 120, "the update")
+        assert latest_checkpoint(tmp_path / "run") is None
+        node.close()  # what run_node does on SIGINT
+        assert latest_checkpoint(tmp_path / "run") == tmp_path / "run" / "checkpoints" / "update_000001"
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+def test_the_learner_updates_while_messages_keep_arriving(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    # Before: the worker moved messages into the buffer until the inbox was empty, so a steady stream of
+    # episodes (many arms, a loaded machine) kept it from ever running the update its ready groups allowed.
+    node = learner(tiny_checkpoint, tmp_path)
     stop = threading.Event()
     try:
         garbage = Trajectory(episode_id="garbage")  # dropped as malformed, once logged, then counted

@@ -112,6 +112,7 @@ class Learner(Node):
             resumed = self.core.resume()
         except (CheckpointError, FileNotFoundError, OSError, ValueError) as exc:
             raise ParameterError(f"cannot start the learner: {exc}") from exc
+        self.checkpointed = self.core.updates  # the updates the newest checkpoint covers
         self.update_pub = self.create_publisher(PolicyUpdate, POLICY_UPDATE_TOPIC, LATCHED)
         if resumed is not None:
             self.get_logger().info(f"resumed from {resumed} at update {self.core.updates}")
@@ -169,7 +170,7 @@ class Learner(Node):
                 self.publish_policy()
                 self.report(metrics)
                 if self.core.updates % p.checkpoint_every == 0:
-                    self.core.save_checkpoint()
+                    self.checkpoint()
                 if p.max_updates and self.core.updates >= p.max_updates:
                     self.finish(f"{p.max_updates} updates done")
                     return
@@ -198,8 +199,12 @@ class Learner(Node):
             f"loss {show('loss/policy', '.4f')} | clip {show('grpo/clip_fraction', '.3f')} | "
             f"{show('time/update_s', '.1f')} s")
 
-    def finish(self, why: str) -> None:
+    def checkpoint(self) -> None:
         self.core.save_checkpoint()
+        self.checkpointed = self.core.updates
+
+    def finish(self, why: str) -> None:
+        self.checkpoint()
         try:
             plotted = f", {plot_run(self.run_dir, self.run_dir / 'success.png').name}"
         except (FileNotFoundError, ValueError) as exc:  # no update yet: nothing to draw
@@ -208,9 +213,15 @@ class Learner(Node):
         rclpy.try_shutdown(context=self.context)
 
     def close(self) -> None:
+        """Stop the worker; after a clean stop (Ctrl-C between updates) checkpoint the updates since the last
+        checkpoint, which a resume would otherwise do again. One stopped mid-update is killed by the launcher
+        before it ends (5 s + 5 s): the resume redoes that update and those before it since the checkpoint."""
         self.stop.set()
         if self.worker.is_alive() and threading.current_thread() is not self.worker:
             self.worker.join(timeout=60)
+        if self.exit_status == 0 and not self.worker.is_alive() and self.core.updates > self.checkpointed:
+            self.checkpoint()
+            self.get_logger().info(f"stopped: checkpoint of update {self.core.updates} in {self.run_dir}")
         # The other ranks wait for the next update: tell them to end. Not after a failure or with an
         # update still running (they may be inside its collectives): then this process's exit
         # closes their connections, and torchrun stops them.
