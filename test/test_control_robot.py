@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from sensor_msgs.msg import JointState
 
 from vla_rl_ros.control import SIM_PANDA, Commander, RobotConfig, make_kinematics
 from vla_rl_ros.control.kinematics import ArmModel
+from vla_rl_ros.ros.convert import proprio_from_joint_state
 from vla_rl_ros.sim.env import EnvConfig
 
 
@@ -103,3 +105,55 @@ def test_the_real_panda_example_maps_driver_names_and_leaves_the_gripper_out() -
     assert 0 < moved[0] <= robot.max_translation + 1e-3  # the example's slower steps
     assert np.all(np.abs(cmd.arm - commander.home) <= robot.max_joint_step + 1e-12)
     assert np.all(commander.lower >= robot.joint_lower) and np.all(commander.upper <= robot.joint_upper)
+
+
+# A 6-joint arm that is not a Panda, as its URDF would describe it: its own joint names, no sites (the TCP is a
+# link plus an offset), no home keyframe, no Panda fingers (its gripper is the driver's, in rad).
+SIX_JOINTS = ["shoulder_pan_joint", "shoulder_lift_joint", "elbow_joint", "wrist_1_joint", "wrist_2_joint",
+              "wrist_3_joint"]
+SIX_LINKS = [("shoulder_link", "0 0 0.15", "0 0 1"), ("upper_arm_link", "0 0 0.1", "0 1 0"),
+             ("forearm_link", "0.4 0 0", "0 1 0"), ("wrist_1_link", "0.35 0 0", "0 1 0"),
+             ("wrist_2_link", "0.05 0 0", "0 0 1"), ("wrist_3_link", "0 0 -0.05", "1 0 0")]
+
+
+def six_joint_arm(tmp_path: Path, **change: object) -> Path:
+    """A robot config and the URDF it names, written to tmp_path."""
+    inertial = ('<inertial><mass value="1"/><inertia ixx="0.01" iyy="0.01" izz="0.01" ixy="0" ixz="0" iyz="0"/>'
+                "</inertial>")
+    parts, parent = ['<robot name="six"><link name="base_link"/>'], "base_link"
+    for (link, xyz, axis), joint in zip(SIX_LINKS, SIX_JOINTS, strict=True):
+        parts += [f'<link name="{link}">{inertial}</link>',
+                  f'<joint name="{joint}" type="revolute"><parent link="{parent}"/><child link="{link}"/>'
+                  f'<origin xyz="{xyz}"/><axis xyz="{axis}"/>'
+                  '<limit lower="-3.1" upper="3.1" effort="100" velocity="2"/></joint>']
+        parent = link
+    (tmp_path / "six.urdf").write_text("".join(parts) + "</robot>")
+    config = {"name": "six", "model": "six.urdf", "joints": SIX_JOINTS,
+              "gripper": {"joint": "gripper_joint", "open": 0.0, "closed": 0.8, "in_trajectory": False},
+              "velocity_limits": [1.0] * 6, "max_joint_step": 0.1, "home": [0.0, -1.0, 2.0, -1.0, 0.0, 0.0],
+              "tcp": "wrist_3_link", "tcp_offset": [0.15, 0.0, 0.0], "workspace": {"low": [0.3, -0.5, 0.0],
+                                                                                "high": [0.9, 0.5, 0.6]}, **change}
+    (tmp_path / "six.yaml").write_text(yaml.safe_dump(config))
+    return tmp_path / "six.yaml"
+
+
+def test_an_arm_that_is_not_a_panda_is_driven_from_its_urdf(tmp_path: Path) -> None:
+    robot = RobotConfig.load(six_joint_arm(tmp_path))
+    kinematics = make_kinematics(robot)
+    assert kinematics.joint_names == tuple(SIX_JOINTS) and kinematics.finger_travel is None
+    commander = Commander(robot, kinematics)
+    pos, quat = kinematics.fk(commander.home)
+    np.testing.assert_allclose(pos, [0.60522673, 0.0, 0.24207355], atol=1e-6)  # wrist_3_link + 0.15 m along x
+    cmd = commander.command(commander.home, np.array([0.02, 0.0, -0.01, 1.0]))
+    new_pos, new_quat = kinematics.fk(cmd.arm)
+    np.testing.assert_allclose(new_pos - pos, [0.02, 0.0, -0.01], atol=1e-3)  # the IK of its own chain
+    assert abs(abs(float(np.dot(new_quat, quat))) - 1) < 1e-5 and not cmd.clamped
+    assert commander.positions(cmd).shape == (6,) and cmd.gripper == 0.8  # the gripper is not in its JTC goal
+    # The policy's state from its driver's joint_states: 6 joints, the TCP, the gripper's closure in its units.
+    msg = JointState(name=[*SIX_JOINTS, "gripper_joint"], position=[*commander.home, 0.2])
+    state = proprio_from_joint_state(robot, kinematics, msg)
+    np.testing.assert_allclose(state, [*commander.home, *pos, 0.25], atol=1e-6)
+    with pytest.raises(ValueError, match="no 'home' keyframe: give the arm's home pose"):
+        make_kinematics(RobotConfig.load(six_joint_arm(tmp_path, home=[])))
+    with pytest.raises(ValueError, match="no site or body 'tool0'"):
+        make_kinematics(RobotConfig.load(six_joint_arm(tmp_path, tcp="tool0")))

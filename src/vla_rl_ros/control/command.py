@@ -19,9 +19,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import mujoco
 import numpy as np
 
-from vla_rl_ros.control.kinematics import ArmModel
+from vla_rl_ros.control.kinematics import ARM_JOINTS, ArmModel
 from vla_rl_ros.control.robot import RobotConfig
 
 # Names of the limits that acted on a command (reported on /diagnostics).
@@ -44,17 +45,24 @@ class Command:
 
 
 def make_kinematics(robot: RobotConfig) -> ArmModel:
-    """The arm's kinematic model from the robot config's model file (its speed limits are the config's,
-    applied by Commander).
+    """The arm's kinematic model from the robot config's model file (MJCF or URDF), its speed limits the
+    config's (applied by Commander).
 
-    The config's joint names (the ROS side) map to the model's arm joints by order, so a real arm's
-    driver may name them differently (panda_joint1 for the model's joint1)."""
-    kinematics = ArmModel.from_mjcf(robot.model_path())
-    if len(robot.joints) != kinematics.dof:
+    The config's joint names (the ROS side) map to the model's arm joints by order: `model_joints`, else the
+    config's own names where the model has them (a URDF of the arm), else the Panda model's joint1..joint7
+    (so a Panda's driver may say panda_joint1 for the model's joint1)."""
+    model = mujoco.MjModel.from_xml_path(str(robot.model_path()))
+    own = all(mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, j) >= 0 for j in robot.joints)
+    names = robot.model_joints or (robot.joints if own else ARM_JOINTS)
+    if len(robot.joints) != len(names):
         raise ValueError(f"robot {robot.name!r}: {len(robot.joints)} joints {robot.joints} for a model with "
-                         f"{kinematics.dof} arm joints {kinematics.joint_names}; list one name per model joint, "
-                         "base to tip")
-    return kinematics
+                         f"{len(names)} arm joints {names}; list one name per model joint, base to tip (or name "
+                         "the model's in model_joints)")
+    try:
+        return ArmModel(model, joint_names=names, tcp=robot.tcp, tcp_offset=robot.tcp_offset or (0.0, 0.0, 0.0),
+                        home=robot.home, velocity_limits=robot.velocity_limits)
+    except ValueError as exc:
+        raise ValueError(f"robot {robot.name!r}, model {robot.model}: {exc}") from None
 
 
 class Commander:
@@ -74,8 +82,9 @@ class Commander:
         if np.any(self.lower >= self.upper):
             raise ValueError(f"robot {robot.name!r}: joint limits [{self.lower}, {self.upper}] are empty where the "
                              f"config's and the model's ranges do not overlap")
-        gripper = robot.gripper
-        if min(gripper.open, gripper.closed) < 0.0 or max(gripper.open, gripper.closed) > kinematics.finger_travel:
+        gripper, travel = robot.gripper, kinematics.finger_travel  # None: the model has no Panda fingers
+        ends = (gripper.open, gripper.closed)
+        if travel is not None and (min(ends) < 0.0 or max(ends) > travel):
             raise ValueError(f"robot {robot.name!r}: gripper open={gripper.open} and closed={gripper.closed} must "
                              f"lie in the model's finger range [0, {kinematics.finger_travel}] m (per finger, not "
                              "the width)")

@@ -68,38 +68,57 @@ class JointTrajectory:
 
 
 class ArmModel:
-    """Kinematics of the arm in an MJCF model, with every id looked up once by name.
+    """Kinematics of the arm in an MJCF (or URDF) model, with every id looked up once by name.
 
-    Holds its own scratch `MjData`, so IK never disturbs a simulation sharing the model.
+    The defaults are the Panda of sim/panda.xml, which the sim drives (its finger joints and actuators);
+    another arm names its joints, its tool centre point (a site, or a body plus `tcp_offset` in its frame:
+    MuJoCo's URDF import has no sites) and, without a `home` keyframe, its home pose. Holds its own
+    scratch `MjData`, so IK never disturbs a simulation sharing the model.
     """
 
     def __init__(self, model: mujoco.MjModel, *, ik: IKConfig | None = None,
-                 velocity_limits: tuple[float, ...] = PANDA_VELOCITY_LIMITS) -> None:
+                 velocity_limits: tuple[float, ...] = PANDA_VELOCITY_LIMITS, joint_names: tuple[str, ...] = ARM_JOINTS,
+                 tcp: str = TCP_SITE, tcp_offset: tuple[float, ...] = (0.0, 0.0, 0.0),
+                 home: tuple[float, ...] = ()) -> None:
         self.model = model
         self.ik_config = ik or IKConfig()
-        self.joint_names = ARM_JOINTS
-        self.finger_joint_names = FINGER_JOINTS
+        self.joint_names = tuple(joint_names)
         try:
-            joints = [model.joint(name) for name in ARM_JOINTS]
-            fingers = [model.joint(name) for name in FINGER_JOINTS]
-            self.tcp_site = model.site(TCP_SITE).id
-            home_key = model.key(HOME_KEY).id
+            joints = [model.joint(name) for name in self.joint_names]
+        except KeyError as exc:
+            names = [model.joint(i).name for i in range(model.njnt)]
+            raise ValueError(f"the model has no joint {exc}; its joints are {names}") from None
+        # A site (the Panda's), else a body of that name (a URDF's link), the TCP tcp_offset from its origin.
+        self.tcp_site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, tcp)  # -1: a body
+        self._tcp_body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, tcp)
+        if self.tcp_site < 0 and self._tcp_body < 0:
+            raise ValueError(f"the model has no site or body {tcp!r} for the tool centre point (robot config `tcp`)")
+        self._tcp_offset = np.asarray(tcp_offset, dtype=float)
+        # The sim's Panda hand: finger joints and actuators (an executor's model needs neither).
+        has = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, n) >= 0 for n in FINGER_JOINTS]
+        fingers = [model.joint(name) for name in FINGER_JOINTS] if all(has) else []
+        self.finger_joint_names = FINGER_JOINTS if fingers else ()
+        self.finger_travel = float(fingers[0].range[1]) if fingers else None  # m per finger, fully open
+        self.finger_qpos_adr = np.array([j.qposadr[0] for j in fingers], dtype=int)
+        self.finger_dof_adr = np.array([j.dofadr[0] for j in fingers], dtype=int)
+        actuators = (*ARM_ACTUATORS, *FINGER_ACTUATORS)
+        if all(mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_ACTUATOR, n) >= 0 for n in actuators):
             self.actuator_ids = np.array([model.actuator(name).id for name in ARM_ACTUATORS])
             self.finger_actuator_ids = np.array([model.actuator(name).id for name in FINGER_ACTUATORS])
-        except KeyError as exc:
-            raise ValueError(f"the MJCF has no {exc}; ArmModel expects the Panda of sim/panda.xml "
-                             f"(joints {ARM_JOINTS}, site {TCP_SITE!r}, keyframe {HOME_KEY!r})") from exc
         self.qpos_adr = np.array([j.qposadr[0] for j in joints])  # (J,)
         self.dof_adr = np.array([j.dofadr[0] for j in joints])  # (J,)
-        self.finger_qpos_adr = np.array([j.qposadr[0] for j in fingers])
-        self.finger_dof_adr = np.array([j.dofadr[0] for j in fingers])
         self.lower = np.array([j.range[0] for j in joints])  # (J,) rad
         self.upper = np.array([j.range[1] for j in joints])  # (J,) rad
         self.velocity_limits = np.asarray(velocity_limits, dtype=float)  # (J,) rad/s
-        if self.velocity_limits.shape != (len(ARM_JOINTS),) or np.any(self.velocity_limits <= 0):
-            raise ValueError(f"velocity_limits={velocity_limits} must be {len(ARM_JOINTS)} positive rad/s")
-        self.finger_travel = float(fingers[0].range[1])  # m per finger, fully open
-        self.home = model.key_qpos[home_key, self.qpos_adr].copy()  # (J,) rad
+        if self.velocity_limits.shape != (self.dof,) or np.any(self.velocity_limits <= 0):
+            raise ValueError(f"velocity_limits={velocity_limits} must be {self.dof} positive rad/s")
+        home_key = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_KEY, HOME_KEY)
+        if home:
+            self.home = np.asarray(home, dtype=float)  # (J,) rad
+        elif home_key >= 0:
+            self.home = model.key_qpos[home_key, self.qpos_adr].copy()
+        else:
+            raise ValueError(f"the model has no {HOME_KEY!r} keyframe: give the arm's home pose (robot config `home`)")
         self._data = mujoco.MjData(model)
         self._jacp = np.zeros((3, model.nv))
         self._jacr = np.zeros((3, model.nv))
@@ -142,7 +161,7 @@ class ArmModel:
             mujoco.mju_quat2Vel(err[3:], err_quat, 1.0)
             if np.linalg.norm(err) < cfg.tolerance:
                 break
-            mujoco.mj_jacSite(self.model, self._data, self._jacp, self._jacr, self.tcp_site)
+            self._tcp_jacobian(pos)
             jac = np.vstack([self._jacp[:, self.dof_adr], self._jacr[:, self.dof_adr]])  # (6, J)
             jac_pinv = jac.T @ np.linalg.solve(jac @ jac.T + damp, np.eye(6))  # (J, 6)
             null = np.eye(self.dof) - jac_pinv @ jac
@@ -210,8 +229,19 @@ class ArmModel:
 
     def _tcp_pose(self) -> tuple[np.ndarray, np.ndarray]:
         quat = np.zeros(4)
-        mujoco.mju_mat2Quat(quat, self._data.site_xmat[self.tcp_site])
-        return self._data.site_xpos[self.tcp_site].copy(), quat
+        d = self._data
+        pos, mat = (d.site_xpos[self.tcp_site], d.site_xmat[self.tcp_site]) if self.tcp_site >= 0 else \
+            (d.xpos[self._tcp_body], d.xmat[self._tcp_body])
+        mujoco.mju_mat2Quat(quat, mat)
+        return pos + mat.reshape(3, 3) @ self._tcp_offset, quat
+
+    def _tcp_jacobian(self, pos: np.ndarray) -> None:
+        """The TCP's translational and rotational Jacobians (3, nv) into _jacp and _jacr, at pos."""
+        if self.tcp_site >= 0 and not self._tcp_offset.any():
+            mujoco.mj_jacSite(self.model, self._data, self._jacp, self._jacr, self.tcp_site)
+        else:
+            body = self.model.site_bodyid[self.tcp_site] if self.tcp_site >= 0 else self._tcp_body
+            mujoco.mj_jac(self.model, self._data, self._jacp, self._jacr, pos, body)
 
 
 def turn_towards(quat: np.ndarray, goal: np.ndarray, max_angle: float | None) -> np.ndarray:

@@ -111,6 +111,13 @@ class RobotConfig:
     max_translation: float = field(default=0.05, metadata={"help": "per-axis bound on an ee delta (m/step)"})
     max_rotation: float = field(default=0.25, metadata={"help": "per-axis bound on an ee rotation delta "
                                                                 "(rad/step)"})
+    model_joints: tuple[str, ...] = field(default=(), metadata={
+        "help": "the model's arm joint names, base to tip, where they differ from `joints`; empty: `joints` if the "
+                "model has them (a URDF of the arm), else the Panda model's joint1..joint7"})
+    tcp: str = field(default="tcp", metadata={"help": "the model's site or body (a URDF link) at the tool centre "
+                                                      "point, or from which tcp_offset leads to it"})
+    tcp_offset: tuple[float, ...] = field(default=(), metadata={
+        "help": "m from the tcp site or body to the tool centre point, in its frame (x, y, z); empty: none"})
     source: str = field(default="", metadata={"help": "the YAML file this was loaded from (set by load)"})
 
     def __post_init__(self) -> None:
@@ -137,6 +144,10 @@ class RobotConfig:
                              f"{self.max_rotation} rad in (0, pi]")
         if not self.command_topic:
             raise ValueError("command_topic must name the controller's JointTrajectory topic")
+        if self.model_joints and len(self.model_joints) != n:
+            raise ValueError(f"model_joints={self.model_joints} must name {n} joints, one per joint {self.joints}")
+        if self.tcp_offset and (len(self.tcp_offset) != 3 or not all(map(math.isfinite, self.tcp_offset))):
+            raise ValueError(f"tcp_offset={self.tcp_offset} must be 3 finite numbers (m) or empty")
 
     @property
     def period(self) -> float:
