@@ -27,9 +27,10 @@ import transformers as tf
 from test_policy_wrapper import direct_log_probs
 from test_rl_vla import CFG, INSTRUCTIONS, LORA, chunk_log_probs, rollouts
 
-from vla_rl_ros.policy import ActionTokenizer, PolicyConfig, VLAPolicy, vla_policy
+from vla_rl_ros.policy import ActionTokenizer, FinetuneConfig, PolicyConfig, VLAPolicy, vla_policy
 from vla_rl_ros.policy.action_tokenizer import N_BINS
 from vla_rl_ros.policy.tiny_vla import build_word_tokenizer
+from vla_rl_ros.policy.vla_policy import load_trainable
 from vla_rl_ros.rl import GRPOLearner
 
 PROMPT = "what action should the robot take to {instruction}?"
@@ -295,6 +296,10 @@ def test_a_checkpoint_with_its_own_model_code_loads_only_when_trusted(tmp_path: 
 
     with pytest.raises(ValueError, match="trust_remote_code"):
         VLAPolicy.load(tmp_path / "remote")
+    lora = FinetuneConfig(mode="lora", lora_rank=4)
+    with pytest.raises(ValueError, match="trust_remote_code"):  # the learner's load, as its parameter leaves it
+        load_trainable(tmp_path / "remote", lora, "float32", "cpu")
+    assert load_trainable(tmp_path / "remote", lora, "float32", "cpu", trust_remote_code=True).trainable_parameters()
     policy = VLAPolicy.load(tmp_path / "remote", trust_remote_code=True)
     assert type(policy.model).__name__ == "RemoteVLAForActions"
     assert_acts_scores_trains_and_round_trips(policy, tmp_path, trust_remote_code=True)

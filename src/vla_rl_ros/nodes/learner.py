@@ -60,6 +60,8 @@ IDLE_S = 0.05  # the worker's wait for new messages
 class Params(GRPOConfig):
     run_dir: str = param("runs/train_sim", "where buffer, checkpoints, policies, metrics.csv and the plot go")
     checkpoint: str = param("", "initial policy checkpoint; empty: the embedded default")
+    trust_remote_code: bool = param(False, "allow the checkpoint's own Python code to run (transformers auto_map, "
+                                    "e.g. an OpenVLA-style checkpoint), as the policy node's parameter does")
     device: str = param("cpu", "torch device, e.g. cpu or cuda:0")
     threads: int = threads_param()
     # No float16: AdamW's eps (1e-8) is 0 in float16, so one step makes untouched weights NaN (0/0);
@@ -98,7 +100,7 @@ class Learner(Node):
         make_policy = functools.partial(load_trainable, checkpoint,
                                         FinetuneConfig(mode=p.finetune, lora_rank=p.lora_rank,
                                                        activation_checkpointing=p.activation_checkpointing),
-                                        p.dtype)
+                                        p.dtype, trust_remote_code=p.trust_remote_code)
         rank = Rank.from_env()  # None: one process, the whole learner
         if p.fsdp and rank is None:
             raise ParameterError("fsdp:=true shards over the ranks of a distributed learner: run the "

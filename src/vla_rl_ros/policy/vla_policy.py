@@ -519,9 +519,10 @@ class VLAPolicy:
         return log_p.gather(-1, bins[..., None].long())[..., 0]
 
 
-def load_trainable(checkpoint: str | Path, finetune: FinetuneConfig, dtype: str, device: str) -> VLAPolicy:
+def load_trainable(checkpoint: str | Path, finetune: FinetuneConfig, dtype: str, device: str, *,
+                   trust_remote_code: bool = False) -> VLAPolicy:
     """A checkpoint with its fine-tuning configured: what a learner trains. Module level, so that a
     distributed learner's rank 0 can send it, bound to its settings, to ranks on other devices."""
-    policy = VLAPolicy.load(checkpoint, device=device, dtype=dtype)
+    policy = VLAPolicy.load(checkpoint, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
     policy.configure_finetuning(finetune)
     return policy
