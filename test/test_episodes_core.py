@@ -154,6 +154,14 @@ def test_a_time_out_waits_for_a_lagging_detectors_verdict_on_the_last_step() -> 
                                             "detector lags or is gone); ending it as a timeout")
     assert result(outs)[:3] == ("timeout", False, LIMIT)
 
+    # A detector so far behind that it has sent no verdict of this episode at all (a lockstep sim runs
+    # one in half a second): having judged before, it is waited for as well, and its late success counts.
+    eid = start(core, T0 + 200 * STEP, 20.0).episode_id
+    assert core.advance(T0 + (200 + LIMIT + 5) * STEP, 21.0) == []
+    core.verdict(eid, True, "classifier", T0 + (200 + LIMIT) * STEP)
+    outs = core.advance(T0 + (200 + LIMIT + 5) * STEP, 21.5, at_ns=T0 + (200 + LIMIT) * STEP)
+    assert result(outs)[:3] == ("success", True, LIMIT)
+
 
 def test_silence_ends_the_episode_as_lost_node_and_no_reset_waits_for_a_dead_policy() -> None:
     core, graph = make(lost_node_timeout_s=1.0)

@@ -170,6 +170,7 @@ class ManagerCore:
         self._last_progress = 0.0  # wall s of its last action chunk
         self._ending: str | None = None  # set by events, acted on by advance
         self._judged_ns = -1  # stamp of the newest verdict
+        self._per_step_detector = False  # a verdict of a judging backend (not an operator's) was ever seen
         self._limit_reached_at: float | None = None  # wall s the step limit ran out, while waiting for a verdict
         self._fault: tuple[str, float] | None = None  # the executor's sensor-fault hold and since when (wall s)
         # Sim reset.
@@ -193,6 +194,7 @@ class ManagerCore:
         if not (self.running and self.plan and episode_id == self.plan.episode_id):
             return False
         self._judged_ns = max(self._judged_ns, stamp_ns)
+        self._per_step_detector = self._per_step_detector or source != OPERATOR
         if success:
             self._ending = self._ending or SUCCESS
         elif source == OPERATOR:  # an operator's verdict is final
@@ -321,11 +323,13 @@ class ManagerCore:
 
     def _last_step_judged(self, wall: float) -> bool:
         """Whether the detector has judged the episode's last step, or cannot be waited for any longer: one
-        that sent no per-step verdict (an operator's) or still none after verdict_wait_s."""
+        that sends no per-step verdicts (an operator; known by none in this episode and none of a judging
+        backend ever: a detector lagging a whole episode behind is waited for once it has judged one), or
+        still none after verdict_wait_s."""
         assert self.plan is not None
         wait, rate = self.config.verdict_wait_s, self.config.control_rate_hz
         last_step_ns = self._start_ns + round((self.plan.max_steps - 0.5) / rate * 1e9)
-        if self._judged_ns < 0 or not wait or self._judged_ns >= last_step_ns:
+        if (self._judged_ns < 0 and not self._per_step_detector) or not wait or self._judged_ns >= last_step_ns:
             return True
         if self._limit_reached_at is None:
             self._limit_reached_at = wall
