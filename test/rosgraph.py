@@ -32,6 +32,9 @@ from vla_rl_ros.launcher.runner import SIGINT_TIMEOUT_S, SIGTERM_TIMEOUT_S, life
 REPO = Path(__file__).resolve().parents[1]
 TINY_CHUNK = 4  # chunk size of the `tiny_checkpoint` fixture (conftest.py)
 DEFAULT_TIMEOUT_S = 30.0
+# An executor of a simulated arm, as the sim launch files set it (a real arm's starts e-stopped and watches
+# its camera): `ros_graph.node("executor", *SIM_EXECUTOR)`.
+SIM_EXECUTOR = ("-p", "estop_at_start:=false", "-p", "image_timeout_s:=0.0")
 # Longer than the launcher's SIGINT + SIGTERM time-outs (launcher/runner.py, 5 s + 5 s).
 STOP_TIMEOUT_S = SIGINT_TIMEOUT_S + SIGTERM_TIMEOUT_S + 5.0
 RESEND_AFTER_S = 10.0  # a service call with no response by then is sent again (`RosProbe.call`)

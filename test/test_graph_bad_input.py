@@ -19,7 +19,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Pose
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.time import Time
-from rosgraph import TINY_CHUNK, RosGraph, small_config, wait_until
+from rosgraph import SIM_EXECUTOR, TINY_CHUNK, RosGraph, small_config, wait_until
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
 from trajectory_msgs.msg import JointTrajectory
@@ -79,7 +79,7 @@ def test_garbage_at_every_input_is_dropped_with_one_line_per_cause_and_nothing_m
     run_dir = tmp_path / "run"
     learner = ros_graph.node("learner", "--params-file", str(config / "learner.yaml"), "-p", f"run_dir:={run_dir}",
                              "-p", f"checkpoint:={tiny_checkpoint}", "-p", "arms:=[arm0]")
-    executor = ros_graph.node("executor", "-r", f"__ns:={NS}", "-p", "estop_at_start:=false")  # a simulated arm
+    executor = ros_graph.node("executor", "-r", f"__ns:={NS}", *SIM_EXECUTOR)
     detector = ros_graph.node("success_detector", "-r", f"__ns:={NS}")
     manager = ros_graph.node("episode_manager", "-r", f"__ns:={NS}", "-p", "tasks:=[reach]")
     probe = ros_graph.probe

@@ -16,7 +16,7 @@ import pytest
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.time import Time
 from rosbags.highlevel import AnyReader
-from rosgraph import RosGraph, wait_until
+from rosgraph import SIM_EXECUTOR, RosGraph, wait_until
 from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory
 from vla_rl_interfaces.msg import ActionChunk, ChunkRequest, EpisodeResult, EpisodeStart, TaskState
@@ -377,7 +377,7 @@ def test_records_a_scripted_expert_episode_from_the_real_sim(ros_graph: RosGraph
     spec = TASKS[task]
     seed = spec.heldout_seeds[3]
     ros_graph.node("sim_bridge", "-r", f"__ns:={NS}")
-    ros_graph.node("executor", "-r", f"__ns:={NS}", "-p", "estop_at_start:=false")  # a simulated arm
+    ros_graph.node("executor", "-r", f"__ns:={NS}", *SIM_EXECUTOR)
     ros_graph.start("scripted_policy", [sys.executable, str(SCRIPTED_POLICY), "--ros-args", "-r", f"__ns:={NS}",
                                         "-p", "chunk_size:=3"])
     recorder(ros_graph, root)

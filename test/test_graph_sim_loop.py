@@ -14,7 +14,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.duration import Duration
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.time import Time
-from rosgraph import RosGraph, wait_until
+from rosgraph import SIM_EXECUTOR, RosGraph, wait_until
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool
@@ -54,7 +54,6 @@ SEED = TASKS[TASK].heldout_seeds[3]
 PERIOD_NS = 100_000_000  # the sim bridge's control period, 0.1 s
 QUIET_S = 1.0  # how long "nothing happens" is watched
 SETTLE_S = 0.3  # a command sent just before a hold still runs its one period (0.1 s sim, ms of wall time)
-SIM_EXECUTOR = ("-p", "estop_at_start:=false")  # a simulated arm (sim launch files set it; a real arm latches)
 
 
 def ns(stamp) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from rclpy.qos import qos_profile_sensor_data
-from rosgraph import RosGraph, small_config, wait_until
+from rosgraph import SIM_EXECUTOR, RosGraph, small_config, wait_until
 from sensor_msgs.msg import Image
 from vla_rl_interfaces.msg import EpisodeResult, EpisodeStart, SuccessSignal, TaskState
 from vla_rl_interfaces.srv import ResetEpisode
@@ -135,7 +135,7 @@ def test_classifier_detects_success_from_sim_camera_images(ros_graph: RosGraph, 
     bad = ros_graph.node("success_detector", "-p", "type:=classifier", "-p", f"model:={model.parent / 'nowhere'}",
                          label="bad_model")
     ros_graph.node("sim_bridge", "-p", f"task:={TASK}", "-p", "cameras:=[front]")
-    ros_graph.node("executor", "-p", "estop_at_start:=false")  # a simulated arm
+    ros_graph.node("executor", *SIM_EXECUTOR)
     ros_graph.node("success_detector", "-p", "type:=classifier", "-p", f"model:={model}")
     ros_graph.start("scripted_policy", [sys.executable, str(SCRIPTED_POLICY)])
     probe = ros_graph.probe

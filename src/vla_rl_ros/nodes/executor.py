@@ -105,7 +105,9 @@ class Params:
                               "command topic, limits, workspace, action mode, control rate")
     request_ahead_steps: int = core_param("request_ahead_steps", unit="steps", low=0, high=1000)
     joint_state_timeout_s: float = core_param("joint_state_timeout_s", unit="s", low=0.01, high=3600.0)
-    image_timeout_s: float = core_param("image_timeout_s", unit="s", low=0.0, high=3600.0)
+    # On by default (the core's default is off): an executor started without the launch files on a real arm
+    # must not run a long chunk open-loop on a dead camera. The sim launch files and sim_arms set 0.
+    image_timeout_s: float = param(1.0, _CORE["image_timeout_s"].metadata["help"], unit="s", low=0.0, high=3600.0)
     chunk_timeout_s: float = core_param("chunk_timeout_s", unit="s", low=0.01, high=3600.0)
     home_tolerance: float = core_param("home_tolerance", unit="rad", low=0.001, high=0.5)
     # above the episode manager's 0.5 s between asks (HOME_ASK_S), or homing would stop between them

@@ -86,8 +86,9 @@ class SimArms(Node):
                 values = self.passed_on(name)
                 if name in SIM_TIME:
                     values["use_sim_time"] = True
-                if name == "executor":  # a simulated arm: a respawned one must go on, no e-stop to keep
-                    values.setdefault("estop_at_start", False)
+                if name == "executor":  # a simulated arm: a respawned one must go on, no e-stop to keep; its
+                    values.setdefault("estop_at_start", False)  # camera is the bridge beside it, rendering
+                    values.setdefault("image_timeout_s", 0.0)  # only when asked (render_when chunk_request)
                 if name == "episode_manager":  # each arm its own evaluation seeds
                     base = values.get("arm_index", 0)
                     values["arm_index"] = base + index
