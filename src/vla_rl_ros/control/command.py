@@ -86,7 +86,7 @@ class Commander:
         ends = (gripper.open, gripper.closed)
         if travel is not None and (min(ends) < 0.0 or max(ends) > travel):
             raise ValueError(f"robot {robot.name!r}: gripper open={gripper.open} and closed={gripper.closed} must "
-                             f"lie in the model's finger range [0, {kinematics.finger_travel}] m (per finger, not "
+                             f"lie in the model's finger range [0, {travel}] m (per finger, not "
                              "the width)")
         # (J,) rad per command: what the speed limits allow in one period, capped by max_joint_step
         self.max_step = np.minimum(np.asarray(robot.velocity_limits) * robot.period, robot.max_joint_step)
@@ -110,13 +110,13 @@ class Commander:
         ee = self.robot.action_mode == "ee_delta"
         q_target = self._ik_target(q_meas, action, clamped) if ee else action[:-1]
         q_cmd = self._limited(q_meas, q_target, clamped)
-        allowed = max(self.robot.workspace.tolerance, self.robot.workspace.distance(self.kinematics.fk(q_meas)[0]))
-        if self._outside_box(q_cmd) > allowed:
+        outside, tolerance = self._outside_box(q_cmd), self.robot.workspace.tolerance
+        if outside > tolerance and outside > (measured := self._outside_box(q_meas)):  # FK of q_meas only then
             # hold: never move the TCP further out of the box; stay where the arm is (a joint that
             # overshot a limit steps back towards it, unless that too takes the TCP further out: then
             # the command is the measured position itself, no motion at all)
             q_cmd = self._limited(q_meas, q_meas, clamped)
-            if self._outside_box(q_cmd) > allowed:
+            if self._outside_box(q_cmd) > max(tolerance, measured):
                 q_cmd = q_meas.copy()
             clamped.add(HOLD_WORKSPACE)
         return Command(arm=q_cmd, gripper=self.robot.gripper.position(closure), clamped=frozenset(clamped))

@@ -102,9 +102,10 @@ class ArmModel:
         self.finger_qpos_adr = np.array([j.qposadr[0] for j in fingers], dtype=int)
         self.finger_dof_adr = np.array([j.dofadr[0] for j in fingers], dtype=int)
         actuators = (*ARM_ACTUATORS, *FINGER_ACTUATORS)
-        if all(mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_ACTUATOR, n) >= 0 for n in actuators):
-            self.actuator_ids = np.array([model.actuator(name).id for name in ARM_ACTUATORS])
-            self.finger_actuator_ids = np.array([model.actuator(name).id for name in FINGER_ACTUATORS])
+        drives = all(mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_ACTUATOR, n) >= 0 for n in actuators)
+        # None where the model has none (an executor's URDF): only the sim drives the arm through them.
+        self.actuator_ids = np.array([model.actuator(n).id for n in ARM_ACTUATORS]) if drives else None
+        self.finger_actuator_ids = np.array([model.actuator(n).id for n in FINGER_ACTUATORS]) if drives else None
         self.qpos_adr = np.array([j.qposadr[0] for j in joints])  # (J,)
         self.dof_adr = np.array([j.dofadr[0] for j in joints])  # (J,)
         self.lower = np.array([j.range[0] for j in joints])  # (J,) rad
